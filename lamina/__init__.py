@@ -1,0 +1,26 @@
+"""lamina: a data catalog whose registries live as Delta tables inside your storage root.
+
+    import lamina as ln
+    ln.init(storage="./mydata")
+    ln.Artifact("data.csv", key="raw/data.csv").save()
+    ln.Artifact.filter(suffix=".csv").to_dataframe()
+"""
+
+from __future__ import annotations
+
+from . import bionty, examples
+from .catalog.instance import connect, current, init
+from .engine.planner import Q
+from .errors import (DoesNotExist, FieldError, InstanceError, InvalidPath, LaminaError,
+                     MultipleResultsFound, ValidationError)
+from .models import (Artifact, Branch, Collection, Feature, Project, Record, Run, Schema, Space,
+                     Storage, Transform, ULabel, User)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Artifact", "Branch", "Collection", "DoesNotExist", "Feature", "FieldError", "InstanceError",
+    "InvalidPath", "LaminaError", "MultipleResultsFound", "Project", "Q", "Record", "Run",
+    "Schema", "Space", "Storage", "Transform", "ULabel", "User", "ValidationError", "bionty",
+    "connect", "current", "examples", "init",
+]

@@ -1,0 +1,215 @@
+"""Instances: a storage root whose ``.lamina/`` folder holds the catalog and its metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import pyarrow.compute as pc
+
+from .. import log
+from ..errors import InstanceError
+from . import settings, tables
+from .ids import new_uid
+from .location import Location
+from .store import Change, Snapshot, TableStore
+
+META_FILE = ".lamina/instance.json"
+FORMAT_VERSION = 1
+TRASH_BRANCH_ID, ARCHIVE_BRANCH_ID, MAIN_BRANCH_ID = -1, 0, 1
+
+
+@dataclass
+class Instance:
+    location: Location
+    meta: dict
+    user: settings.LocalUser
+    user_id: int = 0
+    storage_id: int = 0
+    _stores: dict = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def root(self) -> str:
+        return self.location.root
+
+    @property
+    def uid(self) -> str:
+        return self.meta["uid"]
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def modules(self) -> list[str]:
+        return list(self.meta.get("modules", []))
+
+    @property
+    def slug(self) -> str:
+        return f"{self.meta['owner']}/{self.name}"
+
+    def store(self, spec: tables.TableSpec) -> TableStore:
+        with self._lock:
+            found = self._stores.get(spec.qualified)
+            if found is None:
+                found = self._stores[spec.qualified] = TableStore(self.location, spec)
+            return found
+
+    def table_specs(self) -> list[tables.TableSpec]:
+        return [t for m in ("core", *self.modules) for t in tables.MODULES.get(m, ())]
+
+    def __repr__(self) -> str:
+        return f"Instance({self.slug!r}, root={self.root!r}, modules={self.modules})"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _parse_modules(modules: str | list[str] | None) -> list[str]:
+    if modules is None:
+        return []
+    names = [m.strip() for m in modules.split(",")] if isinstance(modules, str) else list(modules)
+    names = [m for m in names if m]
+    unknown = [m for m in names if m not in tables.MODULES or m == "core"]
+    if unknown:
+        known = sorted(set(tables.MODULES) - {"core"})
+        raise InstanceError(f"unknown module(s) {unknown}; available: {known}")
+    return names
+
+
+def _read_meta(location: Location) -> dict | None:
+    try:
+        with location.fs.open(location.join(META_FILE), "rb") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        return None
+
+
+def init(storage: str | os.PathLike, modules: str | list[str] | None = None,
+         name: str | None = None) -> Instance:
+    """Create an instance in ``storage``; connect if this user already made one there."""
+    location = Location.of(storage)
+    user = settings.local_user()
+    module_names = _parse_modules(modules)
+    meta = {
+        "uid": new_uid(12),
+        "name": name or os.path.basename(location.root.rstrip("/")) or "lamina",
+        "owner": user.handle,
+        "modules": module_names,
+        "created_at": _now().isoformat(),
+        "format": FORMAT_VERSION,
+    }
+    if location.is_local:
+        os.makedirs(location.join(".lamina"), exist_ok=True)
+    try:
+        # Exclusive create: two processes initialising one root cannot both succeed, and an
+        # existing instance is never overwritten.
+        with location.fs.open(location.join(META_FILE), "xb") as f:
+            f.write(json.dumps(meta, indent=2).encode())
+    except FileExistsError:
+        existing = _read_meta(location) or {}
+        wanted_other_modules = modules is not None and set(module_names) != set(
+            existing.get("modules", []))
+        if existing.get("owner") != user.handle or wanted_other_modules or (
+                name and name != existing.get("name")):
+            raise InstanceError(
+                f"{location.root} is already managed by instance "
+                f"{existing.get('owner')}/{existing.get('name')} (uid {existing.get('uid')}, "
+                f"modules {existing.get('modules')}); refusing to overwrite it. "
+                f"Use ln.connect({location.root!r}) to work in it."
+            ) from None
+        return connect(location.root)
+    instance = _open(location, meta, user)
+    settings.remember_instance(location.root)
+    log.info(f"initialized lamina: {instance.slug}")
+    return _activate(instance)
+
+
+def connect(root: str | os.PathLike | None = None) -> Instance:
+    """Connect to the instance in ``root`` (default: the one remembered on this machine)."""
+    if root is None:
+        root = settings.current_instance_root()
+        if root is None:
+            raise InstanceError(
+                "no lamina instance: call ln.init(storage='./mydata') or ln.connect('<root>')"
+            )
+    location = Location.of(root)
+    meta = _read_meta(location)
+    if meta is None:
+        raise InstanceError(
+            f"{location.root} holds no lamina instance ({META_FILE} is missing); "
+            f"create one with ln.init(storage={location.root!r})"
+        )
+    if meta.get("format", 1) > FORMAT_VERSION:
+        raise InstanceError(f"{location.root} was written by a newer lamina; upgrade lamina")
+    instance = _open(location, meta, settings.local_user())
+    settings.remember_instance(location.root)
+    log.info(f"connected lamina: {instance.slug}")
+    return _activate(instance)
+
+
+_current: Instance | None = None
+_current_lock = threading.Lock()
+
+
+def _activate(instance: Instance) -> Instance:
+    global _current
+    with _current_lock:
+        _current = instance
+    return instance
+
+
+def current() -> Instance:
+    """The active instance, connecting to the remembered one on first use."""
+    if _current is None:
+        return connect()
+    return _current
+
+
+def _open(location: Location, meta: dict, user: settings.LocalUser) -> Instance:
+    instance = Instance(location, meta, user)
+    _bootstrap(instance)
+    return instance
+
+
+def _bootstrap(instance: Instance) -> None:
+    """Rows every instance needs: branches, the default space, this user, its storage.
+    Each is inserted only if missing, so this is safe to repeat and to race."""
+    now = _now()
+    user = instance.user
+    instance.user_id = _ensure(instance, tables.get("core.user"), "uid", user.uid,
+                               {"uid": user.uid, "handle": user.handle, "name": user.name,
+                                "created_at": now})
+    for branch_id, branch_name in ((MAIN_BRANCH_ID, "main"), (ARCHIVE_BRANCH_ID, "archive"),
+                                   (TRASH_BRANCH_ID, "trash")):
+        _ensure(instance, tables.get("core.branch"), "name", branch_name,
+                {"id": branch_id, "uid": new_uid(12), "name": branch_name,
+                 "created_at": now, "created_by_id": instance.user_id})
+    _ensure(instance, tables.get("core.space"), "name", "all",
+            {"id": 1, "uid": "A" * 12, "name": "all", "created_at": now,
+             "created_by_id": instance.user_id})
+    instance.storage_id = _ensure(
+        instance, tables.get("core.storage"), "root", instance.root,
+        {"uid": new_uid(12), "root": instance.root, "type": instance.location.type,
+         "region": os.environ.get("AWS_REGION") if instance.location.type == "s3" else None,
+         "instance_uid": instance.uid, "is_locked": False, "created_at": now,
+         "branch_id": MAIN_BRANCH_ID, "created_on_id": MAIN_BRANCH_ID, "space_id": 1,
+         "created_by_id": instance.user_id})
+
+
+def _ensure(instance: Instance, spec: tables.TableSpec, match: str, value, row: dict) -> int:
+    """The id of the row whose ``match`` column equals ``value``, inserting ``row`` if none."""
+
+    def plan(snapshot: Snapshot) -> Change:
+        found = snapshot.read(["id"], pc.field(match) == value)
+        if found.num_rows:
+            return Change(result=found.column("id")[0].as_py())
+        new = {"id": snapshot.next_id, **row}
+        return Change(append=[new], result=new["id"])
+
+    return instance.store(spec).transact(plan).result

@@ -1,0 +1,154 @@
+"""Where things live: storage roots as fsspec URIs, and the options each library needs to reach them.
+
+One place knows how local, ``s3://`` and ``gs://`` roots are configured for fsspec, deltalake and
+DuckDB. Credentials come from the standard environment variables of each cloud
+(``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``, ``GOOGLE_APPLICATION_CREDENTIALS``, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from dataclasses import dataclass
+from functools import cached_property
+from urllib.parse import urlparse
+
+import fsspec
+
+from ..errors import InvalidPath
+
+CLOUD_PROTOCOLS = ("s3", "gs")
+
+
+def normalize_root(root: str | os.PathLike) -> str:
+    """An absolute local path or a ``scheme://bucket/prefix`` URI, without a trailing slash."""
+    root = os.fspath(root)
+    if not root or not root.strip():
+        raise InvalidPath("a storage root cannot be empty")
+    parsed = urlparse(root)
+    if parsed.scheme in ("", "file"):
+        local = parsed.path if parsed.scheme == "file" else root
+        return os.path.abspath(os.path.expanduser(local))
+    if parsed.scheme == "gcs":
+        root = "gs://" + root[len("gcs://"):]
+        parsed = urlparse(root)
+    if parsed.scheme not in CLOUD_PROTOCOLS:
+        raise InvalidPath(
+            f"unsupported storage root {root!r}: use a local folder, s3://bucket/prefix "
+            "or gs://bucket/prefix"
+        )
+    if not parsed.netloc:
+        raise InvalidPath(f"storage root {root!r} names no bucket")
+    return root.rstrip("/")
+
+
+def storage_type(root: str) -> str:
+    scheme = urlparse(root).scheme
+    return scheme if scheme in CLOUD_PROTOCOLS else "local"
+
+
+def safe_key(key: str) -> str:
+    """Validate a user-supplied key: relative, no ``..`` segment, no empty segment."""
+    if not isinstance(key, str) or not key:
+        raise InvalidPath(f"a key must be a non-empty string, got {key!r}")
+    if key.startswith("/") or "\\" in key or urlparse(key).scheme:
+        raise InvalidPath(f"key {key!r} must be a relative path inside the storage root")
+    parts = key.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise InvalidPath(
+            f"key {key!r} may not contain empty, '.' or '..' segments; it could escape the "
+            "storage root"
+        )
+    return key
+
+
+@dataclass(frozen=True)
+class Location:
+    """A storage root, and how to reach it from fsspec, deltalake and DuckDB."""
+
+    root: str
+
+    @classmethod
+    def of(cls, root: str | os.PathLike) -> Location:
+        return cls(normalize_root(root))
+
+    @property
+    def type(self) -> str:
+        return storage_type(self.root)
+
+    @property
+    def is_local(self) -> bool:
+        return self.type == "local"
+
+    def join(self, *parts: str) -> str:
+        """A path under the root. Parts are ours or validated keys; the result stays inside."""
+        joined = posixpath.join(self.root, *parts)
+        if self.is_local:
+            joined = os.path.normpath(joined)
+            if os.path.commonpath([joined, self.root]) != self.root:
+                raise InvalidPath(f"{'/'.join(parts)!r} escapes the storage root {self.root}")
+        return joined
+
+    @cached_property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        if self.is_local:
+            return fsspec.filesystem("file", auto_mkdir=True)
+        return fsspec.filesystem(self.type, **self.fsspec_options)
+
+    @property
+    def fsspec_options(self) -> dict:
+        if self.type == "s3":
+            endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+            opts: dict = {}
+            if endpoint:
+                opts["endpoint_url"] = endpoint
+            return opts
+        return {}
+
+    @property
+    def delta_options(self) -> dict[str, str] | None:
+        """deltalake storage options; ``conditional_put`` makes concurrent commits safe on S3."""
+        if self.type == "s3":
+            opts = {"conditional_put": "etag"}
+            endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+            if endpoint:
+                opts["AWS_ENDPOINT_URL"] = endpoint
+                if endpoint.startswith("http://"):
+                    opts["AWS_ALLOW_HTTP"] = "true"
+            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            if region:
+                opts["AWS_REGION"] = region
+            return opts
+        return None
+
+    def duckdb_secret(self) -> str | None:
+        """A ``CREATE SECRET`` statement letting DuckDB read this root (it takes no parameters)."""
+        if self.type != "s3":
+            return None
+        key_id = os.environ.get("AWS_ACCESS_KEY_ID")
+        secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
+        if not key_id or not secret:
+            return "CREATE OR REPLACE SECRET lamina_s3 (TYPE s3, PROVIDER credential_chain)"
+        options = {
+            "KEY_ID": key_id,
+            "SECRET": secret,
+            "REGION": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            or "us-east-1",
+        }
+        if os.environ.get("AWS_SESSION_TOKEN"):
+            options["SESSION_TOKEN"] = os.environ["AWS_SESSION_TOKEN"]
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+        if endpoint:
+            parsed = urlparse(endpoint)
+            options["ENDPOINT"] = parsed.netloc
+            options["URL_STYLE"] = "path"
+            options["USE_SSL"] = "true" if parsed.scheme == "https" else "false"
+        # CREATE SECRET takes literals only; every value is quoted as a SQL string literal.
+        body = ", ".join(f"{k} {_sql_literal(v)}" for k, v in options.items())
+        return f"CREATE OR REPLACE SECRET lamina_s3 (TYPE s3, {body})"
+
+
+def _sql_literal(value: str) -> str:
+    if value in ("true", "false"):
+        return value
+    return "'" + str(value).replace("'", "''") + "'"

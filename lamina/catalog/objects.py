@@ -1,0 +1,89 @@
+"""Artifact files: LaminDB's hash rule, upload into managed storage, a local cache."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+
+from .location import Location
+
+HASH_CHUNK = 50 * 1024 * 1024
+OBJECTS_DIR = ".lamina/objects"
+
+
+def _b64(digest: bytes) -> str:
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")[:22]
+
+
+def hash_file(path: str | os.PathLike, chunk_size: int = HASH_CHUNK) -> tuple[str, str]:
+    """md5 of the bytes up to ``chunk_size``; above it, sha1 over the first and last chunk."""
+    with open(path, "rb") as fp:
+        size = fp.seek(0, 2)
+        fp.seek(0)
+        first = fp.read(chunk_size)
+        if size <= chunk_size:
+            return _b64(hashlib.md5(first).digest()), "md5"
+        fp.seek(-chunk_size, 2)
+        last = fp.read(chunk_size)
+    digest = hashlib.sha1(hashlib.sha1(first).digest() + hashlib.sha1(last).digest()).digest()
+    return _b64(digest), "sha1-fl"
+
+
+def hash_from_file_hashes(hashes: list[str]) -> tuple[str, str]:
+    """A folder's hash: md5 over the md5 digests of its files' hashes, sorted."""
+    digests = b"".join(hashlib.md5(h.encode()).digest() for h in sorted(hashes))
+    return _b64(hashlib.md5(digests).digest()), "md5-d"
+
+
+def describe_local(path: Path) -> tuple[int, str, int | None]:
+    """(size, hash, n_files) of a local file or folder; n_files is None for a file."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        if not files:
+            raise ValueError(f"folder {path} holds no files")
+        hashes = [hash_file(f)[0] for f in files]
+        return sum(f.stat().st_size for f in files), hash_from_file_hashes(hashes)[0], len(files)
+    return path.stat().st_size, hash_file(path)[0], None
+
+
+def suffix_of(path: str) -> str:
+    """Multi-part suffixes LaminDB keeps together (``.fastq.gz``, ``.ome.zarr``)."""
+    name = os.path.basename(path.rstrip("/"))
+    parts = name.split(".")
+    if len(parts) < 2:
+        return ""
+    if len(parts) >= 3 and parts[-1] in ("gz", "bz2", "xz", "zst", "zip", "zarr") and len(parts[-2]) <= 5:
+        return "." + ".".join(parts[-2:])
+    return "." + parts[-1]
+
+
+def object_key(uid: str, suffix: str) -> str:
+    """Where a managed artifact lives under the root; a folder is a prefix."""
+    return f"{OBJECTS_DIR}/{uid}{suffix}"
+
+
+def upload(location: Location, local: Path, key: str, progress=None) -> None:
+    """Copy a local file or folder to ``key`` under the root; written under a temporary name
+    and moved into place, so a crash leaves no partial object under its final name."""
+    target = location.join(key)
+    fs = location.fs
+    if local.is_dir():
+        fs.put(str(local), target, recursive=True)
+        return
+    if location.is_local:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = f"{target}.partial-{os.getpid()}"
+        fs.put_file(str(local), tmp)
+        os.replace(tmp, target)
+    else:
+        # Object stores make a PUT visible only when it completes.
+        fs.put_file(str(local), target)
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("LAMINA_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "lamina"
+    )
+    return Path(base)

@@ -1,0 +1,249 @@
+"""Registries as Delta tables inside the storage root: snapshots, commits, compaction, time travel.
+
+Every write goes through :meth:`TableStore.transact`. It reads the latest snapshot, lets the caller
+plan a change against it (assign ids, check uniqueness), and commits that change as exactly the
+next Delta version. If another writer committed first, the put-if-absent of the log entry fails,
+and the plan is made again on the newer snapshot. So ids stay unique and checks stay true
+without a server or a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+
+from ..errors import CommitConflict
+from .location import Location
+from .tables import TableSpec
+
+logger = logging.getLogger("lamina")
+
+CATALOG_DIR = ".lamina/catalog"
+MAX_ATTEMPTS = 60
+# Compaction merges small files once a table has this many; readers keep their snapshot.
+COMPACT_AFTER_FILES = 32
+_EXACT_NEXT_VERSION = CommitProperties(max_commit_retries=0)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One version of a table: the Parquet files that make it up, and their schema."""
+
+    spec: TableSpec
+    version: int
+    files: tuple[str, ...]
+    schema: pa.Schema
+    max_id: int
+    table: DeltaTable | None = field(default=None, repr=False, compare=False)
+
+    def read(self, columns: list[str] | None = None, filter=None) -> pa.Table:
+        """Rows of this snapshot (a ``pyarrow.compute`` filter is pushed down to Parquet)."""
+        if self.table is None:
+            empty = self.schema.empty_table()
+            return empty.select(columns) if columns else empty
+        return self.table.to_pyarrow_dataset().to_table(columns=columns, filter=filter)
+
+    @property
+    def next_id(self) -> int:
+        return self.max_id + 1
+
+    def empty(self) -> pa.Table:
+        return self.schema.empty_table()
+
+
+@dataclass
+class Change:
+    """What one commit does to one table: append new rows, replace rows by id, delete by id."""
+
+    # Rows as dicts (one save) or an Arrow table (bulk loads).
+    append: list[dict] | pa.Table = field(default_factory=list)
+    replace: list[dict] = field(default_factory=list)
+    delete_ids: list[int] = field(default_factory=list)
+    # Anything the planner wants back after the commit (new ids, an existing row, ...).
+    result: object = None
+
+    def __bool__(self) -> bool:
+        return bool(len(self.append) or self.replace or self.delete_ids)
+
+
+class TableStore:
+    """One registry's Delta table. Thread-safe; one instance per table per process."""
+
+    def __init__(self, location: Location, spec: TableSpec):
+        self.location = location
+        self.spec = spec
+        self.uri = location.join(CATALOG_DIR, spec.module, spec.name)
+        self._table: DeltaTable | None = None
+        self._lock = threading.RLock()
+
+    # ---- reading -------------------------------------------------------------------------
+    def _latest(self) -> DeltaTable | None:
+        with self._lock:
+            if self._table is None:
+                try:
+                    self._table = DeltaTable(self.uri, storage_options=self.location.delta_options)
+                except TableNotFoundError:
+                    return None
+            else:
+                self._table.update_incremental()
+            return self._table
+
+    def snapshot(self, version: int | datetime | None = None) -> Snapshot:
+        """The latest snapshot, or a past one (time travel) by version number or timestamp."""
+        with self._lock:
+            if version is None:
+                table = self._latest()
+            else:
+                table = DeltaTable(self.uri, storage_options=self.location.delta_options)
+                table.load_as_version(version)
+            if table is None:
+                return Snapshot(self.spec, -1, (), self.spec.arrow_schema(), 0)
+            return self._snapshot_of(table)
+
+    def _snapshot_of(self, table: DeltaTable) -> Snapshot:
+        files = tuple(table.file_uris())
+        max_id = 0
+        if files:
+            actions = pa.table(table.get_add_actions(flatten=True))
+            if "max.id" in actions.column_names:
+                ids = actions.column("max.id")
+                if ids.null_count == 0:
+                    max_id = int(pc.max(ids).as_py() or 0)
+                else:
+                    max_id = _scan_max_id(table)
+            else:
+                max_id = _scan_max_id(table)
+        schema = pa.schema(table.schema().to_arrow())
+        return Snapshot(self.spec, table.version(), files, schema, max_id, table)
+
+    def version(self) -> int:
+        table = self._latest()
+        return -1 if table is None else table.version()
+
+    # ---- writing -------------------------------------------------------------------------
+    def ensure(self) -> DeltaTable:
+        """Create the table if it does not exist (idempotent under concurrent creators)."""
+        table = self._latest()
+        if table is not None:
+            return table
+        try:
+            DeltaTable.create(
+                self.uri,
+                schema=self.spec.arrow_schema(),
+                mode="error",
+                partition_by=list(self.spec.partition_by) or None,
+                storage_options=self.location.delta_options,
+                name=self.spec.qualified,
+            )
+        except Exception as exc:  # another process created it first
+            if self._latest() is None:
+                raise exc
+        table = self._latest()
+        assert table is not None
+        return table
+
+    def transact(self, plan: Callable[[Snapshot], Change]) -> Change:
+        """Plan a change on the latest snapshot and commit it as the next version, re-planning
+        on the newer snapshot whenever another writer won the race."""
+        for attempt in range(MAX_ATTEMPTS):
+            with self._lock:
+                table = self.ensure()
+                snapshot = self._snapshot_of(table)
+                change = plan(snapshot)
+                if not change:
+                    return change
+                try:
+                    self._commit(table, snapshot, change)
+                except CommitFailedError:
+                    self._table = None  # reload: our view of the log is stale
+                    # Back off with jitter so that racing writers stop colliding.
+                    time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))
+                    continue
+            self._maybe_compact()
+            return change
+        raise CommitConflict(
+            f"could not commit to {self.spec.qualified} after {MAX_ATTEMPTS} attempts; "
+            "too many concurrent writers"
+        )
+
+    def _commit(self, table: DeltaTable, snapshot: Snapshot, change: Change) -> None:
+        options = self.location.delta_options
+        schema = snapshot.schema
+        if change.delete_ids:
+            if len(change.append) or change.replace:
+                raise ValueError("a change either deletes rows or writes them, not both")
+            table.delete(predicate=_ids_predicate(change.delete_ids),
+                         commit_properties=_EXACT_NEXT_VERSION)
+            return
+        if change.replace:
+            if len(change.append):
+                raise ValueError("a change either replaces rows or appends them, not both")
+            rows = to_arrow(change.replace, schema)
+            write_deltalake(table, rows, mode="overwrite",
+                            predicate=_ids_predicate([r["id"] for r in change.replace]),
+                            commit_properties=_EXACT_NEXT_VERSION, storage_options=options)
+            return
+        write_deltalake(table, to_arrow(change.append, schema), mode="append",
+                        commit_properties=_EXACT_NEXT_VERSION, storage_options=options)
+
+    # ---- housekeeping --------------------------------------------------------------------
+    def _maybe_compact(self) -> None:
+        table = self._latest()
+        if table is not None and len(table.file_uris()) >= COMPACT_AFTER_FILES:
+            self.compact()
+
+    def compact(self) -> dict:
+        """Merge small files into large ones. Old files stay until vacuum, so readers of an
+        older snapshot are never broken; losing a race with a writer just skips this round."""
+        with self._lock:
+            table = self._latest()
+            if table is None:
+                return {}
+            try:
+                metrics = table.optimize.compact()
+            except CommitFailedError:
+                self._table = None
+                return {}
+            table.update_incremental()
+            return metrics
+
+    def vacuum(self, retention_hours: int = 168) -> list[str]:
+        """Delete files no snapshot younger than ``retention_hours`` needs."""
+        table = self._latest()
+        if table is None:
+            return []
+        return table.vacuum(retention_hours=retention_hours, dry_run=False,
+                            enforce_retention_duration=False)
+
+    def history(self, limit: int | None = None) -> list[dict]:
+        table = self._latest()
+        return [] if table is None else table.history(limit)
+
+
+def to_arrow(rows: Sequence[dict] | pa.Table, schema: pa.Schema) -> pa.Table:
+    if isinstance(rows, pa.Table):
+        missing = [n for n in schema.names if n not in rows.column_names]
+        for name in missing:
+            rows = rows.append_column(schema.field(name), pa.nulls(rows.num_rows, schema.field(name).type))
+        return rows.select(schema.names).cast(schema)
+    return pa.Table.from_pylist(list(rows), schema=schema)
+
+
+def _ids_predicate(ids: Sequence[int]) -> str:
+    # Ids are ints we hold; int() makes sure nothing else reaches the predicate.
+    return "id IN (" + ", ".join(str(int(i)) for i in ids) + ")"
+
+
+def _scan_max_id(table: DeltaTable) -> int:
+    ids = table.to_pyarrow_table(columns=["id"]).column("id")
+    return int(pc.max(ids).as_py() or 0) if len(ids) else 0

@@ -1,0 +1,263 @@
+"""Comparators: one small class each, turning ``lhs <op> value`` into SQL and bound parameters.
+
+The shape follows Django's ``lookups.py``: a lookup validates its value against the column's
+type when constructed, and ``as_sql`` returns SQL text in which every value is a ``?``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import ClassVar
+
+import pyarrow as pa
+
+from ..errors import ValidationError
+
+
+class SubQuery:
+    """A compiled query used as a value (``field__in=QuerySet``): SQL selecting one column."""
+
+    def __init__(self, sql: str, params: list, specs=()):
+        self.sql, self.params, self.specs = sql, list(params), tuple(specs)
+
+
+def _type_name(t: pa.DataType) -> str:
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return "a number"
+    if pa.types.is_boolean(t):
+        return "True or False"
+    if pa.types.is_timestamp(t):
+        return "a datetime"
+    if pa.types.is_date(t):
+        return "a date"
+    return "a string"
+
+
+def coerce(value, arrow_type: pa.DataType, where: str):
+    """``value`` as the Python type the column holds, or a ValidationError naming the field."""
+    if value is None:
+        return None
+    bad = ValidationError(f"{where} expects {_type_name(arrow_type)}, got {value!r}")
+    if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        if pa.types.is_integer(arrow_type) and isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+    if pa.types.is_boolean(arrow_type):
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if pa.types.is_timestamp(arrow_type):
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        if isinstance(value, date):
+            return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+        raise bad
+    if pa.types.is_date(arrow_type):
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, datetime):
+            return value.date()
+        if isinstance(value, date):
+            return value
+        raise bad
+    if not isinstance(value, str):
+        raise bad
+    return value
+
+
+class Lookup:
+    name: ClassVar[str]
+    # The type a lookup's value must have; None means "the column's own type".
+    value_type: ClassVar[pa.DataType | None] = None
+
+    def __init__(self, lhs: str, value, arrow_type: pa.DataType, where: str):
+        self.lhs = lhs
+        self.where = f"{where}__{self.name}" if self.name != "exact" else where
+        self.value = self.prepare(value, self.value_type or arrow_type)
+
+    def prepare(self, value, arrow_type):
+        return coerce(value, arrow_type, self.where)
+
+    def as_sql(self) -> tuple[str, list]:
+        raise NotImplementedError
+
+
+class _Binary(Lookup):
+    operator: ClassVar[str]
+
+    def as_sql(self):
+        return f"{self.lhs} {self.operator} ?", [self.value]
+
+
+class Exact(_Binary):
+    name, operator = "exact", "="
+
+    def as_sql(self):
+        if self.value is None:
+            return f"{self.lhs} IS NULL", []
+        return super().as_sql()
+
+
+class GreaterThan(_Binary):
+    name, operator = "gt", ">"
+
+
+class GreaterThanOrEqual(_Binary):
+    name, operator = "gte", ">="
+
+
+class LessThan(_Binary):
+    name, operator = "lt", "<"
+
+
+class LessThanOrEqual(_Binary):
+    name, operator = "lte", "<="
+
+
+class _Text(Lookup):
+    value_type = pa.string()
+    function: ClassVar[str]
+    case_insensitive: ClassVar[bool] = False
+
+    def as_sql(self):
+        if self.case_insensitive:
+            return f"{self.function}(lower({self.lhs}), lower(?))", [self.value]
+        return f"{self.function}({self.lhs}, ?)", [self.value]
+
+
+class IExact(_Text):
+    name = "iexact"
+
+    def as_sql(self):
+        return f"lower({self.lhs}) = lower(?)", [self.value]
+
+
+class Contains(_Text):
+    name, function = "contains", "contains"
+
+
+class IContains(Contains):
+    name, case_insensitive = "icontains", True
+
+
+class StartsWith(_Text):
+    name, function = "startswith", "starts_with"
+
+
+class IStartsWith(StartsWith):
+    name, case_insensitive = "istartswith", True
+
+
+class EndsWith(_Text):
+    name, function = "endswith", "ends_with"
+
+
+class IEndsWith(EndsWith):
+    name, case_insensitive = "iendswith", True
+
+
+class Regex(_Text):
+    name = "regex"
+    flags: ClassVar[str] = ""
+
+    def as_sql(self):
+        if self.flags:
+            return f"regexp_matches({self.lhs}, ?, '{self.flags}')", [self.value]
+        return f"regexp_matches({self.lhs}, ?)", [self.value]
+
+
+class IRegex(Regex):
+    name, flags = "iregex", "i"
+
+
+class IsNull(Lookup):
+    name = "isnull"
+    value_type = pa.bool_()
+
+    def prepare(self, value, arrow_type):
+        if not isinstance(value, bool):
+            raise ValidationError(f"{self.where} expects True or False, got {value!r}")
+        return value
+
+    def as_sql(self):
+        return f"{self.lhs} IS {'' if self.value else 'NOT '}NULL", []
+
+
+class In(Lookup):
+    name = "in"
+
+    def prepare(self, value, arrow_type):
+        if isinstance(value, SubQuery):
+            return value
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise ValidationError(f"{self.where} expects a list or a QuerySet, got {value!r}")
+        return [coerce(v, arrow_type, self.where) for v in value]
+
+    def as_sql(self):
+        if isinstance(self.value, SubQuery):
+            return f"{self.lhs} IN ({self.value.sql})", list(self.value.params)
+        values = [v for v in self.value if v is not None]
+        if not values:
+            return "false", []
+        return f"{self.lhs} IN ({', '.join('?' * len(values))})", values
+
+
+class Range(Lookup):
+    name = "range"
+
+    def prepare(self, value, arrow_type):
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+            raise ValidationError(f"{self.where} expects a (low, high) pair, got {value!r}")
+        return [coerce(v, arrow_type, self.where) for v in value]
+
+    def as_sql(self):
+        return f"{self.lhs} BETWEEN ? AND ?", list(self.value)
+
+
+LOOKUPS: dict[str, type[Lookup]] = {
+    cls.name: cls
+    for cls in (Exact, IExact, GreaterThan, GreaterThanOrEqual, LessThan, LessThanOrEqual, In,
+                Contains, IContains, StartsWith, IStartsWith, EndsWith, IEndsWith, IsNull,
+                Range, Regex, IRegex)
+}
+
+
+class Transform:
+    """A function of a column that lookups then compare (``created_at__year__gte=2025``)."""
+
+    name: ClassVar[str]
+    function: ClassVar[str]
+    output_type: ClassVar[pa.DataType] = pa.int64()
+
+    @classmethod
+    def applies_to(cls, arrow_type: pa.DataType) -> bool:
+        return pa.types.is_timestamp(arrow_type) or pa.types.is_date(arrow_type)
+
+    @classmethod
+    def as_sql(cls, lhs: str) -> str:
+        return f"{cls.function}({lhs})"
+
+
+class Year(Transform):
+    name, function = "year", "year"
+
+
+class Month(Transform):
+    name, function = "month", "month"
+
+
+class Day(Transform):
+    name, function = "day", "day"
+
+
+TRANSFORMS: dict[str, type[Transform]] = {t.name: t for t in (Year, Month, Day)}

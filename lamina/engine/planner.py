@@ -1,0 +1,275 @@
+"""Filters, ``Q`` trees, orderings and includes → one DuckDB SQL statement with bound parameters.
+
+Names are resolved against the declarative tables in ``catalog/tables``. A relation hop becomes a
+semi-join subquery, so a row of the queried registry is never repeated by a join:
+
+- foreign key ``a.fk_id IN (SELECT id FROM target WHERE ...)``
+- reverse foreign key ``a.id IN (SELECT fk_id FROM source WHERE ...)``
+- many-to-many on our list column ``list_has_any(a.ids, (SELECT list(id) FROM target WHERE ...))``
+- many-to-many on their list column ``a.id IN (SELECT unnest(ids) FROM source WHERE ...)``
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from ..catalog import tables
+from ..catalog.instance import MAIN_BRANCH_ID
+from ..catalog.tables import ForeignKey, ManyToMany, TableSpec
+from ..errors import FieldError, unknown_field
+from .lookups import LOOKUPS, TRANSFORMS, Exact, In, SubQuery
+
+SEP = "__"
+
+
+class Q:
+    """A boolean tree of filter conditions: ``Q(a=1) | ~Q(b__gt=2)``."""
+
+    AND, OR = "AND", "OR"
+
+    def __init__(self, *children, _connector: str = "AND", _negated: bool = False, **conditions):
+        for child in children:
+            if not isinstance(child, Q):
+                raise TypeError(f"positional filter arguments must be Q objects, got {child!r}")
+        self.children: tuple = (*children, *sorted(conditions.items()))
+        self.connector = _connector
+        self.negated = _negated
+
+    def _combine(self, other: Q, connector: str) -> Q:
+        if not isinstance(other, Q):
+            return NotImplemented
+        return Q(self, other, _connector=connector)
+
+    def __and__(self, other: Q) -> Q:
+        return self._combine(other, self.AND)
+
+    def __or__(self, other: Q) -> Q:
+        return self._combine(other, self.OR)
+
+    def __invert__(self) -> Q:
+        return Q(self, _negated=True)
+
+    def __bool__(self) -> bool:
+        return bool(self.children)
+
+    def paths(self):
+        for child in self.children:
+            if isinstance(child, Q):
+                yield from child.paths()
+            else:
+                yield child[0]
+
+    def __repr__(self) -> str:
+        inner = f" {self.connector} ".join(
+            repr(c) if isinstance(c, Q) else f"{c[0]}={c[1]!r}" for c in self.children
+        )
+        return f"{'~' if self.negated else ''}Q({inner})"
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One step along a relation: how rows of ``source`` relate to rows of ``target``."""
+
+    kind: str  # "fk", "reverse_fk", "m2m", "reverse_m2m"
+    source: TableSpec
+    target: TableSpec
+    column: str  # the fk column or list column, on whichever side holds it
+
+    def semi_join(self, alias: str, inner_alias: str, inner_where: str) -> str:
+        view = f'"{self.target.view}"'
+        where = f" WHERE {inner_where}" if inner_where else ""
+        if self.kind == "fk":
+            return f"{alias}.{self.column} IN (SELECT {inner_alias}.id FROM {view} {inner_alias}{where})"
+        if self.kind == "reverse_fk":
+            return (f"{alias}.id IN (SELECT {inner_alias}.{self.column} FROM {view} "
+                    f"{inner_alias}{where})")
+        if self.kind == "m2m":
+            return (f"coalesce(list_has_any({alias}.{self.column}, (SELECT list({inner_alias}.id) "
+                    f"FROM {view} {inner_alias}{where})), false)")
+        return (f"{alias}.id IN (SELECT unnest({inner_alias}.{self.column}) FROM {view} "
+                f"{inner_alias}{where})")
+
+    def ids_condition(self, alias: str, lookup: str, value, where: str) -> tuple[str, list] | None:
+        """Compare related ids directly (``created_by=user``, ``records=rec``) without a subquery."""
+        if self.kind == "fk" and lookup in ("exact", "in"):
+            return LOOKUPS[lookup](f"{alias}.{self.column}", value, pa.int64(), where).as_sql()
+        if self.kind == "m2m" and lookup == "exact" and value is not None:
+            return f"coalesce(list_contains({alias}.{self.column}, ?), false)", [value]
+        if self.kind == "m2m" and lookup == "in":
+            lookup_in = In("x", value, pa.int64(), where)
+            if isinstance(lookup_in.value, SubQuery):
+                sub = lookup_in.value
+                return (f"coalesce(list_has_any({alias}.{self.column}, (SELECT list(s.v) FROM "
+                        f"(SELECT * FROM ({sub.sql})) s(v))), false)", sub.params)
+            values = [v for v in lookup_in.value if v is not None]
+            return f"coalesce(list_has_any({alias}.{self.column}, ?), false)", [values]
+        return None
+
+
+def relations(spec: TableSpec) -> dict[str, Hop]:
+    """Every relation name usable in a filter on ``spec``, forward and reverse."""
+    found: dict[str, Hop] = {}
+    for fk in spec.foreign_keys:
+        found[fk.name] = Hop("fk", spec, tables.get(fk.target), fk.column)
+    for m2m in spec.many_to_many:
+        found[m2m.name] = Hop("m2m", spec, tables.get(m2m.target), m2m.name)
+    for name, (other, rel) in tables.reverse_relations(spec).items():
+        if name in found:
+            continue
+        if isinstance(rel, ForeignKey):
+            found[name] = Hop("reverse_fk", spec, other, rel.column)
+        elif isinstance(rel, ManyToMany):
+            found[name] = Hop("reverse_m2m", spec, other, rel.name)
+    return found
+
+
+def field_names(spec: TableSpec) -> list[str]:
+    return [c.name for c in spec.columns if c.display or c.name == "id"] + list(relations(spec))
+
+
+@dataclass
+class Compiler:
+    """Compiles conditions on one registry; collects the registries a statement reads."""
+
+    spec: TableSpec
+    specs: set = field(default_factory=set)
+    _aliases: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self):
+        self.specs.add(self.spec)
+
+    def alias(self) -> str:
+        return f"t{next(self._aliases)}"
+
+    # ---- conditions --------------------------------------------------------------------
+    def where(self, q: Q, alias: str = "t", spec: TableSpec | None = None) -> tuple[str, list]:
+        spec = spec or self.spec
+        parts, params = [], []
+        for child in q.children:
+            if isinstance(child, Q):
+                sql, p = self.where(child, alias, spec)
+            else:
+                sql, p = self.condition(spec, child[0], child[1], alias)
+            if sql:
+                parts.append(f"({sql})")
+                params.extend(p)
+        sql = f" {q.connector} ".join(parts)
+        if q.negated and sql:
+            # NULL-safe: a row whose field is NULL does not equal the value, so NOT keeps it.
+            sql = f"NOT coalesce({sql}, false)"
+        return sql, params
+
+    def condition(self, spec: TableSpec, path: str, value, alias: str) -> tuple[str, list]:
+        parts = path.split(SEP)
+        head, rest = parts[0], parts[1:]
+        column = spec.column(head)
+        if column is not None and column.display or head == "id":
+            return self._field_condition(spec, column or spec.column("id"), rest, value, alias,
+                                         path)
+        hop = relations(spec).get(head)
+        if hop is None:
+            raise unknown_field(head, spec.model, field_names(spec))
+        self.specs.add(hop.target)
+        value = _as_value(value, self)
+        if not rest or (len(rest) == 1 and rest[0] in LOOKUPS):
+            lookup = rest[0] if rest else "exact"
+            direct = hop.ids_condition(alias, lookup, value, path)
+            if direct is not None:
+                return direct
+            rest = ["id", lookup]
+        inner_alias = self.alias()
+        inner_sql, inner_params = self.condition(hop.target, SEP.join(rest), value, inner_alias)
+        return hop.semi_join(alias, inner_alias, inner_sql), inner_params
+
+    def _field_condition(self, spec, column, rest, value, alias, path) -> tuple[str, list]:
+        lhs, arrow_type = f"{alias}.{column.name}", column.type
+        lookup_name = "exact"
+        for i, name in enumerate(rest):
+            transform = TRANSFORMS.get(name)
+            if transform is not None and transform.applies_to(arrow_type):
+                lhs, arrow_type = transform.as_sql(lhs), transform.output_type
+            elif name in LOOKUPS and i == len(rest) - 1:
+                lookup_name = name
+            else:
+                valid = sorted(LOOKUPS) + (sorted(TRANSFORMS) if TRANSFORMS.get(name) is None
+                                           and _is_temporal(column.type) else [])
+                raise FieldError(
+                    f"unknown comparator {name!r} in {path!r} on {spec.model}.{column.name}; "
+                    f"valid comparators: {', '.join(valid)}"
+                )
+        value = _as_value(value, self)
+        return LOOKUPS[lookup_name](lhs, value, arrow_type, path).as_sql()
+
+    def mentions_branch(self, q: Q) -> bool:
+        return any(p.split(SEP)[0] in ("branch", "branch_id") for p in q.paths())
+
+    # ---- statements --------------------------------------------------------------------
+    def select(self, q: Q, *, columns: list[str] | None = None, order_by=(), limit=None,
+               offset=None, distinct=False) -> tuple[str, list]:
+        where, params = self.where(q, "t")
+        conditions = [where] if where else []
+        if self.spec.has_branch and not self.mentions_branch(q):
+            conditions.insert(0, f"t.branch_id = {MAIN_BRANCH_ID}")
+        cols = ", ".join(f"t.{c}" for c in columns) if columns else "t.*"
+        sql = f'SELECT {"DISTINCT " if distinct else ""}{cols} FROM "{self.spec.view}" t'
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
+        if order_by:
+            order_sql = [self.order_term(term) for term in order_by]
+            sql += " ORDER BY " + ", ".join(order_sql)
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        if offset:
+            sql += f" OFFSET {int(offset)}"
+        return sql, params
+
+    def order_term(self, term: str) -> str:
+        if not isinstance(term, str) or not term.strip("-"):
+            raise FieldError(f"order_by takes field names like 'key' or '-created_at', got {term!r}")
+        descending = term.startswith("-")
+        path = term.lstrip("-")
+        expr = self.value_expression(self.spec, path.split(SEP), "t", path)
+        return f"{expr} {'DESC' if descending else 'ASC'} NULLS LAST"
+
+    def value_expression(self, spec: TableSpec, parts: list[str], alias: str, path: str) -> str:
+        """SQL for a single-valued path (a field, or a field across foreign keys)."""
+        head, rest = parts[0], parts[1:]
+        column = spec.column(head)
+        if column is not None and (column.display or head == "id") and not rest:
+            return f"{alias}.{column.name}"
+        hop = relations(spec).get(head)
+        if hop is None or column is not None:
+            raise unknown_field(head, spec.model, field_names(spec))
+        if hop.kind != "fk":
+            raise FieldError(f"{path!r} has many values per {self.spec.model}; order by a field "
+                             "or a foreign key's field")
+        self.specs.add(hop.target)
+        inner = self.alias()
+        expr = self.value_expression(hop.target, rest or ["id"], inner, path)
+        return (f'(SELECT {expr} FROM "{hop.target.view}" {inner} '
+                f"WHERE {inner}.id = {alias}.{hop.column})")
+
+
+def _is_temporal(t: pa.DataType) -> bool:
+    return pa.types.is_timestamp(t) or pa.types.is_date(t)
+
+
+def _as_value(value, compiler: Compiler):
+    """Records become their ids, QuerySets become id subqueries; other values pass through."""
+    record_id = getattr(value, "_lamina_id", None)
+    if record_id is not None:
+        return record_id()
+    as_subquery = getattr(value, "_as_id_subquery", None)
+    if as_subquery is not None:
+        sub = as_subquery()
+        compiler.specs.update(sub.specs)
+        return sub
+    if isinstance(value, (list, tuple, set)):
+        return [_as_value(v, compiler) for v in value]
+    return value
+
+
+__all__ = ["Q", "Compiler", "Exact", "relations", "field_names"]

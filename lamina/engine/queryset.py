@@ -1,0 +1,208 @@
+"""The lazy QuerySet users hold: filters accumulate, SQL runs only when results are asked for."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import pyarrow as pa
+
+from ..catalog.instance import current
+from ..errors import DoesNotExist, MultipleResultsFound
+from .lookups import SubQuery
+from .planner import Compiler, Q
+from .session import session_for
+
+if TYPE_CHECKING:
+    from ..models.base import SQLRecord
+
+DEFAULT_DATAFRAME_LIMIT = 100
+REPR_LIMIT = 20
+
+
+class QuerySet:
+    def __init__(self, model: type[SQLRecord], q: Q | None = None, order_by: tuple = (),
+                 limit: int | None = None, offset: int = 0, distinct: bool = False):
+        self.model = model
+        self.spec = model._spec
+        self.q = q if q is not None else Q()
+        self._order_by = tuple(order_by)
+        self._limit = limit
+        self._offset = offset
+        self._distinct = distinct
+
+    def _clone(self, **changes) -> QuerySet:
+        state = {"q": self.q, "order_by": self._order_by, "limit": self._limit,
+                 "offset": self._offset, "distinct": self._distinct}
+        state.update(changes)
+        return type(self)(self.model, **state)
+
+    # ---- building ------------------------------------------------------------------------
+    def filter(self, *queries: Q, **conditions) -> QuerySet:
+        added = Q(*queries, **conditions)
+        # Compile now so that a bad field, comparator or value fails here, before any SQL runs.
+        Compiler(self.spec).where(added)
+        return self._clone(q=self.q & added if self.q else added)
+
+    def exclude(self, *queries: Q, **conditions) -> QuerySet:
+        added = ~Q(*queries, **conditions)
+        Compiler(self.spec).where(added)
+        return self._clone(q=self.q & added if self.q else added)
+
+    def order_by(self, *fields: str) -> QuerySet:
+        compiler = Compiler(self.spec)
+        for term in fields:
+            compiler.order_term(term)
+        return self._clone(order_by=fields)
+
+    def distinct(self) -> QuerySet:
+        return self._clone(distinct=True)
+
+    def all(self) -> QuerySet:
+        return self._clone()
+
+    # ---- compiling -----------------------------------------------------------------------
+    def _compile(self, columns=None, order_by=None, limit=None, offset=None):
+        compiler = Compiler(self.spec)
+        order = self._order_by if order_by is None else order_by
+        sql, params = compiler.select(
+            self.q, columns=columns, order_by=order,
+            limit=self._limit if limit is None else limit,
+            offset=self._offset if offset is None else offset, distinct=self._distinct)
+        return sql, params, compiler.specs
+
+    def to_sql(self) -> tuple[str, list]:
+        """The SQL and bound parameters that fetching the rows runs."""
+        sql, params, _ = self._compile(order_by=self._order_by or ("id",))
+        return sql, params
+
+    def explain(self) -> str:
+        sql, params, specs = self._compile(order_by=self._order_by or ("id",))
+        return self._session().explain(sql, params, specs)
+
+    def _as_id_subquery(self) -> SubQuery:
+        sql, params, specs = self._compile(columns=["id"], order_by=self._order_by)
+        return SubQuery(sql, params, specs)
+
+    def _session(self):
+        return session_for(current())
+
+    def _run(self, sql, params, specs) -> pa.Table:
+        return self._session().arrow(sql, params, specs)
+
+    # ---- results -------------------------------------------------------------------------
+    def to_arrow(self, columns: list[str] | None = None) -> pa.Table:
+        sql, params, specs = self._compile(columns=columns,
+                                           order_by=self._order_by or ("id",))
+        return self._run(sql, params, specs)
+
+    def to_polars(self, columns: list[str] | None = None):
+        import polars as pl
+
+        return pl.from_arrow(self.to_arrow(columns or ["id", *self.spec.display_columns]))
+
+    def to_dataframe(self, include: str | list[str] | None = None, features=False,
+                     limit: int | None = DEFAULT_DATAFRAME_LIMIT) -> pd.DataFrame:
+        """Rows as a pandas DataFrame indexed by id; newest first unless ordered."""
+        columns = ["id", *self.spec.display_columns]
+        order = self._order_by or ("-id",)
+        row_limit = limit if self._limit is None else min(x for x in (limit, self._limit)
+                                                          if x is not None)
+        sql, params, specs = self._compile(columns=columns, order_by=order, limit=row_limit)
+        table = self._run(sql, params, specs)
+        return table.to_pandas().set_index("id")
+
+    df = to_dataframe
+
+    def _records(self, limit=None, offset=None, order_by=None) -> list[SQLRecord]:
+        sql, params, specs = self._compile(order_by=order_by or self._order_by or ("id",),
+                                           limit=limit, offset=offset)
+        rows = self._run(sql, params, specs).to_pylist()
+        return [self.model._from_row(row) for row in rows]
+
+    def to_list(self) -> list[SQLRecord]:
+        return self._records()
+
+    def __iter__(self):
+        return iter(self._records())
+
+    def count(self) -> int:
+        inner, params, specs = self._compile(columns=["id"], order_by=())
+        return self._run(f"SELECT count(*) AS n FROM ({inner})", params, specs)["n"][0].as_py()
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def exists(self) -> bool:
+        inner, params, specs = self._compile(columns=["id"], order_by=(), limit=1)
+        return self._run(inner, params, specs).num_rows > 0
+
+    def __bool__(self) -> bool:
+        return self.exists()
+
+    def __getitem__(self, item):
+        if isinstance(item, slice):
+            if item.step not in (None, 1) or (item.start or 0) < 0 or (item.stop or 0) < 0:
+                raise ValueError("QuerySet slices take non-negative start and stop, no step")
+            start = item.start or 0
+            stop = item.stop
+            base_offset = self._offset + start
+            limit = None if stop is None else max(stop - start, 0)
+            if self._limit is not None:
+                remaining = max(self._limit - start, 0)
+                limit = remaining if limit is None else min(limit, remaining)
+            return self._clone(offset=base_offset, limit=limit,
+                               order_by=self._order_by or ("id",))
+        if not isinstance(item, int):
+            raise TypeError(f"QuerySet indices must be integers or slices, not {type(item).__name__}")
+        if item < 0:
+            raise IndexError("negative indexing is not supported on a QuerySet; use .last()")
+        found = self._records(limit=1, offset=self._offset + item)
+        if not found:
+            raise IndexError(f"QuerySet index {item} out of range")
+        return found[0]
+
+    def first(self) -> SQLRecord | None:
+        found = self._records(limit=1)
+        return found[0] if found else None
+
+    def last(self) -> SQLRecord | None:
+        order = self._order_by or ("id",)
+        reversed_order = tuple(t[1:] if t.startswith("-") else f"-{t}" for t in order)
+        found = self._records(limit=1, order_by=reversed_order)
+        return found[0] if found else None
+
+    def one(self) -> SQLRecord:
+        found = self._records(limit=2)
+        if not found:
+            raise DoesNotExist(f"no {self.spec.model} matches {self.q!r}")
+        if len(found) > 1:
+            raise MultipleResultsFound(
+                f"more than one {self.spec.model} matches {self.q!r}; narrow the filter")
+        return found[0]
+
+    def one_or_none(self) -> SQLRecord | None:
+        try:
+            return self.one()
+        except DoesNotExist:
+            return None
+
+    def get(self, idlike=None, **conditions) -> SQLRecord:
+        """The one record matching ``idlike`` (id, uid or uid prefix) and ``conditions``."""
+        return self.model._get_from(self, idlike, **conditions)
+
+    def delete(self, permanent: bool = False) -> int:
+        records = self._records()
+        for record in records:
+            record.delete(permanent=permanent)
+        return len(records)
+
+    def __repr__(self) -> str:
+        records = self._records(limit=REPR_LIMIT + 1)
+        shown = ", ".join(repr(r) for r in records[:REPR_LIMIT])
+        more = ", ..." if len(records) > REPR_LIMIT else ""
+        return f"<{self.spec.model}QuerySet [{shown}{more}]>"
+
+    def _repr_html_(self) -> str:
+        return self.to_dataframe(limit=REPR_LIMIT)._repr_html_()
+

@@ -1,0 +1,124 @@
+"""The DuckDB connection of an instance: extensions, credentials, views over current snapshots.
+
+Each registry is a view named after its table (``artifact``, ``bionty_celltype``) over the Parquet
+files of one Delta snapshot. Before a query runs, the views it touches are moved to the latest
+snapshot if a writer committed since; that check reads only the Delta log.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import threading
+from datetime import datetime
+
+import duckdb
+import pyarrow as pa
+
+from ..catalog import tables
+from ..catalog.instance import Instance
+from ..catalog.store import Snapshot
+
+
+def extension_path(package: str) -> str:
+    """A DuckDB extension shipped in a PyPI package (``INSTALL`` cannot reach the internet)."""
+    module = __import__(package)
+    found = glob.glob(os.path.join(os.path.dirname(module.__file__), "extensions", "*",
+                                   "*.duckdb_extension"))
+    if not found:
+        raise RuntimeError(f"{package} ships no DuckDB extension; reinstall it")
+    return found[0]
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class Session:
+    """One DuckDB connection for one instance; safe to share between threads."""
+
+    def __init__(self, instance: Instance):
+        self.instance = instance
+        self.con = duckdb.connect(config={"threads": os.cpu_count() or 2})
+        self._lock = threading.RLock()
+        self._versions: dict[str, int] = {}
+        self._pinned: dict[str, Snapshot] = {}
+        self.con.execute("SET parquet_metadata_cache = true")
+        if not instance.location.is_local:
+            self.con.execute(f"LOAD {_quote(extension_path('duckdb_extension_httpfs'))}")
+            secret = instance.location.duckdb_secret()
+            if secret:
+                self.con.execute(secret)
+        self._fts_loaded = False
+
+    def load_fts(self) -> None:
+        with self._lock:
+            if not self._fts_loaded:
+                self.con.execute(f"LOAD {_quote(extension_path('duckdb_extension_fts'))}")
+                self._fts_loaded = True
+
+    # ---- views -------------------------------------------------------------------------
+    def refresh(self, specs) -> None:
+        """Point the views of ``specs`` at their latest snapshots (unless pinned)."""
+        with self._lock:
+            for spec in specs:
+                if spec.qualified in self._pinned:
+                    continue
+                store = self.instance.store(spec)
+                version = store.version()
+                if self._versions.get(spec.qualified) == version:
+                    continue
+                self._create_view(store.snapshot())
+
+    def refresh_all(self) -> None:
+        self.refresh(tables.BY_QUALIFIED.values())
+
+    def _create_view(self, snapshot: Snapshot) -> None:
+        spec = snapshot.spec
+        if snapshot.files:
+            files = ", ".join(_quote(f) for f in snapshot.files)
+            # File paths come from the Delta log of our own root, quoted as literals.
+            source = f"read_parquet([{files}], union_by_name = true)"
+        else:
+            empty = f"_empty_{spec.view}"
+            self.con.register(empty, snapshot.schema.empty_table())
+            source = empty
+        self.con.execute(f'CREATE OR REPLACE VIEW "{spec.view}" AS SELECT * FROM {source}')
+        self._versions[spec.qualified] = snapshot.version
+
+    def pin(self, spec, version: int | datetime) -> Snapshot:
+        """Time travel: serve ``spec`` from a past snapshot until :meth:`unpin`."""
+        with self._lock:
+            snapshot = self.instance.store(spec).snapshot(version)
+            self._create_view(snapshot)
+            self._pinned[spec.qualified] = snapshot
+            return snapshot
+
+    def unpin(self, spec) -> None:
+        with self._lock:
+            self._pinned.pop(spec.qualified, None)
+            self._versions.pop(spec.qualified, None)
+
+    # ---- running -----------------------------------------------------------------------
+    def arrow(self, sql: str, params: list | None = None, specs=()) -> pa.Table:
+        with self._lock:
+            self.refresh(specs)
+            return self.con.execute(sql, params or []).fetch_arrow_table()
+
+    def explain(self, sql: str, params: list | None = None, specs=()) -> str:
+        with self._lock:
+            self.refresh(specs)
+            rows = self.con.execute("EXPLAIN " + sql, params or []).fetchall()
+            return "\n".join(r[1] for r in rows)
+
+
+_sessions: dict[int, Session] = {}
+_sessions_lock = threading.Lock()
+
+
+def session_for(instance: Instance) -> Session:
+    with _sessions_lock:
+        found = _sessions.get(id(instance))
+        if found is None or found.instance is not instance:
+            found = _sessions[id(instance)] = Session(instance)
+        return found

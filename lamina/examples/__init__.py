@@ -1,0 +1,5 @@
+"""Small example datasets: ``ln.examples.datasets``."""
+
+from . import datasets
+
+__all__ = ["datasets"]

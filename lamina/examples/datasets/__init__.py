@@ -1,0 +1,35 @@
+"""Example files and tables, written to a folder of your choice (default: the current one)."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+_DATA = resources.files(__package__) / "data"
+
+
+def file_fastq(in_dir: str | Path = ".") -> Path:
+    """A tiny gzipped FASTQ file (byte-identical on every call, so its hash is stable)."""
+    path = Path(in_dir) / "input.fastq.gz"
+    record = b"@r1\nACGTACGTAC\n+\nIIIIIIIIII\n"
+    # mtime=0 keeps the gzip header, and so the hash, the same on every run.
+    path.write_bytes(gzip.compress(record, mtime=0))
+    return path
+
+
+def file_jpg_paradisi05(in_dir: str | Path = ".") -> Path:
+    """A small JPEG image (generated; stands in for the seed's paradisi05 photo)."""
+    path = Path(in_dir) / "paradisi05_laminopathic_nuclei.jpg"
+    with resources.as_file(_DATA / "paradisi05.jpg") as source:
+        shutil.copyfile(source, path)
+    return path
+
+
+def df_iris() -> pd.DataFrame:
+    """The 150-row iris table: four measurements and the species name."""
+    with resources.as_file(_DATA / "iris.csv") as source:
+        return pd.read_csv(source)

@@ -1,0 +1,217 @@
+"""Artifacts: files, folders, DataFrames and AnnData objects with LaminDB's identity rules."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pyarrow.compute as pc
+
+from .. import log
+from ..catalog import objects, tables
+from ..catalog.ids import next_version_uid
+from ..catalog.instance import MAIN_BRANCH_ID, current
+from ..catalog.location import safe_key
+from ..catalog.store import Change, Snapshot
+from ..errors import InvalidPath, ValidationError
+from .base import SQLRecord
+
+LOADERS = {
+    ".parquet": lambda p: __import__("pandas").read_parquet(p),
+    ".csv": lambda p: __import__("pandas").read_csv(p),
+    ".tsv": lambda p: __import__("pandas").read_csv(p, sep="\t"),
+    ".h5ad": lambda p: __import__("anndata").read_h5ad(p),
+    ".json": lambda p: __import__("json").loads(Path(p).read_text()),
+    ".txt": lambda p: Path(p).read_text(),
+}
+
+
+class Artifact(SQLRecord):
+    _spec = tables.get("core.artifact")
+    _versioned = True
+
+    def __init__(self, path: str | os.PathLike, *, key: str | None = None,
+                 description: str | None = None, revises: Artifact | None = None,
+                 version: str | None = None, kind: str | None = None, **fields):
+        super().__init__(**fields)
+        if isinstance(path, str) and "://" in path and not path.startswith("file://"):
+            raise InvalidPath(
+                f"{path!r}: only local files and folders can be registered one by one so far")
+        local = Path(os.fspath(path).removeprefix("file://")).expanduser()
+        if not local.exists():
+            raise InvalidPath(f"path {str(local)!r} does not exist")
+        if key is not None:
+            safe_key(key)
+        if revises is not None and not isinstance(revises, Artifact):
+            raise ValidationError(f"revises expects an Artifact, got {revises!r}")
+        size, hash_, n_files = objects.describe_local(local)
+        existing = Artifact.filter(hash=hash_).order_by("id").first()
+        if existing is not None:
+            log.warning(f"returning existing artifact with same hash: {existing!r}")
+            object.__setattr__(self, "_data", dict(existing._data))
+            object.__setattr__(self, "_saved", dict(existing._data))
+            return
+        suffix = "" if local.is_dir() else objects.suffix_of(str(local))
+        if key is not None and not local.is_dir() and suffix and not key.endswith(suffix):
+            raise InvalidPath(f"key {key!r} must end with the file's suffix {suffix!r}")
+        data = self._data
+        data.update(key=key, description=description, suffix=suffix, size=size, hash=hash_,
+                    n_files=n_files, kind=kind, version_tag=version)
+        object.__setattr__(self, "_local_path", local)
+        object.__setattr__(self, "_revises", revises)
+
+    # ---- constructors for in-memory objects -----------------------------------------------
+    @classmethod
+    def from_dataframe(cls, df, *, key: str | None = None, description: str | None = None,
+                       **kwargs) -> Artifact:
+        import pandas as pd
+
+        if not isinstance(df, pd.DataFrame):
+            raise ValidationError(f"from_dataframe expects a pandas DataFrame, got {type(df).__name__}")
+        tmp = _scratch_file(".parquet")
+        df.to_parquet(tmp)
+        artifact = cls(tmp, key=key, description=description, kind="dataset", **kwargs)
+        if artifact._data.get("id") is None:
+            artifact._data.update(otype="DataFrame", n_observations=len(df))
+        return artifact
+
+    @classmethod
+    def from_anndata(cls, adata, *, key: str | None = None, description: str | None = None,
+                     **kwargs) -> Artifact:
+        import anndata as ad
+
+        if not isinstance(adata, ad.AnnData):
+            raise ValidationError(f"from_anndata expects an AnnData, got {type(adata).__name__}")
+        tmp = _scratch_file(".h5ad")
+        adata.write_h5ad(tmp)
+        artifact = cls(tmp, key=key, description=description, kind="dataset", **kwargs)
+        if artifact._data.get("id") is None:
+            artifact._data.update(otype="AnnData", n_observations=adata.n_obs)
+        return artifact
+
+    # ---- saving ------------------------------------------------------------------------
+    def save(self) -> Artifact:
+        if self._data.get("id") is not None:
+            return super().save()
+        instance = current()
+        self._fill_defaults(instance)
+        data = self._data
+        revises = self.__dict__.get("_revises")
+        if revises is not None:
+            data["uid"] = self._version_uid(revises)
+        data["storage_id"] = instance.storage_id
+        object_key = objects.object_key(data["uid"], data["suffix"])
+        # Upload first, commit the row after: a row never points at a missing object.
+        objects.upload(instance.location, self._local_path, object_key)
+        result = instance.store(self._spec).transact(self._plan_insert).result
+        if result["uid"] != data["uid"]:  # another writer saved the same content first
+            _remove(instance, object_key)
+        data.update(result)
+        object.__setattr__(self, "_saved", dict(data))
+        return self
+
+    def _version_uid(self, revises: Artifact) -> str:
+        stem = revises.uid[:-4]
+        taken = Artifact.filter(uid__startswith=stem).to_arrow(columns=["uid"])
+        return next_version_uid(revises.uid, [u[-4:] for u in taken.column("uid").to_pylist()])
+
+    def _plan_insert(self, snapshot: Snapshot) -> Change:
+        data = self._data
+        same = snapshot.read(
+            filter=(pc.field("hash") == data["hash"]) & (pc.field("branch_id") == MAIN_BRANCH_ID))
+        if same.num_rows:
+            first = min(same.to_pylist(), key=lambda r: r["id"])
+            return Change(result=first)
+        row = dict(data, id=snapshot.next_id)
+        revises = self.__dict__.get("_revises")
+        if revises is None:
+            return Change(append=[row], result=row)
+        stem = data["uid"][:-4]
+        previous = snapshot.read(filter=pc.starts_with(pc.field("uid"), stem)
+                                 & (pc.field("is_latest") == True)).to_pylist()  # noqa: E712
+        for old in previous:
+            old["is_latest"] = False
+        if row.get("key") is None:
+            row["key"] = revises.key
+        return Change(replace=[*previous, row], result=row)
+
+    def delete(self, permanent: bool | None = None) -> None:
+        record_id = self._lamina_id()
+        was_managed = self._data.get("storage_id") is not None
+        key = objects.object_key(self.uid, self.suffix or "")
+        super().delete(permanent=permanent)
+        if self._data.get("id") is None and was_managed:
+            _remove(current(), key)  # after the row is gone, so no row points at nothing
+            log.info(f"deleted artifact {record_id} and its file")
+
+    # ---- data access -------------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        instance = current()
+        return instance.location.join(objects.object_key(self.uid, self.suffix or ""))
+
+    def cache(self) -> str:
+        """A local path to the artifact's file (downloaded once from object stores)."""
+        instance = current()
+        if instance.location.is_local:
+            return self.path
+        target = objects.cache_dir() / instance.uid / f"{self.uid}{self.suffix or ''}"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + f".partial-{os.getpid()}")
+            instance.location.fs.get(self.path, str(tmp), recursive=bool(self.n_files))
+            os.replace(tmp, target)
+        return str(target)
+
+    def load(self):
+        """The artifact in memory: DataFrame for Parquet/CSV, AnnData for h5ad, ..."""
+        loader = LOADERS.get(self.suffix or "")
+        if loader is None:
+            raise ValidationError(
+                f"no in-memory loader for suffix {self.suffix!r}; use .cache() for a path "
+                f"(loaders: {', '.join(LOADERS)})")
+        return loader(self.cache())
+
+    def open(self, engine: str = "pyarrow"):
+        """Stream a Parquet artifact without loading it: a pyarrow Dataset, a Polars LazyFrame
+        or a DuckDB relation."""
+        if self.suffix != ".parquet":
+            raise ValidationError(f"open() streams Parquet artifacts; this one is {self.suffix!r}")
+        instance = current()
+        if engine == "pyarrow":
+            import pyarrow.dataset as ds
+
+            if instance.location.is_local:
+                return ds.dataset(self.path)
+            from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+            return ds.dataset(self.path.split("://", 1)[1],
+                              filesystem=PyFileSystem(FSSpecHandler(instance.location.fs)))
+        if engine == "polars":
+            import polars as pl
+
+            options = instance.location.delta_options
+            return pl.scan_parquet(self.path, storage_options=options)
+        if engine == "duckdb":
+            from ..engine.session import session_for
+
+            return session_for(instance).con.read_parquet(self.path)
+        raise ValidationError(f"unknown engine {engine!r}; use 'pyarrow', 'polars' or 'duckdb'")
+
+
+def _scratch_file(suffix: str) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="lamina-"))
+    return folder / f"data{suffix}"
+
+
+def _remove(instance, key: str) -> None:
+    target = instance.location.join(key)
+    try:
+        if instance.location.is_local and os.path.isdir(target):
+            shutil.rmtree(target)
+        else:
+            instance.location.fs.rm(target, recursive=True)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,69 @@
+"""The registries other than Artifact. Each is its table declaration plus what is special to it."""
+
+from __future__ import annotations
+
+import os
+
+from ..catalog import tables
+from ..catalog.location import Location
+from .base import SQLRecord
+
+
+class User(SQLRecord):
+    _spec = tables.get("core.user")
+
+
+class Space(SQLRecord):
+    _spec = tables.get("core.space")
+
+
+class Branch(SQLRecord):
+    _spec = tables.get("core.branch")
+
+
+class Storage(SQLRecord):
+    _spec = tables.get("core.storage")
+
+    def __init__(self, root: str | os.PathLike | None = None, **fields):
+        if root is None:
+            raise TypeError("Storage() needs a root: a local folder, s3://... or gs://...")
+        location = Location.of(root)
+        super().__init__(root=location.root, type=location.type, **fields)
+
+    @property
+    def path(self) -> str:
+        return self.root
+
+
+class Transform(SQLRecord):
+    _spec = tables.get("core.transform")
+    _versioned = True
+
+
+class Run(SQLRecord):
+    _spec = tables.get("core.run")
+
+
+class Collection(SQLRecord):
+    _spec = tables.get("core.collection")
+    _versioned = True
+
+
+class Record(SQLRecord):
+    _spec = tables.get("core.record")
+
+
+class ULabel(SQLRecord):
+    _spec = tables.get("core.ulabel")
+
+
+class Feature(SQLRecord):
+    _spec = tables.get("core.feature")
+
+
+class Schema(SQLRecord):
+    _spec = tables.get("core.schema")
+
+
+class Project(SQLRecord):
+    _spec = tables.get("core.project")
