@@ -253,6 +253,55 @@ class Compiler:
                 f"WHERE {inner}.id = {alias}.{hop.column})")
 
 
+    # ---- includes ----------------------------------------------------------------------
+    def include_query(self, path: str) -> tuple[str, bool]:
+        """SQL giving ``(id, v)`` for the rows whose ids are bound as the one parameter: ``v`` is
+        the value at ``path``, or the list of values when a hop on it has many.
+
+        Every hop is a LEFT JOIN so rows with nothing related still appear (their list holds
+        NULL, as the seed system shows it); many-to-many hops join through the unnested list.
+        """
+        parts = path.split(SEP)
+        spec, alias = self.spec, "t"
+        joins, many = [], False
+        for i, name in enumerate(parts):
+            column = spec.column(name)
+            last = i == len(parts) - 1
+            if column is not None and (column.display or name == "id"):
+                if not last:
+                    raise FieldError(f"{path!r}: {spec.model}.{name} is a field, not a relation")
+                value = f"{alias}.{name}"
+                break
+            hop = relations(spec).get(name)
+            if hop is None:
+                raise unknown_field(name, spec.model, field_names(spec))
+            self.specs.add(hop.target)
+            nxt, link = self.alias(), self.alias()
+            view = f'"{hop.target.view}"'
+            if hop.kind == "fk":
+                joins.append(f"LEFT JOIN {view} {nxt} ON {nxt}.id = {alias}.{hop.column}")
+            elif hop.kind == "reverse_fk":
+                many = True
+                joins.append(f"LEFT JOIN {view} {nxt} ON {nxt}.{hop.column} = {alias}.id")
+            elif hop.kind == "m2m":
+                many = True
+                joins.append(f"LEFT JOIN (SELECT unnest({alias}_l.{hop.column}) AS dst, {alias}_l.id "
+                             f'AS src FROM "{hop.source.view}" {alias}_l) {link} ON {link}.src = {alias}.id')
+                joins.append(f"LEFT JOIN {view} {nxt} ON {nxt}.id = {link}.dst")
+            else:
+                many = True
+                joins.append(f"LEFT JOIN (SELECT unnest({link}_l.{hop.column}) AS dst, {link}_l.id "
+                             f"AS src FROM {view} {link}_l) {link} ON {link}.dst = {alias}.id")
+                joins.append(f"LEFT JOIN {view} {nxt} ON {nxt}.id = {link}.src")
+            spec, alias = hop.target, nxt
+            if last:
+                value = f"{alias}.{spec.name_field or 'id'}"
+        aggregate = f"list(DISTINCT {value})" if many else f"any_value({value})"
+        sql = (f'SELECT t.id AS id, {aggregate} AS v FROM "{self.spec.view}" t {" ".join(joins)} '
+               "WHERE t.id IN (SELECT unnest(?)) GROUP BY t.id")
+        return sql, many
+
+
 def _is_temporal(t: pa.DataType) -> bool:
     return pa.types.is_timestamp(t) or pa.types.is_date(t)
 

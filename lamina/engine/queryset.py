@@ -109,8 +109,24 @@ class QuerySet:
         row_limit = limit if self._limit is None else min(x for x in (limit, self._limit)
                                                           if x is not None)
         sql, params, specs = self._compile(columns=columns, order_by=order, limit=row_limit)
-        table = self._run(sql, params, specs)
-        return table.to_pandas().set_index("id")
+        frame = self._run(sql, params, specs).to_pandas().set_index("id")
+        if include:
+            paths = [include] if isinstance(include, str) else list(include)
+            frame = self._with_includes(frame, paths)
+        return frame
+
+    def _with_includes(self, frame: pd.DataFrame, paths: list[str]) -> pd.DataFrame:
+        """Add one column per related path; many-valued paths become a set per row."""
+        ids = [int(i) for i in frame.index]
+        keep = [c for c in ("uid", "key", "name") if c in frame.columns][:2]
+        out = frame[keep].copy() if keep else frame.iloc[:, :0].copy()
+        for path in paths:
+            compiler = Compiler(self.spec)
+            sql, many = compiler.include_query(path)
+            values = self._run(sql, [ids], compiler.specs).to_pylist()
+            by_id = {row["id"]: (set(row["v"]) if many else row["v"]) for row in values}
+            out[path] = [by_id.get(i, {None} if many else None) for i in ids]
+        return out
 
     df = to_dataframe
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 from ..catalog import tables
 from ..catalog.instance import Instance
 from ..catalog.store import Snapshot
+from ..errors import ValidationError
 
 
 def extension_path(package: str) -> str:
@@ -103,6 +104,19 @@ class Session:
     def arrow(self, sql: str, params: list | None = None, specs=()) -> pa.Table:
         with self._lock:
             self.refresh(specs)
+            return self.con.execute(sql, params or []).fetch_arrow_table()
+
+    def read_only(self, sql: str, params: list | None = None) -> pa.Table:
+        """Run one user-written SELECT over the current snapshots of every registry."""
+        statements = self.con.extract_statements(sql)
+        if len(statements) != 1:
+            raise ValidationError(f"ln.sql() runs exactly one statement, got {len(statements)}")
+        kind = statements[0].type
+        if kind not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
+            raise ValidationError(f"ln.sql() is read-only: {kind.name} statements are refused; "
+                                  "use the registries' save() and delete() to change data")
+        with self._lock:
+            self.refresh(self.instance.table_specs())
             return self.con.execute(sql, params or []).fetch_arrow_table()
 
     def explain(self, sql: str, params: list | None = None, specs=()) -> str:

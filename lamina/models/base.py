@@ -72,9 +72,9 @@ class SQLRecord:
         if name.startswith("_"):
             raise AttributeError(name)
         data = self.__dict__.get("_data", {})
-        if name in data:
-            return data[name]
         hop = relations(self._spec).get(name)
+        if name in data and (hop is None or hop.kind == "fk"):
+            return data[name]
         if hop is None:
             raise unknown_field(name, self._spec.model,
                                 [*data, *relations(self._spec)])
@@ -344,6 +344,7 @@ class RelatedManager(QuerySet):
 
         row = current().store(owner._spec).transact(plan).result
         owner._data[column] = row[column]
+        owner.__dict__.setdefault("_saved", {})[column] = row[column]
 
     def add(self, *records: SQLRecord) -> None:
         self._change_links(_flatten(records), "add")

@@ -1,0 +1,46 @@
+"""Looking at a whole instance: ``ln.view()`` and ``ln.sql()``."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .. import log
+from ..catalog.instance import current
+from ..engine.session import session_for
+from .base import model_for
+
+# Bookkeeping registries the overview leaves out, as the seed system does.
+HIDDEN = {"core.user", "core.space", "core.branch"}
+
+
+def view(limit: int = 7, modules: list[str] | None = None) -> None:
+    """Print the newest rows of every non-empty registry, module by module."""
+    instance = current()
+    names = modules or ["core", *instance.modules]
+    with pd.option_context("display.max_columns", 20, "display.width", 250):
+        for module in names:
+            specs = sorted((s for s in instance.table_specs()
+                            if s.module == module and s.qualified not in HIDDEN),
+                           key=lambda s: s.model)
+            banner = "*" * (len(module) + 12)
+            print(f"{banner}\n* module: {module} *\n{banner}")
+            for spec in specs:
+                qs = model_for(spec).filter()
+                count = qs.count()
+                if not count:
+                    continue
+                if count > limit:
+                    log.warning(f"truncated query result to limit={limit} {spec.model} objects")
+                print(spec.model)
+                print(qs.to_dataframe(limit=limit))
+
+
+def sql(query: str, params: list | None = None, *, polars: bool = False):
+    """Run a read-only SQL query over the registries (tables named like ``artifact``,
+    ``record``, ``bionty_gene``); a pandas DataFrame, or Polars with ``polars=True``."""
+    table = session_for(current()).read_only(query, params)
+    if polars:
+        import polars as pl
+
+        return pl.from_arrow(table)
+    return table.to_pandas()
