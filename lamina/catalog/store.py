@@ -51,7 +51,9 @@ class Snapshot:
         if self.table is None:
             empty = self.schema.empty_table()
             return empty.select(columns) if columns else empty
-        return self.table.to_pyarrow_dataset().to_table(columns=columns, filter=filter)
+        # Single-threaded: deltalake's threaded dataset scans abort the interpreter at exit.
+        return self.table.to_pyarrow_dataset().to_table(columns=columns, filter=filter,
+                                                        use_threads=False)
 
     @property
     def next_id(self) -> int:
@@ -69,6 +71,8 @@ class Change:
     append: list[dict] | pa.Table = field(default_factory=list)
     replace: list[dict] = field(default_factory=list)
     delete_ids: list[int] = field(default_factory=list)
+    # Columns the rows bring that the table does not have yet (feature values): name -> type.
+    new_columns: dict = field(default_factory=dict)
     # Anything the planner wants back after the commit (new ids, an existing row, ...).
     result: object = None
 
@@ -179,6 +183,12 @@ class TableStore:
     def _commit(self, table: DeltaTable, snapshot: Snapshot, change: Change) -> None:
         options = self.location.delta_options
         schema = snapshot.schema
+        evolve = {}
+        if change.new_columns:
+            missing = {n: t for n, t in change.new_columns.items() if n not in schema.names}
+            for name, arrow_type in missing.items():
+                schema = schema.append(pa.field(name, arrow_type))
+            evolve = {"schema_mode": "merge"} if missing else {}
         if change.delete_ids:
             if len(change.append) or change.replace:
                 raise ValueError("a change either deletes rows or writes them, not both")
@@ -191,10 +201,11 @@ class TableStore:
             rows = to_arrow(change.replace, schema)
             write_deltalake(table, rows, mode="overwrite",
                             predicate=_ids_predicate([r["id"] for r in change.replace]),
-                            commit_properties=_EXACT_NEXT_VERSION, storage_options=options)
+                            commit_properties=_EXACT_NEXT_VERSION, storage_options=options,
+                            **evolve)
             return
         write_deltalake(table, to_arrow(change.append, schema), mode="append",
-                        commit_properties=_EXACT_NEXT_VERSION, storage_options=options)
+                        commit_properties=_EXACT_NEXT_VERSION, storage_options=options, **evolve)
 
     # ---- housekeeping --------------------------------------------------------------------
     def _maybe_compact(self) -> None:
@@ -245,5 +256,5 @@ def _ids_predicate(ids: Sequence[int]) -> str:
 
 
 def _scan_max_id(table: DeltaTable) -> int:
-    ids = table.to_pyarrow_table(columns=["id"]).column("id")
+    ids = table.to_pyarrow_dataset().to_table(columns=["id"], use_threads=False).column("id")
     return int(pc.max(ids).as_py() or 0) if len(ids) else 0
