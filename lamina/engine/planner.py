@@ -20,7 +20,9 @@ from ..catalog import tables
 from ..catalog.instance import MAIN_BRANCH_ID
 from ..catalog.tables import ForeignKey, ManyToMany, TableSpec
 from ..errors import FieldError, unknown_field
-from .lookups import LOOKUPS, TRANSFORMS, Exact, In, SubQuery
+from .features import (FEATURE_ID_PATH, FeatureResolver, feature_condition, is_feature_path,
+                       json_condition, split_lookup)
+from .lookups import LOOKUPS, TRANSFORMS, In, SubQuery
 
 SEP = "__"
 
@@ -135,6 +137,8 @@ class Compiler:
     """Compiles conditions on one registry; collects the registries a statement reads."""
 
     spec: TableSpec
+    # Resolves names that are features rather than fields; None compiles fields only.
+    features: FeatureResolver | None = None
     specs: set = field(default_factory=set)
     _aliases: itertools.count = field(default_factory=lambda: itertools.count(1))
 
@@ -166,11 +170,16 @@ class Compiler:
         parts = path.split(SEP)
         head, rest = parts[0], parts[1:]
         column = spec.column(head)
+        if column is not None and column.json and rest:
+            keys, lookup = split_lookup(rest)
+            return json_condition(f"{alias}.{column.name}", keys, lookup, value, path)
         if column is not None and column.display or head == "id":
             return self._field_condition(spec, column or spec.column("id"), rest, value, alias,
                                          path)
         hop = relations(spec).get(head)
         if hop is None:
+            if spec.has_features and self.features is not None:
+                return self._feature_condition(spec, head, rest, value, alias, path)
             raise unknown_field(head, spec.model, field_names(spec))
         self.specs.add(hop.target)
         value = _as_value(value, self)
@@ -183,6 +192,29 @@ class Compiler:
         inner_alias = self.alias()
         inner_sql, inner_params = self.condition(hop.target, SEP.join(rest), value, inner_alias)
         return hop.semi_join(alias, inner_alias, inner_sql), inner_params
+
+    def _feature_condition(self, spec, head, rest, value, alias, path) -> tuple[str, list]:
+        features = self.features
+        if is_feature_path(head):
+            feature = features.by_id(int(head[len(FEATURE_ID_PATH):]))
+            if feature is None:
+                raise FieldError(f"feature id {head[len(FEATURE_ID_PATH):]} does not exist")
+        else:
+            found = features.by_name(head)
+            if not found:
+                raise unknown_field(head, f"{spec.model} (neither a field nor a feature)",
+                                    [*field_names(spec), *features.names()])
+            if len(found) > 1:
+                raise FieldError(
+                    f"feature name {head!r} is ambiguous: {len(found)} features have it "
+                    f"(ids {[f.id for f in found]}); filter with the Feature object instead, "
+                    f"e.g. ln.Feature.get(id=...) == value")
+            feature = found[0]
+        self.specs.add(spec)
+        if feature.dtype.label_spec is not None:
+            self.specs.add(feature.dtype.label_spec)
+        return feature_condition(feature, rest, _as_value(value, self), alias, path,
+                                 features.has_column(spec, feature))
 
     def _field_condition(self, spec, column, rest, value, alias, path) -> tuple[str, list]:
         lhs, arrow_type = f"{alias}.{column.name}", column.type
@@ -321,4 +353,4 @@ def _as_value(value, compiler: Compiler):
     return value
 
 
-__all__ = ["Q", "Compiler", "Exact", "relations", "field_names"]
+__all__ = ["Q", "Compiler", "relations", "field_names"]

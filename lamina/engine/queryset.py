@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import pyarrow as pa
 
+from .. import log
 from ..catalog.instance import current
-from ..errors import DoesNotExist, MultipleResultsFound
+from ..errors import DoesNotExist, FieldError, MultipleResultsFound, did_you_mean
+from .features import to_display
 from .lookups import SubQuery
 from .planner import Compiler, Q
 from .session import session_for
@@ -41,16 +43,16 @@ class QuerySet:
     def filter(self, *queries: Q, **conditions) -> QuerySet:
         added = Q(*queries, **conditions)
         # Compile now so that a bad field, comparator or value fails here, before any SQL runs.
-        Compiler(self.spec).where(added)
+        self._compiler().where(added)
         return self._clone(q=self.q & added if self.q else added)
 
     def exclude(self, *queries: Q, **conditions) -> QuerySet:
         added = ~Q(*queries, **conditions)
-        Compiler(self.spec).where(added)
+        self._compiler().where(added)
         return self._clone(q=self.q & added if self.q else added)
 
     def order_by(self, *fields: str) -> QuerySet:
-        compiler = Compiler(self.spec)
+        compiler = self._compiler()
         for term in fields:
             compiler.order_term(term)
         return self._clone(order_by=fields)
@@ -62,8 +64,12 @@ class QuerySet:
         return self._clone()
 
     # ---- compiling -----------------------------------------------------------------------
+    def _compiler(self) -> Compiler:
+        features = self._session().features() if self.spec.has_features else None
+        return Compiler(self.spec, features=features)
+
     def _compile(self, columns=None, order_by=None, limit=None, offset=None):
-        compiler = Compiler(self.spec)
+        compiler = self._compiler()
         order = self._order_by if order_by is None else order_by
         sql, params = compiler.select(
             self.q, columns=columns, order_by=order,
@@ -110,10 +116,75 @@ class QuerySet:
                                                           if x is not None)
         sql, params, specs = self._compile(columns=columns, order_by=order, limit=row_limit)
         frame = self._run(sql, params, specs).to_pandas().set_index("id")
-        if include:
-            paths = [include] if isinstance(include, str) else list(include)
+        paths = [include] if isinstance(include, str) else list(include or [])
+        wants_features = features or "features" in paths
+        paths = [p for p in paths if p != "features"]
+        if paths or wants_features:
+            base = frame
             frame = self._with_includes(frame, paths)
+            if wants_features:
+                chosen = features if isinstance(features, (list, tuple)) else None
+                frame = self._with_features(base, frame, chosen)
         return frame
+
+    def _with_features(self, base: pd.DataFrame, frame: pd.DataFrame,
+                       names: list[str] | None) -> pd.DataFrame:
+        """One column per feature with values on these rows: label names (a set when several),
+        numbers, dates and dicts as themselves."""
+        if not self.spec.has_features:
+            raise FieldError(f"{self.spec.model} has no features")
+        session = self._session()
+        resolver = session.features()
+        every = resolver.all()
+        if names is None:
+            chosen = [f for f in every if not f.dtype.is_categorical
+                      or f.dtype.label_spec.qualified in ("core.record", "core.ulabel")]
+            log.info("queried for all categorical features of dtypes Record or ULabel and "
+                     f"non-categorical features: ({len(chosen)}) {[f.name for f in chosen]}")
+        else:
+            known = {f.name: f for f in every}
+            missing = [n for n in names if n not in known]
+            if missing:
+                raise FieldError(f"unknown feature(s) {missing}{did_you_mean(missing[0], known)}")
+            chosen = [known[n] for n in names]
+        present = [f for f in chosen if resolver.has_column(self.spec, f)]
+        ids = [int(i) for i in base.index]
+        if not present or not ids:
+            return frame
+        columns = ", ".join(f"t.{f.column}" for f in present)
+        rows = session.arrow(f'SELECT t.id, {columns} FROM "{self.spec.view}" t '
+                             "WHERE t.id IN (SELECT unnest(?))", [ids], [self.spec]).to_pylist()
+        by_id = {r["id"]: r for r in rows}
+        names_by_label = self._label_names(session, present, rows)
+        for feature in present:
+            labels = names_by_label.get(feature.dtype.label_spec, {})
+            values = [to_display(feature, by_id.get(i, {}).get(feature.column), labels) for i in ids]
+            if not any(v is not None for v in values):
+                continue
+            column = pd.Series(values, index=frame.index, dtype=object)
+            if feature.dtype.kind in ("date", "datetime"):
+                column = pd.to_datetime(column)
+            elif feature.dtype.kind in ("float", "num", "int"):
+                column = pd.to_numeric(column)
+            frame[feature.name] = column
+        return frame
+
+    @staticmethod
+    def _label_names(session, features, rows) -> dict:
+        """Names of every label the rows reference, one query per label registry."""
+        wanted: dict = {}
+        for feature in features:
+            if feature.dtype.is_categorical:
+                ids = wanted.setdefault(feature.dtype.label_spec, set())
+                for row in rows:
+                    ids.update(row.get(feature.column) or ())
+        found = {}
+        for spec, ids in wanted.items():
+            field = spec.name_field or "id"
+            table = session.arrow(f'SELECT id, {field} AS n FROM "{spec.view}" '
+                                  "WHERE id IN (SELECT unnest(?))", [sorted(ids)], [spec])
+            found[spec] = dict(zip(table["id"].to_pylist(), table["n"].to_pylist()))
+        return found
 
     def _with_includes(self, frame: pd.DataFrame, paths: list[str]) -> pd.DataFrame:
         """Add one column per related path; many-valued paths become a set per row."""

@@ -43,8 +43,10 @@ class Session:
         self.con = duckdb.connect(config={"threads": os.cpu_count() or 2})
         self._lock = threading.RLock()
         self._versions: dict[str, int] = {}
+        self._columns: dict[str, frozenset] = {}
         self._pinned: dict[str, Snapshot] = {}
         self.con.execute("SET parquet_metadata_cache = true")
+        self.con.execute("SET TimeZone = 'UTC'")
         if not instance.location.is_local:
             self.con.execute(f"LOAD {_quote(extension_path('duckdb_extension_httpfs'))}")
             secret = instance.location.duckdb_secret()
@@ -86,6 +88,18 @@ class Session:
             source = empty
         self.con.execute(f'CREATE OR REPLACE VIEW "{spec.view}" AS SELECT * FROM {source}')
         self._versions[spec.qualified] = snapshot.version
+        self._columns[spec.qualified] = frozenset(snapshot.schema.names)
+
+    def columns(self, spec) -> frozenset:
+        """The columns of ``spec``'s view (feature columns appear once a value is written)."""
+        with self._lock:
+            self.refresh([spec])
+            return self._columns[spec.qualified]
+
+    def features(self):
+        from .features import FeatureResolver
+
+        return FeatureResolver(self.arrow, self.columns)
 
     def pin(self, spec, version: int | datetime) -> Snapshot:
         """Time travel: serve ``spec`` from a past snapshot until :meth:`unpin`."""

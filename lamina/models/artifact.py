@@ -17,6 +17,7 @@ from ..catalog.location import safe_key
 from ..catalog.store import Change, Snapshot
 from ..errors import InvalidPath, ValidationError
 from .base import SQLRecord
+from .features import HasFeatures
 
 LOADERS = {
     ".parquet": lambda p: __import__("pandas").read_parquet(p),
@@ -28,7 +29,7 @@ LOADERS = {
 }
 
 
-class Artifact(SQLRecord):
+class Artifact(HasFeatures, SQLRecord):
     _spec = tables.get("core.artifact")
     _versioned = True
 

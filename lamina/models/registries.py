@@ -7,6 +7,7 @@ import os
 from ..catalog import tables
 from ..catalog.location import Location
 from .base import SQLRecord
+from .features import Feature, HasFeatures
 
 
 class User(SQLRecord):
@@ -40,7 +41,7 @@ class Transform(SQLRecord):
     _versioned = True
 
 
-class Run(SQLRecord):
+class Run(HasFeatures, SQLRecord):
     _spec = tables.get("core.run")
 
 
@@ -49,16 +50,12 @@ class Collection(SQLRecord):
     _versioned = True
 
 
-class Record(SQLRecord):
+class Record(HasFeatures, SQLRecord):
     _spec = tables.get("core.record")
 
 
 class ULabel(SQLRecord):
     _spec = tables.get("core.ulabel")
-
-
-class Feature(SQLRecord):
-    _spec = tables.get("core.feature")
 
 
 class Schema(SQLRecord):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .spec import BOOL, DATE, DATETIME, INT, STR, ForeignKey, ManyToMany, table
+from .spec import BOOL, DATE, DATETIME, INT, STR, Column, ForeignKey, ManyToMany, table
 
 RECORD_BOOKKEEPING = (
     ForeignKey("branch", "core.branch"),
@@ -77,7 +77,8 @@ RUN = table(
         ForeignKey("environment", "core.artifact"),
         ForeignKey("initiated_by_run", "core.run", "initiated_runs"),
     ),
-    uid_length=20, search_fields=("name", "entrypoint"),
+    hidden=(Column("params", STR, display=False, json=True),),
+    uid_length=20, search_fields=("name", "entrypoint"), has_features=True,
 )
 
 ARTIFACT = table(
@@ -107,6 +108,7 @@ ARTIFACT = table(
         ManyToMany("diseases", "bionty.disease", "artifacts"),
     ),
     uid_length=20, name_field="key", search_fields=("key", "description", "suffix"),
+    has_features=True,
 )
 
 COLLECTION = table(
@@ -131,7 +133,7 @@ RECORD = table(
         ForeignKey("type", "core.record", "records"),
         ForeignKey("schema", "core.schema"),
     ),
-    uid_length=16, search_fields=("name", "description"),
+    uid_length=16, search_fields=("name", "description"), has_features=True,
 )
 
 ULABEL = table(

@@ -25,6 +25,8 @@ class Column:
     nullable: bool = True
     # Shown by ``to_dataframe()`` and the record repr; list columns of links are not.
     display: bool = True
+    # JSON text whose keys can be filtered on (``params__learning_rate__gt=0.01``).
+    json: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class TableSpec:
     search_fields: tuple[str, ...] = ()
     # Tables whose rows are hidden unless a query names the branch (trash, archive).
     has_branch: bool = True
+    # Rows can be annotated with feature values (one typed column per feature).
+    has_features: bool = False
     # Why: Delta partitioning pays only for large tables; see tables/__init__ for the choice.
     partition_by: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict, compare=False)
@@ -109,15 +113,17 @@ def table(
     *,
     foreign_keys: tuple[ForeignKey, ...] = (),
     many_to_many: tuple[ManyToMany, ...] = (),
+    hidden: tuple[Column, ...] = (),
     **kwargs,
 ) -> TableSpec:
     """Declare a table: ``fields`` in display order (foreign key columns included),
-    then one hidden ``list<int64>`` column per many-to-many relation."""
+    then one hidden ``list<int64>`` column per many-to-many relation, then ``hidden``."""
     columns = [ID]
     for fname, ftype in fields:
         columns.append(Column(fname, ftype))
     for m2m in many_to_many:
         columns.append(Column(m2m.name, IDS, display=False))
+    columns.extend(hidden)
     return TableSpec(
         module=module,
         name=name,
