@@ -13,6 +13,7 @@ from .catalog.instance import connect, current, init
 from .engine.planner import Q
 from .errors import (DoesNotExist, FieldError, InstanceError, InvalidPath, LaminaError,
                      MultipleResultsFound, ValidationError)
+from .models.lineage import finish, track
 from .models.overview import sql, view
 from .models import (Artifact, Branch, Collection, Feature, Project, Record, Run, Schema, Space,
                      Storage, Transform, ULabel, User)
@@ -23,5 +24,5 @@ __all__ = [
     "Artifact", "Branch", "Collection", "DoesNotExist", "Feature", "FieldError", "InstanceError",
     "InvalidPath", "LaminaError", "MultipleResultsFound", "Project", "Q", "Record", "Run",
     "Schema", "Space", "Storage", "Transform", "ULabel", "User", "ValidationError", "bionty",
-    "connect", "current", "examples", "init", "sql", "view",
+    "connect", "current", "examples", "finish", "init", "sql", "track", "view",
 ]

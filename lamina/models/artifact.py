@@ -18,6 +18,7 @@ from ..catalog.store import Change, Snapshot
 from ..errors import InvalidPath, ValidationError
 from .base import SQLRecord
 from .features import HasFeatures
+from .lineage import active_run, record_input
 
 LOADERS = {
     ".parquet": lambda p: __import__("pandas").read_parquet(p),
@@ -103,6 +104,11 @@ class Artifact(HasFeatures, SQLRecord):
         if revises is not None:
             data["uid"] = self._version_uid(revises)
         data["storage_id"] = instance.storage_id
+        run = active_run()
+        if run is not None and data.get("run_id") is None:
+            data["run_id"] = run._lamina_id()
+        elif run is None:
+            log.warning("no run & transform got linked, call `ln.track()` & re-run")
         object_key = objects.object_key(data["uid"], data["suffix"])
         # Upload first, commit the row after: a row never points at a missing object.
         objects.upload(instance.location, self._local_path, object_key)
@@ -156,6 +162,7 @@ class Artifact(HasFeatures, SQLRecord):
     def cache(self) -> str:
         """A local path to the artifact's file (downloaded once from object stores)."""
         instance = current()
+        record_input(self)
         if instance.location.is_local:
             return self.path
         target = objects.cache_dir() / instance.uid / f"{self.uid}{self.suffix or ''}"
@@ -181,6 +188,7 @@ class Artifact(HasFeatures, SQLRecord):
         if self.suffix != ".parquet":
             raise ValidationError(f"open() streams Parquet artifacts; this one is {self.suffix!r}")
         instance = current()
+        record_input(self)
         if engine == "pyarrow":
             import pyarrow.dataset as ds
 

@@ -77,6 +77,7 @@ RUN = table(
         ForeignKey("environment", "core.artifact"),
         ForeignKey("initiated_by_run", "core.run", "initiated_runs"),
     ),
+    many_to_many=(ManyToMany("input_artifacts", "core.artifact", "input_of_runs"),),
     hidden=(Column("params", STR, display=False, json=True),),
     uid_length=20, search_fields=("name", "entrypoint"), has_features=True,
 )
@@ -100,7 +101,6 @@ ARTIFACT = table(
         ManyToMany("ulabels", "core.ulabel", "artifacts"),
         ManyToMany("schemas", "core.schema", "artifacts"),
         ManyToMany("projects", "core.project", "artifacts"),
-        ManyToMany("input_of_runs", "core.run", "input_artifacts"),
         ManyToMany("genes", "bionty.gene", "artifacts"),
         ManyToMany("organisms", "bionty.organism", "artifacts"),
         ManyToMany("cell_types", "bionty.celltype", "artifacts"),
