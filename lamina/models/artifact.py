@@ -19,6 +19,7 @@ from ..errors import InvalidPath, ValidationError
 from .base import SQLRecord
 from .features import HasFeatures
 from .lineage import active_run, record_input
+from .schema import Schema, annotate_from_dataset
 
 LOADERS = {
     ".parquet": lambda p: __import__("pandas").read_parquet(p),
@@ -72,11 +73,13 @@ class Artifact(HasFeatures, SQLRecord):
 
         if not isinstance(df, pd.DataFrame):
             raise ValidationError(f"from_dataframe expects a pandas DataFrame, got {type(df).__name__}")
+        _validate(kwargs.get("schema"), df)
         tmp = _scratch_file(".parquet")
         df.to_parquet(tmp)
         artifact = cls(tmp, key=key, description=description, kind="dataset", **kwargs)
         if artifact._data.get("id") is None:
             artifact._data.update(otype="DataFrame", n_observations=len(df))
+            object.__setattr__(artifact, "_curation", (kwargs.get("schema"), df))
         return artifact
 
     @classmethod
@@ -86,11 +89,13 @@ class Artifact(HasFeatures, SQLRecord):
 
         if not isinstance(adata, ad.AnnData):
             raise ValidationError(f"from_anndata expects an AnnData, got {type(adata).__name__}")
+        _validate(kwargs.get("schema"), adata)
         tmp = _scratch_file(".h5ad")
         adata.write_h5ad(tmp)
         artifact = cls(tmp, key=key, description=description, kind="dataset", **kwargs)
         if artifact._data.get("id") is None:
             artifact._data.update(otype="AnnData", n_observations=adata.n_obs)
+            object.__setattr__(artifact, "_curation", (kwargs.get("schema"), adata))
         return artifact
 
     # ---- saving ------------------------------------------------------------------------
@@ -113,10 +118,14 @@ class Artifact(HasFeatures, SQLRecord):
         # Upload first, commit the row after: a row never points at a missing object.
         objects.upload(instance.location, self._local_path, object_key)
         result = instance.store(self._spec).transact(self._plan_insert).result
-        if result["uid"] != data["uid"]:  # another writer saved the same content first
+        created = result["uid"] == data["uid"]
+        if not created:  # another writer saved the same content first
             _remove(instance, object_key)
         data.update(result)
         object.__setattr__(self, "_saved", dict(data))
+        schema, dataset = self.__dict__.get("_curation") or (None, None)
+        if schema is not None and created:
+            annotate_from_dataset(self, schema, dataset)
         return self
 
     def _version_uid(self, revises: Artifact) -> str:
@@ -208,6 +217,14 @@ class Artifact(HasFeatures, SQLRecord):
 
             return session_for(instance).con.read_parquet(self.path)
         raise ValidationError(f"unknown engine {engine!r}; use 'pyarrow', 'polars' or 'duckdb'")
+
+
+def _validate(schema, data) -> None:
+    if schema is None:
+        return
+    if not isinstance(schema, Schema):
+        raise ValidationError(f"schema expects a Schema record, got {schema!r}")
+    schema.validate(data)
 
 
 def _scratch_file(suffix: str) -> Path:

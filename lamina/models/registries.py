@@ -8,6 +8,7 @@ from ..catalog import tables
 from ..catalog.location import Location
 from .base import SQLRecord
 from .features import Feature, HasFeatures
+from .schema import Schema
 
 
 class User(SQLRecord):
@@ -56,10 +57,6 @@ class Record(HasFeatures, SQLRecord):
 
 class ULabel(SQLRecord):
     _spec = tables.get("core.ulabel")
-
-
-class Schema(SQLRecord):
-    _spec = tables.get("core.schema")
 
 
 class Project(SQLRecord):

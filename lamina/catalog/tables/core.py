@@ -169,7 +169,10 @@ SCHEMA = table(
     many_to_many=(
         ManyToMany("features", "core.feature", "schemas"),
         ManyToMany("genes", "bionty.gene", "schemas"),
+        ManyToMany("components", "core.schema", "composites"),
     ),
+    # {slot name: component schema id} of a composite schema (AnnData obs / var).
+    hidden=(Column("slots", STR, display=False, json=True),),
     uid_length=16, search_fields=("name", "description", "itype"),
 )
 

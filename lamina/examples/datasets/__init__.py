@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import mini_immuno
+
 _DATA = resources.files(__package__) / "data"
 
 
