@@ -118,7 +118,7 @@ class Session:
     def arrow(self, sql: str, params: list | None = None, specs=()) -> pa.Table:
         with self._lock:
             self.refresh(specs)
-            return self.con.execute(sql, params or []).fetch_arrow_table()
+            return self.con.execute(sql, params or []).to_arrow_table()
 
     def read_only(self, sql: str, params: list | None = None) -> pa.Table:
         """Run one user-written SELECT over the current snapshots of every registry."""
@@ -131,7 +131,7 @@ class Session:
                                   "use the registries' save() and delete() to change data")
         with self._lock:
             self.refresh(self.instance.table_specs())
-            return self.con.execute(sql, params or []).fetch_arrow_table()
+            return self.con.execute(sql, params or []).to_arrow_table()
 
     def explain(self, sql: str, params: list | None = None, specs=()) -> str:
         with self._lock:
