@@ -207,31 +207,23 @@ def features_of(rows: list[dict]) -> list[FeatureInfo]:
 
 
 class FeatureResolver:
-    """Looks features up by name or id for the planner, from the current feature snapshot."""
+    """Features by name or id for the planner, from one snapshot of the feature table."""
 
-    def __init__(self, run_sql, table_columns):
-        self._run_sql = run_sql  # (sql, params, specs) -> pa.Table
+    def __init__(self, features: list[FeatureInfo], table_columns):
+        self._features = features
         self._table_columns = table_columns  # spec -> set of column names in its view
 
-    def _rows(self, condition: str, params: list) -> list[FeatureInfo]:
-        spec = tables.get("core.feature")
-        table = self._run_sql(
-            f'SELECT id, name, _dtype_str, is_type FROM "{spec.view}" '
-            f"WHERE branch_id = 1 AND {condition} ORDER BY id", params, (spec,))
-        return features_of(table.to_pylist())
-
     def by_name(self, name: str) -> list[FeatureInfo]:
-        return self._rows("name = ?", [name])
+        return [f for f in self._features if f.name == name]
 
     def by_id(self, feature_id: int) -> FeatureInfo | None:
-        found = self._rows("id = ?", [int(feature_id)])
-        return found[0] if found else None
+        return next((f for f in self._features if f.id == feature_id), None)
 
     def all(self) -> list[FeatureInfo]:
-        return self._rows("true", [])
+        return list(self._features)
 
     def names(self) -> list[str]:
-        return [f.name for f in self.all()]
+        return [f.name for f in self._features]
 
     def has_column(self, spec: TableSpec, feature: FeatureInfo) -> bool:
         return feature.column in self._table_columns(spec)

@@ -19,6 +19,7 @@ from ..catalog import tables
 from ..catalog.instance import Instance
 from ..catalog.store import Snapshot
 from ..errors import ValidationError
+from .features import FeatureResolver, features_of
 
 
 def extension_path(package: str) -> str:
@@ -44,6 +45,7 @@ class Session:
         self._lock = threading.RLock()
         self._versions: dict[str, int] = {}
         self._columns: dict[str, frozenset] = {}
+        self._features: tuple[int, FeatureResolver] | None = None
         self._pinned: dict[str, Snapshot] = {}
         self.con.execute("SET parquet_metadata_cache = true")
         self.con.execute("SET TimeZone = 'UTC'")
@@ -96,10 +98,18 @@ class Session:
             self.refresh([spec])
             return self._columns[spec.qualified]
 
-    def features(self):
-        from .features import FeatureResolver
-
-        return FeatureResolver(self.arrow, self.columns)
+    def features(self) -> FeatureResolver:
+        """The features of the current feature snapshot, read once per version."""
+        spec = tables.get("core.feature")
+        with self._lock:
+            self.refresh([spec])
+            version = self._versions[spec.qualified]
+            if self._features is None or self._features[0] != version:
+                rows = self.con.execute(
+                    f'SELECT id, name, _dtype_str, is_type FROM "{spec.view}" '
+                    "WHERE branch_id = 1 ORDER BY id").to_arrow_table().to_pylist()
+                self._features = (version, FeatureResolver(features_of(rows), self.columns))
+            return self._features[1]
 
     def pin(self, spec, version: int | datetime) -> Snapshot:
         """Time travel: serve ``spec`` from a past snapshot until :meth:`unpin`."""
