@@ -15,6 +15,7 @@ from .errors import (DoesNotExist, FieldError, InstanceError, InvalidPath, Lamin
                      MultipleResultsFound, ValidationError)
 from .models.lineage import finish, track
 from .models.overview import sql, view
+from .models.settings import settings
 from .models import (Artifact, Branch, Collection, Feature, Project, Record, Run, Schema, Space,
                      Storage, Transform, ULabel, User)
 
@@ -24,5 +25,5 @@ __all__ = [
     "Artifact", "Branch", "Collection", "DoesNotExist", "Feature", "FieldError", "InstanceError",
     "InvalidPath", "LaminaError", "MultipleResultsFound", "Project", "Q", "Record", "Run",
     "Schema", "Space", "Storage", "Transform", "ULabel", "User", "ValidationError", "bionty",
-    "connect", "current", "examples", "finish", "init", "sql", "track", "view",
+    "connect", "current", "examples", "finish", "init", "settings", "sql", "track", "view",
 ]

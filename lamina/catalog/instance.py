@@ -30,6 +30,7 @@ class Instance:
     user_id: int = 0
     storage_id: int = 0
     _stores: dict = field(default_factory=dict, repr=False)
+    _roots: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -58,6 +59,42 @@ class Instance:
             if found is None:
                 found = self._stores[spec.qualified] = TableStore(self.location, spec)
             return found
+
+    def storage_location(self, storage_id: int | None) -> Location:
+        """Where the artifacts of storage ``storage_id`` live (the instance root by default)."""
+        if storage_id is None:
+            return self.location
+        if storage_id not in self._roots:
+            rows = self.store(tables.get("core.storage")).snapshot().read(
+                ["id", "root"], pc.field("id") == storage_id).to_pylist()
+            if not rows:
+                raise InstanceError(f"storage {storage_id} is not registered in {self.slug}")
+            root = rows[0]["root"]
+            self._roots[storage_id] = self.location if root == self.root else Location.of(root)
+        return self._roots[storage_id]
+
+    def use_storage(self, root: str | os.PathLike) -> int:
+        """Make ``root`` the default storage for new artifacts, registering it if new.
+        A root that another instance manages is refused."""
+        location = Location.of(root)
+        spec = tables.get("core.storage")
+        rows = self.store(spec).snapshot().read(
+            ["id", "instance_uid"], pc.field("root") == location.root).to_pylist()
+        if rows and rows[0]["instance_uid"] not in (None, self.uid):
+            raise InstanceError(f"{location.root} is managed by instance {rows[0]['instance_uid']}")
+        meta = _read_meta(location) if location.root != self.root else None
+        if meta is not None and meta.get("uid") != self.uid:
+            raise InstanceError(f"{location.root} is the root of instance "
+                                f"{meta.get('owner')}/{meta.get('name')}; it cannot be a storage "
+                                f"of {self.slug}")
+        now = _now()
+        self.storage_id = _ensure(self, spec, "root", location.root, {
+            "uid": new_uid(12), "root": location.root, "type": location.type,
+            "instance_uid": self.uid, "is_locked": False, "created_at": now,
+            "branch_id": MAIN_BRANCH_ID, "created_on_id": MAIN_BRANCH_ID, "space_id": 1,
+            "created_by_id": self.user_id})
+        self._roots[self.storage_id] = location
+        return self.storage_id
 
     def table_specs(self) -> list[tables.TableSpec]:
         return [t for m in ("core", *self.modules) for t in tables.MODULES.get(m, ())]

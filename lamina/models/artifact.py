@@ -109,6 +109,7 @@ class Artifact(HasFeatures, SQLRecord):
         if revises is not None:
             data["uid"] = self._version_uid(revises)
         data["storage_id"] = instance.storage_id
+        location = instance.storage_location(instance.storage_id)
         run = active_run()
         if run is not None and data.get("run_id") is None:
             data["run_id"] = run._lamina_id()
@@ -116,11 +117,11 @@ class Artifact(HasFeatures, SQLRecord):
             log.warning("no run & transform got linked, call `ln.track()` & re-run")
         object_key = objects.object_key(data["uid"], data["suffix"])
         # Upload first, commit the row after: a row never points at a missing object.
-        objects.upload(instance.location, self._local_path, object_key)
+        objects.upload(location, self._local_path, object_key)
         result = instance.store(self._spec).transact(self._plan_insert).result
         created = result["uid"] == data["uid"]
         if not created:  # another writer saved the same content first
-            _remove(instance, object_key)
+            _remove(location, object_key)
         data.update(result)
         object.__setattr__(self, "_saved", dict(data))
         schema, dataset = self.__dict__.get("_curation") or (None, None)
@@ -155,30 +156,35 @@ class Artifact(HasFeatures, SQLRecord):
 
     def delete(self, permanent: bool | None = None) -> None:
         record_id = self._lamina_id()
-        was_managed = self._data.get("storage_id") is not None
+        storage_id = self._data.get("storage_id")
         key = objects.object_key(self.uid, self.suffix or "")
         super().delete(permanent=permanent)
-        if self._data.get("id") is None and was_managed:
-            _remove(current(), key)  # after the row is gone, so no row points at nothing
+        if self._data.get("id") is None and storage_id is not None:
+            # After the row is gone, so no row points at nothing.
+            _remove(current().storage_location(storage_id), key)
             log.info(f"deleted artifact {record_id} and its file")
 
     # ---- data access -------------------------------------------------------------------
     @property
+    def _location(self):
+        return current().storage_location(self._data.get("storage_id"))
+
+    @property
     def path(self) -> str:
-        instance = current()
-        return instance.location.join(objects.object_key(self.uid, self.suffix or ""))
+        return self._location.join(objects.object_key(self.uid, self.suffix or ""))
 
     def cache(self) -> str:
         """A local path to the artifact's file (downloaded once from object stores)."""
         instance = current()
         record_input(self)
-        if instance.location.is_local:
+        location = self._location
+        if location.is_local:
             return self.path
         target = objects.cache_dir() / instance.uid / f"{self.uid}{self.suffix or ''}"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(target.name + f".partial-{os.getpid()}")
-            instance.location.fs.get(self.path, str(tmp), recursive=bool(self.n_files))
+            location.fs.get(self.path, str(tmp), recursive=bool(self.n_files))
             os.replace(tmp, target)
         return str(target)
 
@@ -198,19 +204,20 @@ class Artifact(HasFeatures, SQLRecord):
             raise ValidationError(f"open() streams Parquet artifacts; this one is {self.suffix!r}")
         instance = current()
         record_input(self)
+        location = self._location
         if engine == "pyarrow":
             import pyarrow.dataset as ds
 
-            if instance.location.is_local:
+            if location.is_local:
                 return ds.dataset(self.path)
             from pyarrow.fs import FSSpecHandler, PyFileSystem
 
             return ds.dataset(self.path.split("://", 1)[1],
-                              filesystem=PyFileSystem(FSSpecHandler(instance.location.fs)))
+                              filesystem=PyFileSystem(FSSpecHandler(location.fs)))
         if engine == "polars":
             import polars as pl
 
-            options = instance.location.delta_options
+            options = location.delta_options
             return pl.scan_parquet(self.path, storage_options=options)
         if engine == "duckdb":
             from ..engine.session import session_for
@@ -232,12 +239,12 @@ def _scratch_file(suffix: str) -> Path:
     return folder / f"data{suffix}"
 
 
-def _remove(instance, key: str) -> None:
-    target = instance.location.join(key)
+def _remove(location, key: str) -> None:
+    target = location.join(key)
     try:
-        if instance.location.is_local and os.path.isdir(target):
+        if location.is_local and os.path.isdir(target):
             shutil.rmtree(target)
         else:
-            instance.location.fs.rm(target, recursive=True)
+            location.fs.rm(target, recursive=True)
     except FileNotFoundError:
         pass
