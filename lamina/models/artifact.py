@@ -73,14 +73,8 @@ class Artifact(HasFeatures, SQLRecord):
 
         if not isinstance(df, pd.DataFrame):
             raise ValidationError(f"from_dataframe expects a pandas DataFrame, got {type(df).__name__}")
-        _validate(kwargs.get("schema"), df)
-        tmp = _scratch_file(".parquet")
-        df.to_parquet(tmp)
-        artifact = cls(tmp, key=key, description=description, kind="dataset", **kwargs)
-        if artifact._data.get("id") is None:
-            artifact._data.update(otype="DataFrame", n_observations=len(df))
-            object.__setattr__(artifact, "_curation", (kwargs.get("schema"), df))
-        return artifact
+        return cls._from_object(df, ".parquet", df.to_parquet, "DataFrame", len(df), key,
+                                description, kwargs)
 
     @classmethod
     def from_anndata(cls, adata, *, key: str | None = None, description: str | None = None,
@@ -89,13 +83,20 @@ class Artifact(HasFeatures, SQLRecord):
 
         if not isinstance(adata, ad.AnnData):
             raise ValidationError(f"from_anndata expects an AnnData, got {type(adata).__name__}")
-        _validate(kwargs.get("schema"), adata)
-        tmp = _scratch_file(".h5ad")
-        adata.write_h5ad(tmp)
+        return cls._from_object(adata, ".h5ad", adata.write_h5ad, "AnnData", adata.n_obs, key,
+                                description, kwargs)
+
+    @classmethod
+    def _from_object(cls, obj, suffix, write, otype, n_observations, key, description, kwargs):
+        """Validate against ``schema`` (if given), write to a scratch file, register that."""
+        schema = kwargs.get("schema")
+        _validate(schema, obj)
+        tmp = _scratch_file(suffix)
+        write(tmp)
         artifact = cls(tmp, key=key, description=description, kind="dataset", **kwargs)
         if artifact._data.get("id") is None:
-            artifact._data.update(otype="AnnData", n_observations=adata.n_obs)
-            object.__setattr__(artifact, "_curation", (kwargs.get("schema"), adata))
+            artifact._data.update(otype=otype, n_observations=n_observations)
+            object.__setattr__(artifact, "_curation", (schema, obj))
         return artifact
 
     # ---- saving ------------------------------------------------------------------------
