@@ -25,7 +25,7 @@ from ..catalog import tables
 from ..catalog.tables import TableSpec
 from ..catalog.tables.spec import BOOL, DATE, DATETIME, FLOAT, IDS, INT, STR
 from ..errors import FieldError, ValidationError
-from .lookups import LOOKUPS, SubQuery, coerce
+from .lookups import LOOKUPS, SubQuery, coerce, compare
 
 FEATURE_ID_PATH = "_feature_id_"
 SEP = "__"
@@ -165,17 +165,17 @@ def feature_condition(feature: FeatureInfo, rest: list[str], value, alias: str, 
                                  f"{feature.name!r}, e.g. {feature.name}__<key>=...")
             return LOOKUPS["isnull"](column, value, pa.string(), where).as_sql()
         return json_condition(column, keys, lookup, value, where)
-    if keys:
-        raise FieldError(f"unknown comparator {keys[0]!r} in {where!r} on feature "
-                         f"{feature.name!r}; valid comparators: {', '.join(sorted(LOOKUPS))}")
     if dtype.kind == "cat":
+        if keys:
+            raise FieldError(f"unknown comparator {keys[0]!r} in {where!r} on feature "
+                             f"{feature.name!r}; valid comparators: {', '.join(sorted(LOOKUPS))}")
         return _categorical_condition(feature, column, lookup, value, where)
     if dtype.kind == "list":
-        if lookup == "isnull":
+        if lookup == "isnull" and not keys:
             return LOOKUPS["isnull"](column, value, dtype.arrow, where).as_sql()
         element = coerce(value, dtype.arrow.value_type, where)
         return f"coalesce(list_contains({column}, ?), false)", [element]
-    return LOOKUPS[lookup](column, value, dtype.arrow, where).as_sql()
+    return compare(column, dtype.arrow, rest, value, where, f"feature {feature.name!r}")
 
 
 def _categorical_condition(feature, column, lookup, value, where) -> tuple[str, list]:

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import pyarrow as pa
 
-from ..errors import ValidationError
+from ..errors import FieldError, ValidationError
 
 
 class SubQuery:
@@ -261,3 +261,22 @@ class Day(Transform):
 
 
 TRANSFORMS: dict[str, type[Transform]] = {t.name: t for t in (Year, Month, Day)}
+
+
+def compare(lhs: str, arrow_type: pa.DataType, rest: list[str], value, where: str,
+            owner: str) -> tuple[str, list]:
+    """``lhs`` through the transforms in ``rest`` (year, month, day), then its lookup
+    (``exact`` when none is named): ``created_at__year__gte=2025``."""
+    lookup_name = "exact"
+    for i, name in enumerate(rest):
+        transform = TRANSFORMS.get(name)
+        if transform is not None and transform.applies_to(arrow_type):
+            lhs, arrow_type = transform.as_sql(lhs), transform.output_type
+        elif name in LOOKUPS and i == len(rest) - 1:
+            lookup_name = name
+        else:
+            temporal = pa.types.is_timestamp(arrow_type) or pa.types.is_date(arrow_type)
+            valid = sorted(LOOKUPS) + (sorted(TRANSFORMS) if temporal else [])
+            raise FieldError(f"unknown comparator {name!r} in {where!r} on {owner}; "
+                             f"valid comparators: {', '.join(valid)}")
+    return LOOKUPS[lookup_name](lhs, value, arrow_type, where).as_sql()

@@ -22,7 +22,7 @@ from ..catalog.tables import ForeignKey, ManyToMany, TableSpec
 from ..errors import FieldError, unknown_field
 from .features import (FEATURE_ID_PATH, FeatureResolver, feature_condition, is_feature_path,
                        json_condition, split_lookup)
-from .lookups import LOOKUPS, TRANSFORMS, In, SubQuery
+from .lookups import LOOKUPS, In, SubQuery, compare
 
 SEP = "__"
 
@@ -217,23 +217,8 @@ class Compiler:
                                  features.has_column(spec, feature))
 
     def _field_condition(self, spec, column, rest, value, alias, path) -> tuple[str, list]:
-        lhs, arrow_type = f"{alias}.{column.name}", column.type
-        lookup_name = "exact"
-        for i, name in enumerate(rest):
-            transform = TRANSFORMS.get(name)
-            if transform is not None and transform.applies_to(arrow_type):
-                lhs, arrow_type = transform.as_sql(lhs), transform.output_type
-            elif name in LOOKUPS and i == len(rest) - 1:
-                lookup_name = name
-            else:
-                valid = sorted(LOOKUPS) + (sorted(TRANSFORMS) if TRANSFORMS.get(name) is None
-                                           and _is_temporal(column.type) else [])
-                raise FieldError(
-                    f"unknown comparator {name!r} in {path!r} on {spec.model}.{column.name}; "
-                    f"valid comparators: {', '.join(valid)}"
-                )
-        value = _as_value(value, self)
-        return LOOKUPS[lookup_name](lhs, value, arrow_type, path).as_sql()
+        return compare(f"{alias}.{column.name}", column.type, rest, _as_value(value, self), path,
+                       f"{spec.model}.{column.name}")
 
     def mentions_branch(self, q: Q) -> bool:
         return any(p.split(SEP)[0] in ("branch", "branch_id") for p in q.paths())
@@ -332,10 +317,6 @@ class Compiler:
         sql = (f'SELECT t.id AS id, {aggregate} AS v FROM "{self.spec.view}" t {" ".join(joins)} '
                "WHERE t.id IN (SELECT unnest(?)) GROUP BY t.id")
         return sql, many
-
-
-def _is_temporal(t: pa.DataType) -> bool:
-    return pa.types.is_timestamp(t) or pa.types.is_date(t)
 
 
 def _as_value(value, compiler: Compiler):
