@@ -92,6 +92,10 @@ class Session:
         self._versions[spec.qualified] = snapshot.version
         self._columns[spec.qualified] = frozenset(snapshot.schema.names)
 
+    def viewed_version(self, spec) -> int | None:
+        """The table version the view of ``spec`` currently shows."""
+        return self._versions.get(spec.qualified)
+
     def columns(self, spec) -> frozenset:
         """The columns of ``spec``'s view (feature columns appear once a value is written)."""
         with self._lock:
