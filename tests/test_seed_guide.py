@@ -10,6 +10,7 @@ import math
 import pytest
 
 import lamina as ln
+from conftest import TEST_USER, new_s3_root, reset_process_state
 from lamina import bionty as bt
 
 ARTIFACT_COLUMNS = [
@@ -21,14 +22,32 @@ D2, D1, IRIS, JPG, FASTQ = ("examples/dataset2.h5ad", "examples/dataset1.h5ad", 
                             "my_image.jpg", "raw/my_fastq.fastq.gz")
 
 
-@pytest.fixture
-def guide(root, tmp_path):
-    ln.init(storage=root, modules="bionty")
-    ln.Artifact(ln.examples.datasets.file_fastq(tmp_path), key=FASTQ).save()
-    ln.Artifact(ln.examples.datasets.file_jpg_paradisi05(tmp_path), key=JPG).save()
-    ln.Artifact.from_dataframe(ln.examples.datasets.df_iris(), key=IRIS).save()
-    ln.examples.datasets.mini_immuno.save_mini_immuno_datasets()
+@pytest.fixture(scope="module", params=["local", "s3"])
+def guide_root(request, tmp_path_factory):
+    """The guide's world, built once per storage kind (its queries only read)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LAMINA_HOME", str(tmp_path_factory.mktemp("guide-home")))
+        for key, value in TEST_USER.items():
+            env.setenv(key, value)
+        if request.param == "s3":
+            request.getfixturevalue("s3_endpoint")
+            root = new_s3_root()
+        else:
+            root = str(tmp_path_factory.mktemp("guide-root"))
+        files = tmp_path_factory.mktemp("guide-files")
+        ln.init(storage=root, modules="bionty")
+        ln.Artifact(ln.examples.datasets.file_fastq(files), key=FASTQ).save()
+        ln.Artifact(ln.examples.datasets.file_jpg_paradisi05(files), key=JPG).save()
+        ln.Artifact.from_dataframe(ln.examples.datasets.df_iris(), key=IRIS).save()
+        ln.examples.datasets.mini_immuno.save_mini_immuno_datasets()
+        reset_process_state()
     return root
+
+
+@pytest.fixture
+def guide(guide_root):
+    ln.connect(guide_root)
+    return guide_root
 
 
 def keys(frame) -> list[str]:

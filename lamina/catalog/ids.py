@@ -36,6 +36,11 @@ def next_version_uid(uid: str, taken_suffixes) -> str:
     return uid[:-VERSION_SUFFIX_LENGTH] + _encode(highest + 1)
 
 
+def version_number(uid: str) -> int:
+    """The version a versioned uid's 4-char suffix encodes (0 for ``...0000``)."""
+    return _decode(uid[-VERSION_SUFFIX_LENGTH:])
+
+
 def _decode(suffix: str) -> int:
     value = 0
     for ch in suffix:

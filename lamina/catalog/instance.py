@@ -169,6 +169,9 @@ def init(storage: str | os.PathLike, modules: str | list[str] | None = None,
 
 def connect(root: str | os.PathLike | None = None) -> Instance:
     """Connect to the instance in ``root`` (default: the one remembered on this machine)."""
+    # Only an explicit root becomes the remembered one: the implicit connect of a process run
+    # with LAMINA_INSTANCE must not change what every other process connects to.
+    remember = root is not None
     if root is None:
         root = settings.current_instance_root()
         if root is None:
@@ -185,7 +188,8 @@ def connect(root: str | os.PathLike | None = None) -> Instance:
     if meta.get("format", 1) > FORMAT_VERSION:
         raise InstanceError(f"{location.root} was written by a newer lamina; upgrade lamina")
     instance = _open(location, meta, settings.local_user())
-    settings.remember_instance(location.root)
+    if remember:
+        settings.remember_instance(location.root)
     log.info(f"connected lamina: {instance.slug}")
     return _activate(instance)
 
@@ -199,6 +203,25 @@ def _activate(instance: Instance) -> Instance:
     with _current_lock:
         _current = instance
     return instance
+
+
+_disconnect_hooks: list = []
+
+
+def on_disconnect(hook) -> None:
+    """Register ``hook()`` to run when :func:`disconnect` forgets the active instance; upper
+    layers use it to drop what they keep per instance (connections, the active run)."""
+    _disconnect_hooks.append(hook)
+
+
+def disconnect() -> None:
+    """Forget the active instance of this process and what was opened for it. The instance
+    remembered in the settings file stays; the next query connects to it again."""
+    global _current
+    with _current_lock:
+        _current = None
+    for hook in list(_disconnect_hooks):
+        hook()
 
 
 def current() -> Instance:

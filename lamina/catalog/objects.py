@@ -48,15 +48,31 @@ def describe_local(path: Path) -> tuple[int, str, int | None]:
     return path.stat().st_size, hash_file(path)[0], None
 
 
+# LaminDB's suffix rule: a single suffix is kept unless it is all digits; of several, a known
+# composite one (".ome.zarr") is kept whole, a known suffix followed by another is kept with it
+# (".fastq.gz", ".tar.gz", ".csv.gz"), and anything else keeps only its last suffix
+# (".final.gz" of "results.final.gz" is ".gz").
+KNOWN_SUFFIXES = frozenset({
+    ".fasta", ".fastq", ".fa", ".fq", ".jpg", ".mtx", ".obo", ".pdf", ".png", ".tar", ".tiff",
+    ".txt", ".tsv", ".zip", ".xml", ".qs", ".rds", ".h5ad", ".parquet", ".csv", ".fcs",
+    ".xlsx", ".zarr", ".json", ".vcf", ".bed", ".sam", ".bam", ".gtf", ".gff",
+})
+COMPOSITE_SUFFIXES = (".anndata.zarr", ".ome.zarr", ".vitessce.json", ".spatialdata.zarr")
+
+
 def suffix_of(path: str) -> str:
-    """Multi-part suffixes LaminDB keeps together (``.fastq.gz``, ``.ome.zarr``)."""
+    """The suffix LaminDB records for a file name: ``.fastq.gz``, ``.ome.zarr``, ``.csv``."""
     name = os.path.basename(path.rstrip("/"))
-    parts = name.split(".")
-    if len(parts) < 2:
-        return ""
-    if len(parts) >= 3 and parts[-1] in ("gz", "bz2", "xz", "zst", "zip", "zarr") and len(parts[-2]) <= 5:
-        return "." + ".".join(parts[-2:])
-    return "." + parts[-1]
+    suffixes = ["." + part for part in name.lstrip(".").split(".")[1:]]
+    if len(suffixes) >= 2:
+        total = "".join(suffixes)
+        for composite in COMPOSITE_SUFFIXES:
+            if total.endswith(composite):
+                return composite
+        if suffixes[-2] in KNOWN_SUFFIXES:
+            return suffixes[-2] + suffixes[-1]
+    suffix = suffixes[-1] if suffixes else ""
+    return "" if suffix[1:].isdigit() else suffix
 
 
 def object_key(uid: str, suffix: str) -> str:
@@ -64,22 +80,34 @@ def object_key(uid: str, suffix: str) -> str:
     return f"{OBJECTS_DIR}/{uid}{suffix}"
 
 
-def upload(location: Location, local: Path, key: str, progress=None) -> None:
+def upload(location: Location, local: Path, key: str, progress=None,
+           exclusive: bool = False) -> None:
     """Copy a local file or folder to ``key`` under the root; written under a temporary name
-    and moved into place, so a crash leaves no partial object under its final name."""
+    and moved into place, so a crash leaves no partial object under its final name.
+
+    With ``exclusive`` an existing object at ``key`` is never replaced (FileExistsError):
+    the object store's put-if-absent for files, a check before copying for folders."""
     target = location.join(key)
     fs = location.fs
     if local.is_dir():
+        if exclusive and fs.exists(target):
+            raise FileExistsError(target)
         fs.put(str(local), target, recursive=True)
         return
     if location.is_local:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         tmp = f"{target}.partial-{os.getpid()}"
         fs.put_file(str(local), tmp)
-        os.replace(tmp, target)
+        if not exclusive:
+            os.replace(tmp, target)
+            return
+        try:
+            os.link(tmp, target)  # atomic, and fails if the target exists
+        finally:
+            os.unlink(tmp)
     else:
         # Object stores make a PUT visible only when it completes.
-        fs.put_file(str(local), target)
+        fs.put_file(str(local), target, **({"mode": "create"} if exclusive else {}))
 
 
 def cache_dir() -> Path:

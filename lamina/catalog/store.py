@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,6 +33,12 @@ CATALOG_DIR = ".lamina/catalog"
 MAX_ATTEMPTS = 60
 # Compaction merges small files once a table has this many; readers keep their snapshot.
 COMPACT_AFTER_FILES = 32
+# Files below this size are merged by compaction (a one-row commit writes a few KB).
+SMALL_FILE_BYTES = 16 * 2**20
+# Commits a compaction may lose to other writers' appends before it gives up this round.
+COMPACT_COMMIT_ATTEMPTS = 5
+# A compaction rewrites rows by runs of consecutive ids; beyond this many runs it waits.
+MAX_ID_RUNS = 1000
 _EXACT_NEXT_VERSION = CommitProperties(max_commit_retries=0)
 
 
@@ -45,15 +52,21 @@ class Snapshot:
     schema: pa.Schema
     max_id: int
     table: DeltaTable | None = field(default=None, repr=False, compare=False)
+    storage_options: dict | None = field(default=None, repr=False, compare=False)
 
     def read(self, columns: list[str] | None = None, filter=None) -> pa.Table:
         """Rows of this snapshot (a ``pyarrow.compute`` filter is pushed down to Parquet)."""
         if self.table is None:
             empty = self.schema.empty_table()
             return empty.select(columns) if columns else empty
+        # ``table`` is the store's live handle and moves on with later commits; a snapshot
+        # read after that opens its own version, so it keeps seeing exactly its rows.
+        dataset = self.table.to_pyarrow_dataset()
+        if self.table.version() != self.version:
+            dataset = DeltaTable(self.table.table_uri, version=self.version,
+                                 storage_options=self.storage_options).to_pyarrow_dataset()
         # Single-threaded: deltalake's threaded dataset scans abort the interpreter at exit.
-        return self.table.to_pyarrow_dataset().to_table(columns=columns, filter=filter,
-                                                        use_threads=False)
+        return dataset.to_table(columns=columns, filter=filter, use_threads=False)
 
     @property
     def next_id(self) -> int:
@@ -128,7 +141,8 @@ class TableStore:
             else:
                 max_id = _scan_max_id(table)
         schema = pa.schema(table.schema().to_arrow())
-        return Snapshot(self.spec, table.version(), files, schema, max_id, table)
+        return Snapshot(self.spec, table.version(), files, schema, max_id, table,
+                        self.location.delta_options)
 
     def version(self) -> int:
         table = self._latest()
@@ -173,7 +187,10 @@ class TableStore:
                     # Back off with jitter so that racing writers stop colliding.
                     time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))
                     continue
-            self._maybe_compact()
+                # The write advanced ``table`` to the version it committed, so counting its
+                # files needs no second read of the log (one LIST + GETs fewer per save on S3).
+                n_files = len(table.file_uris())
+            self._maybe_compact(n_files)
             return change
         raise CommitConflict(
             f"could not commit to {self.spec.qualified} after {MAX_ATTEMPTS} attempts; "
@@ -208,25 +225,55 @@ class TableStore:
                         commit_properties=_EXACT_NEXT_VERSION, storage_options=options, **evolve)
 
     # ---- housekeeping --------------------------------------------------------------------
-    def _maybe_compact(self) -> None:
-        table = self._latest()
-        if table is not None and len(table.file_uris()) >= COMPACT_AFTER_FILES:
+    def _maybe_compact(self, n_files: int) -> None:
+        if n_files >= COMPACT_AFTER_FILES:
             self.compact()
 
     def compact(self) -> dict:
-        """Merge small files into large ones. Old files stay until vacuum, so readers of an
-        older snapshot are never broken; losing a race with a writer just skips this round."""
+        """Merge the table's small files into one, as an ordinary commit.
+
+        The rows of the small files are read once and written back unchanged by a predicate
+        overwrite on their ids, committed at exactly the next version. Before each attempt the
+        small files must all still be in the table: other writers' appends are simply
+        rebased over, but a concurrent compaction or an edit of one of those rows ends this
+        round (the next commit tries again). deltalake's ``optimize.compact()`` is not used:
+        two of them racing on the same files both commit (a concurrent removal with
+        ``dataChange=false`` is not seen as a conflict; delta-rs #1348, #3982), which leaves
+        every merged row in the table twice. Old files stay until vacuum, so readers of an
+        older snapshot are never broken."""
+        import pyarrow.dataset as ds
+
         with self._lock:
             table = self._latest()
             if table is None:
                 return {}
-            try:
-                metrics = table.optimize.compact()
-            except CommitFailedError:
-                self._table = None
+            paths, small = _file_paths(table)
+            if len(small) < 2:
                 return {}
-            table.update_incremental()
-            return metrics
+            dataset = table.to_pyarrow_dataset()
+            fragments = [f for f in dataset.get_fragments() if f.path in small]
+            if len(fragments) != len(small):
+                return {}  # file paths we cannot match up: leave the files alone
+            rows = ds.FileSystemDataset(fragments, dataset.schema, dataset.format,
+                                        dataset.filesystem).to_table(use_threads=False)
+            predicate = _id_runs_predicate(rows.column("id"))
+            if predicate is None:
+                return {}
+            for _ in range(COMPACT_COMMIT_ATTEMPTS):
+                try:
+                    write_deltalake(table, rows, mode="overwrite", predicate=predicate,
+                                    commit_properties=_EXACT_NEXT_VERSION,
+                                    storage_options=self.location.delta_options)
+                except CommitFailedError:
+                    self._table = None
+                    table = self._latest()
+                    if (table is None or not small <= _file_paths(table)[0]
+                            or pa.schema(table.schema().to_arrow()) != rows.schema):
+                        return {}  # merged or edited meanwhile, or new columns: next round
+                    continue
+                return {"numFilesRemoved": len(small), "numRowsRewritten": rows.num_rows,
+                        "version": table.version()}
+            return {}
 
     def vacuum(self, retention_hours: int = 168) -> list[str]:
         """Delete files no snapshot younger than ``retention_hours`` needs."""
@@ -258,3 +305,29 @@ def _ids_predicate(ids: Sequence[int]) -> str:
 def _scan_max_id(table: DeltaTable) -> int:
     ids = table.to_pyarrow_dataset().to_table(columns=["id"], use_threads=False).column("id")
     return int(pc.max(ids).as_py() or 0) if len(ids) else 0
+
+
+def _file_paths(table: DeltaTable) -> tuple[set[str], set[str]]:
+    """The data files of ``table``'s version, all and the small ones, as the relative paths
+    its pyarrow fragments carry (the add actions hold them percent-encoded once more)."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    paths = [unquote(p) for p in actions.column("path").to_pylist()]
+    sizes = actions.column("size_bytes").to_pylist()
+    return set(paths), {p for p, size in zip(paths, sizes) if size < SMALL_FILE_BYTES}
+
+
+def _id_runs_predicate(ids: pa.ChunkedArray) -> str | None:
+    """A predicate matching exactly ``ids``, as ranges of consecutive ids."""
+    if not len(ids) or ids.null_count:
+        return None
+    values = sorted(set(ids.to_pylist()))
+    runs = [[values[0], values[0]]]
+    for value in values[1:]:
+        if value == runs[-1][1] + 1:
+            runs[-1][1] = value
+        else:
+            runs.append([value, value])
+    if len(runs) > MAX_ID_RUNS:
+        return None
+    return " OR ".join(f"id = {int(lo)}" if lo == hi else f"(id >= {int(lo)} AND id <= {int(hi)})"
+                       for lo, hi in runs)

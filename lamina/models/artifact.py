@@ -11,11 +11,12 @@ import pyarrow.compute as pc
 
 from .. import log
 from ..catalog import objects, tables
-from ..catalog.ids import next_version_uid
+from ..catalog.ids import next_version_uid, version_number
 from ..catalog.instance import MAIN_BRANCH_ID, current
 from ..catalog.location import safe_key
 from ..catalog.store import Change, Snapshot
 from ..errors import InvalidPath, ValidationError
+from ..engine.lookups import coerce
 from ..engine.session import session_for
 from .base import SQLRecord
 from .features import HasFeatures
@@ -40,6 +41,12 @@ class Artifact(HasFeatures, SQLRecord):
                  description: str | None = None, revises: Artifact | None = None,
                  version: str | None = None, kind: str | None = None, **fields):
         super().__init__(**fields)
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidPath(f"Artifact() takes the path of a local file or folder, got {path!r}")
+        # Checked here, before anything is hashed or uploaded, like every other field.
+        described = {name: coerce(value, self._spec.column(name).type, f"Artifact.{name}")
+                     for name, value in (("description", description), ("kind", kind),
+                                         ("version_tag", version))}
         if isinstance(path, str) and "://" in path and not path.startswith("file://"):
             raise InvalidPath(
                 f"{path!r}: only local files and folders can be registered one by one so far")
@@ -64,8 +71,7 @@ class Artifact(HasFeatures, SQLRecord):
         if key is not None and not local.is_dir() and suffix and not key.endswith(suffix):
             raise InvalidPath(f"key {key!r} must end with the file's suffix {suffix!r}")
         data = self._data
-        data.update(key=key, description=description, suffix=suffix, size=size, hash=hash_,
-                    n_files=n_files, kind=kind, version_tag=version)
+        data.update(key=key, suffix=suffix, size=size, hash=hash_, n_files=n_files, **described)
         object.__setattr__(self, "_local_path", local)
         object.__setattr__(self, "_revises", revises)
 
@@ -103,6 +109,19 @@ class Artifact(HasFeatures, SQLRecord):
             object.__setattr__(artifact, "_curation", (schema, obj))
         return artifact
 
+    # ---- bulk ingestion (lamina/models/ingest.py) ---------------------------------------
+    @classmethod
+    def from_manifest(cls, manifest, **kwargs):
+        from .ingest import from_manifest
+
+        return from_manifest(manifest, **kwargs)
+
+    @classmethod
+    def from_dir(cls, path_or_uri, **kwargs):
+        from .ingest import from_dir
+
+        return from_dir(path_or_uri, **kwargs)
+
     # ---- saving ------------------------------------------------------------------------
     def save(self) -> Artifact:
         if self._data.get("id") is not None:
@@ -120,10 +139,31 @@ class Artifact(HasFeatures, SQLRecord):
             data["run_id"] = run._lamina_id()
         elif run is None:
             log.warning("no run & transform got linked, call `ln.track()` & re-run")
-        object_key = objects.object_key(data["uid"], data["suffix"])
-        # Upload first, commit the row after: a row never points at a missing object.
-        objects.upload(location, self._local_path, object_key)
-        result = instance.store(self._spec).transact(self._plan_insert).result
+        while True:
+            object_key = objects.object_key(data["uid"], data["suffix"])
+            # Upload first, commit the row after: a row never points at a missing object.
+            # A version's uid is predictable, so its object must not replace another's.
+            try:
+                objects.upload(location, self._local_path, object_key,
+                               exclusive=revises is not None)
+            except FileExistsError:
+                data["uid"] = next_version_uid(data["uid"], [data["uid"][-4:]])
+                continue
+            try:
+                result = instance.store(self._spec).transact(self._plan_insert).result
+            except _VersionTaken as taken:
+                # A row holds this version (its object is gone): ours, uploaded exclusively,
+                # goes; upload again as the next version.
+                _remove(location, object_key)
+                data["uid"] = taken.uid
+                continue
+            except BaseException:
+                # No row points at the upload unless the commit went through (and only the
+                # housekeeping after it failed): then keep it, else leave no orphan object.
+                if not _committed(instance, self._spec, data["uid"]):
+                    _remove(location, object_key)
+                raise
+            break
         created = result["uid"] == data["uid"]
         if not created:  # another writer saved the same content first
             _remove(location, object_key)
@@ -151,6 +191,12 @@ class Artifact(HasFeatures, SQLRecord):
         if revises is None:
             return Change(append=[row], result=row)
         stem = data["uid"][:-4]
+        # Versions are numbered when saving starts; one saved meanwhile (or in the trash,
+        # which queries do not see) may hold that number or a higher one already. The new
+        # version becomes the latest, so it must also be the highest.
+        taken = snapshot.read(["uid"], pc.starts_with(pc.field("uid"), stem))["uid"].to_pylist()
+        if any(version_number(u) >= version_number(data["uid"]) for u in taken):
+            raise _VersionTaken(next_version_uid(data["uid"], [u[-4:] for u in taken]))
         previous = snapshot.read(filter=pc.starts_with(pc.field("uid"), stem)
                                  & (pc.field("is_latest") == True)).to_pylist()  # noqa: E712
         for old in previous:
@@ -176,7 +222,8 @@ class Artifact(HasFeatures, SQLRecord):
 
     @property
     def path(self) -> str:
-        return self._location.join(objects.object_key(self.uid, self.suffix or ""))
+        linked = self._data.get("_real_key")  # a file registered in place (bulk ingestion)
+        return self._location.join(linked or objects.object_key(self.uid, self.suffix or ""))
 
     def cache(self) -> str:
         """A local path to the artifact's file (downloaded once from object stores)."""
@@ -242,6 +289,22 @@ def _validate(schema, data) -> None:
 def _scratch_file(suffix: str) -> Path:
     folder = Path(tempfile.mkdtemp(prefix="lamina-"))
     return folder / f"data{suffix}"
+
+
+class _VersionTaken(Exception):
+    """The planned version uid is taken; ``uid`` is the next free one."""
+
+    def __init__(self, uid: str):
+        super().__init__(uid)
+        self.uid = uid
+
+
+def _committed(instance, spec, uid: str) -> bool:
+    """Whether a row with ``uid`` is in the table; True when that cannot be told."""
+    try:
+        return instance.store(spec).snapshot().read(["id"], pc.field("uid") == uid).num_rows > 0
+    except Exception:
+        return True
 
 
 def _remove(location, key: str) -> None:

@@ -11,10 +11,13 @@ from pathlib import Path
 
 from .. import log
 from ..catalog.ids import next_version_uid
+from ..catalog.instance import on_disconnect
 from ..errors import ValidationError
 from .registries import Run, Transform
 
 _active: dict = {"run": None}
+# A run belongs to one instance: forgetting the instance ends its tracking in this process.
+on_disconnect(lambda: _active.update(run=None))
 
 
 def active_run() -> Run | None:

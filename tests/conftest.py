@@ -1,0 +1,54 @@
+"""Fixtures shared by every test: an isolated home and user, a loopback S3 server, and the
+storage roots (local folder and ``s3://``) on which catalog tests run."""
+
+from __future__ import annotations
+
+import pytest
+
+from lamina import testing
+
+from helpers import new_s3_root, reset_process_state
+
+TEST_USER = {"LAMINA_USER_HANDLE": "testuser1", "LAMINA_USER_NAME": "Test User1"}
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path_factory, monkeypatch):
+    """Every test gets its own LAMINA_HOME (settings file), cache and the same test user."""
+    home = tmp_path_factory.mktemp("lamina-home")
+    monkeypatch.setenv("LAMINA_HOME", str(home))
+    monkeypatch.setenv("LAMINA_CACHE_DIR", str(home / "cache"))
+    monkeypatch.delenv("LAMINA_INSTANCE", raising=False)
+    for key, value in TEST_USER.items():
+        monkeypatch.setenv(key, value)
+    reset_process_state()
+    yield home
+    reset_process_state()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto_server on 127.0.0.1 for the whole session; AWS_* variables point at it."""
+    with testing.s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(params=["local", "s3"])
+def root(request, tmp_path_factory) -> str:
+    """A fresh, empty storage root: a local folder, or a prefix in a new bucket on moto."""
+    if request.param == "local":
+        return str(tmp_path_factory.mktemp("root"))
+    request.getfixturevalue("s3_endpoint")
+    return new_s3_root()
+
+
+@pytest.fixture
+def local_root(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("root"))
+
+
+@pytest.fixture
+def instance(root):
+    import lamina as ln
+
+    return ln.init(storage=root)

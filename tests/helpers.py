@@ -1,0 +1,90 @@
+"""Helpers for tests that need a second Python process or look at a root's files directly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import fsspec
+import pytest
+
+from lamina import testing
+from lamina.catalog import instance as lamina_instance
+from lamina.catalog.location import Location
+from lamina.engine import session as lamina_session
+
+# For tests whose subject does not depend on the kind of root (argument checks, identity rules):
+# run them on the local root only, which keeps the suite fast.
+local_only = pytest.mark.parametrize("root", ["local"], indirect=True)
+
+
+def reset_process_state() -> None:
+    """Forget the active instance and close the DuckDB sessions opened for earlier ones."""
+    lamina_instance.disconnect()
+    with lamina_session._sessions_lock:
+        sessions = list(lamina_session._sessions.values())
+        lamina_session._sessions.clear()
+    for found in sessions:
+        found.con.close()
+
+
+def new_s3_root(prefix: str = "root") -> str:
+    """A prefix in a new bucket on the test S3 server (which must be running)."""
+    bucket = f"lamina-test-{uuid.uuid4().hex[:16]}"
+    testing.create_bucket(bucket)
+    return f"s3://{bucket}/{prefix}"
+
+PRELUDE = "import json, os, sys\nimport lamina as ln\n"
+
+
+def python(code: str, *, env: dict | None = None, timeout: float = 180,
+           check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter with this test's environment (LAMINA_HOME, user,
+    AWS endpoint); raise with its stderr if it fails."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
+                          env=full_env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"child process failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def spawn(code: str, *, env: dict | None = None) -> subprocess.Popen:
+    """Start ``code`` in a fresh interpreter without waiting for it (stdout piped, line mode)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.Popen([sys.executable, "-u", "-c", PRELUDE + textwrap.dedent(code)],
+                            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def filesystem(root: str):
+    """A fresh fsspec filesystem for ``root`` (no listing cache shared with lamina's own)."""
+    location = Location.of(root)
+    if location.is_local:
+        return fsspec.filesystem("file")
+    return fsspec.filesystem(location.type, skip_instance_cache=True, use_listings_cache=False,
+                             **location.fsspec_options)
+
+
+def objects_under(root: str) -> list[str]:
+    """Every object file of the root's managed storage, as paths relative to the objects dir."""
+    location = Location.of(root)
+    fs = filesystem(root)
+    base = location.join(".lamina/objects")
+    if not fs.exists(base):
+        return []
+    stripped = base.split("://", 1)[-1].rstrip("/") + "/"
+    return sorted(p.split("://", 1)[-1][len(stripped):] for p in fs.find(base))
+
+
+def read_bytes(root: str, path: str) -> bytes:
+    return filesystem(root).cat_file(path)
+
+
+def exists(root: str, path: str) -> bool:
+    return filesystem(root).exists(path)

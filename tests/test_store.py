@@ -1,0 +1,149 @@
+"""The table store under the registries: time travel, automatic compaction, and commits that
+re-plan when another writer got there first."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+import lamina as ln
+from lamina.catalog import settings, store as store_module, tables
+from lamina.catalog.store import Change, CommitConflict, TableStore
+
+from helpers import spawn
+
+RECORD = tables.get("core.record")
+
+
+def names(snapshot) -> list[str]:
+    return sorted(snapshot.read(["name"])["name"].to_pylist())
+
+
+def test_time_travel_sees_older_rows(instance):
+    store = instance.store(RECORD)
+    first = ln.Record(name="first").save()
+    v_first = store.version()
+    ln.Record(name="second").save()
+    ln.Record(name="third").save()
+    first.name = "first, renamed"
+    first.save()
+    third = ln.Record.get(name="third")
+    third.delete(permanent=True)
+
+    assert names(store.snapshot()) == ["first, renamed", "second"]
+    past = store.snapshot(version=v_first)
+    assert past.version == v_first
+    assert names(past) == ["first"]
+    assert names(store.snapshot(version=v_first + 2)) == ["first", "second", "third"]
+    # A past snapshot is read-only history: the latest one is unchanged by opening it.
+    assert store.version() == v_first + 4
+    assert names(store.snapshot()) == ["first, renamed", "second"]
+
+
+def test_time_travel_by_timestamp(instance):
+    store = instance.store(RECORD)
+    for name in ["a", "b"]:
+        ln.Record(name=name).save()
+    # Object stores keep modification times to the second: leave a second on each side.
+    time.sleep(1.1)
+    when = datetime.now(timezone.utc)
+    time.sleep(1.1)
+    ln.Record(name="c").save()
+    snapshot = store.snapshot(version=when)
+    assert names(snapshot) == ["a", "b"]
+    assert snapshot.version == store.version() - 1
+
+
+def test_compaction_after_many_small_commits(instance):
+    store = instance.store(RECORD)
+    threshold = store_module.COMPACT_AFTER_FILES
+    counts = []
+    before_compaction = None
+    for i in range(threshold + 5):
+        ln.Record(name=f"r{i:03d}").save()
+        snapshot = store.snapshot()
+        counts.append(len(snapshot.files))
+        if before_compaction is None and len(counts) == threshold - 1:
+            before_compaction = snapshot
+    # Every commit writes one small file; the table never keeps the threshold's worth.
+    assert max(counts) < threshold
+    assert any(later < earlier for earlier, later in zip(counts, counts[1:]))
+    assert counts[-1] < threshold // 2
+    # Data intact: every row once, nothing lost or duplicated.
+    rows = store.snapshot().read(["id", "name"]).to_pylist()
+    assert sorted(r["name"] for r in rows) == [f"r{i:03d}" for i in range(threshold + 5)]
+    assert len({r["id"] for r in rows}) == len(rows)
+    assert ln.Record.filter().count() == threshold + 5
+    # A reader still holding a snapshot from before the compaction reads it in full.
+    assert names(before_compaction) == [f"r{i:03d}" for i in range(threshold - 1)]
+
+
+def test_transact_replans_when_another_writer_commits_first(instance):
+    ln.Record(name="seed").save()
+    mine = instance.store(RECORD)
+    other = TableStore(instance.location, RECORD)  # another handle on the same table
+    seen = []
+
+    def row(snapshot, name):
+        return {"id": snapshot.next_id, "uid": f"{name:0<16}"[:16], "name": name,
+                "branch_id": 1}
+
+    def plan(snapshot):
+        seen.append(snapshot.version)
+        if len(seen) == 1:  # someone else commits between our read and our commit
+            other.transact(lambda s: Change(append=[row(s, "theirs")]))
+        new = row(snapshot, "mine")
+        return Change(append=[new], result=new["id"])
+
+    my_id = mine.transact(plan).result
+    assert seen == [seen[0], seen[0] + 1]  # planned again, on the newer snapshot
+    rows = {r["name"]: r["id"] for r in mine.snapshot().read(["id", "name"]).to_pylist()}
+    assert rows == {"seed": 1, "theirs": 2, "mine": 3}
+    assert my_id == 3
+
+
+def test_transact_gives_up_after_losing_every_race(instance, monkeypatch):
+    monkeypatch.setattr(store_module, "MAX_ATTEMPTS", 3)
+    mine = instance.store(RECORD)
+    other = TableStore(instance.location, RECORD)
+
+    def plan(snapshot):
+        other.transact(lambda s: Change(append=[{"id": s.next_id, "name": "theirs"}]))
+        return Change(append=[{"id": snapshot.next_id, "name": "mine"}])
+
+    with pytest.raises(CommitConflict, match="core.record"):
+        mine.transact(plan)
+    assert names(mine.snapshot()) == ["theirs"] * 3
+
+
+@pytest.mark.parametrize("n_procs, n_each", [(3, 15)])
+def test_concurrent_writers_and_compactions_keep_every_row_once(instance, n_procs, n_each):
+    """Enough commits from several processes that compactions run while others append."""
+    go = settings.home() / "go"
+    code = """
+        import time
+        ln.connect({root!r})
+        while not os.path.exists({go!r}):
+            time.sleep(0.01)
+        ids = [ln.Record(name=f"{tag}-{{i}}").save().id for i in range({n})]
+        print(json.dumps(ids))
+    """
+    children = [spawn(code.format(root=instance.root, go=str(go), tag=f"p{p}", n=n_each))
+                for p in range(n_procs)]
+    go.write_text("go")
+    reported = []
+    for child in children:
+        stdout, stderr = child.communicate(timeout=300)
+        assert child.returncode == 0, stderr
+        reported.extend(json.loads(stdout))
+    store = instance.store(RECORD)
+    rows = store.snapshot().read(["id", "name"]).to_pylist()
+    assert len(rows) == n_procs * n_each
+    assert sorted(r["id"] for r in rows) == sorted(reported)
+    assert len(set(reported)) == len(reported)
+    assert sorted(r["name"] for r in rows) == sorted(
+        f"p{p}-{i}" for p in range(n_procs) for i in range(n_each))
+    assert len(store.snapshot().files) < store_module.COMPACT_AFTER_FILES
