@@ -82,7 +82,9 @@ class Lookup:
 
     def __init__(self, lhs: str, value, arrow_type: pa.DataType, where: str):
         self.lhs = lhs
-        self.where = f"{where}__{self.name}" if self.name != "exact" else where
+        # ``where`` is the path as the user wrote it, usually already ending in the lookup.
+        named = self.name == "exact" or where.endswith(f"__{self.name}")
+        self.where = where if named else f"{where}__{self.name}"
         self.value = self.prepare(value, self.value_type or arrow_type)
 
     def prepare(self, value, arrow_type):
@@ -279,4 +281,22 @@ def compare(lhs: str, arrow_type: pa.DataType, rest: list[str], value, where: st
             valid = sorted(LOOKUPS) + (sorted(TRANSFORMS) if temporal else [])
             raise FieldError(f"unknown comparator {name!r} in {where!r} on {owner}; "
                              f"valid comparators: {', '.join(valid)}")
-    return LOOKUPS[lookup_name](lhs, value, arrow_type, where).as_sql()
+    lookup = LOOKUPS[lookup_name]
+    if issubclass(lookup, _Text) and not (pa.types.is_string(arrow_type)
+                                          or pa.types.is_large_string(arrow_type)):
+        # Refused here, before any SQL runs (DuckDB would fail to bind contains(BIGINT, ...)).
+        valid = [n for n, cls in sorted(LOOKUPS.items()) if not issubclass(cls, _Text)]
+        raise FieldError(f"comparator {lookup_name!r} in {where!r} compares text, but {owner} "
+                         f"is {arrow_type}; valid comparators: {', '.join(valid)}")
+    return lookup(lhs, value, arrow_type, where).as_sql()
+
+
+def list_holds_any(alias: str, column: str, view: str, ids_sql: str) -> str:
+    """True where the list ``column`` of row ``alias`` (a row of ``view``) holds any id that
+    ``ids_sql`` selects; NULL and empty lists hold none.
+
+    Why a semi-join over the unnested lists: DuckDB's ``list_has_any`` against a list of many
+    ids hashes that list for every row (~1 s per 1e6 rows at 100 ids); the semi-join is one
+    hash join (~40 ms)."""
+    return (f"{alias}.id IN (SELECT _u.id FROM (SELECT id, unnest({column}) AS v "
+            f'FROM "{view}") _u WHERE _u.v IN ({ids_sql}))')

@@ -5,7 +5,8 @@ semi-join subquery, so a row of the queried registry is never repeated by a join
 
 - foreign key ``a.fk_id IN (SELECT id FROM target WHERE ...)``
 - reverse foreign key ``a.id IN (SELECT fk_id FROM source WHERE ...)``
-- many-to-many on our list column ``list_has_any(a.ids, (SELECT list(id) FROM target WHERE ...))``
+- many-to-many on our list column ``a.id IN (SELECT id FROM (SELECT id, unnest(ids) ...) WHERE
+  v IN (SELECT id FROM target WHERE ...))``
 - many-to-many on their list column ``a.id IN (SELECT unnest(ids) FROM source WHERE ...)``
 """
 
@@ -22,7 +23,7 @@ from ..catalog.tables import ForeignKey, ManyToMany, TableSpec
 from ..errors import FieldError, unknown_field
 from .features import (FEATURE_ID_PATH, FeatureResolver, feature_condition, is_feature_path,
                        json_condition, split_lookup)
-from .lookups import LOOKUPS, In, SubQuery, compare
+from .lookups import LOOKUPS, In, SubQuery, compare, list_holds_any
 
 SEP = "__"
 
@@ -89,13 +90,32 @@ class Hop:
             return (f"{alias}.id IN (SELECT {inner_alias}.{self.column} FROM {view} "
                     f"{inner_alias}{where})")
         if self.kind == "m2m":
-            return (f"coalesce(list_has_any({alias}.{self.column}, (SELECT list({inner_alias}.id) "
-                    f"FROM {view} {inner_alias}{where})), false)")
+            return self.has_any(alias, f"SELECT {inner_alias}.id FROM {view} {inner_alias}{where}")
         return (f"{alias}.id IN (SELECT unnest({inner_alias}.{self.column}) FROM {view} "
                 f"{inner_alias}{where})")
 
+    def has_any(self, alias: str, ids_sql: str) -> str:
+        return list_holds_any(alias, self.column, self.source.view, ids_sql)
+
+    def none_related(self, alias: str) -> str:
+        """True where a row of ``source`` has no related row: what Django's LEFT JOIN finds as
+        NULL, so ``schema__isnull=True`` and ``records__name__isnull=True`` include it."""
+        view = f'"{self.target.view}"'
+        if self.kind == "fk":
+            return f"{alias}.{self.column} IS NULL"
+        if self.kind == "m2m":
+            return f"coalesce(len({alias}.{self.column}), 0) = 0"
+        if self.kind == "reverse_fk":
+            return (f"{alias}.id NOT IN (SELECT _n.{self.column} FROM {view} _n "
+                    f"WHERE _n.{self.column} IS NOT NULL)")
+        return (f"{alias}.id NOT IN (SELECT _n.v FROM (SELECT unnest(_l.{self.column}) AS v "
+                f"FROM {view} _l) _n WHERE _n.v IS NOT NULL)")
+
     def ids_condition(self, alias: str, lookup: str, value, where: str) -> tuple[str, list] | None:
         """Compare related ids directly (``created_by=user``, ``records=rec``) without a subquery."""
+        if lookup == "isnull" and isinstance(value, bool) and self.kind in ("fk", "m2m"):
+            none = self.none_related(alias)
+            return (none if value else f"NOT ({none})"), []
         if self.kind == "fk" and lookup in ("exact", "in"):
             return LOOKUPS[lookup](f"{alias}.{self.column}", value, pa.int64(), where).as_sql()
         if self.kind == "m2m" and lookup == "exact" and value is not None:
@@ -104,10 +124,9 @@ class Hop:
             lookup_in = In("x", value, pa.int64(), where)
             if isinstance(lookup_in.value, SubQuery):
                 sub = lookup_in.value
-                return (f"coalesce(list_has_any({alias}.{self.column}, (SELECT list(s.v) FROM "
-                        f"(SELECT * FROM ({sub.sql})) s(v))), false)", sub.params)
+                return self.has_any(alias, f"SELECT * FROM ({sub.sql})"), sub.params
             values = [v for v in lookup_in.value if v is not None]
-            return f"coalesce(list_has_any({alias}.{self.column}, ?), false)", [values]
+            return self.has_any(alias, "SELECT unnest(?::BIGINT[])"), [values]
         return None
 
 
@@ -191,7 +210,11 @@ class Compiler:
             rest = ["id", lookup]
         inner_alias = self.alias()
         inner_sql, inner_params = self.condition(hop.target, SEP.join(rest), value, inner_alias)
-        return hop.semi_join(alias, inner_alias, inner_sql), inner_params
+        sql = hop.semi_join(alias, inner_alias, inner_sql)
+        if _tests_null(rest, value):
+            # Django joins the relation LEFT OUTER here: a row with no related row matches too.
+            sql = f"({sql} OR {hop.none_related(alias)})"
+        return sql, inner_params
 
     def _feature_condition(self, spec, head, rest, value, alias, path) -> tuple[str, list]:
         features = self.features
@@ -214,7 +237,8 @@ class Compiler:
         if feature.dtype.label_spec is not None:
             self.specs.add(feature.dtype.label_spec)
         return feature_condition(feature, rest, _as_value(value, self), alias, path,
-                                 features.has_column(spec, feature))
+                                 features.has_column(spec, feature), features.label_ids,
+                                 spec.view)
 
     def _field_condition(self, spec, column, rest, value, alias, path) -> tuple[str, list]:
         return compare(f"{alias}.{column.name}", column.type, rest, _as_value(value, self), path,
@@ -258,7 +282,9 @@ class Compiler:
         if column is not None and (column.display or head == "id") and not rest:
             return f"{alias}.{column.name}"
         hop = relations(spec).get(head)
-        if hop is None or column is not None:
+        if column is not None and column.display:
+            raise FieldError(f"{path!r}: {spec.model}.{head} is a field, not a relation")
+        if hop is None:
             raise unknown_field(head, spec.model, field_names(spec))
         if hop.kind != "fk":
             raise FieldError(f"{path!r} has many values per {self.spec.model}; order by a field "
@@ -317,6 +343,13 @@ class Compiler:
         sql = (f'SELECT t.id AS id, {aggregate} AS v FROM "{self.spec.view}" t {" ".join(joins)} '
                "WHERE t.id IN (SELECT unnest(?)) GROUP BY t.id")
         return sql, many
+
+
+def _tests_null(rest: list[str], value) -> bool:
+    """Whether a path's lookup asks for NULL: ``__isnull=True``, or ``=None`` (exact)."""
+    if rest[-1] == "isnull":
+        return value is True
+    return value is None and (rest[-1] == "exact" or rest[-1] not in LOOKUPS)
 
 
 def _as_value(value, compiler: Compiler):

@@ -22,6 +22,23 @@ DEFAULT_DATAFRAME_LIMIT = 100
 REPR_LIMIT = 20
 
 
+class _LazyFeatures:
+    """The session's feature resolver, fetched on first use: a query that names fields only
+    never checks the feature table for a new version (one Delta log read fewer per compile;
+    on S3 that is a request each)."""
+
+    __slots__ = ("_session", "_resolver")
+
+    def __init__(self, session):
+        self._session = session
+        self._resolver = None
+
+    def __getattr__(self, name):
+        if self._resolver is None:
+            self._resolver = self._session.features()
+        return getattr(self._resolver, name)
+
+
 class QuerySet:
     def __init__(self, model: type[SQLRecord], q: Q | None = None, order_by: tuple = (),
                  limit: int | None = None, offset: int = 0, distinct: bool = False):
@@ -65,7 +82,7 @@ class QuerySet:
 
     # ---- compiling -----------------------------------------------------------------------
     def _compiler(self) -> Compiler:
-        features = self._session().features() if self.spec.has_features else None
+        features = _LazyFeatures(self._session()) if self.spec.has_features else None
         return Compiler(self.spec, features=features)
 
     def _compile(self, columns=None, order_by=None, limit=None, offset=None):
@@ -215,7 +232,7 @@ class QuerySet:
 
     def count(self) -> int:
         inner, params, specs = self._compile(columns=["id"], order_by=())
-        return self._run(f"SELECT count(*) AS n FROM ({inner})", params, specs)["n"][0].as_py()
+        return self._session().scalar(f"SELECT count(*) AS n FROM ({inner})", params, specs)
 
     def __len__(self) -> int:
         return self.count()

@@ -27,6 +27,9 @@ def reverse_relations(spec: TableSpec) -> dict[str, tuple[TableSpec, ForeignKey 
     for other in BY_QUALIFIED.values():
         for rel in (*other.foreign_keys, *other.many_to_many):
             if rel.target == spec.qualified and rel.related_name:
+                if rel.related_name in found:
+                    raise ValueError(f"{spec.model} has two relations named "
+                                     f"{rel.related_name!r}: fix the table declarations")
                 found[rel.related_name] = (other, rel)
     return found
 

@@ -8,7 +8,7 @@ RECORD_BOOKKEEPING = (
     ForeignKey("branch", "core.branch"),
     ForeignKey("created_on", "core.branch"),
     ForeignKey("space", "core.space"),
-    ForeignKey("created_by", "core.user", "created_records"),
+    ForeignKey("created_by", "core.user", "created_{plural}"),
     ForeignKey("run", "core.run"),
 )
 
@@ -106,7 +106,18 @@ ARTIFACT = table(
         ManyToMany("cell_types", "bionty.celltype", "artifacts"),
         ManyToMany("tissues", "bionty.tissue", "artifacts"),
         ManyToMany("diseases", "bionty.disease", "artifacts"),
+        ManyToMany("proteins", "bionty.protein", "artifacts"),
+        ManyToMany("cell_lines", "bionty.cellline", "artifacts"),
+        ManyToMany("cell_markers", "bionty.cellmarker", "artifacts"),
+        ManyToMany("phenotypes", "bionty.phenotype", "artifacts"),
+        ManyToMany("pathways", "bionty.pathway", "artifacts"),
+        ManyToMany("experimental_factors", "bionty.experimentalfactor", "artifacts"),
+        ManyToMany("developmental_stages", "bionty.developmentalstage", "artifacts"),
+        ManyToMany("ethnicities", "bionty.ethnicity", "artifacts"),
     ),
+    # Where a file linked in place lives, relative to its storage root (LaminDB's _real_key);
+    # None for files lamina manages at .lamina/objects/<uid><suffix>.
+    hidden=(Column("_real_key", STR, display=False),),
     uid_length=20, name_field="key", search_fields=("key", "description", "suffix"),
     has_features=True,
 )

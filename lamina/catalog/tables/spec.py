@@ -5,7 +5,8 @@ Declarations are plain data; nothing here touches storage or SQL.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 
@@ -31,7 +32,10 @@ class Column:
 
 @dataclass(frozen=True)
 class ForeignKey:
-    """``<name>_id`` on this table points at ``target.id``; ``related_name`` is the reverse."""
+    """``<name>_id`` on this table points at ``target.id``; ``related_name`` is the reverse.
+
+    A related name may contain ``{plural}``, filled with the declaring table's plural, so one
+    shared declaration (``created_by``) gives each table its own reverse name."""
 
     name: str
     target: str
@@ -124,6 +128,10 @@ def table(
     for m2m in many_to_many:
         columns.append(Column(m2m.name, IDS, display=False))
     columns.extend(hidden)
+    plural = name[:-1] + "ies" if re.search(r"[^aeiou]y$", name) else name + "s"
+    foreign_keys = tuple(
+        replace(fk, related_name=fk.related_name.format(plural=plural)) if fk.related_name else fk
+        for fk in foreign_keys)
     return TableSpec(
         module=module,
         name=name,
