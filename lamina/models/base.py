@@ -17,6 +17,7 @@ from ..engine.lookups import coerce
 from ..engine.planner import Hop, relations
 from ..engine.queryset import DEFAULT_DATAFRAME_LIMIT, QuerySet
 from ..errors import DoesNotExist, FieldError, ValidationError, did_you_mean, unknown_field
+from .search import SearchResult, search_records
 
 MODELS: dict[str, type[SQLRecord]] = {}
 
@@ -234,6 +235,15 @@ class SQLRecord:
     df = to_dataframe
 
     @classmethod
+    def search(cls, string: str, *, field: str | None = None, limit: int | None = 20,
+               case_sensitive: bool = False) -> SearchResult:
+        """Rows ranked for ``string``: exact name/id > exact synonym > whole words > prefix >
+        BM25 > typo (see ``lamina.search``). Returns a QuerySet in ranking order:
+        ``.to_dataframe()`` gives the rows, ``.scores`` the ranking with a ``score`` column."""
+        return search_records(cls, string, field=field, limit=limit,
+                              case_sensitive=case_sensitive)
+
+    @classmethod
     def lookup(cls, field: str | None = None, return_field: str | None = None) -> Lookup:
         """An object whose attributes are the registry's values of ``field`` (tab-completable)."""
         spec = cls._spec
@@ -241,12 +251,17 @@ class SQLRecord:
         for name in (field, return_field):
             if name is not None and spec.column(name) is None:
                 raise unknown_field(name, spec.model, spec.display_columns)
+        # Several records with one value: the first saved wins, as in LaminDB (keep="first").
+        values: dict = {}
         if return_field is None:
-            values = {r._data[field]: r for r in cls._queryset().order_by("id")
-                      if r._data[field] is not None}
+            for record in cls._queryset().order_by("id"):
+                if record._data[field] is not None:
+                    values.setdefault(record._data[field], record)
         else:
-            table = cls._queryset().to_arrow(columns=[field, return_field]).to_pylist()
-            values = {r[field]: r[return_field] for r in table if r[field] is not None}
+            table = cls._queryset().order_by("id").to_arrow(columns=[field, return_field])
+            for row in table.to_pylist():
+                if row[field] is not None:
+                    values.setdefault(row[field], row[return_field])
         return Lookup(spec.model, values)
 
 
