@@ -13,6 +13,7 @@ from .catalog.instance import connect, current, init
 from .engine.planner import Q
 from .errors import (DoesNotExist, FieldError, InstanceError, InvalidPath, LaminaError,
                      MultipleResultsFound, ValidationError)
+from .models.ingest import save
 from .models.lineage import finish, track
 from .models.overview import sql, view
 from .models.settings import settings
@@ -25,5 +26,6 @@ __all__ = [
     "Artifact", "Branch", "Collection", "DoesNotExist", "Feature", "FieldError", "InstanceError",
     "InvalidPath", "LaminaError", "MultipleResultsFound", "Project", "Q", "Record", "Run",
     "Schema", "Space", "Storage", "Transform", "ULabel", "User", "ValidationError", "bionty",
-    "connect", "current", "examples", "finish", "init", "settings", "sql", "track", "view",
+    "connect", "current", "examples", "finish", "init", "save", "settings", "sql", "track",
+    "view",
 ]

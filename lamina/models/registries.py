@@ -54,6 +54,14 @@ class Collection(SQLRecord):
 class Record(HasFeatures, SQLRecord):
     _spec = tables.get("core.record")
 
+    @classmethod
+    def from_values(cls, values, field: str = "name", *, create: bool = False, type=None):
+        """Records for many values with one query; ``create=True`` adds unsaved records for
+        the missing ones, which ``ln.save(records)`` inserts with one commit."""
+        from .ingest import labels_from_values
+
+        return labels_from_values(cls, values, field, create=create, type=type)
+
 
 class ULabel(SQLRecord):
     _spec = tables.get("core.ulabel")
