@@ -309,13 +309,43 @@ class Oracle:
 
     def holds(self, spec, row: dict, q: Q) -> bool:
         results = []
+        shared = self.same_related_row(spec, q)
+        for head, leaves in shared.items():
+            # Django: the conditions of one filter() call on a many-valued relation must hold
+            # for one and the same related row.
+            hop = _relations(spec)[head]
+            results.append(any(
+                all(self.condition(hop.target, r, _on_target(p.split("__")[1:]), v)
+                    for p, v in leaves)
+                for r in self.related(hop, row)))
         for child in q.children:
             if isinstance(child, Q):
                 results.append(self.holds(spec, row, child))
-            else:
+            elif child[0].split("__")[0] not in shared:
                 results.append(self.condition(spec, row, child[0].split("__"), child[1]))
         value = (all(results) if q.connector == "AND" else any(results)) if results else True
         return not value if q.negated else value
+
+    def same_related_row(self, spec, q: Q) -> dict[str, list]:
+        """Leaves of an AND node on the same many-valued relation, by relation, when there
+        are several (conditions asking for NULL are left alone)."""
+        if q.connector != "AND":
+            return {}
+        groups: dict[str, list] = {}
+        for child in q.children:
+            if isinstance(child, Q):
+                continue
+            head, *rest = child[0].split("__")
+            column = spec.column(head)
+            hop = _relations(spec).get(head)
+            if (column is not None and (column.display or head == "id")) or hop is None:
+                continue
+            lookup = rest[-1] if rest and rest[-1] in LOOKUP_NAMES else "exact"
+            asks_null = (lookup == "isnull" and child[1] is True) or (
+                lookup == "exact" and child[1] is None)
+            if hop.kind != "fk" and not asks_null:
+                groups.setdefault(head, []).append(child)
+        return {head: leaves for head, leaves in groups.items() if len(leaves) > 1}
 
     def condition(self, spec, row: dict, parts: list[str], arg) -> bool:
         head, rest = parts[0], parts[1:]
@@ -372,6 +402,10 @@ class Oracle:
 
 
 _RELATIONS: dict = {}
+
+
+def _on_target(rest: list[str]) -> list[str]:
+    return ["id", *rest] if not rest or (len(rest) == 1 and rest[0] in LOOKUP_NAMES) else rest
 
 
 def _relations(spec):

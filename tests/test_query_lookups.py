@@ -266,20 +266,20 @@ def _one_record_both(oracle) -> list[int]:
                 for r in a["records"] or []))
 
 
-def test_each_condition_on_a_many_valued_relation_is_its_own_semi_join(oracle):
-    """What lamina does today: some related row meets each condition; the catalog holds
-    artifacts where that differs from Django's one-related-row reading."""
-    conditions = {"records__name": "IFNG", "records__type__name": "Perturbation"}
-    assert oracle.ids(ln.Artifact, **conditions) != _one_record_both(oracle)
-    assert ids(ln.Artifact.filter(**conditions)) == oracle.ids(ln.Artifact, **conditions)
-
-
-@pytest.mark.xfail(strict=True, reason="the planner compiles each condition on a many-valued "
-                   "relation as its own semi-join; Django makes the conditions of one filter() "
-                   "call refer to the same related row")
 def test_conditions_of_one_filter_refer_to_one_related_row(oracle):
-    assert ids(ln.Artifact.filter(records__name="IFNG",
-                                  records__type__name="Perturbation")) == _one_record_both(oracle)
+    """Django's rule: within one filter() call, conditions on a many-valued relation refer to
+    the same related row; chained filter() calls each find their own."""
+    one_filter = ln.Artifact.filter(records__name="IFNG", records__type__name="Perturbation")
+    assert ids(one_filter) == _one_record_both(oracle)
+    chained = ln.Artifact.filter(records__name="IFNG").filter(records__type__name="Perturbation")
+    each_its_own = oracle.ids(ln.Artifact, ln.Q(records__name="IFNG")
+                              & ln.Q(records__type__name="Perturbation"))
+    assert ids(chained) == each_its_own
+    # the catalog holds artifacts where the two readings differ
+    assert _one_record_both(oracle) != each_its_own
+    # reverse many-to-many and a record as a value: the same rule
+    conditions = {"artifacts__suffix": ".h5ad", "artifacts__size__gt": 100}
+    assert ids(ln.Record.filter(**conditions)) == oracle.ids(ln.Record, **conditions)
 
 
 # ---- boolean structure -------------------------------------------------------------------

@@ -171,9 +171,17 @@ class Compiler:
     def where(self, q: Q, alias: str = "t", spec: TableSpec | None = None) -> tuple[str, list]:
         spec = spec or self.spec
         parts, params = [], []
-        for child in q.children:
+        children = q.children
+        if q.connector == Q.AND:
+            children = _one_related_row(spec, children)
+        for child in children:
             if isinstance(child, Q):
                 sql, p = self.where(child, alias, spec)
+            elif isinstance(child, _SameRelatedRow):
+                self.specs.add(child.hop.target)
+                inner_alias = self.alias()
+                sql, p = self.where(child.conditions, inner_alias, child.hop.target)
+                sql = child.hop.semi_join(alias, inner_alias, sql)
             else:
                 sql, p = self.condition(spec, child[0], child[1], alias)
             if sql:
@@ -343,6 +351,56 @@ class Compiler:
         sql = (f'SELECT t.id AS id, {aggregate} AS v FROM "{self.spec.view}" t {" ".join(joins)} '
                "WHERE t.id IN (SELECT unnest(?)) GROUP BY t.id")
         return sql, many
+
+
+@dataclass(frozen=True)
+class _SameRelatedRow:
+    """Conditions of one ``filter()`` call on a many-valued relation: as in Django, they must
+    all hold for the same related row (``records__name="IFNG", records__type__name="Perturbation"``
+    asks for one record that is both)."""
+
+    hop: Hop
+    conditions: Q
+
+
+def _one_related_row(spec: TableSpec, children: tuple) -> tuple:
+    """``children`` of an AND node, with the leaves that share a many-valued relation gathered
+    into one :class:`_SameRelatedRow` each. Tests for NULL stay apart: they also match rows
+    with no related row at all."""
+    groups: dict[str, list] = {}
+    for child in children:
+        if isinstance(child, Q):
+            continue
+        head, *rest = child[0].split(SEP)
+        column = spec.column(head)
+        if column is not None and (column.display or column.json or head == "id"):
+            continue
+        hop = relations(spec).get(head)
+        if hop is None or hop.kind == "fk" or _tests_null(rest or ["exact"], child[1]):
+            continue
+        groups.setdefault(head, []).append(child)
+    groups = {head: leaves for head, leaves in groups.items() if len(leaves) > 1}
+    if not groups:
+        return children
+    out, done = [], set()
+    for child in children:
+        head = None if isinstance(child, Q) else child[0].split(SEP)[0]
+        if head not in groups:
+            out.append(child)
+        elif head not in done:
+            done.add(head)
+            inner = Q()
+            inner.children = tuple((_target_path(leaf[0].split(SEP)[1:]), leaf[1])
+                                   for leaf in groups[head])
+            out.append(_SameRelatedRow(relations(spec)[head], inner))
+    return tuple(out)
+
+
+def _target_path(rest: list[str]) -> str:
+    """The path on the related registry: ``records=r`` asks for its ``id``."""
+    if not rest or (len(rest) == 1 and rest[0] in LOOKUPS):
+        return SEP.join(["id", *rest])
+    return SEP.join(rest)
 
 
 def _tests_null(rest: list[str], value) -> bool:
