@@ -121,12 +121,19 @@ class TableStore:
 
     def snapshot(self, version: int | datetime | None = None) -> Snapshot:
         """The latest snapshot, or a past one (time travel) by version number or timestamp."""
+        if version is None:
+            return self.snapshot_newer_than(None)
+        table = DeltaTable(self.uri, storage_options=self.location.delta_options)
+        table.load_as_version(version)
+        return self._snapshot_of(table)
+
+    def snapshot_newer_than(self, version: int | None) -> Snapshot | None:
+        """The latest snapshot, or None when it is ``version`` still: one read of the log."""
         with self._lock:
-            if version is None:
-                table = self._latest()
-            else:
-                table = DeltaTable(self.uri, storage_options=self.location.delta_options)
-                table.load_as_version(version)
+            table = self._latest()
+            latest = -1 if table is None else table.version()
+            if latest == version:
+                return None
             if table is None:
                 return Snapshot(self.spec, -1, (), self.spec.arrow_schema(), 0)
             return self._snapshot_of(table)
@@ -187,7 +194,8 @@ class TableStore:
                 try:
                     self._commit(table, snapshot, change)
                 except CommitFailedError:
-                    self._table = None  # reload: our view of the log is stale
+                    # The next attempt reads just the commits we missed (update_incremental):
+                    # reloading the whole log instead made every lost race cost a full replay.
                     # Back off with jitter so that racing writers stop colliding.
                     time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))
                     continue
@@ -271,7 +279,6 @@ class TableStore:
                                     storage_options=self.location.delta_options,
                                     writer_properties=_WRITER)
                 except CommitFailedError:
-                    self._table = None
                     table = self._latest()
                     if (table is None or not small <= _file_paths(table)[0]
                             or pa.schema(table.schema().to_arrow()) != rows.schema):

@@ -92,23 +92,30 @@ class Session:
                 store = self.instance.store(spec)
                 if self._log_unchanged(spec, store):
                     continue
-                version = store.version()
-                if self._versions.get(spec.qualified) == version:
-                    continue
-                self._create_view(store.snapshot())
+                snapshot = store.snapshot_newer_than(self._versions.get(spec.qualified))
+                if snapshot is not None:
+                    self._create_view(snapshot)
 
     def _log_unchanged(self, spec, store) -> bool:
         """Whether ``spec``'s table certainly has no version newer than its view shows, known
         from one stat instead of a read of the Delta log (``store.version()``, ~1 ms per table
         per query on a local disk). Delta versions are consecutive and a commit creates
         exactly ``_delta_log/<next version>.json`` (put-if-absent), so while that file is
-        missing nothing newer exists. Local roots only: on object stores fsspec may answer
-        from a cached listing, so there the log is read as before."""
+        missing nothing newer exists. On object stores this is one HEAD request (a read of the
+        log LISTs the log folder and GETs what is new), asked past fsspec's listing cache."""
         viewed = self._versions.get(spec.qualified)
-        if viewed is None or not self._local:
+        if viewed is None:
             return False
-        return not os.path.exists(
-            os.path.join(store.uri, "_delta_log", f"{viewed + 1:020d}.json"))
+        next_commit = f"{store.uri}/_delta_log/{viewed + 1:020d}.json"
+        if self._local:
+            return not os.path.exists(next_commit)
+        fs = self.instance.location.fs
+        fs.invalidate_cache(next_commit)
+        try:
+            fs.info(next_commit)
+        except FileNotFoundError:
+            return True
+        return False
 
     def refresh_all(self) -> None:
         self.refresh(tables.BY_QUALIFIED.values())
