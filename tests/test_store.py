@@ -81,6 +81,22 @@ def test_compaction_after_many_small_commits(instance):
     assert names(before_compaction) == [f"r{i:03d}" for i in range(threshold - 1)]
 
 
+def test_log_is_checkpointed_so_a_new_reader_does_not_replay_every_commit(instance):
+    """A catalog written one row at a time for years must open in a new process without
+    reading every commit: deltalake checkpoints the log every 100 commits."""
+    store = instance.store(RECORD)
+    before = len(store.snapshot().read(["id"]))
+    for i in range(105):
+        store.transact(lambda snapshot, i=i: Change(append=[
+            {"id": snapshot.next_id, "uid": f"{i:016d}", "name": f"c{i}", "branch_id": 1}]))
+    fs = instance.location.fs
+    last = json.loads(fs.cat_file(f"{store.uri}/_delta_log/_last_checkpoint"))
+    assert last["version"] >= 99
+    # A fresh handle (as another process has) sees every row.
+    fresh = TableStore(instance.location, RECORD)
+    assert len(fresh.snapshot().read(["id"])) == before + 105
+
+
 def test_transact_replans_when_another_writer_commits_first(instance):
     ln.Record(name="seed").save()
     mine = instance.store(RECORD)
