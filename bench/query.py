@@ -3,7 +3,6 @@
     python bench/query.py                    # 1e4, 1e5, 1e6 artifacts
     python bench/query.py --sizes 1e4 1e5    # a subset
     python bench/query.py --rebuild          # rebuild the cached catalogs
-    python bench/query.py --sizes 1e6 --row-group-rows 122880   # what-if catalog layout
 
 Catalogs are built with bulk Arrow appends through ``TableStore.transact`` (one commit per table)
 and cached under ``$LAMINA_BENCH_DIR`` (default ``/tmp/lamina-bench``), so reruns only measure.
@@ -33,7 +32,6 @@ import platform
 import shutil
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -48,17 +46,16 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from deltalake import DeltaTable, WriterProperties  # noqa: E402
+from deltalake import DeltaTable  # noqa: E402
 
 import lamina as ln  # noqa: E402
 from lamina import bionty as bt  # noqa: E402
 from lamina.catalog import tables  # noqa: E402
-from lamina.catalog import store as lamina_store  # noqa: E402
 from lamina.catalog.store import Change  # noqa: E402
 from lamina.engine import session as lamina_session  # noqa: E402
 
 # Bump when the generator changes: cached catalogs of another version are rebuilt.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 SEED = 42
 N_USERS = 30
 N_RECORDS = 1000
@@ -296,33 +293,12 @@ def build(n: int, root: str) -> dict:
     return timings
 
 
-def catalog_root(n: int, rg_rows: int | None = None) -> str:
-    return os.path.join(CACHE, f"artifacts-{n}" + (f"-rg{rg_rows}" if rg_rows else ""))
+def catalog_root(n: int) -> str:
+    return os.path.join(CACHE, f"artifacts-{n}")
 
 
-@contextmanager
-def row_groups_of(rows: int | None):
-    """What-if for the catalog layer: lamina's own commits, but written with Parquet row groups
-    of ``rows`` rows (``WriterProperties(max_row_group_size=...)``) instead of deltalake's
-    default. Only for building; the store module is restored afterwards."""
-    if not rows:
-        yield
-        return
-    original = lamina_store.write_deltalake
-
-    def write(*args, **kwargs):
-        kwargs.setdefault("writer_properties", WriterProperties(max_row_group_size=rows))
-        return original(*args, **kwargs)
-
-    lamina_store.write_deltalake = write
-    try:
-        yield
-    finally:
-        lamina_store.write_deltalake = original
-
-
-def open_catalog(n: int, rebuild: bool, rg_rows: int | None = None) -> tuple[str, dict]:
-    root = catalog_root(n, rg_rows)
+def open_catalog(n: int, rebuild: bool) -> tuple[str, dict]:
+    root = catalog_root(n)
     marker = os.path.join(root, ".bench.json")
     if not rebuild and os.path.exists(marker):
         with open(marker) as f:
@@ -333,9 +309,8 @@ def open_catalog(n: int, rebuild: bool, rg_rows: int | None = None) -> tuple[str
     if os.path.exists(root):
         shutil.rmtree(root)
     os.makedirs(root)
-    with row_groups_of(rg_rows):
-        timings = build(n, root)
-    info = {"build_version": BUILD_VERSION, "n": n, "timings": timings, "rg_rows": rg_rows}
+    timings = build(n, root)
+    info = {"build_version": BUILD_VERSION, "n": n, "timings": timings}
     with open(marker, "w") as f:
         json.dump(info, f)
     return root, info
@@ -536,11 +511,10 @@ FETCH = {"df": lambda r: r.to_arrow_table().to_pandas(), "count": lambda r: r.fe
          "ids": lambda r: r.to_arrow_table()}
 
 
-def run_size(n: int, rebuild: bool, runs: int, rg_rows: int | None = None,
-             show_sql: bool = False) -> list[dict]:
-    root = catalog_root(n, rg_rows)
+def run_size(n: int, rebuild: bool, runs: int, show_sql: bool = False) -> list[dict]:
+    root = catalog_root(n)
     cached = not rebuild and os.path.exists(os.path.join(root, ".bench.json"))
-    root, info = open_catalog(n, rebuild, rg_rows)
+    root, info = open_catalog(n, rebuild)
     print(describe_build(n, info, cached), flush=True)
     print(f"  {layout(root)}", flush=True)
     con, sources = raw_connection(root)
@@ -587,10 +561,8 @@ def run_size(n: int, rebuild: bool, runs: int, rg_rows: int | None = None,
     return rows
 
 
-def markdown(n: int, rows: list[dict], rg_rows: int | None = None) -> str:
-    title = f"{n:,} artifacts" + (f" (what-if: row groups of {rg_rows:,} rows)" if rg_rows
-                                   else "")
-    lines = [f"#### {title}", "",
+def markdown(n: int, rows: list[dict]) -> str:
+    lines = [f"#### {n:,} artifacts", "",
              "| query | call | matches | lamina p50 | lamina p90 | raw p50 | raw p90 | raw form "
              "| ratio |",
              "|---|---|---:|---:|---:|---:|---:|---|---:|"]
@@ -612,8 +584,6 @@ def main() -> None:
     parser.add_argument("--rebuild", action="store_true")
     parser.add_argument("--runs", type=int, default=15, help="minimum timed runs per call")
     parser.add_argument("--build-only", action="store_true")
-    parser.add_argument("--row-group-rows", type=int, default=None,
-                        help="what-if: build with Parquet row groups of this many rows")
     parser.add_argument("--show-sql", action="store_true", help="print lamina's SQL per query")
     parser.add_argument("--json", help="also write the rows as JSON here")
     args = parser.parse_args()
@@ -625,16 +595,16 @@ def main() -> None:
     for size in args.sizes:
         n = int(float(size))
         if args.build_only:
-            root = catalog_root(n, args.row_group_rows)
+            root = catalog_root(n)
             cached = not args.rebuild and os.path.exists(os.path.join(root, ".bench.json"))
-            info = open_catalog(n, args.rebuild, args.row_group_rows)[1]
+            info = open_catalog(n, args.rebuild)[1]
             print(describe_build(n, info, cached), flush=True)
             print(f"  {layout(root)}", flush=True)
             continue
-        rows = run_size(n, args.rebuild, args.runs, args.row_group_rows, args.show_sql)
+        rows = run_size(n, args.rebuild, args.runs, args.show_sql)
         all_rows += rows
         print()
-        print(markdown(n, rows, args.row_group_rows))
+        print(markdown(n, rows))
         print(f"\n(load average after: {os.getloadavg()[0]:.1f})")
         print(flush=True)
     if args.json:
