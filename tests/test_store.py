@@ -97,6 +97,31 @@ def test_log_is_checkpointed_so_a_new_reader_does_not_replay_every_commit(instan
     assert len(fresh.snapshot().read(["id"])) == before + 105
 
 
+def test_bulk_commits_write_compressed_files_in_row_groups_duckdb_can_split(instance):
+    """Scans parallelise and prune per row group: a bulk commit must not be one huge group,
+    and catalog files stay compressed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    store = instance.store(RECORD)
+    n = 300_000
+    start = store.snapshot().next_id
+    store.transact(lambda snapshot: Change(append=pa.table({
+        "id": pa.array(range(start, start + n), pa.int64()),
+        "uid": pa.array([f"{i:016d}" for i in range(n)]),
+        "name": pa.array([f"bulk {i}" for i in range(n)]),
+        "branch_id": pa.array([1] * n, pa.int64())})))
+    fs = instance.location.arrow_fs
+    path = max(store.snapshot().files, key=lambda f: fs.get_file_info(
+        instance.location.arrow_path(f)).size)
+    with fs.open_input_file(instance.location.arrow_path(path)) as f:
+        meta = pq.ParquetFile(f).metadata
+    assert meta.num_rows == n
+    assert meta.num_row_groups >= 3
+    assert meta.row_group(0).column(0).compression != "UNCOMPRESSED"
+    assert ln.Record.filter(name__startswith="bulk ").count() == n
+
+
 def test_transact_replans_when_another_writer_commits_first(instance):
     ln.Record(name="seed").save()
     mine = instance.store(RECORD)

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 
 from .. import log
 from ..errors import InstanceError
-from . import settings, tables
+from . import objects, settings, tables
 from .ids import new_uid
 from .location import Location
 from .store import Change, Snapshot, TableStore
@@ -141,13 +141,10 @@ def init(storage: str | os.PathLike, modules: str | list[str] | None = None,
         "created_at": _now().isoformat(),
         "format": FORMAT_VERSION,
     }
-    if location.is_local:
-        os.makedirs(location.join(".lamina"), exist_ok=True)
     try:
         # Exclusive create: two processes initialising one root cannot both succeed, and an
         # existing instance is never overwritten.
-        with location.fs.open(location.join(META_FILE), "xb") as f:
-            f.write(json.dumps(meta, indent=2).encode())
+        objects.write_exclusive(location, META_FILE, json.dumps(meta, indent=2).encode())
     except FileExistsError:
         existing = _read_meta(location) or {}
         wanted_other_modules = modules is not None and set(module_names) != set(

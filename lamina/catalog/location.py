@@ -14,6 +14,7 @@ from functools import cached_property
 from urllib.parse import urlparse
 
 import fsspec
+import pyarrow.fs as pafs
 
 from ..errors import InvalidPath
 
@@ -94,6 +95,31 @@ class Location:
         if self.is_local:
             return fsspec.filesystem("file", auto_mkdir=True)
         return fsspec.filesystem(self.type, **self.fsspec_options)
+
+    @cached_property
+    def arrow_fs(self) -> pafs.FileSystem:
+        """A native (C++) pyarrow filesystem for this root, for Parquet scans.
+
+        Why not deltalake's or fsspec's: those are Python handlers, so arrow's IO threads call
+        back into Python, and one still releasing a file when the interpreter exits aborts the
+        process ("terminate called without an active exception")."""
+        if self.is_local:
+            return pafs.LocalFileSystem()
+        if self.type == "s3":
+            options: dict = {}
+            endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+            if endpoint:
+                parsed = urlparse(endpoint)
+                options.update(endpoint_override=parsed.netloc, scheme=parsed.scheme)
+            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            if region:
+                options["region"] = region
+            return pafs.S3FileSystem(**options)
+        return pafs.GcsFileSystem()
+
+    def arrow_path(self, uri: str) -> str:
+        """``uri`` as :attr:`arrow_fs` names it (object stores: ``bucket/key``)."""
+        return uri if self.is_local else uri.split("://", 1)[1]
 
     @property
     def fsspec_options(self) -> dict:

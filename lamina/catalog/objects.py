@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 from .location import Location
@@ -108,6 +109,15 @@ def upload(location: Location, local: Path, key: str, progress=None,
     else:
         # Object stores make a PUT visible only when it completes.
         fs.put_file(str(local), target, **({"mode": "create"} if exclusive else {}))
+
+
+def write_exclusive(location: Location, key: str, data: bytes) -> None:
+    """Create the object ``key`` holding ``data``: FileExistsError if it exists, and a reader
+    never sees it empty or partial (an exclusive create that then writes would show both)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        local = Path(scratch) / "object"
+        local.write_bytes(data)
+        upload(location, local, key, exclusive=True)
 
 
 def cache_dir() -> Path:

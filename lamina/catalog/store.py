@@ -10,11 +10,12 @@ without a server or a lock.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from urllib.parse import unquote
 
@@ -42,8 +43,9 @@ MAX_ID_RUNS = 1000
 _EXACT_NEXT_VERSION = CommitProperties(max_commit_retries=0)
 # DuckDB's own row-group size: it parallelises a scan and prunes by statistics per row group,
 # and deltalake's default (1 Mi rows) leaves one group per file (field filters at 1e6 rows:
-# 71-204 ms with the default, 11-36 ms with this; bench/query.py --row-group-rows).
-_WRITER = WriterProperties(max_row_group_size=122_880)
+# 71-204 ms with the default, 11-36 ms with this; bench/README.md, "Query"). Snappy, as
+# deltalake's default: WriterProperties without a codec writes uncompressed (+65 % bytes).
+_WRITER = WriterProperties(max_row_group_size=122_880, compression="SNAPPY")
 
 
 @dataclass(frozen=True)
@@ -55,21 +57,22 @@ class Snapshot:
     files: tuple[str, ...]
     schema: pa.Schema
     max_id: int
-    table: DeltaTable | None = field(default=None, repr=False, compare=False)
-    storage_options: dict | None = field(default=None, repr=False, compare=False)
+    # Reads the files; None for a table that does not exist yet (no files).
+    location: Location | None = field(default=None, repr=False, compare=False)
 
-    def read(self, columns: list[str] | None = None, filter=None) -> pa.Table:
-        """Rows of this snapshot (a ``pyarrow.compute`` filter is pushed down to Parquet)."""
-        if self.table is None:
+    def read(self, columns: list[str] | None = None, filter=None,
+             files: Sequence[str] | None = None) -> pa.Table:
+        """Rows of this snapshot, or of some of its ``files`` (a ``pyarrow.compute`` filter is
+        pushed down to Parquet). Files written before a column existed read it as NULL."""
+        import pyarrow.dataset as ds
+
+        files = self.files if files is None else files
+        if not files or self.location is None:
             empty = self.schema.empty_table()
             return empty.select(columns) if columns else empty
-        # ``table`` is the store's live handle and moves on with later commits; a snapshot
-        # read after that opens its own version, so it keeps seeing exactly its rows.
-        dataset = self.table.to_pyarrow_dataset()
-        if self.table.version() != self.version:
-            dataset = DeltaTable(self.table.table_uri, version=self.version,
-                                 storage_options=self.storage_options).to_pyarrow_dataset()
-        # Single-threaded: deltalake's threaded dataset scans abort the interpreter at exit.
+        location = self.location
+        dataset = ds.dataset([location.arrow_path(f) for f in files], schema=self.schema,
+                             format="parquet", filesystem=location.arrow_fs)
         return dataset.to_table(columns=columns, filter=filter, use_threads=False)
 
     @property
@@ -115,9 +118,26 @@ class TableStore:
                     self._table = DeltaTable(self.uri, storage_options=self.location.delta_options)
                 except TableNotFoundError:
                     return None
-            else:
+            elif self._moved_since(self._table.version()):
                 self._table.update_incremental()
             return self._table
+
+    def _moved_since(self, version: int) -> bool:
+        """Whether a version newer than ``version`` may exist, known from one stat (local) or
+        one HEAD (object stores) instead of a read of the log (a LIST of the log folder and a
+        GET per new commit). Delta versions are consecutive and a commit creates exactly
+        ``_delta_log/<version + 1>.json`` (put-if-absent), so while that file is missing
+        nothing newer exists."""
+        next_commit = f"{self.uri}/_delta_log/{version + 1:020d}.json"
+        if self.location.is_local:
+            return os.path.exists(next_commit)
+        fs = self.location.fs
+        fs.invalidate_cache(next_commit)  # fsspec may answer from a cached listing
+        try:
+            fs.info(next_commit)
+        except FileNotFoundError:
+            return False
+        return True
 
     def snapshot(self, version: int | datetime | None = None) -> Snapshot:
         """The latest snapshot, or a past one (time travel) by version number or timestamp."""
@@ -140,20 +160,17 @@ class TableStore:
 
     def _snapshot_of(self, table: DeltaTable) -> Snapshot:
         files = tuple(table.file_uris())
-        max_id = 0
-        if files:
-            actions = pa.table(table.get_add_actions(flatten=True))
-            if "max.id" in actions.column_names:
-                ids = actions.column("max.id")
-                if ids.null_count == 0:
-                    max_id = int(pc.max(ids).as_py() or 0)
-                else:
-                    max_id = _scan_max_id(table)
-            else:
-                max_id = _scan_max_id(table)
         schema = pa.schema(table.schema().to_arrow())
-        return Snapshot(self.spec, table.version(), files, schema, max_id, table,
-                        self.location.delta_options)
+        snapshot = Snapshot(self.spec, table.version(), files, schema, 0, self.location)
+        if not files:
+            return snapshot
+        actions = pa.table(table.get_add_actions(flatten=True))
+        ids = actions.column("max.id") if "max.id" in actions.column_names else None
+        if ids is not None and ids.null_count == 0:
+            max_id = int(pc.max(ids).as_py() or 0)
+        else:  # no statistics: scan the ids
+            max_id = int(pc.max(snapshot.read(["id"]).column("id")).as_py() or 0)
+        return replace(snapshot, max_id=max_id)
 
     def version(self) -> int:
         table = self._latest()
@@ -254,8 +271,6 @@ class TableStore:
         ``dataChange=false`` is not seen as a conflict; delta-rs #1348, #3982), which leaves
         every merged row in the table twice. Old files stay until vacuum, so readers of an
         older snapshot are never broken."""
-        import pyarrow.dataset as ds
-
         with self._lock:
             table = self._latest()
             if table is None:
@@ -263,12 +278,7 @@ class TableStore:
             paths, small = _file_paths(table)
             if len(small) < 2:
                 return {}
-            dataset = table.to_pyarrow_dataset()
-            fragments = [f for f in dataset.get_fragments() if f.path in small]
-            if len(fragments) != len(small):
-                return {}  # file paths we cannot match up: leave the files alone
-            rows = ds.FileSystemDataset(fragments, dataset.schema, dataset.format,
-                                        dataset.filesystem).to_table(use_threads=False)
+            rows = self._snapshot_of(table).read(files=[f"{self.uri}/{p}" for p in small])
             predicate = _id_runs_predicate(rows.column("id"))
             if predicate is None:
                 return {}
@@ -313,11 +323,6 @@ def to_arrow(rows: Sequence[dict] | pa.Table, schema: pa.Schema) -> pa.Table:
 def _ids_predicate(ids: Sequence[int]) -> str:
     # Ids are ints we hold; int() makes sure nothing else reaches the predicate.
     return "id IN (" + ", ".join(str(int(i)) for i in ids) + ")"
-
-
-def _scan_max_id(table: DeltaTable) -> int:
-    ids = table.to_pyarrow_dataset().to_table(columns=["id"], use_threads=False).column("id")
-    return int(pc.max(ids).as_py() or 0) if len(ids) else 0
 
 
 def _file_paths(table: DeltaTable) -> tuple[set[str], set[str]]:

@@ -62,7 +62,6 @@ class Session:
         # just those rows. DuckDB does this up to LIMIT 50 by default; at 1e6 artifacts it cuts
         # a default to_dataframe() several-fold (bench/README.md, "Query").
         self.con.execute(f"SET late_materialization_max_rows = {LATE_MATERIALIZATION_ROWS}")
-        self._local = instance.location.is_local
         if not instance.location.is_local:
             self.con.execute(f"LOAD {_quote(extension_path('duckdb_extension_httpfs'))}")
             secret = instance.location.duckdb_secret()
@@ -90,32 +89,9 @@ class Session:
                 if spec.qualified in self._pinned:
                     continue
                 store = self.instance.store(spec)
-                if self._log_unchanged(spec, store):
-                    continue
                 snapshot = store.snapshot_newer_than(self._versions.get(spec.qualified))
                 if snapshot is not None:
                     self._create_view(snapshot)
-
-    def _log_unchanged(self, spec, store) -> bool:
-        """Whether ``spec``'s table certainly has no version newer than its view shows, known
-        from one stat instead of a read of the Delta log (``store.version()``, ~1 ms per table
-        per query on a local disk). Delta versions are consecutive and a commit creates
-        exactly ``_delta_log/<next version>.json`` (put-if-absent), so while that file is
-        missing nothing newer exists. On object stores this is one HEAD request (a read of the
-        log LISTs the log folder and GETs what is new), asked past fsspec's listing cache."""
-        viewed = self._versions.get(spec.qualified)
-        if viewed is None:
-            return False
-        next_commit = f"{store.uri}/_delta_log/{viewed + 1:020d}.json"
-        if self._local:
-            return not os.path.exists(next_commit)
-        fs = self.instance.location.fs
-        fs.invalidate_cache(next_commit)
-        try:
-            fs.info(next_commit)
-        except FileNotFoundError:
-            return True
-        return False
 
     def refresh_all(self) -> None:
         self.refresh(tables.BY_QUALIFIED.values())

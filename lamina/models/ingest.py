@@ -1714,7 +1714,7 @@ def _existing_pairs(snapshot: Snapshot, df: pl.DataFrame,
                     skip_files: set[str] = frozenset()) -> pl.DataFrame:
     """(hash, key) pairs of ``df`` that the artifact table has (on any branch), not looking
     into ``skip_files``."""
-    if snapshot.table is None or df.height == 0:
+    if not snapshot.files or df.height == 0:
         return pl.DataFrame(schema={"_hash": pl.String, "_key": pl.String})
     hashes = df["_hash"].drop_nulls().unique().to_arrow()
     # The hash column alone first: a new atlas matches nothing, so keys are rarely read.
@@ -1735,17 +1735,8 @@ def _basename(uri: str) -> str:
 def _read_except(snapshot: Snapshot, columns: list[str], filter, skip: set[str]) -> pa.Table:
     """``snapshot.read`` without the data files named in ``skip`` (Delta file names are
     unique)."""
-    table = snapshot.table
-    if not skip or table is None or table.version() != snapshot.version:
-        return snapshot.read(columns, filter)
-    import pyarrow.dataset as ds
-
-    dataset = table.to_pyarrow_dataset()
-    fragments = [f for f in dataset.get_fragments() if _basename(f.path) not in skip]
-    if not fragments:
-        return snapshot.schema.empty_table().select(columns)
-    subset = ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
-    return subset.to_table(columns=columns, filter=filter, use_threads=False)
+    files = [f for f in snapshot.files if _basename(f) not in skip]
+    return snapshot.read(columns, filter, files=files)
 
 
 def _remove_object(location: Location, key: str) -> None:
