@@ -379,15 +379,7 @@ def test_empty_inputs_give_empty_results():
     assert isinstance(public.validate(np.array(["T cell"])), np.ndarray)
 
 
-@pytest.mark.parametrize("storage", ["local", "s3"])
-def test_bulk_save_on_each_storage(storage, request, tmp_path_factory):
-    if storage == "s3":
-        request.getfixturevalue("s3_endpoint")
-        from conftest import new_s3_root
-
-        root = new_s3_root()
-    else:
-        root = str(tmp_path_factory.mktemp("root"))
+def test_bulk_save_on_each_storage(root):
     ln.init(storage=root, modules="bionty")
     records = bt.CellType.from_values(["T cell", "B cell", "CD8-positive, alpha-beta T cell"])
     bt.save(records)

@@ -11,7 +11,7 @@ import lamina as ln
 from lamina.catalog import instance as lamina_instance
 from lamina.catalog import settings
 
-from helpers import exists, new_s3_root, python, read_bytes, reset_process_state, spawn
+from helpers import exists, python, read_bytes, reset_process_state, spawn
 
 
 def meta_path(root: str) -> str:
@@ -204,17 +204,11 @@ def test_disconnect_forgets_the_process_instance_but_not_the_settings(root):
     assert ln.current() is not instance
 
 
-@pytest.mark.parametrize("other", ["local", "s3"])
-def test_a_storage_that_is_another_instance_root_is_refused(tmp_path_factory, other, request):
-    if other == "s3":
-        request.getfixturevalue("s3_endpoint")
-        other_root = new_s3_root()
-    else:
-        other_root = str(tmp_path_factory.mktemp("other"))
-    ln.init(storage=other_root)
+def test_a_storage_that_is_another_instance_root_is_refused(tmp_path_factory, root):
+    ln.init(storage=root)  # the other instance, on a local or an S3 root
     mine = ln.init(storage=str(tmp_path_factory.mktemp("mine")))
     with pytest.raises(ln.InstanceError, match="cannot be a storage"):
-        ln.settings.storage = other_root
+        ln.settings.storage = root
     assert mine.storage_id == ln.Storage.get(root=mine.root).id
     assert ln.Storage.filter().count() == 1
 
