@@ -107,11 +107,11 @@ class Location:
             return pafs.LocalFileSystem()
         if self.type == "s3":
             options: dict = {}
-            endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+            endpoint = _aws_endpoint()
             if endpoint:
                 parsed = urlparse(endpoint)
                 options.update(endpoint_override=parsed.netloc, scheme=parsed.scheme)
-            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            region = _aws_region()
             if region:
                 options["region"] = region
             return pafs.S3FileSystem(**options)
@@ -124,7 +124,7 @@ class Location:
     @property
     def fsspec_options(self) -> dict:
         if self.type == "s3":
-            endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+            endpoint = _aws_endpoint()
             opts: dict = {}
             if endpoint:
                 opts["endpoint_url"] = endpoint
@@ -136,12 +136,12 @@ class Location:
         """deltalake storage options; ``conditional_put`` makes concurrent commits safe on S3."""
         if self.type == "s3":
             opts = {"conditional_put": "etag"}
-            endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+            endpoint = _aws_endpoint()
             if endpoint:
                 opts["AWS_ENDPOINT_URL"] = endpoint
                 if endpoint.startswith("http://"):
                     opts["AWS_ALLOW_HTTP"] = "true"
-            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            region = _aws_region()
             if region:
                 opts["AWS_REGION"] = region
             return opts
@@ -158,12 +158,11 @@ class Location:
         options = {
             "KEY_ID": key_id,
             "SECRET": secret,
-            "REGION": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-            or "us-east-1",
+            "REGION": _aws_region() or "us-east-1",
         }
         if os.environ.get("AWS_SESSION_TOKEN"):
             options["SESSION_TOKEN"] = os.environ["AWS_SESSION_TOKEN"]
-        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+        endpoint = _aws_endpoint()
         if endpoint:
             parsed = urlparse(endpoint)
             options["ENDPOINT"] = parsed.netloc
@@ -172,6 +171,14 @@ class Location:
         # CREATE SECRET takes literals only; every value is quoted as a SQL string literal.
         body = ", ".join(f"{k} {_sql_literal(v)}" for k, v in options.items())
         return f"CREATE OR REPLACE SECRET lamina_s3 (TYPE s3, {body})"
+
+
+def _aws_endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+
+
+def _aws_region() -> str | None:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
 
 
 def _sql_literal(value: str) -> str:

@@ -148,7 +148,8 @@ class TableStore:
         return self._snapshot_of(table)
 
     def snapshot_newer_than(self, version: int | None) -> Snapshot | None:
-        """The latest snapshot, or None when it is ``version`` still: one read of the log."""
+        """The latest snapshot, or None when it is ``version`` still (then known from one stat
+        or HEAD, see _moved_since)."""
         with self._lock:
             table = self._latest()
             latest = -1 if table is None else table.version()
@@ -326,8 +327,8 @@ def _ids_predicate(ids: Sequence[int]) -> str:
 
 
 def _file_paths(table: DeltaTable) -> tuple[set[str], set[str]]:
-    """The data files of ``table``'s version, all and the small ones, as the relative paths
-    its pyarrow fragments carry (the add actions hold them percent-encoded once more)."""
+    """The data files of ``table``'s version, all and the small ones, as paths relative to
+    the table (the add actions hold them percent-encoded once more)."""
     actions = pa.table(table.get_add_actions(flatten=True))
     paths = [unquote(p) for p in actions.column("path").to_pylist()]
     sizes = actions.column("size_bytes").to_pylist()

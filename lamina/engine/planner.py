@@ -212,11 +212,10 @@ class Compiler:
         self.specs.add(hop.target)
         value = _as_value(value, self)
         if not rest or (len(rest) == 1 and rest[0] in LOOKUPS):
-            lookup = rest[0] if rest else "exact"
-            direct = hop.ids_condition(alias, lookup, value, path)
+            direct = hop.ids_condition(alias, rest[0] if rest else "exact", value, path)
             if direct is not None:
                 return direct
-            rest = ["id", lookup]
+        rest = _on_target(rest)
         inner_alias = self.alias()
         inner_sql, inner_params = self.condition(hop.target, SEP.join(rest), value, inner_alias)
         sql = hop.semi_join(alias, inner_alias, inner_sql)
@@ -391,17 +390,18 @@ def _one_related_row(spec: TableSpec, children: tuple) -> tuple:
         elif head not in done:
             done.add(head)
             inner = Q()
-            inner.children = tuple((_target_path(leaf[0].split(SEP)[1:]), leaf[1])
+            inner.children = tuple((SEP.join(_on_target(leaf[0].split(SEP)[1:])), leaf[1])
                                    for leaf in groups[head])
             out.append(_SameRelatedRow(relations(spec)[head], inner))
     return tuple(out)
 
 
-def _target_path(rest: list[str]) -> str:
-    """The path on the related registry: ``records=r`` asks for its ``id``."""
+def _on_target(rest: list[str]) -> list[str]:
+    """The path on the related registry: ``records=r`` and ``records__in=[...]`` ask for
+    its ``id``."""
     if not rest or (len(rest) == 1 and rest[0] in LOOKUPS):
-        return SEP.join(["id", *rest])
-    return SEP.join(rest)
+        return ["id", *rest]
+    return rest
 
 
 def _tests_null(rest: list[str], value) -> bool:

@@ -194,11 +194,11 @@ class Artifact(HasFeatures, SQLRecord):
         # Versions are numbered when saving starts; one saved meanwhile (or in the trash,
         # which queries do not see) may hold that number or a higher one already. The new
         # version becomes the latest, so it must also be the highest.
-        taken = snapshot.read(["uid"], pc.starts_with(pc.field("uid"), stem))["uid"].to_pylist()
+        versions = snapshot.read(filter=pc.starts_with(pc.field("uid"), stem)).to_pylist()
+        taken = [v["uid"] for v in versions]
         if any(version_number(u) >= version_number(data["uid"]) for u in taken):
             raise _VersionTaken(next_version_uid(data["uid"], [u[-4:] for u in taken]))
-        previous = snapshot.read(filter=pc.starts_with(pc.field("uid"), stem)
-                                 & (pc.field("is_latest") == True)).to_pylist()  # noqa: E712
+        previous = [v for v in versions if v["is_latest"]]
         for old in previous:
             old["is_latest"] = False
         if row.get("key") is None:
