@@ -13,7 +13,6 @@ from .catalog.instance import connect, current, init
 from .engine.planner import Q
 from .errors import (DoesNotExist, FieldError, InstanceError, InvalidPath, LaminaError,
                      MultipleResultsFound, ValidationError)
-from .models.ingest import save
 from .models.lineage import finish, track
 from .models.overview import sql, view
 from .models.settings import settings
@@ -29,3 +28,12 @@ __all__ = [
     "connect", "current", "examples", "finish", "init", "save", "settings", "sql", "track",
     "view",
 ]
+
+
+def __getattr__(name: str):
+    # Bulk saving pulls in Polars; import it when first used, not with every `import lamina`.
+    if name == "save":
+        from .models.ingest import save
+
+        return save
+    raise AttributeError(f"module 'lamina' has no attribute {name!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -109,6 +110,18 @@ def upload(location: Location, local: Path, key: str, progress=None,
     else:
         # Object stores make a PUT visible only when it completes.
         fs.put_file(str(local), target, **({"mode": "create"} if exclusive else {}))
+
+
+def remove(location: Location, key: str) -> None:
+    """Delete the file or folder ``key`` under the root; already gone is fine."""
+    target = location.join(key)
+    try:
+        if location.is_local and os.path.isdir(target):
+            shutil.rmtree(target)
+        else:
+            location.fs.rm(target, recursive=True)
+    except FileNotFoundError:
+        pass
 
 
 def write_exclusive(location: Location, key: str, data: bytes) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -154,19 +153,19 @@ class Artifact(HasFeatures, SQLRecord):
             except _VersionTaken as taken:
                 # A row holds this version (its object is gone): ours, uploaded exclusively,
                 # goes; upload again as the next version.
-                _remove(location, object_key)
+                objects.remove(location, object_key)
                 data["uid"] = taken.uid
                 continue
             except BaseException:
                 # No row points at the upload unless the commit went through (and only the
                 # housekeeping after it failed): then keep it, else leave no orphan object.
                 if not _committed(instance, self._spec, data["uid"]):
-                    _remove(location, object_key)
+                    objects.remove(location, object_key)
                 raise
             break
         created = result["uid"] == data["uid"]
         if not created:  # another writer saved the same content first
-            _remove(location, object_key)
+            objects.remove(location, object_key)
         data.update(result)
         object.__setattr__(self, "_saved", dict(data))
         schema, dataset = self.__dict__.get("_curation") or (None, None)
@@ -212,7 +211,7 @@ class Artifact(HasFeatures, SQLRecord):
         super().delete(permanent=permanent)
         if self._data.get("id") is None and storage_id is not None:
             # After the row is gone, so no row points at nothing.
-            _remove(current().storage_location(storage_id), key)
+            objects.remove(current().storage_location(storage_id), key)
             log.info(f"deleted artifact {record_id} and its file")
 
     # ---- data access -------------------------------------------------------------------
@@ -305,14 +304,3 @@ def _committed(instance, spec, uid: str) -> bool:
         return instance.store(spec).snapshot().read(["id"], pc.field("uid") == uid).num_rows > 0
     except Exception:
         return True
-
-
-def _remove(location, key: str) -> None:
-    target = location.join(key)
-    try:
-        if location.is_local and os.path.isdir(target):
-            shutil.rmtree(target)
-        else:
-            location.fs.rm(target, recursive=True)
-    except FileNotFoundError:
-        pass

@@ -259,11 +259,8 @@ class _Source:
         path = os.fspath(self.manifest)
         filesystem = None
         if "://" in path and not path.startswith("file://"):
-            from pyarrow.fs import FSSpecHandler, PyFileSystem
-
             location = Location.of(path)
-            filesystem = PyFileSystem(FSSpecHandler(location.fs))
-            path = path.split("://", 1)[1]
+            filesystem, path = location.arrow_fs, location.arrow_path(path)
         else:
             path = path.removeprefix("file://")
         lowered = path.lower()
@@ -396,7 +393,6 @@ class _Labels:
         self.missing: set[str] = set()
         self.type_id: int | None = None
         self.type_error: str | None = None
-        self.created: list[str] = []
         if self.type_name:
             rows = instance.store(self.spec).snapshot().read(
                 ["id"], (pc.field(self.field) == self.type_name)
@@ -444,7 +440,6 @@ class _Labels:
         ids = create_labels(self.instance, self.spec, names, self.type_id)
         self.ids.update(ids)
         self.missing.clear()
-        self.created = names
         return len(names)
 
     def _create_bionty(self, names: list[str]) -> int:
@@ -464,7 +459,6 @@ class _Labels:
                 self.ids[name] = by_name[standard]
                 created.append(name)
         self.missing = {n for n in names if n not in self.ids} | bad
-        self.created = created
         return len(created)
 
 
@@ -511,10 +505,9 @@ def create_labels(instance: Instance, spec, names: list[str], type_id: int | Non
 # ---- files --------------------------------------------------------------------------------
 def _b16_to_b64(text: str) -> str | None:
     try:
-        digest = base64.b16decode(text.strip('"'), casefold=True)
+        return objects._b64(base64.b16decode(text.strip('"'), casefold=True))
     except (ValueError, TypeError):
         return None
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")[:22]
 
 
 def hash_from_listing(info: dict) -> str | None:
@@ -538,10 +531,6 @@ def _local_stat(path: str):
     import stat as stat_module
 
     return st.st_size, stat_module.S_ISDIR(st.st_mode)
-
-
-def _hash_local(path: str) -> tuple[int, str, int | None]:
-    return objects.describe_local(Path(path))
 
 
 _PARTIAL = ".partial-"
@@ -999,8 +988,6 @@ class IngestBatch:
         table = table.select(wanted).rename_columns([_M + c for c in wanted])
         df = pl.from_arrow(table, rechunk=False) if table.num_rows else pl.DataFrame(
             schema={n: pl.String for n in table.schema.names})
-        if isinstance(df, pl.Series):  # pragma: no cover
-            df = df.to_frame()
         df = df.with_columns(pl.int_range(offset, offset + df.height, dtype=pl.Int64)
                              .alias("_row"))
         pc_ = self.path_column
@@ -1473,7 +1460,7 @@ class IngestBatch:
             results = []
 
             def work(p):
-                out = _hash_local(p)
+                out = objects.describe_local(Path(p))
                 bar.update(1)
                 return out
 
@@ -1628,7 +1615,7 @@ class IngestBatch:
                 location = ctx.instance.storage_location(ctx.target_id)
                 for uid, suffix in mine.items():
                     if uid not in used:
-                        _remove_object(location, objects.object_key(uid, suffix))
+                        objects.remove(location, objects.object_key(uid, suffix))
         n = rows.num_rows
         if n:
             ids = rows.column("id")
@@ -1737,13 +1724,6 @@ def _read_except(snapshot: Snapshot, columns: list[str], filter, skip: set[str])
     unique)."""
     files = [f for f in snapshot.files if _basename(f) not in skip]
     return snapshot.read(columns, filter, files=files)
-
-
-def _remove_object(location: Location, key: str) -> None:
-    try:
-        location.fs.rm(location.join(key))
-    except FileNotFoundError:
-        pass
 
 
 def _registered_features(instance: Instance) -> dict[str, list[FeatureInfo]]:

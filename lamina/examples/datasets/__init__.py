@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 import shutil
 from importlib import resources
 from pathlib import Path
 
 import pandas as pd
-
-from . import mini_immuno
 
 _DATA = resources.files(__package__) / "data"
 
@@ -35,3 +34,10 @@ def df_iris() -> pd.DataFrame:
     """The 150-row iris table: four measurements and the species name."""
     with resources.as_file(_DATA / "iris.csv") as source:
         return pd.read_csv(source)
+
+
+def __getattr__(name: str):
+    # mini_immuno builds AnnData objects; import anndata when the example is first used.
+    if name == "mini_immuno":
+        return importlib.import_module(f"{__name__}.mini_immuno")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
