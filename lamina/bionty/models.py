@@ -79,13 +79,6 @@ class BioRecord(SQLRecord):
             self._data["uid"] = uid_from_text(self._uid_text(), self._spec.uid_length)
         super()._fill_defaults(instance)
 
-    def _plan_insert(self, snapshot: Snapshot) -> Change:
-        uid = self._data["uid"]
-        found = snapshot.read(filter=pc.field("uid") == uid).to_pylist()
-        if found:
-            return Change(result=found[0])
-        return super()._plan_insert(snapshot)
-
     # ---- saving ----------------------------------------------------------------------------
     def save(self, parents: bool | None = None) -> BioRecord:
         """Save; a term made from its public source is saved with its ancestors (``parents=

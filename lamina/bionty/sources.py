@@ -183,10 +183,6 @@ def all_sources() -> tuple[PublicSource, ...]:
     return tuple(out)
 
 
-def organisms_of(model: str) -> list[str]:
-    return list(dict.fromkeys(s.organism for s in all_sources() if s.model == model))
-
-
 def default_source(model: str, organism: str | None = None) -> PublicSource:
     """The source a registry reads by default: the latest version, for ``organism`` if the
     registry's sources are per organism (``human`` unless told)."""
@@ -263,7 +259,7 @@ def iter_terms(path: Path, chunk: int = 1 << 22):
 
     ``ancestors`` is the raw text of the term's ``{"id": distance, ...}`` map (the bulk of these
     files: NCBITaxon has ~30 per term), cut out with one ``str.index`` instead of being decoded
-    into Python objects; :func:`ancestor_ids` reads what is needed from it."""
+    into Python objects; :func:`ancestor_lists` reads what is needed from it."""
     import zstandard
 
     decoder = json.JSONDecoder()
@@ -340,13 +336,6 @@ def ancestor_lists(texts: list[str], nearest_only: bool) -> pa.Array:
     counts = np.bincount(owner[keep], minlength=len(texts))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets), ids)
-
-
-def ancestor_ids(text: str, nearest_only: bool = False) -> list[str]:
-    """Ids in one ancestors text: all of them, or those at distance 1."""
-    if not text:
-        return []
-    return ancestor_lists([text], nearest_only)[0].as_py()
 
 
 def _synonyms(values, *names) -> str | None:

@@ -7,7 +7,6 @@ snapshot if a writer committed since; that check reads only the Delta log.
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import threading
@@ -20,21 +19,12 @@ from ..catalog import tables
 from ..catalog.instance import Instance
 from ..catalog.store import Snapshot
 from ..errors import ValidationError
+from ..extensions import load_statement
 from .features import FeatureResolver, features_of
 
 
 # Top-N queries up to this LIMIT read their non-sort columns for the winning rows only.
 LATE_MATERIALIZATION_ROWS = 1000
-
-
-def extension_path(package: str) -> str:
-    """A DuckDB extension shipped in a PyPI package (``INSTALL`` cannot reach the internet)."""
-    module = __import__(package)
-    found = glob.glob(os.path.join(os.path.dirname(module.__file__), "extensions", "*",
-                                   "*.duckdb_extension"))
-    if not found:
-        raise RuntimeError(f"{package} ships no DuckDB extension; reinstall it")
-    return found[0]
 
 
 _EXPLAIN = re.compile(r"^\s*EXPLAIN(?:\s+ANALY[SZ]E)?\s+(.*)$", re.IGNORECASE | re.DOTALL)
@@ -63,7 +53,7 @@ class Session:
         # a default to_dataframe() several-fold (bench/README.md, "Query").
         self.con.execute(f"SET late_materialization_max_rows = {LATE_MATERIALIZATION_ROWS}")
         if not instance.location.is_local:
-            self.con.execute(f"LOAD {_quote(extension_path('duckdb_extension_httpfs'))}")
+            self.con.execute(load_statement("duckdb_extension_httpfs"))
             secret = instance.location.duckdb_secret()
             if secret:
                 self.con.execute(secret)
@@ -71,19 +61,12 @@ class Session:
             # re-validating them on every query (saves a HEAD per file per statement).
             self.con.execute("SET enable_http_metadata_cache = true")
             self.con.execute("SET validate_external_file_cache = 'NO_VALIDATION'")
-        self._fts_loaded = False
 
     @property
     def lock(self) -> threading.RLock:
         """Held by callers that need several steps to see one state of the views (e.g. search:
         refresh, read the viewed version, read the rows of that version)."""
         return self._lock
-
-    def load_fts(self) -> None:
-        with self._lock:
-            if not self._fts_loaded:
-                self.con.execute(f"LOAD {_quote(extension_path('duckdb_extension_fts'))}")
-                self._fts_loaded = True
 
     # ---- views -------------------------------------------------------------------------
     def refresh(self, specs) -> None:

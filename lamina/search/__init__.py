@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 import pandas as pd
 import pyarrow as pa
 
+from ..catalog.instance import MAIN_BRANCH_ID
 from ..errors import FieldError, ValidationError, unknown_field
 from .index import LONG, NAME, SHORT, Field, SearchIndex
 from .rank import BANDS, TIERS, Hit, Query, rank
@@ -47,11 +48,10 @@ def search_registry(session, spec, string: str, *, field: str | Sequence[str] | 
     fields, searched = registry_fields(spec, field)
     family = ("registry", session.instance.uid, session.instance.root, spec.qualified, fields)
     with session.lock:
-        session.refresh([spec])
-        key = (family, session.viewed_version(spec))
+        key = (family, session.current_version(spec))
         index = _CACHE.get(key)
         if index is None:
-            where = "WHERE branch_id = 1" if spec.has_branch else ""
+            where = f"WHERE branch_id = {MAIN_BRANCH_ID}" if spec.has_branch else ""
             names = ", ".join(f'"{f.name}"' for f in fields)
             # Identifiers come from the declared TableSpec, never from the caller.
             source = session.con.execute(

@@ -24,7 +24,6 @@ on an idle 2-core machine, per query: the fts ``match_bm25`` macro 12-46 ms, a t
 from __future__ import annotations
 
 import bisect
-import glob
 import os
 import time
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..extensions import load_statement
 from .text import NEAR_WORD, SEPARATORS, allowed_edits, normalized_sql, same_digits
 
 # Entry roles: what kind of text an entry is. Exact matches on a name/id rank above exact
@@ -57,23 +57,9 @@ class Field:
     split: bool = False
 
 
-def fts_extension_path() -> str:
-    """The fts extension shipped in the PyPI package ``duckdb-extension-fts`` (INSTALL cannot
-    reach the internet). Same lookup as ``engine.session.extension_path``; repeated here because
-    ``search/`` sits below the engine and does not import it."""
-    import duckdb_extension_fts
-
-    found = glob.glob(os.path.join(os.path.dirname(duckdb_extension_fts.__file__), "extensions",
-                                   "*", "*.duckdb_extension"))
-    if not found:
-        raise RuntimeError("duckdb-extension-fts ships no extension; reinstall it")
-    return found[0]
-
-
 def connect_with_fts() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config={"threads": os.cpu_count() or 2})
-    path = fts_extension_path().replace("'", "''")
-    con.execute(f"LOAD '{path}'")
+    con.execute(load_statement("duckdb_extension_fts"))
     return con
 
 

@@ -55,13 +55,9 @@ def normalize(text: str, lower: bool = True) -> str:
 
 
 def trigrams(tok: str) -> list[str]:
-    """The distinct trigrams of a padded token string, as :func:`trigrams_sql` computes them."""
+    """The distinct trigrams of a padded token string (spaces included), as the index builds
+    them in SQL (``index.py``)."""
     return list(dict.fromkeys(tok[i:i + 3] for i in range(len(tok) - 2)))
-
-
-def trigrams_sql(tok: str) -> str:
-    """SQL for the distinct trigrams of a padded token string (spaces included)."""
-    return f"list_distinct([substr({tok}, i, 3) for i in range(1, length({tok}) - 1)])"
 
 
 def similarity(query: str, value: str, reorder: bool = True) -> float:
