@@ -72,7 +72,8 @@ from ..catalog.ids import BASE62, new_uid, uid_from_text
 from ..catalog.instance import MAIN_BRANCH_ID, Instance, current
 from ..catalog.location import Location
 from ..catalog.store import Change, Snapshot
-from ..engine.features import FeatureInfo, parse_dtype
+from ..engine.features import FeatureInfo
+from ..engine.session import session_for
 from ..errors import ValidationError
 from .base import SQLRecord, model_for
 
@@ -923,9 +924,9 @@ class IngestBatch:
             wanted = [w for w in wanted if w in columns]
         features: dict[str, FeatureInfo] = {}
         if wanted:
-            registered = _registered_features(instance)
+            registered = session_for(instance).features()  # main branch, no feature types
             for name in wanted:
-                found = registered.get(name, [])
+                found = registered.by_name(name)
                 if not found:
                     artifact_columns = tables.get("core.artifact").column_names
                     hint = (f"; {name!r} is an artifact field lamina sets itself"
@@ -1724,18 +1725,6 @@ def _read_except(snapshot: Snapshot, columns: list[str], filter, skip: set[str])
     unique)."""
     files = [f for f in snapshot.files if _basename(f) not in skip]
     return snapshot.read(columns, filter, files=files)
-
-
-def _registered_features(instance: Instance) -> dict[str, list[FeatureInfo]]:
-    rows = instance.store(tables.get("core.feature")).snapshot().read(
-        ["id", "name", "_dtype_str", "is_type", "branch_id"]).to_pylist()
-    found: dict[str, list[FeatureInfo]] = {}
-    for r in rows:
-        if r["is_type"] or not r["_dtype_str"] or r["branch_id"] != MAIN_BRANCH_ID:
-            continue
-        found.setdefault(r["name"], []).append(FeatureInfo(r["id"], r["name"],
-                                                           parse_dtype(r["_dtype_str"])))
-    return found
 
 
 # ---- public constructors -------------------------------------------------------------------------
