@@ -15,7 +15,6 @@ from ..catalog.instance import MAIN_BRANCH_ID, current
 from ..catalog.location import safe_key
 from ..catalog.store import Change, Snapshot
 from ..errors import InvalidPath, ValidationError
-from ..engine.lookups import coerce
 from ..engine.session import session_for
 from .base import SQLRecord
 from .features import HasFeatures
@@ -39,13 +38,10 @@ class Artifact(HasFeatures, SQLRecord):
     def __init__(self, path: str | os.PathLike, *, key: str | None = None,
                  description: str | None = None, revises: Artifact | None = None,
                  version: str | None = None, kind: str | None = None, **fields):
-        super().__init__(**fields)
+        # Fields are type-checked here, before anything is hashed or uploaded.
+        super().__init__(description=description, kind=kind, version_tag=version, **fields)
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidPath(f"Artifact() takes the path of a local file or folder, got {path!r}")
-        # Checked here, before anything is hashed or uploaded, like every other field.
-        described = {name: coerce(value, self._spec.column(name).type, f"Artifact.{name}")
-                     for name, value in (("description", description), ("kind", kind),
-                                         ("version_tag", version))}
         if isinstance(path, str) and "://" in path and not path.startswith("file://"):
             raise InvalidPath(
                 f"{path!r}: only local files and folders can be registered one by one so far")
@@ -70,7 +66,7 @@ class Artifact(HasFeatures, SQLRecord):
         if key is not None and not local.is_dir() and suffix and not key.endswith(suffix):
             raise InvalidPath(f"key {key!r} must end with the file's suffix {suffix!r}")
         data = self._data
-        data.update(key=key, suffix=suffix, size=size, hash=hash_, n_files=n_files, **described)
+        data.update(key=key, suffix=suffix, size=size, hash=hash_, n_files=n_files)
         object.__setattr__(self, "_local_path", local)
         object.__setattr__(self, "_revises", revises)
 
