@@ -74,7 +74,12 @@ class Instance:
         return self._roots[storage_id]
 
     def use_storage(self, root: str | os.PathLike) -> int:
-        """Make ``root`` the default storage for new artifacts, registering it if new.
+        """Make ``root`` the default storage for new artifacts, registering it if new."""
+        self.storage_id = self.register_storage(root)
+        return self.storage_id
+
+    def register_storage(self, root: str | os.PathLike) -> int:
+        """The id of storage ``root``, registered if new; the default storage is unchanged.
         A root that another instance manages is refused."""
         location = Location.of(root)
         spec = tables.get("core.storage")
@@ -87,14 +92,13 @@ class Instance:
             raise InstanceError(f"{location.root} is the root of instance "
                                 f"{meta.get('owner')}/{meta.get('name')}; it cannot be a storage "
                                 f"of {self.slug}")
-        now = _now()
-        self.storage_id = _ensure(self, spec, "root", location.root, {
+        storage_id = _ensure(self, spec, "root", location.root, {
             "uid": new_uid(12), "root": location.root, "type": location.type,
-            "instance_uid": self.uid, "is_locked": False, "created_at": now,
+            "instance_uid": self.uid, "is_locked": False, "created_at": _now(),
             "branch_id": MAIN_BRANCH_ID, "created_on_id": MAIN_BRANCH_ID, "space_id": 1,
             "created_by_id": self.user_id})
-        self._roots[self.storage_id] = location
-        return self.storage_id
+        self._roots[storage_id] = location
+        return storage_id
 
     def table_specs(self) -> list[tables.TableSpec]:
         return [t for m in ("core", *self.modules) for t in tables.MODULES.get(m, ())]

@@ -970,10 +970,7 @@ class IngestBatch:
         """Register ``storage=`` if it is new (at save time: validation writes nothing)."""
         if ctx.target_id is not None:
             return
-        instance = ctx.instance
-        default = instance.storage_id
-        ctx.target_id = instance.use_storage(ctx.target_root)
-        instance.storage_id = default
+        ctx.target_id = ctx.instance.register_storage(ctx.target_root)
         ctx.roots = [(ctx.target_id if r == ctx.target_root else i, r) for i, r in ctx.roots]
 
     # ---- preparing a chunk -------------------------------------------------------------------
