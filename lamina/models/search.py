@@ -104,7 +104,7 @@ class SearchResult(QuerySet):
         if not self._ranked():
             return super().last()
         ids = self._present_ids()
-        return self._records(offset=len(ids) - 1, limit=1)[0] if ids else None
+        return QuerySet(self.model, Q(id=ids[-1])).first() if ids else None
 
     def __getitem__(self, item):
         if not self._ranked():
