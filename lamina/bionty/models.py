@@ -15,10 +15,10 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from .. import log
-from ..catalog import tables
+from ..catalog import tables, writer
 from ..catalog.ids import uid_from_text
 from ..catalog.instance import Instance, current
-from ..catalog.store import Change, Snapshot
+from ..catalog.store import Snapshot
 from ..engine.planner import Q
 from ..engine.queryset import QuerySet
 from ..errors import FieldError, InstanceError, ValidationError, unknown_field
@@ -425,28 +425,20 @@ def _save_group(instance: Instance, model: type[BioRecord], records: list[BioRec
     wanted = list(dict.fromkeys([r._data["uid"] for r in batch] +
                                 [p for ps in links.values() for p in ps]))
 
-    def plan(snapshot: Snapshot) -> Change:
-        existing = snapshot.read(filter=pc.field("uid").isin(wanted)).to_pylist()
-        by_uid = {row["uid"]: row for row in existing}
-        next_id = snapshot.next_id
-        new_rows = []
-        for record in batch:
-            uid = record._data["uid"]
-            if uid in by_uid:
-                continue
-            row = dict(record._data, id=next_id)
-            next_id += 1
-            by_uid[uid] = row
-            new_rows.append(row)
-        if has_parents:
-            for row in new_rows:
-                ids = [by_uid[p]["id"] for p in links.get(row["uid"], ()) if p in by_uid]
-                row["parents"] = ids or row.get("parents")
-        return Change(append=new_rows, result=by_uid)
+    def link_parents(new_rows: list[dict], by_uid: dict, snapshot: Snapshot) -> None:
+        if not has_parents:
+            return
+        unknown = [p for p in wanted if p not in by_uid]
+        if unknown:
+            for row in snapshot.read(["id", "uid"], pc.field("uid").isin(unknown)).to_pylist():
+                by_uid.setdefault(row["uid"], row)
+        for row in new_rows:
+            ids = [by_uid[p]["id"] for p in links.get(row["uid"], ()) if p in by_uid]
+            row["parents"] = ids or row.get("parents")
 
-    by_uid = instance.store(spec).transact(plan).result
-    for record in pending:
-        row = by_uid[record._data["uid"]]
+    rows = writer.insert(instance, spec, [dict(r._data) for r in batch], unique="uid",
+                         resolve=link_parents)
+    for record, row in zip(pending, rows):  # batch starts with the pending records
         object.__setattr__(record, "_data", dict(row))
         object.__setattr__(record, "_saved", dict(row))
 
@@ -486,32 +478,14 @@ def _register_sources(instance: Instance) -> dict[str, int]:
         return known
     spec = tables.get("bionty.source")
     sources = all_sources()
-    rows = []
-    from ..models.base import _now
-    now = _now()
-    for source in sources:
-        rows.append({
-            "uid": uid_from_text(source.uid_text, spec.uid_length), "entity": source.entity,
-            "organism": source.organism, "name": source.name, "version": source.version,
-            "in_db": False, "currently_used": source.currently_used,
-            "description": source.description, "url": _source_url(source),
-            "source_website": source.source_website, "is_locked": False, "created_at": now,
-            "branch_id": 1, "created_on_id": 1, "space_id": 1,
-            "created_by_id": instance.user_id})
-
-    def plan(snapshot: Snapshot) -> Change:
-        existing = snapshot.read(["id", "uid"]).to_pylist()
-        ids = {r["uid"]: r["id"] for r in existing}
-        next_id = snapshot.next_id
-        new = []
-        for row in rows:
-            if row["uid"] not in ids:
-                ids[row["uid"]] = next_id
-                new.append(dict(row, id=next_id))
-                next_id += 1
-        return Change(append=new, result=ids)
-
-    ids = instance.store(spec).transact(plan).result
+    rows = [{
+        "uid": uid_from_text(source.uid_text, spec.uid_length), "entity": source.entity,
+        "organism": source.organism, "name": source.name, "version": source.version,
+        "in_db": False, "currently_used": source.currently_used,
+        "description": source.description, "url": _source_url(source),
+        "source_website": source.source_website} for source in sources]
+    stored = writer.insert(instance, spec, rows, unique="uid")
+    ids = {row["uid"]: row["id"] for row in stored}
     _source_ids[key] = ids
     return ids
 

@@ -6,20 +6,19 @@ import json
 import os
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 import pyarrow.compute as pc
 
 from .. import log
 from ..errors import InstanceError
-from . import objects, settings, tables
+from . import objects, settings, tables, writer
 from .ids import new_uid
 from .location import Location
-from .store import Change, Snapshot, TableStore
+from .store import TableStore
+from .writer import ARCHIVE_BRANCH_ID, MAIN_BRANCH_ID, TRASH_BRANCH_ID
 
 META_FILE = ".lamina/instance.json"
 FORMAT_VERSION = 1
-TRASH_BRANCH_ID, ARCHIVE_BRANCH_ID, MAIN_BRANCH_ID = -1, 0, 1
 
 
 @dataclass
@@ -92,11 +91,8 @@ class Instance:
             raise InstanceError(f"{location.root} is the root of instance "
                                 f"{meta.get('owner')}/{meta.get('name')}; it cannot be a storage "
                                 f"of {self.slug}")
-        storage_id = _ensure(self, spec, "root", location.root, {
-            "uid": new_uid(12), "root": location.root, "type": location.type,
-            "instance_uid": self.uid, "is_locked": False, "created_at": _now(),
-            "branch_id": MAIN_BRANCH_ID, "created_on_id": MAIN_BRANCH_ID, "space_id": 1,
-            "created_by_id": self.user_id})
+        storage_id = _ensure(self, spec, "root", {
+            "root": location.root, "type": location.type, "instance_uid": self.uid})
         self._roots[storage_id] = location
         return storage_id
 
@@ -105,10 +101,6 @@ class Instance:
 
     def __repr__(self) -> str:
         return f"Instance({self.slug!r}, root={self.root!r}, modules={self.modules})"
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _parse_modules(modules: str | list[str] | None) -> list[str]:
@@ -142,7 +134,7 @@ def init(storage: str | os.PathLike, modules: str | list[str] | None = None,
         "name": name or os.path.basename(location.root.rstrip("/")) or "lamina",
         "owner": user.handle,
         "modules": module_names,
-        "created_at": _now().isoformat(),
+        "created_at": writer.now().isoformat(),
         "format": FORMAT_VERSION,
     }
     try:
@@ -241,36 +233,22 @@ def _open(location: Location, meta: dict, user: settings.LocalUser) -> Instance:
 def _bootstrap(instance: Instance) -> None:
     """Rows every instance needs: branches, the default space, this user, its storage.
     Each is inserted only if missing, so this is safe to repeat and to race."""
-    now = _now()
     user = instance.user
-    instance.user_id = _ensure(instance, tables.get("core.user"), "uid", user.uid,
-                               {"uid": user.uid, "handle": user.handle, "name": user.name,
-                                "created_at": now})
+    instance.user_id = _ensure(instance, tables.get("core.user"), "uid",
+                               {"uid": user.uid, "handle": user.handle, "name": user.name})
     for branch_id, branch_name in ((MAIN_BRANCH_ID, "main"), (ARCHIVE_BRANCH_ID, "archive"),
                                    (TRASH_BRANCH_ID, "trash")):
-        _ensure(instance, tables.get("core.branch"), "name", branch_name,
-                {"id": branch_id, "uid": new_uid(12), "name": branch_name,
-                 "created_at": now, "created_by_id": instance.user_id})
-    _ensure(instance, tables.get("core.space"), "name", "all",
-            {"id": 1, "uid": "A" * 12, "name": "all", "created_at": now,
-             "created_by_id": instance.user_id})
+        _ensure(instance, tables.get("core.branch"), "name", {"id": branch_id, "name": branch_name})
+    _ensure(instance, tables.get("core.space"), "name",
+            {"id": writer.DEFAULT_SPACE_ID, "uid": "A" * 12, "name": "all"})
     instance.storage_id = _ensure(
-        instance, tables.get("core.storage"), "root", instance.root,
-        {"uid": new_uid(12), "root": instance.root, "type": instance.location.type,
+        instance, tables.get("core.storage"), "root",
+        {"root": instance.root, "type": instance.location.type,
          "region": os.environ.get("AWS_REGION") if instance.location.type == "s3" else None,
-         "instance_uid": instance.uid, "is_locked": False, "created_at": now,
-         "branch_id": MAIN_BRANCH_ID, "created_on_id": MAIN_BRANCH_ID, "space_id": 1,
-         "created_by_id": instance.user_id})
+         "instance_uid": instance.uid})
 
 
-def _ensure(instance: Instance, spec: tables.TableSpec, match: str, value, row: dict) -> int:
-    """The id of the row whose ``match`` column equals ``value``, inserting ``row`` if none."""
-
-    def plan(snapshot: Snapshot) -> Change:
-        found = snapshot.read(["id"], pc.field(match) == value)
-        if found.num_rows:
-            return Change(result=found.column("id")[0].as_py())
-        new = {"id": snapshot.next_id, **row}
-        return Change(append=[new], result=new["id"])
-
-    return instance.store(spec).transact(plan).result
+def _ensure(instance: Instance, spec: tables.TableSpec, match: str, row: dict) -> int:
+    """The id of the row whose ``match`` column equals ``row[match]``, inserting ``row`` if
+    none."""
+    return writer.insert(instance, spec, [row], unique=match)[0]["id"]

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.transaction import Transaction
 
 from ..errors import CommitConflict
 from .location import Location
@@ -41,6 +42,11 @@ COMPACT_COMMIT_ATTEMPTS = 5
 # A compaction rewrites rows by runs of consecutive ids; beyond this many runs it waits.
 MAX_ID_RUNS = 1000
 _EXACT_NEXT_VERSION = CommitProperties(max_commit_retries=0)
+# The highest id a table has ever held, kept as a Delta application transaction
+# (``txn`` action): part of every snapshot, checkpoints included, so it outlives the rows.
+# A delete records it in its own commit; new ids continue after it, so an id is never reused
+# even when the newest row is deleted (the rows' own max(id) statistic would go down).
+ID_HIGH_WATER = "lamina.id_high_water"
 # DuckDB's own row-group size: it parallelises a scan and prunes by statistics per row group,
 # and deltalake's default (1 Mi rows) leaves one group per file (field filters at 1e6 rows:
 # 71-204 ms with the default, 11-36 ms with this; bench/README.md, "Query"). Snappy, as
@@ -77,6 +83,7 @@ class Snapshot:
 
     @property
     def next_id(self) -> int:
+        """The id of the next new row: ids are never reused (see ID_HIGH_WATER)."""
         return self.max_id + 1
 
     def empty(self) -> pa.Table:
@@ -162,7 +169,8 @@ class TableStore:
     def _snapshot_of(self, table: DeltaTable) -> Snapshot:
         files = tuple(table.file_uris())
         schema = pa.schema(table.schema().to_arrow())
-        snapshot = Snapshot(self.spec, table.version(), files, schema, 0, self.location)
+        high_water = table.transaction_version(ID_HIGH_WATER) or 0
+        snapshot = Snapshot(self.spec, table.version(), files, schema, high_water, self.location)
         if not files:
             return snapshot
         actions = pa.table(table.get_add_actions(flatten=True))
@@ -171,7 +179,7 @@ class TableStore:
             max_id = int(pc.max(ids).as_py() or 0)
         else:  # no statistics: scan the ids
             max_id = int(pc.max(snapshot.read(["id"]).column("id")).as_py() or 0)
-        return replace(snapshot, max_id=max_id)
+        return replace(snapshot, max_id=max(max_id, high_water))
 
     def version(self) -> int:
         table = self._latest()
@@ -239,8 +247,10 @@ class TableStore:
         if change.delete_ids:
             if len(change.append) or change.replace:
                 raise ValueError("a change either deletes rows or writes them, not both")
+            high_water = Transaction(app_id=ID_HIGH_WATER, version=snapshot.max_id)
             table.delete(predicate=_ids_predicate(change.delete_ids),
-                         commit_properties=_EXACT_NEXT_VERSION)
+                         commit_properties=CommitProperties(max_commit_retries=0,
+                                                            app_transactions=[high_water]))
             return
         if change.replace:
             if len(change.append):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 
 from .. import log
-from ..catalog import objects, tables
+from ..catalog import objects, tables, writer
 from ..catalog.ids import next_version_uid, version_number
 from ..catalog.instance import MAIN_BRANCH_ID, current
 from ..catalog.location import safe_key
@@ -145,7 +145,7 @@ class Artifact(HasFeatures, SQLRecord):
                 data["uid"] = next_version_uid(data["uid"], [data["uid"][-4:]])
                 continue
             try:
-                result = instance.store(self._spec).transact(self._plan_insert).result
+                result = writer.transact(instance, self._spec, self._plan_insert).result
             except _VersionTaken as taken:
                 # A row holds this version (its object is gone): ours, uploaded exclusively,
                 # goes; upload again as the next version.
@@ -201,11 +201,12 @@ class Artifact(HasFeatures, SQLRecord):
         return Change(replace=[*previous, row], result=row)
 
     def delete(self, permanent: bool | None = None) -> None:
+        """Move to the trash; ``permanent=True`` removes the row and then its file."""
         record_id = self._lamina_id()
         storage_id = self._data.get("storage_id")
         key = objects.object_key(self.uid, self.suffix or "")
         super().delete(permanent=permanent)
-        if self._data.get("id") is None and storage_id is not None:
+        if self.__dict__.get("_deleted") and storage_id is not None:
             # After the row is gone, so no row points at nothing.
             objects.remove(current().storage_location(storage_id), key)
             log.info(f"deleted artifact {record_id} and its file")

@@ -8,8 +8,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
-from ..catalog import tables
-from ..catalog.ids import new_uid
+from ..catalog import tables, writer
 from ..catalog.instance import MAIN_BRANCH_ID, TRASH_BRANCH_ID, Instance, current
 from ..catalog.store import Change, Snapshot
 from ..catalog.tables import TableSpec
@@ -28,10 +27,6 @@ BOOKKEEPING = ("id", "created_at", "branch_id", "created_on_id", "space_id", "cr
 
 def model_for(spec: TableSpec) -> type[SQLRecord]:
     return MODELS[spec.qualified]
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class SQLRecord:
@@ -64,6 +59,8 @@ class SQLRecord:
         return record
 
     def _lamina_id(self) -> int:
+        if self.__dict__.get("_deleted"):
+            raise DoesNotExist(f"{self._describe()} was deleted permanently")
         if self._data.get("id") is None:
             raise ValidationError(f"this {self._spec.model} is not saved yet; call .save() first")
         return self._data["id"]
@@ -122,48 +119,66 @@ class SQLRecord:
 
     # ---- persistence -----------------------------------------------------------------------
     def _fill_defaults(self, instance: Instance) -> None:
-        data, spec = self._data, self._spec
-        defaults = {
-            "uid": new_uid(spec.uid_length, self._versioned) if spec.uid_length else None,
-            "created_at": _now(), "branch_id": MAIN_BRANCH_ID, "created_on_id": MAIN_BRANCH_ID,
-            "space_id": 1, "created_by_id": instance.user_id, "is_locked": False,
-            "is_type": False, "is_latest": True,
-        }
-        for name, value in defaults.items():
-            if name in data and data[name] is None:
-                data[name] = value
+        writer.fill_defaults(self._spec, self._data, instance.user_id, self._versioned)
 
     def _plan_insert(self, snapshot: Snapshot) -> Change:
         """Hook: a subclass may find an existing row (return it as ``result``) instead."""
         row = dict(self._data, id=snapshot.next_id)
         return Change(append=[row], result=row)
 
+    def _describe(self) -> str:
+        """How errors name this record: ``Record 'Experiment 1' (id 3)``."""
+        spec, data = self._spec, self._data
+        label = data.get(spec.name_field) if spec.name_field else None
+        shown = f" {label!r}" if label is not None else ""
+        return f"{spec.model}{shown} (id {data.get('id')})"
+
+    def _changed_fields(self) -> dict:
+        saved = self.__dict__.get("_saved", {})
+        return {name: value for name, value in self._data.items()
+                if name != "id" and (name not in saved or saved[name] != value)}
+
+    def _adopt(self, row: dict) -> None:
+        """Take ``row`` as committed: what the record holds and what it was loaded as."""
+        self._data.update(row)
+        object.__setattr__(self, "_saved", dict(self._data))
+
     def save(self) -> SQLRecord:
+        """Insert a new record, or send the fields changed since it was loaded: other users'
+        changes to other fields, links and feature values are kept."""
         instance = current()
-        store = instance.store(self._spec)
+        if self.__dict__.get("_deleted"):
+            self._lamina_id()  # raises: deleted records stay deleted
         if self._data.get("id") is None:
             self._fill_defaults(instance)
-            result = store.transact(self._plan_insert).result
-            self._data.update(result)
-        elif self._data != self.__dict__.get("_saved"):
-            row = dict(self._data)
-            store.transact(lambda snapshot: Change(replace=[row]))
-        object.__setattr__(self, "_saved", dict(self._data))
+            self._adopt(writer.transact(instance, self._spec, self._plan_insert).result)
+            return self
+        changed = self._changed_fields()
+        if changed:
+            self._adopt(writer.update(instance, self._spec, self._data["id"], changed,
+                                      what=self._describe()))
         return self
 
+    def _references(self, instance: Instance) -> list:
+        """Columns of the instance's tables that may hold this record's id."""
+        return writer.references_to(self._spec, instance.table_specs())
+
     def delete(self, permanent: bool | None = None) -> None:
-        """Move to the trash; ``permanent=True`` (or deleting from the trash) removes the row."""
+        """Move to the trash; ``permanent=True`` (or deleting from the trash) removes the row,
+        refused while another record still links to it."""
         record_id = self._lamina_id()
+        instance = current()
         if self._spec.has_branch and not permanent and self._data["branch_id"] != TRASH_BRANCH_ID:
-            self._data["branch_id"] = TRASH_BRANCH_ID
-            self.save()
+            self._adopt(writer.update(instance, self._spec, record_id,
+                                      {"branch_id": TRASH_BRANCH_ID}, what=self._describe()))
             return
-        current().store(self._spec).transact(lambda snapshot: Change(delete_ids=[record_id]))
-        self._data["id"] = None
+        writer.delete(instance, self._spec, [record_id], references=self._references(instance),
+                      what=self._describe())
+        object.__setattr__(self, "_deleted", True)
 
     def restore(self) -> None:
-        self._data["branch_id"] = MAIN_BRANCH_ID
-        self.save()
+        self._adopt(writer.update(current(), self._spec, self._lamina_id(),
+                                  {"branch_id": MAIN_BRANCH_ID}, what=self._describe()))
 
     # ---- display ---------------------------------------------------------------------------
     def _repr_fields(self) -> list[str]:
@@ -335,29 +350,18 @@ class RelatedManager(QuerySet):
                                       f"records, got {record!r}")
             ids.append(record._lamina_id())
         owner = self._owner
-        owner_id = owner._lamina_id()
         column = self._hop.column
+        edit = (writer.ListEdit(add=ids) if mode == "add" else
+                writer.ListEdit(remove=ids) if mode == "remove" else None)
 
-        def plan(snapshot: Snapshot) -> Change:
-            import pyarrow.compute as pc
+        def patch(row: dict) -> dict:
+            if edit is not None:
+                return {column: edit}
+            # set: keep the links named, drop the others, whoever added them
+            return {column: writer.ListEdit(add=ids, remove=set(row.get(column) or ()) - set(ids))}
 
-            rows = snapshot.read(filter=pc.field("id") == owner_id).to_pylist()
-            if not rows:
-                raise DoesNotExist(f"{owner._spec.model} {owner_id} was deleted")
-            row = rows[0]
-            existing = list(row.get(column) or [])
-            if mode == "add":
-                new = existing + [i for i in ids if i not in existing]
-            elif mode == "remove":
-                new = [i for i in existing if i not in ids]
-            else:
-                new = list(dict.fromkeys(ids))
-            if new == existing:
-                return Change(result=row)
-            row[column] = new
-            return Change(replace=[row], result=row)
-
-        row = current().store(owner._spec).transact(plan).result
+        row = writer.update(current(), owner._spec, owner._lamina_id(), patch,
+                            what=owner._describe())
         owner._data[column] = row[column]
         owner.__dict__.setdefault("_saved", {})[column] = row[column]
 

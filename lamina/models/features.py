@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-import pyarrow.compute as pc
-
-from ..catalog import tables
+from ..catalog import tables, writer
 from ..catalog.instance import current
-from ..catalog.store import Change, Snapshot
 from ..engine.features import (FeatureInfo, decode, encode, feature_id_path, parse_dtype,
                                to_display)
 from ..engine.planner import Q
-from ..errors import DoesNotExist, ValidationError, did_you_mean
+from ..errors import ValidationError, did_you_mean
 from .base import SQLRecord, model_for
 
 _PYTHON_DTYPES = {str: "str", int: "int", float: "float", bool: "bool", dict: "dict",
@@ -185,38 +182,36 @@ class FeatureManager:
             info = features[name]._info()
             encoded[info] = (resolve_labels(info, value) if info.dtype.is_categorical
                              else encode(info, value))
-        removals = {features[n]._info(): v for n, v in (remove or {}).items()}
+        removals = {}
+        for name, value in (remove or {}).items():
+            info = features[name]._info()
+            removals[info] = (None if value is None or not info.dtype.is_categorical
+                              else resolve_labels(info, value))
 
-        def plan(snapshot: Snapshot) -> Change:
-            rows = snapshot.read(filter=pc.field("id") == owner_id).to_pylist()
-            if not rows:
-                raise DoesNotExist(f"{owner._spec.model} {owner_id} does not exist any more")
-            row = rows[0]
+        def patch(row: dict) -> dict:
+            changes: dict = {}
             if replace_all:
-                for column in [c for c in row if c.startswith("f_")]:
-                    row[column] = None
+                changes.update({column: None for column in row if column.startswith("f_")})
             for info, value in encoded.items():
-                if info.dtype.is_categorical:
-                    merged = list(dict.fromkeys([*(row.get(info.column) or []), *value]))
-                    row[info.column] = value if replace_all else merged
-                    link = self._link_column(info)
-                    if link:
-                        row[link] = list(dict.fromkeys([*(row.get(link) or []), *value]))
+                if not info.dtype.is_categorical:
+                    changes[info.column] = value
+                    continue
+                changes[info.column] = value if replace_all else writer.ListEdit(add=value)
+                link = self._link_column(info)
+                if link:
+                    changes[link] = writer.ListEdit(add=value)
+            for info, drop in removals.items():
+                if drop is None:
+                    changes[info.column] = None
                 else:
-                    row[info.column] = value
-            for info, value in removals.items():
-                if value is None or not info.dtype.is_categorical:
-                    row[info.column] = None
-                else:
-                    drop = set(resolve_labels(info, value))
-                    kept = [i for i in row.get(info.column) or [] if i not in drop]
-                    row[info.column] = kept or None
-            new_columns = {i.column: i.dtype.arrow for i in (*encoded, *removals)}
-            return Change(replace=[row], new_columns=new_columns, result=row)
+                    kept = writer.ListEdit(remove=drop).apply(row.get(info.column))
+                    changes[info.column] = kept or None
+            return changes
 
-        row = current().store(owner._spec).transact(plan).result
-        owner._data.update(row)
-        object.__setattr__(owner, "_saved", dict(owner._data))
+        new_columns = {i.column: i.dtype.arrow for i in (*encoded, *removals)}
+        row = writer.update(current(), owner._spec, owner_id, patch, new_columns=new_columns,
+                            what=owner._describe())
+        owner._adopt(row)
 
     def add_values(self, values: dict) -> None:
         """Annotate with feature values; categorical values add to those already there."""

@@ -67,7 +67,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import log
-from ..catalog import objects, tables
+from ..catalog import objects, tables, writer
 from ..catalog.ids import BASE62, new_uid, uid_from_text
 from ..catalog.instance import MAIN_BRANCH_ID, Instance, current
 from ..catalog.location import Location
@@ -468,39 +468,16 @@ def create_labels(instance: Instance, spec, names: list[str], type_id: int | Non
     """Name -> id for ``names`` in a registry with a ``name`` field, adding the missing ones in
     one commit (re-planned if another writer added some of them meanwhile)."""
     field_name = spec.name_field or "name"
-    now = datetime.now(timezone.utc)
-
-    def plan(snapshot: Snapshot) -> Change:
-        cond = pc.field(field_name).isin(names)
-        if spec.column("branch_id") is not None:
-            cond = cond & (pc.field("branch_id") == MAIN_BRANCH_ID)
-        if type_id is not None:
-            cond = cond & (pc.field("type_id") == type_id)
-        found = snapshot.read(["id", field_name], cond).to_pylist()
-        ids: dict[str, int] = {}
-        for row in sorted(found, key=lambda r: r["id"]):
-            ids.setdefault(row[field_name], row["id"])
-        rows, next_id = [], snapshot.next_id
-        for name in names:
-            if name in ids:
-                continue
-            row = {c: None for c in spec.column_names}
-            row.update({"id": next_id, field_name: name, "created_at": now,
-                        "created_by_id": instance.user_id})
-            if spec.uid_length:
-                row["uid"] = new_uid(spec.uid_length)
-            for column, value in (("branch_id", MAIN_BRANCH_ID), ("created_on_id", MAIN_BRANCH_ID),
-                                  ("space_id", 1), ("is_locked", False), ("is_type", False),
-                                  ("type_id", type_id)):
-                if column in row:
-                    row[column] = value
-            ids[name] = next_id
-            next_id += 1
-            rows.append(row)
-        return Change(append=rows, result=ids)
-
-    change = instance.store(spec).transact(plan)
-    return change.result
+    scope = None
+    if spec.column("branch_id") is not None:
+        scope = pc.field("branch_id") == MAIN_BRANCH_ID
+    if type_id is not None:
+        in_type = pc.field("type_id") == type_id
+        scope = in_type if scope is None else scope & in_type
+    rows = [{field_name: name, **({"type_id": type_id} if type_id is not None else {})}
+            for name in names]
+    stored = writer.insert(instance, spec, rows, unique=field_name, scope=scope)
+    return {name: row["id"] for name, row in zip(names, stored)}
 
 
 # ---- files --------------------------------------------------------------------------------
@@ -1595,7 +1572,7 @@ class IngestBatch:
             return Change(append=rows, new_columns=new_columns,
                           result=(rows, dropped))
 
-        change = store.transact(plan)
+        change = writer.transact(ctx.instance, store.spec, plan)
         rows, dropped = change.result if change.result else (table.slice(0, 0), 0)
         if rows.num_rows:
             self._remember_own(store, planned, rows)
@@ -1642,14 +1619,12 @@ class IngestBatch:
             n_files.alias("n_files"),
             fields.get("n_observations", pl.lit(None, pl.Int64)).alias("n_observations"),
             fields.get("version_tag", pl.lit(None, pl.String)).alias("version_tag"),
-            pl.lit(True).alias("is_latest"), pl.lit(False).alias("is_locked"),
-            pl.lit(now, dtype=pl.Datetime("us", "UTC")).alias("created_at"),
-            pl.lit(MAIN_BRANCH_ID, pl.Int64).alias("branch_id"),
-            pl.lit(MAIN_BRANCH_ID, pl.Int64).alias("created_on_id"),
-            pl.lit(1, pl.Int64).alias("space_id"),
+            *(pl.lit(value, dtype=pl.from_arrow(pa.nulls(0, spec.column(name).type)).dtype)
+              .alias(name)
+              for name, value in {**writer.bookkeeping(spec, ctx.instance.user_id),
+                                  "created_at": now}.items()),
             pl.col("_storage_id").alias("storage_id"),
             pl.lit(run_id, pl.Int64).alias("run_id"),
-            pl.lit(ctx.instance.user_id, pl.Int64).alias("created_by_id"),
             pl.when(pl.col("_storage").is_not_null()).then(pl.col("_rel"))
             .otherwise(None).alias("_real_key"),
         ]
@@ -1839,15 +1814,9 @@ def _bulk_insert(model, records: list[SQLRecord]) -> None:
     instance = current()
     for record in records:
         record._fill_defaults(instance)
-
-    def plan(snapshot: Snapshot) -> Change:
-        rows = [dict(r._data, id=snapshot.next_id + i) for i, r in enumerate(records)]
-        return Change(append=rows, result=rows)
-
-    rows = instance.store(model._spec).transact(plan).result
+    rows = writer.insert(instance, model._spec, [dict(r._data) for r in records])
     for record, row in zip(records, rows):
-        record._data.update(row)
-        object.__setattr__(record, "_saved", dict(record._data))
+        record._adopt(row)
 
 
 def labels_from_values(model, values, field: str | None = None, *, create: bool = False,
