@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import urlparse
@@ -48,18 +49,25 @@ def storage_type(root: str) -> str:
     return scheme if scheme in CLOUD_PROTOCOLS else "local"
 
 
+# What makes a key unsafe, one regular expression per reason. Shared by ``safe_key`` and by
+# bulk ingest (which applies ``UNSAFE_KEY`` to a whole column at once), so both refuse the same.
+KEY_RULES = (
+    (r"[\x00-\x1f\x7f]", "contains a control character"),
+    (r"^/|\\|^[A-Za-z][A-Za-z0-9+.\-]*:", "must be a relative path inside the storage root"),
+    (r"(^|/)(\.|\.\.)?(/|$)",
+     "may not contain empty, '.' or '..' segments; it could escape the storage root"),
+)
+UNSAFE_KEY = "|".join(f"(?:{pattern})" for pattern, _ in KEY_RULES)
+
+
 def safe_key(key: str) -> str:
-    """Validate a user-supplied key: relative, no ``..`` segment, no empty segment."""
+    """Validate a user-supplied key: relative, no empty, ``.`` or ``..`` segment, no control
+    character."""
     if not isinstance(key, str) or not key:
         raise InvalidPath(f"a key must be a non-empty string, got {key!r}")
-    if key.startswith("/") or "\\" in key or urlparse(key).scheme:
-        raise InvalidPath(f"key {key!r} must be a relative path inside the storage root")
-    parts = key.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise InvalidPath(
-            f"key {key!r} may not contain empty, '.' or '..' segments; it could escape the "
-            "storage root"
-        )
+    for pattern, reason in KEY_RULES:
+        if re.search(pattern, key):
+            raise InvalidPath(f"key {key!r} {reason}")
     return key
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import keyword
 import re
+
+import pyarrow.compute as pc
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
@@ -12,6 +14,7 @@ from ..catalog import tables, writer
 from ..catalog.instance import MAIN_BRANCH_ID, TRASH_BRANCH_ID, Instance, current
 from ..catalog.store import Change, Snapshot
 from ..catalog.tables import TableSpec
+from ..engine.features import FeatureInfo, parse_dtype
 from ..engine.lookups import coerce
 from ..engine.planner import Hop, relations
 from ..engine.queryset import DEFAULT_DATAFRAME_LIMIT, QuerySet
@@ -160,8 +163,17 @@ class SQLRecord:
         return self
 
     def _references(self, instance: Instance) -> list:
-        """Columns of the instance's tables that may hold this record's id."""
-        return writer.references_to(self._spec, instance.table_specs())
+        """Columns of the instance's tables that may hold this record's id: relations, and
+        the columns of categorical features whose labels come from this registry."""
+        specs = instance.table_specs()
+        found = writer.references_to(self._spec, specs)
+        features = instance.store(tables.get("core.feature")).snapshot().read(
+            ["id", "_dtype_str"], pc.field("is_type").is_null() | ~pc.field("is_type"))
+        for feature_id, text in zip(*features.to_pydict().values()):
+            if text and text.startswith("cat[") and parse_dtype(text).label_spec == self._spec:
+                found.extend((spec, FeatureInfo(feature_id, "", None).column, "list")
+                             for spec in specs if spec.has_features)
+        return found
 
     def delete(self, permanent: bool | None = None) -> None:
         """Move to the trash; ``permanent=True`` (or deleting from the trash) removes the row,

@@ -70,7 +70,7 @@ from .. import log
 from ..catalog import objects, tables, writer
 from ..catalog.ids import BASE62, new_uid, uid_from_text
 from ..catalog.instance import MAIN_BRANCH_ID, Instance, current
-from ..catalog.location import Location
+from ..catalog.location import UNSAFE_KEY, Location
 from ..catalog.store import Change, Snapshot
 from ..engine.features import FeatureInfo
 from ..engine.session import session_for
@@ -94,7 +94,6 @@ CACHE_MB = 768
 SETTABLE = {"description": pl.String, "kind": pl.String, "otype": pl.String,
             "n_observations": pl.Int64, "version_tag": pl.String, "size": pl.Int64,
             "hash": pl.String}
-_BAD_KEY = r"^/|\\|^[A-Za-z][A-Za-z0-9+.\-]*:|(^|/)(\.|\.\.)?(/|$)"
 _SCHEME = r"^([A-Za-z][A-Za-z0-9+.\-]*)://"
 _M = "manifest:"  # prefix of manifest columns inside a prepared chunk
 
@@ -1018,9 +1017,9 @@ class IngestBatch:
         df = df.with_columns(pl.coalesce(key, pl.col("_rel")).alias("_key"))
         kname = kc if _M + kc in df.columns else pc_
         issues.add(df, pl.col("_key").is_not_null() & (
-            (pl.col("_key") == "") | pl.col("_key").str.contains(_BAD_KEY)), kname,
-            pl.format("key {} must be a relative path without empty, '.' or '..' segments",
-                      pl.col("_key")))
+            (pl.col("_key") == "") | pl.col("_key").str.contains(UNSAFE_KEY)), kname,
+            pl.format("key {} must be a relative path without empty, '.' or '..' segments "
+                      "or control characters", pl.col("_key")))
         self._duplicates(df, kname, seen, issues)
         # -- suffix: LaminDB's rule looks at the last two suffixes of the name only, so it runs
         # once per distinct tail (".fastq.gz", ".csv", ...), not once per row.

@@ -1,0 +1,192 @@
+"""Two processes are two users: what one saves is never undone by the other's stale copy, ids
+are never reused, and nothing is left pointing at a deleted row. Checked on the Delta tables
+themselves, read with deltalake, not through lamina's query path."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from deltalake import DeltaTable
+
+import lamina as ln
+from lamina.catalog import settings
+from lamina.errors import DoesNotExist, InvalidPath, ValidationError
+
+from helpers import local_only, python, spawn
+
+
+def stored_rows(root: str, table: str) -> dict[int, dict]:
+    """The rows of ``core.<table>`` by id, straight from its Delta table."""
+    options = None
+    if root.startswith("s3://"):
+        options = {"AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"], "AWS_ALLOW_HTTP": "true",
+                   "AWS_REGION": os.environ["AWS_REGION"]}
+    rows = DeltaTable(f"{root}/.lamina/catalog/core/{table}",
+                      storage_options=options).to_pyarrow_table().to_pylist()
+    return {row["id"]: row for row in rows}
+
+
+def saved_file(tmp_path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_stale_save_keeps_links_and_feature_values_of_another_process(instance, tmp_path):
+    ln.Feature(name="temperature", dtype=float).save()
+    artifact = ln.Artifact(saved_file(tmp_path, "a.txt", "a"), key="a.txt").save()
+    # Another user links a record and annotates a value after we loaded the artifact.
+    python(f"""
+        ln.connect({instance.root!r})
+        artifact = ln.Artifact.get(key="a.txt")
+        experiment = ln.Record(name="Experiment 1").save()
+        artifact.records.add(experiment)
+        artifact.features.add_values({{"temperature": 30.5}})
+    """)
+    artifact.description = "described by us"
+    artifact.save()
+
+    stored = stored_rows(instance.root, "artifact")[artifact.id]
+    records = {r["name"]: i for i, r in stored_rows(instance.root, "record").items()}
+    features = {r["name"]: i for i, r in stored_rows(instance.root, "feature").items()}
+    assert stored["description"] == "described by us"
+    assert stored["records"] == [records["Experiment 1"]]
+    assert stored[f"f_{features['temperature']}"] == 30.5
+    # Our copy now shows what is stored, others' changes included.
+    assert artifact.records.to_list()[0].name == "Experiment 1"
+
+
+def test_two_processes_changing_different_fields_both_keep_their_change(instance):
+    record = ln.Record(name="sample", description="first description").save()
+    python(f"""
+        ln.connect({instance.root!r})
+        record = ln.Record.get(name="sample")
+        record.description = "their description"
+        record.save()
+    """)
+    record.name = "renamed by us"  # our copy still holds the first description
+    record.save()
+
+    stored = stored_rows(instance.root, "record")[record.id]
+    assert stored["name"] == "renamed by us"
+    assert stored["description"] == "their description"
+
+
+def test_four_processes_linking_one_artifact_at_once_keep_every_link(instance, tmp_path):
+    artifact = ln.Artifact(saved_file(tmp_path, "shared.txt", "shared"), key="shared.txt").save()
+    names = [f"label-{p}-{i}" for p in range(4) for i in range(3)]
+    label_ids = {record.name: record.id for record in
+                 ln.save([ln.Record(name=name) for name in names])}
+    go = settings.home() / "go"
+    children = [spawn(f"""
+        import time
+        ln.connect({instance.root!r})
+        artifact = ln.Artifact.get(key="shared.txt")
+        mine = [ln.Record.get(name=f"label-{p}-{{i}}") for i in range(3)]
+        while not os.path.exists({str(go)!r}):
+            time.sleep(0.01)
+        for record in mine:
+            artifact.records.add(record)
+    """) for p in range(4)]
+    go.write_text("go")
+    for child in children:
+        _, stderr = child.communicate(timeout=300)
+        assert child.returncode == 0, stderr
+
+    stored = stored_rows(instance.root, "artifact")[artifact.id]
+    assert sorted(stored["records"]) == sorted(label_ids.values())
+
+
+def test_ids_are_never_reused_after_the_newest_row_is_deleted(instance):
+    first = ln.Record(name="first").save()
+    newest = ln.Record(name="newest").save()
+    newest_id = newest.id
+    # Another process deletes the newest row; the next insert, from either process, gets a
+    # fresh id.
+    python(f"""
+        ln.connect({instance.root!r})
+        ln.Record.get(name="newest").delete(permanent=True)
+    """)
+    assert newest_id not in stored_rows(instance.root, "record")
+    out = python(f"""
+        ln.connect({instance.root!r})
+        print(ln.Record(name="theirs").save().id)
+    """).stdout
+    theirs = int(out.split()[-1])
+    ours = ln.Record(name="ours").save().id
+    assert theirs > newest_id and ours > theirs > first.id
+    # Compaction rewrites the files; the mark stays.
+    instance.store(ln.Record._spec).compact()
+    assert ln.Record(name="after compaction").save().id > ours
+
+
+def test_a_linked_record_cannot_be_deleted_and_the_error_names_the_link(instance, tmp_path):
+    artifact = ln.Artifact(saved_file(tmp_path, "linked.txt", "linked"), key="linked.txt").save()
+    record = ln.Record(name="Experiment 7").save()
+    python(f"""
+        ln.connect({instance.root!r})
+        ln.Artifact.get(key="linked.txt").records.add(ln.Record.get(name="Experiment 7"))
+    """)
+    with pytest.raises(ValidationError, match=r"Experiment 7.*Artifact\.records"):
+        record.delete(permanent=True)
+    assert record.id in stored_rows(instance.root, "record")
+
+    artifact.records.remove(record)
+    record.delete(permanent=True)
+    assert record.id not in stored_rows(instance.root, "record")
+    new = ln.Record(name="Experiment 8").save()
+    assert new.id != record.id
+    assert stored_rows(instance.root, "artifact")[artifact.id]["records"] in ([], None)
+
+
+def test_a_record_used_as_a_feature_value_cannot_be_deleted(instance, tmp_path):
+    ln.Feature(name="perturbation", dtype=ln.Record).save()
+    artifact = ln.Artifact(saved_file(tmp_path, "p.txt", "p"), key="p.txt").save()
+    dmso = ln.Record(name="DMSO").save()
+    artifact.features.add_values({"perturbation": "DMSO"})
+    artifact.records.remove(dmso)  # only the feature value still names it
+    with pytest.raises(ValidationError, match=r"DMSO.*Artifact\.f_\d+"):
+        dmso.delete(permanent=True)
+
+
+@local_only
+def test_deleting_what_no_longer_exists_says_so_and_names_it(instance, tmp_path):
+    artifact = ln.Artifact(saved_file(tmp_path, "gone.txt", "gone"), key="gone.txt").save()
+    stale = ln.Artifact.get(key="gone.txt")
+    artifact.delete(permanent=True)
+    with pytest.raises(DoesNotExist, match=r"Artifact 'gone.txt' \(id \d+\) was deleted"):
+        artifact.delete()
+    with pytest.raises(DoesNotExist, match=r"Artifact 'gone.txt' \(id \d+\) no longer exists"):
+        stale.delete(permanent=True)
+    record = ln.Record(name="twice").save()
+    record.delete(permanent=True)
+    with pytest.raises(DoesNotExist, match="Record 'twice'"):
+        record.delete(permanent=True)
+    with pytest.raises(DoesNotExist, match="Record 'twice'"):
+        record.save()
+
+
+@local_only
+@pytest.mark.parametrize("key", ["evil\x00.txt", "tab\there.txt", "line\nbreak.txt",
+                                 "bell\x07.txt", "del\x7f.txt"])
+def test_keys_with_control_characters_are_refused_naming_the_key(instance, tmp_path, key):
+    path = saved_file(tmp_path, "c.txt", "c")
+    with pytest.raises(InvalidPath, match="control character") as info:
+        ln.Artifact(path, key=key)
+    assert repr(key) in str(info.value)
+    assert stored_rows(instance.root, "artifact") == {}
+
+
+@local_only
+def test_moving_to_the_trash_keeps_others_links(instance, tmp_path):
+    artifact = ln.Artifact(saved_file(tmp_path, "t.txt", "t"), key="t.txt").save()
+    python(f"""
+        ln.connect({instance.root!r})
+        ln.Artifact.get(key="t.txt").records.add(ln.Record(name="late link").save())
+    """)
+    artifact.delete()
+    stored = stored_rows(instance.root, "artifact")[artifact.id]
+    assert stored["branch_id"] == -1 and len(stored["records"]) == 1
+    artifact.restore()
+    assert stored_rows(instance.root, "artifact")[artifact.id]["branch_id"] == 1
