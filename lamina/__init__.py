@@ -14,6 +14,7 @@ from .engine.planner import Q
 from .errors import (DoesNotExist, FieldError, InstanceError, InvalidPath, LaminaError,
                      MultipleResultsFound, ValidationError)
 from .models.lineage import finish, track
+from .models.maintenance import gc
 from .models.overview import sql, view
 from .models.settings import settings
 from .models import (Artifact, Branch, Collection, Feature, Project, Record, Run, Schema, Space,
@@ -25,7 +26,7 @@ __all__ = [
     "Artifact", "Branch", "Collection", "DoesNotExist", "Feature", "FieldError", "InstanceError",
     "InvalidPath", "LaminaError", "MultipleResultsFound", "Project", "Q", "Record", "Run",
     "Schema", "Space", "Storage", "Transform", "ULabel", "User", "ValidationError", "bionty",
-    "connect", "current", "examples", "finish", "init", "save", "settings", "sql", "track",
+    "connect", "current", "examples", "finish", "gc", "init", "save", "settings", "sql", "track",
     "view",
 ]
 

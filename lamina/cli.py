@@ -1,4 +1,4 @@
-"""``lamina init / connect / info / sql / compact``."""
+"""``lamina init / connect / info / sql / compact / gc``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     p_compact = sub.add_parser("compact", help="merge small files of every registry table")
     p_compact.add_argument("--vacuum-hours", type=int, default=None,
                            help="also delete files older snapshots than this no longer need")
+    p_gc = sub.add_parser("gc", help="remove object files no artifact references")
+    p_gc.add_argument("--dry-run", action="store_true", help="only list them, with sizes")
+    p_gc.add_argument("--grace-hours", type=float, default=1.0,
+                      help="leave files younger than this (default 1): saves in flight")
     args = parser.parse_args(argv)
 
     import lamina as ln
@@ -51,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                 store.compact()
                 if args.vacuum_hours is not None:
                     store.vacuum(retention_hours=args.vacuum_hours)
+        elif args.command == "gc":
+            print(ln.gc(grace=args.grace_hours * 3600, dry_run=args.dry_run))
     except LaminaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -5,6 +5,7 @@ themselves, read with deltalake, not through lamina's query path."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from deltalake import DeltaTable
@@ -13,7 +14,7 @@ import lamina as ln
 from lamina.catalog import settings
 from lamina.errors import DoesNotExist, InvalidPath, ValidationError
 
-from helpers import local_only, python, spawn
+from helpers import filesystem, local_only, python, spawn
 
 
 def stored_rows(root: str, table: str) -> dict[int, dict]:
@@ -190,3 +191,66 @@ def test_moving_to_the_trash_keeps_others_links(instance, tmp_path):
     assert stored["branch_id"] == -1 and len(stored["records"]) == 1
     artifact.restore()
     assert stored_rows(instance.root, "artifact")[artifact.id]["branch_id"] == 1
+
+
+def test_gc_removes_only_orphans_while_another_process_saves(instance, tmp_path):
+    root = instance.root
+    kept = ln.Artifact(saved_file(tmp_path, "kept.txt", "kept"), key="kept.txt").save()
+    fs = filesystem(root)
+    objects_dir = f"{root}/.lamina/objects"
+    orphan = f"{objects_dir}/{'O' * 16}0000.txt"  # a killed save's upload: no row names it
+    partial = f"{objects_dir}/{kept.uid}.txt.partial-elsewhere-1"  # a killed local copy
+    fs.pipe_file(orphan, b"orphan")
+    fs.pipe_file(partial, b"half")
+    grace = 3
+    time.sleep(grace + 0.5)
+
+    listed = ln.gc(grace=grace, dry_run=True)
+    assert sorted((o.path, o.size) for o in listed.orphans) == sorted([(orphan, 6), (partial, 4)])
+    assert fs.exists(orphan) and fs.exists(partial)
+
+    # Another user saves continuously while gc runs again and again.
+    go = settings.home() / "go"
+    child = spawn(f"""
+        import tempfile
+        ln.connect({root!r})
+        folder = tempfile.mkdtemp()
+        open({str(go)!r}, "w").close()
+        for i in range(12):
+            path = os.path.join(folder, f"{{i}}.txt")
+            with open(path, "w") as f:
+                f.write(f"concurrent {{i}}")
+            ln.Artifact(path, key=f"concurrent/{{i}}.txt").save()
+    """)
+    while not go.exists():
+        time.sleep(0.01)
+    removed = []
+    while child.poll() is None:
+        removed.extend(o.path for o in ln.gc(grace=grace).orphans)
+    _, stderr = child.communicate()
+    assert child.returncode == 0, stderr
+    removed.extend(o.path for o in ln.gc(grace=grace).orphans)
+
+    assert sorted(set(removed)) == sorted([orphan, partial])
+    rows = stored_rows(root, "artifact").values()
+    assert len(rows) == 13
+    for row in rows:
+        assert fs.exists(f"{objects_dir}/{row['uid']}{row['suffix']}"), row["key"]
+    left = sorted(path.rsplit("/", 1)[-1] for path in fs.ls(objects_dir, detail=False))
+    assert left == sorted(f"{row['uid']}{row['suffix']}" for row in rows)
+
+
+@local_only
+def test_gc_from_the_command_line_lists_then_removes(instance, tmp_path):
+    orphan = os.path.join(instance.root, ".lamina", "objects", "Z" * 16 + "0000.csv")
+    os.makedirs(os.path.dirname(orphan), exist_ok=True)
+    with open(orphan, "w") as f:
+        f.write("a,b\n")
+    old = time.time() - 2 * 3600
+    os.utime(orphan, (old, old))
+    listed = python(f"ln.connect({instance.root!r})\n"
+                    "from lamina.cli import main\nmain(['gc', '--dry-run'])").stdout
+    assert "would remove 1 orphan" in listed and orphan in listed and os.path.exists(orphan)
+    done = python(f"ln.connect({instance.root!r})\n"
+                  "from lamina.cli import main\nmain(['gc'])").stdout
+    assert "removed 1 orphan" in done and not os.path.exists(orphan)

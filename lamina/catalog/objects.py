@@ -6,6 +6,7 @@ import base64
 import hashlib
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -13,6 +14,15 @@ from .location import Location
 
 HASH_CHUNK = 50 * 1024 * 1024
 OBJECTS_DIR = ".lamina/objects"
+# A local copy is written under ``<target>.partial-<host>-<pid>`` and renamed into place, so a
+# crash never leaves a half-written file under its final name, and a later run can tell
+# whether the writer of a leftover is gone (``remove_stale_partials``). Object stores need no
+# such name: a PUT becomes visible only when it completes.
+PARTIAL = ".partial-"
+
+
+def partial_name(target: str) -> str:
+    return f"{target}{PARTIAL}{socket.gethostname()}-{os.getpid()}"
 
 
 def _b64(digest: bytes) -> str:
@@ -98,7 +108,7 @@ def upload(location: Location, local: Path, key: str, progress=None,
         return
     if location.is_local:
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        tmp = f"{target}.partial-{os.getpid()}"
+        tmp = partial_name(target)
         fs.put_file(str(local), tmp)
         if not exclusive:
             os.replace(tmp, target)
@@ -122,6 +132,39 @@ def remove(location: Location, key: str) -> None:
             location.fs.rm(target, recursive=True)
     except FileNotFoundError:
         pass
+
+
+def remove_stale_partials(location: Location) -> int:
+    """Delete half-written local copies left by killed writers of this host (pid gone)."""
+    if not location.is_local:
+        return 0
+    host = socket.gethostname()
+    removed = 0
+    try:
+        entries = list(os.scandir(location.join(OBJECTS_DIR)))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        _, sep, owner = entry.name.rpartition(PARTIAL)
+        owner_host, _, pid = owner.rpartition("-")
+        if not sep or owner_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            os.remove(entry.path)
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_exclusive(location: Location, key: str, data: bytes) -> None:

@@ -231,7 +231,7 @@ class Artifact(HasFeatures, SQLRecord):
         target = objects.cache_dir() / instance.uid / f"{self.uid}{self.suffix or ''}"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.name + f".partial-{os.getpid()}")
+            tmp = Path(objects.partial_name(str(target)))
             location.fs.get(self.path, str(tmp), recursive=bool(self.n_files))
             os.replace(tmp, target)
         return str(target)

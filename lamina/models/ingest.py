@@ -52,7 +52,6 @@ import json
 import os
 import posixpath
 import shutil
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -68,7 +67,7 @@ import pyarrow.compute as pc
 
 from .. import log
 from ..catalog import objects, tables, writer
-from ..catalog.ids import BASE62, new_uid, uid_from_text
+from ..catalog.ids import BASE62, uid_from_text
 from ..catalog.instance import MAIN_BRANCH_ID, Instance, current
 from ..catalog.location import UNSAFE_KEY, Location
 from ..catalog.store import Change, Snapshot
@@ -510,15 +509,6 @@ def _local_stat(path: str):
     return st.st_size, stat_module.S_ISDIR(st.st_mode)
 
 
-_PARTIAL = ".partial-"
-
-
-def _partial_name(target: str) -> str:
-    """A local copy is written under this name and then renamed into place; host and pid
-    tell a later run whether its writer is gone."""
-    return f"{target}{_PARTIAL}{socket.gethostname()}-{os.getpid()}"
-
-
 def _upload_one(location: Location, local: str, key: str, size: int, existing: dict | None) -> bool:
     """Copy ``local`` to ``key`` under ``location`` unless an object of that size is already
     there (uploaded by an interrupted run). True when it was reused."""
@@ -528,7 +518,7 @@ def _upload_one(location: Location, local: str, key: str, size: int, existing: d
             return True
         if os.path.isfile(local):
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            tmp = _partial_name(target)
+            tmp = objects.partial_name(target)
             shutil.copyfile(local, tmp)
             os.replace(tmp, target)
             return False
@@ -536,40 +526,6 @@ def _upload_one(location: Location, local: str, key: str, size: int, existing: d
         return True
     objects.upload(location, Path(local), key)  # object stores: a PUT is atomic
     return False
-
-
-def _remove_stale_partials(location: Location) -> int:
-    """Delete half-written copies left by killed runs of this host (their pid is gone)."""
-    folder = location.join(objects.OBJECTS_DIR)
-    host = socket.gethostname()
-    removed = 0
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return 0
-    for entry in entries:
-        _, sep, owner = entry.name.rpartition(_PARTIAL)
-        if not sep:
-            continue
-        owner_host, _, pid = owner.rpartition("-")
-        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
-            continue
-        try:
-            os.remove(entry.path)
-            removed += 1
-        except FileNotFoundError:
-            pass
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _progress(total: int, desc: str, unit: str, enabled: bool):
@@ -1514,7 +1470,7 @@ class IngestBatch:
         if todo.height:
             location = ctx.instance.storage_location(ctx.target_id)
             if location.is_local and listing is None:
-                _remove_stale_partials(location)
+                objects.remove_stale_partials(location)
                 listing = {}
             if not location.is_local and listing is None:
                 # One listing of managed storage per save finds uploads of an earlier,
