@@ -543,6 +543,7 @@ def _writer(kind: str, uri: str, who: int, k: int, barrier, results, env: dict):
     """One writer process: K one-row commits after everybody is ready."""
     os.environ.update(env)
     attempts = {"n": 0, "conflicts": 0}
+    latencies: list[float] = []
     try:
         if kind == "lamina":
             import lamina as ln
@@ -565,7 +566,9 @@ def _writer(kind: str, uri: str, who: int, k: int, barrier, results, env: dict):
             barrier.wait()
             t0 = time.time()
             for i in range(k):
+                started = time.perf_counter()
                 ln.Record(name=f"conc-{who}-{i}").save()
+                latencies.append(time.perf_counter() - started)
             t1 = time.time()
         else:
             from deltalake import DeltaTable, write_deltalake
@@ -593,14 +596,17 @@ def _writer(kind: str, uri: str, who: int, k: int, barrier, results, env: dict):
             for i in range(k):
                 one(who * 1_000_000 + i + 1)
             t1 = time.time()
-        results.put((who, t0, t1, attempts["n"], attempts["conflicts"], None))
+        results.put((who, t0, t1, attempts["n"], attempts["conflicts"], None, latencies))
     except BaseException as exc:  # report, do not hang the parent
         with contextlib.suppress(Exception):
             barrier.abort()
-        results.put((who, 0, 0, 0, 0, repr(exc)))
+        results.put((who, 0, 0, 0, 0, repr(exc), []))
 
 
-def run_writers(kind: str, uri: str, p: int, k: int) -> tuple[float, int, int]:
+def run_writers(kind: str, uri: str, p: int, k: int, latencies: list | None = None
+                ) -> tuple[float, int, int]:
+    """Run ``p`` writer processes of ``k`` saves each; their commits/s, commit attempts and
+    lost races (and, into ``latencies``, every save's seconds)."""
     ctx = mp.get_context("spawn")  # no fork of a process holding tokio/DuckDB threads
     barrier = ctx.Barrier(p)
     results = ctx.Queue()
@@ -618,6 +624,8 @@ def run_writers(kind: str, uri: str, p: int, k: int) -> tuple[float, int, int]:
     end = max(g[2] for g in got)
     attempts = sum(g[3] for g in got)
     conflicts = sum(g[4] for g in got)
+    if latencies is not None:
+        latencies.extend(x for g in got for x in g[6])
     return p * k / (end - start), attempts, conflicts
 
 
@@ -655,6 +663,42 @@ def bench_concurrent(target: Target, writers: list[int], k: int) -> list[Row]:
                   f"{attempts} ({conflicts} lost a race and re-planned), raw {raw_attempts} "
                   f"({raw_conflicts} failed after deltalake's own retries)")))
     return rows
+
+
+# ---- 3d. save latency under contention -----------------------------------------------------------
+def bench_latency(target: Target, p: int, k: int) -> dict:
+    """Every save of ``p`` writer processes × ``k`` saves racing on one table: the spread of
+    waits is what a user notices (a writer that keeps losing the race waits longest)."""
+    import lamina as ln
+
+    root = target.fresh(f"latency{p}")
+    ln.init(storage=root)
+    ln.Record(name="parent").save()
+    latencies: list[float] = []
+    t0 = time.perf_counter()
+    rate, attempts, conflicts = run_writers("lamina", root, p, k, latencies)
+    wall = time.perf_counter() - t0
+    names = set(ln.Record.filter(name__startswith="conc-").to_arrow(columns=["name"])
+                .column("name").to_pylist())
+    check(names == {f"conc-{w}-{i}" for w in range(p) for i in range(k)},
+          f"latency run on {target.name}: saves lost")
+    xs = sorted(latencies)
+    return {"root": target.name, "writers": p, "saves_each": k, "saves": len(xs),
+            "p50_s": xs[len(xs) // 2], "p99_s": xs[min(len(xs) - 1, int(len(xs) * 0.99))],
+            "max_s": xs[-1], "wall_s": wall, "commits_per_s": rate, "attempts": attempts,
+            "lost_races": conflicts, "load": loadavg(), "latencies_s": latencies}
+
+
+def render_latency(results: list[dict]) -> str:
+    out = ["| root | writers × saves | p50 | p99 | max | max / p99 | commits/s | lost races | "
+           "load (1, 5, 15 min) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        out.append(f"| {r['root']} | {r['writers']} × {r['saves_each']} | "
+                   f"{r['p50_s'] * 1e3:,.0f} ms | {r['p99_s'] * 1e3:,.0f} ms | "
+                   f"{r['max_s'] * 1e3:,.0f} ms | {r['max_s'] / r['p99_s']:.2f} | "
+                   f"{r['commits_per_s']:.1f} | {r['lost_races']} of {r['attempts']} | "
+                   f"{r['load']} |")
+    return "\n".join(out)
 
 
 # ---- output -------------------------------------------------------------------------------------------
@@ -704,9 +748,16 @@ def main(argv=None) -> int:
     ap.add_argument("--bulk-s3", action="store_true", help="also bulk-append on the S3 root")
     ap.add_argument("--writers", default="2,4")
     ap.add_argument("--writer-saves", type=int, default=30, help="K one-row saves per writer")
+    ap.add_argument("--latency-writers", type=int, default=8,
+                    help="writer processes racing for the save-latency table (0: skip)")
+    ap.add_argument("--latency-saves", type=int, default=25, help="saves per racing writer")
+    ap.add_argument("--only-latency", action="store_true",
+                    help="run only the save-latency table (and init, to warm up)")
     ap.add_argument("--no-s3", action="store_true", help="local root only")
     ap.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run")
-    ap.add_argument("--json", help="also write the figures to this JSON file")
+    ap.add_argument("--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                   "foundation_results.json"),
+                    help="where the raw results go (default: beside this script)")
     ap.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
                     help="first wait up to this long for the 1-minute load to fall below "
                          "half the cores (shared machines)")
@@ -757,20 +808,24 @@ def main(argv=None) -> int:
             print(f" ({time.perf_counter() - t0:.0f} s)", flush=True)
             return out
 
+        latency: list[dict] = []
         for t in targets:
             rows += step(f"init, {t.name}", bench_init, t, args.init_repeats)
-        for t in targets:
+        for t in targets if args.latency_writers else ():
+            latency.append(step(f"save latency, {args.latency_writers} writers, {t.name}",
+                                bench_latency, t, args.latency_writers, args.latency_saves))
+        for t in targets if not args.only_latency else ():
             r, b = step(f"artifact saves, {t.name}", bench_save, t, args.saves, args.warmup,
                         args.breakdown_saves)
             rows += r
             breakdowns += b
-        for t in targets:
+        for t in targets if not args.only_latency else ():
             rows += step(f"sequential records, {t.name}", bench_records, t, args.record_saves,
                          args.warmup)
-        for t in targets:
+        for t in targets if not args.only_latency else ():
             if t.name == "local" or args.bulk_s3:
                 rows += step(f"bulk append, {t.name}", bench_bulk, t, sizes, repeats)
-        for t in targets:
+        for t in targets if not args.only_latency else ():
             rows += step(f"concurrent writers, {t.name}", bench_concurrent, t, writers,
                          args.writer_saves)
 
@@ -779,13 +834,19 @@ def main(argv=None) -> int:
           f"{info['load_end']}\n")
     print(render(rows))
     print(render_breakdown(breakdowns))
+    if latency:
+        print(f"\nSave latency with {args.latency_writers} writer processes racing on one "
+              "table (every `Record.save()` of every writer):\n")
+        print(render_latency(latency))
     print("\ncost ratio = lamina time ÷ baseline time (for rates: baseline rate ÷ lamina rate); "
           "> 1 means lamina is slower by that factor. Baselines are plain deltalake writes of the "
           "same rows on the same storage, measured in this run.")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "rows": [r.__dict__ for r in rows],
-                       "breakdowns": breakdowns}, f, indent=2, default=str)
+                       "breakdowns": breakdowns, "save_latency": latency}, f, indent=2,
+                      default=str)
+        print(f"\nraw results: {args.json}")
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -9,6 +9,7 @@ import time
 
 import pytest
 from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
 
 import lamina as ln
 from lamina.catalog import settings
@@ -23,9 +24,11 @@ def stored_rows(root: str, table: str) -> dict[int, dict]:
     if root.startswith("s3://"):
         options = {"AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"], "AWS_ALLOW_HTTP": "true",
                    "AWS_REGION": os.environ["AWS_REGION"]}
-    rows = DeltaTable(f"{root}/.lamina/catalog/core/{table}",
-                      storage_options=options).to_pyarrow_table().to_pylist()
-    return {row["id"]: row for row in rows}
+    try:
+        delta = DeltaTable(f"{root}/.lamina/catalog/core/{table}", storage_options=options)
+    except TableNotFoundError:  # nothing was ever written to it
+        return {}
+    return {row["id"]: row for row in delta.to_pyarrow_table().to_pylist()}
 
 
 def saved_file(tmp_path, name: str, text: str) -> str:
