@@ -120,6 +120,9 @@ class TableStore:
         self.spec = spec
         self.uri = location.join(CATALOG_DIR, spec.module, spec.name)
         self._table: DeltaTable | None = None
+        # The latest table's snapshot, kept until the version moves: a save and the query
+        # that follows it would otherwise each list the add actions of the same version.
+        self._current: Snapshot | None = None
         self._lock = threading.RLock()
 
     # ---- reading -------------------------------------------------------------------------
@@ -169,7 +172,13 @@ class TableStore:
                 return None
             if table is None:
                 return Snapshot(self.spec, -1, (), self.spec.arrow_schema(), 0)
-            return self._snapshot_of(table)
+            return self._latest_snapshot(table)
+
+    def _latest_snapshot(self, table: DeltaTable) -> Snapshot:
+        current = self._current
+        if current is None or current.version != table.version():
+            current = self._current = self._snapshot_of(table)
+        return current
 
     def _snapshot_of(self, table: DeltaTable) -> Snapshot:
         files = tuple(table.file_uris())
@@ -218,7 +227,7 @@ class TableStore:
         for attempt in range(MAX_ATTEMPTS):
             with self._lock:
                 table = self.ensure()
-                snapshot = self._snapshot_of(table)
+                snapshot = self._latest_snapshot(table)
                 change = plan(snapshot)
                 if not change:
                     return change
