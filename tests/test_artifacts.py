@@ -23,7 +23,7 @@ import lamina as ln
 from lamina.catalog import objects
 from lamina.catalog.ids import BASE62
 
-from helpers import exists, objects_under, read_bytes
+from helpers import exists, local_only, objects_under, read_bytes
 
 
 def b64_22(digest: bytes) -> str:
@@ -292,3 +292,30 @@ def test_a_version_after_a_trashed_one_gets_a_fresh_uid(instance, tmp_path):
     assert read_bytes(instance.root, v3.path) == b"three"
     assert read_bytes(instance.root, v2.path) == b"two"
     assert ln.Artifact.get(v1.uid[:16]).id == v3.id
+
+
+def test_new_content_under_an_existing_key_is_the_next_version(instance, tmp_path):
+    v1 = ln.Artifact(write(tmp_path / "a.csv", b"a\n1\n"), key="runs/table.csv").save()
+    v2 = ln.Artifact(write(tmp_path / "b.csv", b"a\n2\n"), key="runs/table.csv").save()
+    assert v2.uid[:16] == v1.uid[:16] and v2.uid[16:] == "0001"
+    assert ln.Artifact.get(key="runs/table.csv").id == v2.id
+    rows = {r["id"]: r["is_latest"] for r in
+            ln.Artifact.filter(key="runs/table.csv").to_arrow(columns=["id", "is_latest"])
+            .to_pylist()}
+    assert rows == {v1.id: False, v2.id: True}
+    # The same content again under that key is the existing version, not a third.
+    again = ln.Artifact(write(tmp_path / "c.csv", b"a\n2\n"), key="runs/table.csv")
+    assert again.id == v2.id
+    # Another key starts a history of its own.
+    other = ln.Artifact(write(tmp_path / "d.csv", b"a\n3\n"), key="runs/other.csv").save()
+    assert other.uid[16:] == "0000"
+
+
+@local_only
+@pytest.mark.parametrize("argument", ["version", "version_tag"])
+def test_a_version_label_is_stored_whichever_name_passes_it(instance, tmp_path, argument):
+    artifact = ln.Artifact(write(tmp_path / "v.txt", b"v"), key="v.txt",
+                           **{argument: "1.0"}).save()
+    assert ln.Artifact.get(key="v.txt").version_tag == "1.0" == artifact.version_tag
+    with pytest.raises(ln.ValidationError, match="disagree"):
+        ln.Artifact(write(tmp_path / "w.txt", b"w"), version="1", version_tag="2")

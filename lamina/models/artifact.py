@@ -15,6 +15,7 @@ from ..catalog.instance import MAIN_BRANCH_ID, current
 from ..catalog.location import safe_key
 from ..catalog.store import Change, Snapshot
 from ..errors import InvalidPath, ValidationError
+from ..engine.planner import Q
 from ..engine.session import session_for
 from .base import SQLRecord
 from .features import HasFeatures
@@ -37,9 +38,18 @@ class Artifact(HasFeatures, SQLRecord):
 
     def __init__(self, path: str | os.PathLike, *, key: str | None = None,
                  description: str | None = None, revises: Artifact | None = None,
-                 version: str | None = None, kind: str | None = None, **fields):
+                 version: str | None = None, version_tag: str | None = None,
+                 kind: str | None = None, **fields):
+        """Register the local file or folder ``path``. Under the ``key`` of an existing
+        artifact, new content becomes that artifact's next version (``revises`` names the
+        previous version explicitly); content lamina already has returns that artifact.
+        ``version`` (or ``version_tag``) labels the version."""
+        if version is not None and version_tag is not None and version != version_tag:
+            raise ValidationError(f"version={version!r} and version_tag={version_tag!r} "
+                                  "disagree; pass one of them")
         # Fields are type-checked here, before anything is hashed or uploaded.
-        super().__init__(description=description, kind=kind, version_tag=version, **fields)
+        super().__init__(description=description, kind=kind,
+                         version_tag=version if version is not None else version_tag, **fields)
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidPath(f"Artifact() takes the path of a local file or folder, got {path!r}")
         if isinstance(path, str) and "://" in path and not path.startswith("file://"):
@@ -53,7 +63,13 @@ class Artifact(HasFeatures, SQLRecord):
         if revises is not None and not isinstance(revises, Artifact):
             raise ValidationError(f"revises expects an Artifact, got {revises!r}")
         size, hash_, n_files = objects.describe_local(local)
-        existing = Artifact.filter(hash=hash_).order_by("id").first()
+        # One query for both: the artifact with this content, and the latest under this key.
+        same = Q(hash=hash_) | Q(key=key, is_latest=True) if key is not None else Q(hash=hash_)
+        candidates = list(Artifact.filter(same).order_by("id"))
+        existing = next((a for a in candidates if a._data["hash"] == hash_), None)
+        if revises is None and key is not None:
+            revises = next((a for a in reversed(candidates)
+                            if a._data["key"] == key and a._data["is_latest"]), None)
         # The version that check saw: saving re-checks only if the table moved on since.
         object.__setattr__(self, "_hash_checked_at",
                            session_for(current()).viewed_version(self._spec))
@@ -268,8 +284,6 @@ class Artifact(HasFeatures, SQLRecord):
             options = location.delta_options
             return pl.scan_parquet(self.path, storage_options=options)
         if engine == "duckdb":
-            from ..engine.session import session_for
-
             return session_for(instance).con.read_parquet(self.path)
         raise ValidationError(f"unknown engine {engine!r}; use 'pyarrow', 'polars' or 'duckdb'")
 

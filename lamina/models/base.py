@@ -248,6 +248,9 @@ class SQLRecord:
                 conditions.update(uid__startswith=idlike, is_latest=True)
             else:
                 conditions["uid__startswith"] = idlike
+        if cls._versioned and "key" in conditions and not any(
+                name.startswith("is_latest") for name in conditions):
+            conditions["is_latest"] = True  # a key names the newest of its versions
         try:
             return qs.filter(**conditions).one()
         except DoesNotExist:
