@@ -257,3 +257,31 @@ def test_gc_from_the_command_line_lists_then_removes(instance, tmp_path):
     done = python(f"ln.connect({instance.root!r})\n"
                   "from lamina.cli import main\nmain(['gc'])").stdout
     assert "removed 1 orphan" in done and not os.path.exists(orphan)
+
+
+def test_queryset_update_sets_fields_of_every_match_in_one_commit(instance, tmp_path):
+    records = ln.save([ln.Record(name=f"batch-{i}") for i in range(5)] + [ln.Record(name="other")])
+    linked = ln.Artifact(saved_file(tmp_path, "u.txt", "u"), key="u.txt").save()
+    linked.records.add(records[0])
+    version = instance.store(ln.Record._spec).version()
+
+    changed = ln.Record.filter(name__startswith="batch-").update(description="bulk edited")
+
+    assert changed == 5
+    assert instance.store(ln.Record._spec).version() == version + 1
+    stored = stored_rows(instance.root, "record")
+    assert {r["name"]: r["description"] for r in stored.values()} == {
+        **{f"batch-{i}": "bulk edited" for i in range(5)}, "other": None}
+    assert stored_rows(instance.root, "artifact")[linked.id]["records"] == [records[0].id]
+    assert ln.Record.filter(name="other").update(description=None) == 0
+
+
+@local_only
+def test_queryset_update_refuses_what_it_cannot_set(instance):
+    ln.Record(name="r").save()
+    with pytest.raises(ln.FieldError, match="did you mean 'description'"):
+        ln.Record.filter().update(descripton="x")
+    with pytest.raises(ValidationError, match="Record.name expects"):
+        ln.Record.filter().update(name=3)
+    with pytest.raises(ln.FieldError, match="holds many records"):
+        ln.Artifact.filter().update(records=[])

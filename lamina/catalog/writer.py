@@ -155,6 +155,21 @@ def update(instance, spec: tables.TableSpec, record_id: int, patch: Patch, *,
     return transact(instance, spec, plan).result
 
 
+def update_many(instance, spec: tables.TableSpec, ids: Sequence[int], patch: dict[str, Any]
+                ) -> int:
+    """Apply one ``patch`` of plain values to every row of ``ids`` still in the table, in one
+    commit; the number of rows changed."""
+    ids = [int(i) for i in ids]
+
+    def plan(snapshot: Snapshot) -> Change:
+        rows = snapshot.read(filter=pc.field("id").isin(ids)).to_pylist() if ids else []
+        updated = [dict(row, **patch) for row in rows]
+        changed = [new for new, old in zip(updated, rows) if new != old]
+        return Change(replace=changed, result=len(changed))
+
+    return transact(instance, spec, plan).result or 0
+
+
 def _row(snapshot: Snapshot, record_id: int, what: str | None) -> dict:
     rows = snapshot.read(filter=pc.field("id") == record_id).to_pylist()
     if not rows:

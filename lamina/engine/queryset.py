@@ -8,11 +8,13 @@ import pandas as pd
 import pyarrow as pa
 
 from .. import log
+from ..catalog import writer
 from ..catalog.instance import current
-from ..errors import DoesNotExist, FieldError, MultipleResultsFound, did_you_mean
+from ..errors import (DoesNotExist, FieldError, MultipleResultsFound, ValidationError,
+                      did_you_mean)
 from .features import to_display
-from .lookups import SubQuery
-from .planner import Compiler, Q
+from .lookups import SubQuery, coerce
+from .planner import Compiler, Q, relations
 from .session import session_for
 
 if TYPE_CHECKING:
@@ -300,6 +302,32 @@ class QuerySet:
         for record in records:
             record.delete(permanent=permanent)
         return len(records)
+
+    def update(self, **fields) -> int:
+        """Set ``fields`` on every record of this QuerySet in one commit (other fields, links
+        and feature values stay as stored); the number of records changed."""
+        spec = self.spec
+        patch = {}
+        for name, value in fields.items():
+            column = spec.column(name)
+            hop = relations(spec).get(name)
+            if column is not None and column.display and name != "id":
+                patch[name] = coerce(value, column.type, f"{spec.model}.{name}")
+            elif hop is not None and hop.kind == "fk":
+                if value is not None and getattr(value, "_spec", None) != hop.target:
+                    raise ValidationError(f"{spec.model}.{name} expects a {hop.target.model} "
+                                          f"record, got {value!r}")
+                patch[hop.column] = None if value is None else value._lamina_id()
+            elif hop is not None:
+                raise FieldError(f"{spec.model}.{name} holds many records; update() sets "
+                                 "fields, use .{name}.add(...) on each record for links")
+            else:
+                raise FieldError(f"cannot update {name!r} of {spec.model}"
+                                 f"{did_you_mean(name, [*spec.display_columns, *relations(spec)])}")
+        if not patch:
+            return 0
+        ids = self.to_arrow(columns=["id"]).column("id").to_pylist()
+        return writer.update_many(current(), spec, ids, patch)
 
     def __repr__(self) -> str:
         records = self._records(limit=REPR_LIMIT + 1)
