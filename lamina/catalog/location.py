@@ -104,6 +104,25 @@ class Location:
             return fsspec.filesystem("file", auto_mkdir=True)
         return fsspec.filesystem(self.type, **self.fsspec_options)
 
+    def has_file(self, path: str) -> bool:
+        """Whether the file ``path`` exists: one stat, or one HEAD on an object store (fsspec's
+        ``info``/``exists`` follow a missing key on S3 with a LIST, to look for a folder)."""
+        if self.is_local:
+            return os.path.isfile(path)
+        if self.type == "s3":
+            bucket, _, key = path.split("://", 1)[1].partition("/")
+            try:
+                self.fs.call_s3("head_object", Bucket=bucket, Key=key)
+            except FileNotFoundError:
+                return False
+            return True
+        self.fs.invalidate_cache(path)  # fsspec may answer from a cached listing
+        try:
+            self.fs.info(path)
+        except FileNotFoundError:
+            return False
+        return True
+
     @cached_property
     def arrow_fs(self) -> pafs.FileSystem:
         """A native (C++) pyarrow filesystem for this root, for Parquet scans.

@@ -10,7 +10,6 @@ without a server or a lock.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
@@ -21,7 +20,8 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake import (CommitProperties, DeltaTable, PostCommitHookProperties, WriterProperties,
+                       write_deltalake)
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from ..errors import CommitConflict
@@ -45,6 +45,11 @@ COMPACT_COMMIT_ATTEMPTS = 5
 # A compaction rewrites rows by runs of consecutive ids; beyond this many runs it waits.
 MAX_ID_RUNS = 1000
 _EXACT_NEXT_VERSION = CommitProperties(max_commit_retries=0)
+# deltalake's post-commit hook lists the whole log after every commit to decide whether to
+# checkpoint (one LIST per save on S3); the store checkpoints every CHECKPOINT_INTERVAL
+# versions itself, which is what the hook would do with the default interval.
+_NO_HOOKS = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
+CHECKPOINT_INTERVAL = 100
 # The highest id a table has ever held, as a table property: part of every snapshot's
 # metadata (checkpoints included, and read with it at no cost), so it outlives the rows. A
 # delete first raises it to the table's max id, then deletes; new ids continue after it, so an
@@ -143,16 +148,7 @@ class TableStore:
         GET per new commit). Delta versions are consecutive and a commit creates exactly
         ``_delta_log/<version + 1>.json`` (put-if-absent), so while that file is missing
         nothing newer exists."""
-        next_commit = f"{self.uri}/_delta_log/{version + 1:020d}.json"
-        if self.location.is_local:
-            return os.path.exists(next_commit)
-        fs = self.location.fs
-        fs.invalidate_cache(next_commit)  # fsspec may answer from a cached listing
-        try:
-            fs.info(next_commit)
-        except FileNotFoundError:
-            return False
-        return True
+        return self.location.has_file(f"{self.uri}/_delta_log/{version + 1:020d}.json")
 
     def snapshot(self, version: int | datetime | None = None) -> Snapshot:
         """The latest snapshot, or a past one (time travel) by version number or timestamp."""
@@ -242,6 +238,7 @@ class TableStore:
                 # The write advanced ``table`` to the version it committed, so counting its
                 # files needs no second read of the log (one LIST + GETs fewer per save on S3).
                 n_files = len(table.file_uris())
+                self._checkpoint_if_due(table)
             self._maybe_compact(n_files)
             return change
         raise CommitConflict(
@@ -267,9 +264,12 @@ class TableStore:
             if mark < snapshot.max_id <= max(change.delete_ids):
                 table.alter.set_table_properties({ID_HIGH_WATER: str(snapshot.max_id)},
                                                  raise_if_not_exists=False,
-                                                 commit_properties=_EXACT_NEXT_VERSION)
+                                                 commit_properties=_EXACT_NEXT_VERSION,
+                                                 post_commithook_properties=_NO_HOOKS)
+                self._checkpoint_if_due(table)
             table.delete(predicate=_ids_predicate(change.delete_ids),
-                         commit_properties=_EXACT_NEXT_VERSION)
+                         commit_properties=_EXACT_NEXT_VERSION,
+                         post_commithook_properties=_NO_HOOKS)
             return
         if change.replace:
             if len(change.append):
@@ -278,13 +278,23 @@ class TableStore:
             write_deltalake(table, rows, mode="overwrite",
                             predicate=_ids_predicate([r["id"] for r in change.replace]),
                             commit_properties=_EXACT_NEXT_VERSION, storage_options=options,
-                            writer_properties=_WRITER, **evolve)
+                            writer_properties=_WRITER, post_commithook_properties=_NO_HOOKS,
+                            **evolve)
             return
         write_deltalake(table, to_arrow(change.append, schema), mode="append",
                         commit_properties=_EXACT_NEXT_VERSION, storage_options=options,
-                        writer_properties=_WRITER, **evolve)
+                        writer_properties=_WRITER, post_commithook_properties=_NO_HOOKS,
+                        **evolve)
 
     # ---- housekeeping --------------------------------------------------------------------
+    @staticmethod
+    def _checkpoint_if_due(table: DeltaTable) -> None:
+        """Checkpoint the log every CHECKPOINT_INTERVAL versions, so a new reader loads one
+        Parquet checkpoint and the commits after it instead of replaying every commit."""
+        if table.version() % CHECKPOINT_INTERVAL == 0:
+            table.create_checkpoint()
+            table.cleanup_metadata()
+
     def _maybe_compact(self, n_files: int) -> None:
         if n_files >= COMPACT_AFTER_FILES and (
                 n_files - COMPACT_AFTER_FILES) % COMPACT_RETRY_FILES == 0:
@@ -318,13 +328,15 @@ class TableStore:
                     write_deltalake(table, rows, mode="overwrite", predicate=predicate,
                                     commit_properties=_EXACT_NEXT_VERSION,
                                     storage_options=self.location.delta_options,
-                                    writer_properties=_WRITER)
+                                    writer_properties=_WRITER,
+                                    post_commithook_properties=_NO_HOOKS)
                 except CommitFailedError:
                     table = self._latest()
                     if (table is None or not small <= _file_paths(table)[0]
                             or pa.schema(table.schema().to_arrow()) != rows.schema):
                         return {}  # merged or edited meanwhile, or new columns: next round
                     continue
+                self._checkpoint_if_due(table)
                 return {"numFilesRemoved": len(small), "numRowsRewritten": rows.num_rows,
                         "version": table.version()}
             return {}
