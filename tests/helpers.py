@@ -88,3 +88,27 @@ def read_bytes(root: str, path: str) -> bytes:
 
 def exists(root: str, path: str) -> bool:
     return filesystem(root).exists(path)
+
+
+def s3_requests(action) -> list[tuple[str, str]]:
+    """(method, path) of every request the test S3 server receives while ``action()`` runs
+    (moto's request recorder)."""
+    import json
+    import urllib.request
+
+    base = os.environ["AWS_ENDPOINT_URL"] + "/moto-api/recorder/"
+
+    def call(path: str) -> bytes:
+        method = "GET" if path == "download-recording" else "POST"
+        request = urllib.request.Request(base + path, data=None if method == "GET" else b"",
+                                         method=method)
+        return urllib.request.urlopen(request).read()
+
+    call("reset-recording")
+    call("start-recording")
+    try:
+        action()
+    finally:
+        call("stop-recording")
+    lines = call("download-recording").decode().splitlines()
+    return [(r["method"], r["url"]) for r in map(json.loads, filter(str.strip, lines))]

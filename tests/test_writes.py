@@ -15,7 +15,7 @@ import lamina as ln
 from lamina.catalog import settings
 from lamina.errors import DoesNotExist, InvalidPath, ValidationError
 
-from helpers import filesystem, local_only, python, spawn
+from helpers import filesystem, local_only, new_s3_root, python, s3_requests, spawn
 
 
 def stored_rows(root: str, table: str) -> dict[int, dict]:
@@ -285,3 +285,22 @@ def test_queryset_update_refuses_what_it_cannot_set(instance):
         ln.Record.filter().update(name=3)
     with pytest.raises(ln.FieldError, match="holds many records"):
         ln.Artifact.filter().update(records=[])
+
+
+def test_a_warm_save_on_s3_makes_a_bounded_number_of_requests(s3_endpoint, tmp_path):
+    """Each request is a round trip to the bucket; a change that adds one fails here."""
+    ln.init(storage=new_s3_root())
+    for i in range(3):
+        ln.Artifact(saved_file(tmp_path, f"warm{i}.txt", f"warm {i}"), key=f"w/{i}.txt").save()
+    ln.Record(name="warm").save()
+    path = saved_file(tmp_path, "new.txt", "new content")
+
+    artifact_save = s3_requests(lambda: ln.Artifact(path, key="new.txt").save())
+    record_save = s3_requests(lambda: ln.Record(name="new").save())
+
+    # artifact: freshness HEADs, the duplicate check's file read, the object PUT, the data
+    # file and commit PUTs, and deltalake's reads of the commit it made
+    assert len(artifact_save) <= 12, artifact_save
+    assert sum(method == "PUT" for method, _ in artifact_save) == 3, artifact_save
+    assert len(record_save) <= 7, record_save
+    assert sum(method == "PUT" for method, _ in record_save) == 2, record_save
