@@ -304,3 +304,15 @@ def test_a_warm_save_on_s3_makes_a_bounded_number_of_requests(s3_endpoint, tmp_p
     assert sum(method == "PUT" for method, _ in artifact_save) == 3, artifact_save
     assert len(record_save) <= 7, record_save
     assert sum(method == "PUT" for method, _ in record_save) == 2, record_save
+
+
+def test_a_link_to_a_record_another_process_deleted_is_refused(instance, tmp_path):
+    artifact = ln.Artifact(saved_file(tmp_path, "l.txt", "l"), key="l.txt").save()
+    stale = ln.Record(name="short-lived").save()
+    python(f"""
+        ln.connect({instance.root!r})
+        ln.Record.get(name="short-lived").delete(permanent=True)
+    """)
+    with pytest.raises(DoesNotExist, match=f"Record {stale.id} no longer exist"):
+        artifact.records.add(stale)
+    assert stored_rows(instance.root, "artifact")[artifact.id]["records"] is None

@@ -178,6 +178,19 @@ def _row(snapshot: Snapshot, record_id: int, what: str | None) -> dict:
     return rows[0]
 
 
+def require_rows(instance, spec: tables.TableSpec, ids: Sequence[int]) -> None:
+    """DoesNotExist naming the ids of ``ids`` that ``spec``'s table no longer holds: a link is
+    only made to rows that exist (a delete refuses while links exist; this is the other side)."""
+    if not ids:
+        return
+    wanted = [int(i) for i in ids]
+    found = instance.store(spec).snapshot().read(["id"], pc.field("id").isin(wanted))
+    missing = sorted(set(wanted) - set(found.column("id").to_pylist()))
+    if missing:
+        raise DoesNotExist(f"{spec.model} {', '.join(map(str, missing))} no longer exist(s) "
+                           "(deleted by this or another process); nothing was linked")
+
+
 # ---- deletes ------------------------------------------------------------------------------
 # (table, column, how) of a reference to another row: a foreign key or a list of ids.
 Reference = tuple[tables.TableSpec, str, str]

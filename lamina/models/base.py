@@ -366,6 +366,9 @@ class RelatedManager(QuerySet):
             ids.append(record._lamina_id())
         owner = self._owner
         column = self._hop.column
+        instance = current()
+        if mode != "remove":
+            writer.require_rows(instance, self._hop.target, ids)
         edit = (writer.ListEdit(add=ids) if mode == "add" else
                 writer.ListEdit(remove=ids) if mode == "remove" else None)
 
@@ -375,7 +378,7 @@ class RelatedManager(QuerySet):
             # set: keep the links named, drop the others, whoever added them
             return {column: writer.ListEdit(add=ids, remove=set(row.get(column) or ()) - set(ids))}
 
-        row = writer.update(current(), owner._spec, owner._lamina_id(), patch,
+        row = writer.update(instance, owner._spec, owner._lamina_id(), patch,
                             what=owner._describe())
         owner._data[column] = row[column]
         owner.__dict__.setdefault("_saved", {})[column] = row[column]

@@ -180,8 +180,11 @@ class FeatureManager:
         encoded: dict[FeatureInfo, object] = {}
         for name, value in updates.items():
             info = features[name]._info()
-            encoded[info] = (resolve_labels(info, value) if info.dtype.is_categorical
-                             else encode(info, value))
+            if info.dtype.is_categorical:
+                encoded[info] = resolve_labels(info, value)
+                writer.require_rows(current(), info.dtype.label_spec, encoded[info])
+            else:
+                encoded[info] = encode(info, value)
         removals = {}
         for name, value in (remove or {}).items():
             info = features[name]._info()
