@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import csv
 import gc
 import glob
 import json
@@ -52,9 +53,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, HERE)
 
 from lamina.search import cache_info, clear_cache, search_table  # noqa: E402
+from search_queries import REGISTRIES, ontology_terms  # noqa: E402
 from lamina.search.text import normalize, normalized_sql  # noqa: E402
 
 ONTOLOGY_FIELDS = ["name", "ontology_id", "synonyms", "description"]
@@ -64,26 +68,6 @@ ABBREVIATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9+\-/.]{1,11}")
 
 
 # ---- data ----------------------------------------------------------------------------------
-def ontology_terms(name: str) -> list[dict]:
-    import cellxgene_ontology_guide
-    import zstandard
-
-    folder = os.path.join(os.path.dirname(cellxgene_ontology_guide.__file__), "data")
-    with open(os.path.join(folder, "latest_ontology_info.json")) as f:
-        version = json.load(f)["ontologies"][name]["version"]
-    path = os.path.join(folder, f"{name}-ontology-{version}.json.zst")
-    with open(path, "rb") as f:
-        data = json.loads(zstandard.ZstdDecompressor().stream_reader(f).read())
-    terms = []
-    for term_id, term in data.items():
-        if term.get("deprecated") or not term.get("label"):
-            continue
-        terms.append({"id": term_id, "name": term["label"],
-                      "synonyms": list(dict.fromkeys(term.get("synonyms") or [])),
-                      "description": term.get("description")})
-    return terms
-
-
 def gene_terms() -> list[dict]:
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lamina")
     found = sorted(glob.glob(os.path.join(root, "bionty*", "data", "genes_homo_sapiens.parquet")))
@@ -356,6 +340,83 @@ def latency(table, args, queries: list[str], cache_key, repeats: int) -> dict:
             "cpu_p50_ms": 1000 * statistics.median(cpus), "n": len(walls)}
 
 
+# ---- the biologists' query set (bench/search_queries.tsv) ----------------------------------------
+BIO_KINDS = ["plural", "spelling", "abbreviation", "partial", "typo", "synonym", "exact", "case"]
+
+
+def biologist_queries(path: str = os.path.join(HERE, "search_queries.tsv")) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def biologist_bench(rows: list[dict], show_failures: bool) -> dict:
+    """Each query searched in its registry's ontology alone (CellType: CL, Tissue: UBERON,
+    Disease: MONDO), limit 20 as ``search()``'s default; top-1/top-5 per registry and kind, and
+    the wall-clock latency of every query (index built before timing)."""
+    results = defaultdict(lambda: [0, 0, 0])  # (registry, kind) -> n, top1, top5
+    times = defaultdict(list)
+    failures = []
+    for registry, ontology in REGISTRIES.items():
+        corpus = Corpus(ontology, ontology_terms(ontology))
+        data = corpus.table()
+        key = ("bench-bio", ontology)
+        search_table(data, "warm up", cache_key=key, **corpus.search_args)
+        names = {t["id"]: t["name"] for t in corpus.terms}
+        for row in rows:
+            if row["registry"] != registry:
+                continue
+            expected = set(row["expected"].split("|"))
+            started = time.perf_counter()
+            frame = search_table(data, row["query"], cache_key=key, **corpus.search_args)
+            times[registry].append(time.perf_counter() - started)
+            ids = list(frame["ontology_id"])
+            r = results[(registry, row["kind"])]
+            r[0] += 1
+            r[1] += bool(ids) and ids[0] in expected
+            r[2] += bool(expected & set(ids[:5]))
+            if not ids or ids[0] not in expected:
+                got = [f"{i} {n!r} ({m})" for i, n, m in
+                       zip(ids[:3], frame["name"], frame["match"])]
+                failures.append(f"  [{registry}/{row['kind']}] {row['query']!r} -> want "
+                                f"{row['expected']} {names.get(sorted(expected)[0])!r} "
+                                f"({'top-5' if expected & set(ids[:5]) else 'MISSED'}); got {got}")
+        clear_cache()
+    if show_failures:
+        print("\nbiologist queries whose expected term is not top-1:")
+        print("\n".join(failures))
+    latency = {}
+    for registry, walls in times.items():
+        walls.sort()
+        latency[registry] = {"n": len(walls), "p50_ms": 1000 * statistics.median(walls),
+                             "p90_ms": 1000 * walls[int(0.9 * (len(walls) - 1))]}
+    return {"quality": {f"{k[0]}/{k[1]}": v for k, v in results.items()}, "latency": latency}
+
+
+def report_biologist(out: dict) -> None:
+    quality = out["quality"]
+    print(f"\n## Biologists' queries (bench/search_queries.tsv, "
+          f"{sum(v[0] for v in quality.values())} queries): top-1 / top-5\n")
+    print("| registry | " + " | ".join(BIO_KINDS) + " | all | p50 | p90 |")
+    print("| --- |" + " ---: |" * (len(BIO_KINDS) + 3))
+    totals = defaultdict(lambda: [0, 0, 0])
+    for registry in [*REGISTRIES, "all"]:
+        cells = []
+        for kind in BIO_KINDS:
+            n, t1, t5 = (totals[kind] if registry == "all"
+                         else quality.get(f"{registry}/{kind}", [0, 0, 0]))
+            if registry != "all":
+                for i, v in enumerate((n, t1, t5)):
+                    totals[kind][i] += v
+                    totals[registry][i] += v
+                    totals["all"][i] += v
+            cells.append(f"{100 * t1 / n:.1f} / {100 * t5 / n:.1f}" if n else "–")
+        n, t1, t5 = totals[registry]
+        lat = out["latency"].get(registry)
+        timing = f"{lat['p50_ms']:.1f} ms | {lat['p90_ms']:.1f} ms" if lat else "| "
+        print(f"| {registry} | " + " | ".join(cells)
+              + f" | **{100 * t1 / n:.1f} / {100 * t5 / n:.1f}** | {timing} |")
+
+
 def registry_latency(corpora: dict[str, Corpus], queries: dict[str, list[str]],
                      repeats: int) -> list[dict]:
     """``bt.CellType.search`` / ``bt.Gene.search`` on a real catalog (local root) holding CL and
@@ -425,7 +486,7 @@ def normalisation_check(corpora: list[Corpus]) -> tuple[int, int, list]:
     return len(values), len(bad), bad[:5]
 
 
-def report_quality(corpora, queries, dropped, show_failures: bool) -> None:
+def report_quality(corpora, queries, dropped, show_failures: bool) -> dict:
     print(f"\n## Quality: {len(queries)} queries")
     started = time.perf_counter()
     results = quality(corpora, queries, show_failures)
@@ -445,10 +506,25 @@ def report_quality(corpora, queries, dropped, show_failures: bool) -> None:
             n, t1, t5 = totals[key]
             label = "**all**" if key == "all" else key
             print(f"| all corpora | {label} | {n} | {100 * t1 / n:.1f} % | {100 * t5 / n:.1f} % |")
+    print_drops(dropped)
+    return results
+
+
+def print_drops(dropped) -> None:
     print("\ngenerated queries dropped because their expected term was not the answer by "
           "construction:")
     for reason, count in sorted(dropped.items()):
         print(f"  {reason}: {count}")
+
+
+RESULTS = os.path.join(HERE, "search_results.json")
+
+
+def write_results(results: dict) -> None:
+    results["load_average_end"] = os.getloadavg()[0]
+    with open(RESULTS, "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    print(f"\nraw results -> {RESULTS}")
 
 
 def main() -> None:
@@ -460,6 +536,8 @@ def main() -> None:
     parser.add_argument("--failures", action="store_true")
     parser.add_argument("--no-speed", action="store_true")
     parser.add_argument("--no-quality", action="store_true")
+    parser.add_argument("--biologists-only", action="store_true",
+                        help="only the query set of bench/search_queries.tsv")
     parser.add_argument("--seed", type=int, default=20260523)
     opts = parser.parse_args()
     per_kind = opts.per_kind or (12 if opts.quick else 40)
@@ -477,6 +555,13 @@ def main() -> None:
     for c in corpora.values():
         c.data = c.table()
 
+    results = {"load_average_start": os.getloadavg()[0], "cores": os.cpu_count()}
+    results["biologists"] = biologist_bench(biologist_queries(), opts.failures)
+    report_biologist(results["biologists"])
+    if opts.biologists_only:
+        write_results(results)
+        return
+
     n_values, n_bad, examples = normalisation_check(list(corpora.values()))
     print(f"\nnormalisation: Python (queries) vs DuckDB (index) differ on {n_bad} of "
           f"{n_values} names and synonyms {examples if n_bad else ''}")
@@ -487,9 +572,11 @@ def main() -> None:
         queries += gen.make(per_kind)
         dropped.update({f"{c.name} {k}": v for k, v in gen.dropped.items()})
     if not opts.no_quality:
-        report_quality(corpora, queries, dropped, opts.failures)
+        generated = report_quality(corpora, queries, dropped, opts.failures)
+        results["generated"] = {f"{c}/{k}": v for (c, k), v in generated.items()}
 
     if opts.no_speed:
+        write_results(results)
         return
     print(f"\n## Speed (limit=20, {repeats} pass(es) over the corpus's queries; wall clock and "
           "CPU time of the calling thread's process)\n")
@@ -504,11 +591,13 @@ def main() -> None:
     runs.append(("all of the above", table, args, [q.text for q in queries]))
     for name, data, args, texts in runs:
         r = latency(data, args, texts, ("bench-speed", name), repeats)
+        results.setdefault("speed", {})[name] = r
         print(f"| {name} | {r['rows']:,} | {r['entries']:,} | {r['build_s']:.2f} s | "
               f"{r['memory_mb']:.0f} MB | "
               f"{r['p50_ms']:.2f} ms | {r['p95_ms']:.2f} ms | {r['cpu_p50_ms']:.2f} ms | "
               f"{r['n']} |")
     registries = registry_latency(corpora, by_corpus, repeats)
+    results["registries"] = registries
     print("\nThrough the registries (local catalog; first search after the bulk commit builds "
           "the index):\n")
     print("| registry | rows | first search (build) | p50 `search()` | "
@@ -518,6 +607,7 @@ def main() -> None:
         print(f"| {r['registry']} | {r['rows']:,} | {r['build_s']:.2f} s | {r['search_ms']:.2f} ms "
               f"| {r['frame_ms']:.2f} ms | {r['n']} |")
     print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
+    write_results(results)
 
 
 if __name__ == "__main__":
