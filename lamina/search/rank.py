@@ -338,22 +338,36 @@ class _Ranking:
         """BM25 and typo tiers: two short candidate lists, re-scored with jellyfish."""
         index, q = self.index, self.q
         budget = CANDIDATES if self.limit is None else max(CANDIDATES, 4 * self.limit)
+        # Once the query has found what it names (an exact, synonym, plural, spelling or
+        # abbreviation match), these tiers only fill the tail: fewer BM25 candidates will do,
+        # and typo candidates are only the strings one edit away (no trigram search).
+        # (With no limit every match is wanted, so all candidates are looked at.)
+        found = (self.limit is not None and bool(self.hits)
+                 and self.hits[0].score >= BANDS["abbreviation"][0])
+        per_row = 1 if found else RESCORED_PER_ROW
+        if found:
+            budget = max(2 * (self.limit - len(self.hits)), 10)
         bm25_eids, bm25_scores = index.bm25(q.tokens, fuzzy=True)
         keep = self._open_mask(bm25_eids)
         bm25_eids, bm25_scores = bm25_eids[keep], bm25_scores[keep]
         top_bm25 = _top(bm25_eids, bm25_scores, budget)
-        gram_eids, jaccard = index.trigram_overlap(list(q.grams))
-        keep = self._open_mask(gram_eids)
-        top_grams = _top(gram_eids[keep], jaccard[keep], budget)
-        near = [e for text in one_edit_away(q.tok.strip())
-                for e in index.exact.get(f" {' '.join(text.split())} ", ())]
-        near = np.asarray(near, dtype=np.int32)
+        top_grams = np.zeros(0, dtype=np.int32)
+        if not found:
+            gram_eids, jaccard = index.trigram_overlap(list(q.grams))
+            keep = self._open_mask(gram_eids)
+            top_grams = _top(gram_eids[keep], jaccard[keep], budget)
+        near = np.asarray([e for text in one_edit_away(q.tok.strip())
+                           for e in index.exact.get(f" {' '.join(text.split())} ", ())],
+                          dtype=np.int32)
         near = near[self._open_mask(near)]
         candidates = np.union1d(np.union1d(top_bm25, top_grams), near).astype(np.int32)
         if len(candidates) == 0:
             return
         best_bm25 = float(bm25_scores.max()) if len(bm25_scores) else 0.0
-        bm25_of = dict(zip(bm25_eids.tolist(), bm25_scores.tolist()))
+        # BM25 of the candidates only (a common word's postings run to tens of thousands).
+        at = np.minimum(np.searchsorted(bm25_eids, candidates), max(len(bm25_eids) - 1, 0))
+        held = bm25_eids[at] == candidates if len(bm25_eids) else np.zeros(len(candidates), bool)
+        bm25_of = dict(zip(candidates[held].tolist(), bm25_scores[at[held]].tolist()))
         if self.case:
             query = q.tokc.strip()[:MAX_COMPARED]
             texts = [t.strip() for t in self.cased(candidates)]
@@ -377,7 +391,7 @@ class _Ranking:
                 return
             entries = sorted(pool[tier], key=lambda c: (-c[0], c[1]))
             if self.limit is not None:
-                entries = entries[:RESCORED_PER_ROW * (self.limit - len(self.hits)) + 10]
+                entries = entries[:per_row * (self.limit - len(self.hits)) + 10]
             eids, subs = [], []
             for _, eid, text, role, soft, relevance in entries:
                 # Word order only matters between strings with mostly the same words.
