@@ -143,6 +143,8 @@ class _Ranking:
         if len(eids) == 0 or self.full():
             return
         index = self.index
+        if self.limit is not None:
+            eids, subs = self._best_only(eids, subs, self.limit - len(self.hits))
         order = np.lexsort((eids, -subs))
         eids, subs = eids[order], subs[order]
         rids = index.rid[eids]
@@ -160,6 +162,20 @@ class _Ranking:
             match = matches.get(eid, tier) if matches else tier
             self.hits.append(Hit(rid, round(score, 3), match, eid))
             self.placed[rid] = True
+
+    def _best_only(self, eids: np.ndarray, subs: np.ndarray, wanted: int):
+        """The entries that can still place one of the ``wanted`` best rows: all with a score
+        at least the k-th best, when they cover enough rows (so sorting a word found in 25k
+        entries costs no more than sorting a few hundred); otherwise all of them."""
+        k = 8 * wanted + 64
+        if len(eids) <= 2 * k:
+            return eids, subs
+        threshold = np.partition(subs, len(subs) - k)[len(subs) - k]
+        keep = subs >= threshold
+        rids = self.index.rid[eids[keep]]
+        if len(np.unique(rids[~self.placed[rids]])) < wanted:
+            return eids, subs
+        return eids[keep], subs[keep]
 
     # ---- tiers -----------------------------------------------------------------------------
     def run(self) -> list[Hit]:
