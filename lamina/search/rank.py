@@ -188,7 +188,10 @@ class _Ranking:
             if acronym == "strong":  # before plurals: the S of "IRDS" is no plural
                 steps.append(self.abbreviation)
             steps.append(self.variant)
-        steps += [self.word, self.prefix, self.fuzzy]
+        steps.append(self.word)
+        if acronym == "named":
+            steps.append(self.abbreviation)
+        steps += [self.prefix, self.fuzzy]
         if not self.case and acronym == "weak":
             steps.append(self.abbreviation)
         for step in steps:
@@ -202,16 +205,19 @@ class _Ranking:
         that is. ``strong`` (ranked right after exact matches): typed as one (``IBD``); or a
         word no name or synonym has and no typo of one could be (``pbmc``); or one that could
         not be an English word (``arvc``: three consonants running). ``weak`` (ranked last)
-        otherwise: ``hert`` is more likely a typo of heart, ``renal`` a word."""
+        otherwise: ``hert`` is more likely a typo of heart, ``renal`` a word. ``named`` (ranked
+        right after word matches) when a name starts with it: ``MEND syndrome`` for MEND."""
         tokens = self.q.tokens
         token = tokens[0]
         if len(tokens) != 1 or not 2 <= len(token) <= 6 or not token.isalpha():
             return None
         if token not in self.index.initials:
             return None
+        rank = self.index.term_rank.get(token)
+        if rank is not None and self._starts_a_name(token, rank):
+            return "named"  # "MEND syndrome" is what MEND means, before any initials
         if looks_like_acronym(self.q.text.strip()) or unpronounceable(token):
             return "strong"
-        rank = self.index.term_rank.get(token)
         if rank is not None and self.index.term_short[rank]:
             return "weak"
         if len(token) <= 4 or not self.index.near_terms(token, limit=1):
@@ -245,6 +251,10 @@ class _Ranking:
         subs = ROLE_WEIGHT[self.index.role[eids]] * (1.0 - 0.002 * self.index.toklen[eids] / 100)
         # One band for both kinds: the tier is where they rank, the match says which it was.
         self.place(PLURAL, eids, subs, {e: found[e] for e in eids.tolist()})
+
+    def _starts_a_name(self, token: str, rank: int) -> bool:
+        eids = self.index.postings(token)
+        return bool(np.any((self.index.role[eids] == NAME) & (self.index.first_rank[eids] == rank)))
 
     def abbreviation(self) -> None:
         """Entries whose initials are the query; names before synonyms, shorter ones (the more
@@ -318,7 +328,7 @@ class _Ranking:
             phrase = np.ones(len(eids), dtype=bool)
         cover = np.minimum((len(q.tok) - 2) / np.maximum(index.toklen[eids], 1), 1.0)
         subs = (ROLE_WEIGHT[index.role[eids]] * cover * np.where(phrase, 1.0, 0.85)
-                * np.where(as_typed, 1.0, 0.97) * self.general(eids))
+                * np.where(as_typed, 1.0, 0.85) * self.general(eids))
         self.place("word", eids, subs, matches)
 
     def prefix(self) -> None:
