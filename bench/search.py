@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import csv
 import gc
 import glob
 import json
@@ -52,9 +53,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, HERE)
 
 from lamina.search import cache_info, clear_cache, search_table  # noqa: E402
+from search_queries import REGISTRIES, ontology_terms  # noqa: E402
 from lamina.search.text import normalize, normalized_sql  # noqa: E402
 
 ONTOLOGY_FIELDS = ["name", "ontology_id", "synonyms", "description"]
@@ -64,26 +68,6 @@ ABBREVIATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9+\-/.]{1,11}")
 
 
 # ---- data ----------------------------------------------------------------------------------
-def ontology_terms(name: str) -> list[dict]:
-    import cellxgene_ontology_guide
-    import zstandard
-
-    folder = os.path.join(os.path.dirname(cellxgene_ontology_guide.__file__), "data")
-    with open(os.path.join(folder, "latest_ontology_info.json")) as f:
-        version = json.load(f)["ontologies"][name]["version"]
-    path = os.path.join(folder, f"{name}-ontology-{version}.json.zst")
-    with open(path, "rb") as f:
-        data = json.loads(zstandard.ZstdDecompressor().stream_reader(f).read())
-    terms = []
-    for term_id, term in data.items():
-        if term.get("deprecated") or not term.get("label"):
-            continue
-        terms.append({"id": term_id, "name": term["label"],
-                      "synonyms": list(dict.fromkeys(term.get("synonyms") or [])),
-                      "description": term.get("description")})
-    return terms
-
-
 def gene_terms() -> list[dict]:
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lamina")
     found = sorted(glob.glob(os.path.join(root, "bionty*", "data", "genes_homo_sapiens.parquet")))
@@ -356,6 +340,83 @@ def latency(table, args, queries: list[str], cache_key, repeats: int) -> dict:
             "cpu_p50_ms": 1000 * statistics.median(cpus), "n": len(walls)}
 
 
+# ---- the biologists' query set (bench/search_queries.tsv) ----------------------------------------
+BIO_KINDS = ["plural", "spelling", "abbreviation", "partial", "typo", "synonym", "exact", "case"]
+
+
+def biologist_queries(path: str = os.path.join(HERE, "search_queries.tsv")) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def biologist_bench(rows: list[dict], show_failures: bool) -> dict:
+    """Each query searched in its registry's ontology alone (CellType: CL, Tissue: UBERON,
+    Disease: MONDO), limit 20 as ``search()``'s default; top-1/top-5 per registry and kind, and
+    the wall-clock latency of every query (index built before timing)."""
+    results = defaultdict(lambda: [0, 0, 0])  # (registry, kind) -> n, top1, top5
+    times = defaultdict(list)
+    failures = []
+    for registry, ontology in REGISTRIES.items():
+        corpus = Corpus(ontology, ontology_terms(ontology))
+        data = corpus.table()
+        key = ("bench-bio", ontology)
+        search_table(data, "warm up", cache_key=key, **corpus.search_args)
+        names = {t["id"]: t["name"] for t in corpus.terms}
+        for row in rows:
+            if row["registry"] != registry:
+                continue
+            expected = set(row["expected"].split("|"))
+            started = time.perf_counter()
+            frame = search_table(data, row["query"], cache_key=key, **corpus.search_args)
+            times[registry].append(time.perf_counter() - started)
+            ids = list(frame["ontology_id"])
+            r = results[(registry, row["kind"])]
+            r[0] += 1
+            r[1] += bool(ids) and ids[0] in expected
+            r[2] += bool(expected & set(ids[:5]))
+            if not ids or ids[0] not in expected:
+                got = [f"{i} {n!r} ({m})" for i, n, m in
+                       zip(ids[:3], frame["name"], frame["match"])]
+                failures.append(f"  [{registry}/{row['kind']}] {row['query']!r} -> want "
+                                f"{row['expected']} {names.get(sorted(expected)[0])!r} "
+                                f"({'top-5' if expected & set(ids[:5]) else 'MISSED'}); got {got}")
+        clear_cache()
+    if show_failures:
+        print("\nbiologist queries whose expected term is not top-1:")
+        print("\n".join(failures))
+    latency = {}
+    for registry, walls in times.items():
+        walls.sort()
+        latency[registry] = {"n": len(walls), "p50_ms": 1000 * statistics.median(walls),
+                             "p90_ms": 1000 * walls[int(0.9 * (len(walls) - 1))]}
+    return {"quality": {f"{k[0]}/{k[1]}": v for k, v in results.items()}, "latency": latency}
+
+
+def report_biologist(out: dict) -> None:
+    quality = out["quality"]
+    print(f"\n## Biologists' queries (bench/search_queries.tsv, "
+          f"{sum(v[0] for v in quality.values())} queries): top-1 / top-5\n")
+    print("| registry | " + " | ".join(BIO_KINDS) + " | all | p50 | p90 |")
+    print("| --- |" + " ---: |" * (len(BIO_KINDS) + 3))
+    totals = defaultdict(lambda: [0, 0, 0])
+    for registry in [*REGISTRIES, "all"]:
+        cells = []
+        for kind in BIO_KINDS:
+            n, t1, t5 = (totals[kind] if registry == "all"
+                         else quality.get(f"{registry}/{kind}", [0, 0, 0]))
+            if registry != "all":
+                for i, v in enumerate((n, t1, t5)):
+                    totals[kind][i] += v
+                    totals[registry][i] += v
+                    totals["all"][i] += v
+            cells.append(f"{100 * t1 / n:.1f} / {100 * t5 / n:.1f}" if n else "–")
+        n, t1, t5 = totals[registry]
+        lat = out["latency"].get(registry)
+        timing = f"{lat['p50_ms']:.1f} ms | {lat['p90_ms']:.1f} ms" if lat else "| "
+        print(f"| {registry} | " + " | ".join(cells)
+              + f" | **{100 * t1 / n:.1f} / {100 * t5 / n:.1f}** | {timing} |")
+
+
 def registry_latency(corpora: dict[str, Corpus], queries: dict[str, list[str]],
                      repeats: int) -> list[dict]:
     """``bt.CellType.search`` / ``bt.Gene.search`` on a real catalog (local root) holding CL and
@@ -410,6 +471,95 @@ def registry_latency(corpora: dict[str, Corpus], queries: dict[str, list[str]],
     return out
 
 
+ARTIFACT_QUERIES = ["pbmc", "PBMC 10x", "liver", "kidny", "perturb-seq screen", "T cells"]
+
+
+def artifact_catalog(n: int) -> str:
+    """A local catalog of ``n`` artifacts, bulk-appended in one commit, whose keys and
+    descriptions read like a lab's (tissue, assay, donor, batch; 1 in 8 a PBMC dataset); built
+    once under the temp folder and reused."""
+    import tempfile
+
+    import lamina as ln
+    from lamina.catalog.ids import new_uid
+    from lamina.catalog.store import Change
+
+    root = os.path.join(tempfile.gettempdir(), f"lamina-bench-search-artifacts-n{n}")
+    marker = os.path.join(root, "bench-built")
+    os.environ.setdefault("LAMINA_HOME", os.path.join(root, "home"))
+    os.environ.setdefault("LAMINA_CACHE_DIR", os.path.join(root, "cache"))
+    if os.path.exists(marker):
+        ln.connect(os.path.join(root, "root"))
+        return root
+    instance = ln.init(storage=os.path.join(root, "root"))
+    rng = random.Random(1)
+    tissues = ["pbmc", "liver", "kidney", "lung", "heart", "brain", "spleen", "bone-marrow"]
+    assays = ["scrna-seq", "atac-seq", "perturb-seq", "cite-seq", "bulk-rna"]
+    keys, descriptions = [], []
+    for i in range(n):
+        tissue, assay = rng.choice(tissues), rng.choice(assays)
+        keys.append(f"project-{i % 37}/{tissue}_{assay}_donor{rng.randrange(60)}_"
+                    f"batch{rng.randrange(200)}_{i}.h5ad")
+        descriptions.append(f"{assay} of {tissue.replace('-', ' ')} from donor "
+                            f"{rng.randrange(60)}, {rng.choice(['10x v3', 'smart-seq2', 'drop-seq'])}")
+    spec = ln.Artifact._spec
+    schema = spec.arrow_schema()
+    given = {"id": list(range(1, n + 1)), "uid": [new_uid(20, versioned=True) for _ in range(n)],
+             "key": keys, "description": descriptions, "suffix": [".h5ad"] * n,
+             "kind": ["dataset"] * n, "otype": ["AnnData"] * n, "size": [1000] * n,
+             "hash": [new_uid(22) for _ in range(n)], "is_latest": [True] * n,
+             "is_locked": [False] * n, "branch_id": [1] * n, "created_on_id": [1] * n,
+             "space_id": [1] * n, "storage_id": [ln.Storage.filter().first().id] * n,
+             "created_by_id": [instance.user_id] * n}
+    table = pa.Table.from_arrays(
+        [pa.array(given[f.name], f.type) if f.name in given else pa.nulls(n, f.type)
+         for f in schema], schema=schema)
+    instance.store(spec).transact(lambda snapshot: Change(append=table))
+    open(marker, "w").close()
+    return root
+
+
+def artifact_latency(n: int, repeats: int) -> dict:
+    """``ln.Artifact.search(q)`` and ``.to_dataframe()`` on ``n`` artifacts, p50/p90 wall
+    clock after the first search of the snapshot (which builds the index)."""
+    import lamina as ln
+
+    artifact_catalog(n)
+    started = time.perf_counter()
+    ln.Artifact.search("warm up")
+    build = time.perf_counter() - started
+    out = {"rows": n, "build_s": build, "queries": {}}
+    for text in ARTIFACT_QUERIES:
+        ranking, frames, cpus = [], [], []
+        for _ in range(repeats):
+            t, c = time.perf_counter(), time.process_time()
+            result = ln.Artifact.search(text)
+            ranking.append(time.perf_counter() - t)
+            cpus.append(time.process_time() - c)
+            t = time.perf_counter()
+            result.to_dataframe()
+            frames.append(time.perf_counter() - t + ranking[-1])
+        ranking.sort()
+        frames.sort()
+        out["queries"][text] = {
+            "search_p50_ms": 1000 * statistics.median(ranking),
+            "search_p90_ms": 1000 * ranking[int(0.9 * (len(ranking) - 1))],
+            "search_cpu_p50_ms": 1000 * statistics.median(cpus),
+            "to_dataframe_p50_ms": 1000 * statistics.median(frames),
+            "top": list(result.scores["key"][:1])}
+    return out
+
+
+def report_artifacts(out: dict) -> None:
+    print(f"\n## `ln.Artifact.search()` over {out['rows']:,} artifacts (local catalog; first "
+          f"search builds the index: {out['build_s']:.2f} s)\n")
+    print("| query | p50 `search()` | p90 | p50 CPU | p50 `search().to_dataframe()` |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for text, r in out["queries"].items():
+        print(f"| `{text}` | {r['search_p50_ms']:.1f} ms | {r['search_p90_ms']:.1f} ms | "
+              f"{r['search_cpu_p50_ms']:.1f} ms | {r['to_dataframe_p50_ms']:.1f} ms |")
+
+
 def normalisation_check(corpora: list[Corpus]) -> tuple[int, int, list]:
     """Python's normalize() (queries) against DuckDB's normalized_sql() (index) on every name
     and synonym."""
@@ -425,7 +575,7 @@ def normalisation_check(corpora: list[Corpus]) -> tuple[int, int, list]:
     return len(values), len(bad), bad[:5]
 
 
-def report_quality(corpora, queries, dropped, show_failures: bool) -> None:
+def report_quality(corpora, queries, dropped, show_failures: bool) -> dict:
     print(f"\n## Quality: {len(queries)} queries")
     started = time.perf_counter()
     results = quality(corpora, queries, show_failures)
@@ -445,10 +595,25 @@ def report_quality(corpora, queries, dropped, show_failures: bool) -> None:
             n, t1, t5 = totals[key]
             label = "**all**" if key == "all" else key
             print(f"| all corpora | {label} | {n} | {100 * t1 / n:.1f} % | {100 * t5 / n:.1f} % |")
+    print_drops(dropped)
+    return results
+
+
+def print_drops(dropped) -> None:
     print("\ngenerated queries dropped because their expected term was not the answer by "
           "construction:")
     for reason, count in sorted(dropped.items()):
         print(f"  {reason}: {count}")
+
+
+RESULTS = os.path.join(HERE, "search_results.json")
+
+
+def write_results(results: dict) -> None:
+    results["load_average_end"] = os.getloadavg()[0]
+    with open(RESULTS, "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    print(f"\nraw results -> {RESULTS}")
 
 
 def main() -> None:
@@ -460,6 +625,11 @@ def main() -> None:
     parser.add_argument("--failures", action="store_true")
     parser.add_argument("--no-speed", action="store_true")
     parser.add_argument("--no-quality", action="store_true")
+    parser.add_argument("--biologists-only", action="store_true",
+                        help="only the query set of bench/search_queries.tsv")
+    parser.add_argument("--artifacts-only", action="store_true",
+                        help="only ln.Artifact.search over --artifacts artifacts")
+    parser.add_argument("--artifacts", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=20260523)
     opts = parser.parse_args()
     per_kind = opts.per_kind or (12 if opts.quick else 40)
@@ -477,6 +647,18 @@ def main() -> None:
     for c in corpora.values():
         c.data = c.table()
 
+    results = {"load_average_start": os.getloadavg()[0], "cores": os.cpu_count()}
+    if opts.artifacts_only:
+        results["artifacts"] = artifact_latency(opts.artifacts, 20)
+        report_artifacts(results["artifacts"])
+        print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
+        return
+    results["biologists"] = biologist_bench(biologist_queries(), opts.failures)
+    report_biologist(results["biologists"])
+    if opts.biologists_only:
+        write_results(results)
+        return
+
     n_values, n_bad, examples = normalisation_check(list(corpora.values()))
     print(f"\nnormalisation: Python (queries) vs DuckDB (index) differ on {n_bad} of "
           f"{n_values} names and synonyms {examples if n_bad else ''}")
@@ -487,9 +669,11 @@ def main() -> None:
         queries += gen.make(per_kind)
         dropped.update({f"{c.name} {k}": v for k, v in gen.dropped.items()})
     if not opts.no_quality:
-        report_quality(corpora, queries, dropped, opts.failures)
+        generated = report_quality(corpora, queries, dropped, opts.failures)
+        results["generated"] = {f"{c}/{k}": v for (c, k), v in generated.items()}
 
     if opts.no_speed:
+        write_results(results)
         return
     print(f"\n## Speed (limit=20, {repeats} pass(es) over the corpus's queries; wall clock and "
           "CPU time of the calling thread's process)\n")
@@ -504,11 +688,13 @@ def main() -> None:
     runs.append(("all of the above", table, args, [q.text for q in queries]))
     for name, data, args, texts in runs:
         r = latency(data, args, texts, ("bench-speed", name), repeats)
+        results.setdefault("speed", {})[name] = r
         print(f"| {name} | {r['rows']:,} | {r['entries']:,} | {r['build_s']:.2f} s | "
               f"{r['memory_mb']:.0f} MB | "
               f"{r['p50_ms']:.2f} ms | {r['p95_ms']:.2f} ms | {r['cpu_p50_ms']:.2f} ms | "
               f"{r['n']} |")
     registries = registry_latency(corpora, by_corpus, repeats)
+    results["registries"] = registries
     print("\nThrough the registries (local catalog; first search after the bulk commit builds "
           "the index):\n")
     print("| registry | rows | first search (build) | p50 `search()` | "
@@ -518,6 +704,7 @@ def main() -> None:
         print(f"| {r['registry']} | {r['rows']:,} | {r['build_s']:.2f} s | {r['search_ms']:.2f} ms "
               f"| {r['frame_ms']:.2f} ms | {r['n']} |")
     print(f"\nload average at end: {os.getloadavg()[0]:.1f}")
+    write_results(results)
 
 
 if __name__ == "__main__":

@@ -412,7 +412,10 @@ def test_artifact_search_as_in_the_seed_guide(root, tmp_path):
     df = ln.Artifact.search("iris").to_dataframe()
     assert list(df["key"]) == ["iris.parquet"]
     assert df.index.name == "id"
-    assert list(df.columns) == list(ln.Artifact.filter().to_dataframe().columns)
+    # The registry's columns, then why each row matched.
+    assert list(df.columns) == [*ln.Artifact.filter().to_dataframe().columns,
+                                "score", "match", "matched"]
+    assert df["match"].iloc[0] == "word" and df["matched"].iloc[0] == "key: iris.parquet"
     assert list(ln.Artifact.search("fastq").to_dataframe()["key"]) == ["raw/my_fastq.fastq.gz"]
     assert list(ln.Artifact.search(".parquet", field="suffix").scores["match"]) == ["synonym"]
 

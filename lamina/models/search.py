@@ -1,6 +1,7 @@
 """``Registry.search()``: the ranked rows of a registry, as a QuerySet that keeps the ranking.
 
-    ln.Artifact.search("iris").to_dataframe()   # the matching rows, best first, indexed by id
+    ln.Artifact.search("iris").to_dataframe()   # the matching rows, best first, indexed by id,
+                                                 # with score, match (why) and matched (what)
     ln.Record.search("experiment")               # shows the ranking: name, score, match
     ln.Record.search("experiment").scores         # the same as a DataFrame
     ln.Record.search("experiment").first()        # the best match as a record
@@ -19,6 +20,9 @@ from ..engine.planner import Q
 from ..engine.queryset import DEFAULT_DATAFRAME_LIMIT, REPR_LIMIT, QuerySet
 from ..engine.session import session_for
 from ..search import search_registry
+
+# The ranking's columns that say why a row matched, appended to ``to_dataframe()``.
+EXPLAINED = ("score", "match", "matched")
 
 if TYPE_CHECKING:
     from .base import SQLRecord
@@ -81,13 +85,17 @@ class SearchResult(QuerySet):
     def to_dataframe(self, include=None, features=False,
                      limit: int | None = DEFAULT_DATAFRAME_LIMIT) -> pd.DataFrame:
         """The rows in ranking order, indexed by id, with the registry's columns (as
-        ``QuerySet.to_dataframe``)."""
+        ``QuerySet.to_dataframe``) and, last, why each row matched: ``score``, ``match`` and
+        ``matched`` (see :attr:`scores`)."""
         if not self._ranked():
-            return super().to_dataframe(include=include, features=features, limit=limit)
-        ids = self._present_ids()[:limit]
-        plain = QuerySet(self.model, Q(id__in=ids))
-        frame = plain.to_dataframe(include=include, features=features, limit=None)
-        return frame.loc[[i for i in ids if i in frame.index]]
+            frame = super().to_dataframe(include=include, features=features, limit=limit)
+        else:
+            ids = self._present_ids()[:limit]
+            plain = QuerySet(self.model, Q(id__in=ids))
+            frame = plain.to_dataframe(include=include, features=features, limit=None)
+            frame = frame.loc[[i for i in ids if i in frame.index]]
+        why = self._ranking[[c for c in EXPLAINED if c in self._ranking.columns]]
+        return frame.drop(columns=[c for c in why.columns if c in frame.columns]).join(why)
 
     df = to_dataframe
 

@@ -11,8 +11,9 @@ Two entry points:
   ``("CL", "v2026-03-26")``); without one the index is cached for the table object itself.
 
 Both return a pandas DataFrame of the matching rows, best first, with a ``score`` column (100 is
-an exact name match; see :mod:`lamina.search.rank` for the tiers) and a ``match`` column naming
-the tier that placed the row.
+an exact name match; see :mod:`lamina.search.rank` for the tiers), a ``match`` column saying why
+the row matched (exact, synonym, plural, spelling, abbreviation, word, prefix, bm25, typo) and a
+``matched`` column with the field and text that matched (``synonyms: IBD``).
 """
 
 from __future__ import annotations
@@ -199,9 +200,21 @@ def _frame(index: SearchIndex, hits: list[Hit], index_by: str | None = None) -> 
     data = index.source.take(pa.array([h.rid for h in hits], type=pa.int64())).to_pydict()
     data["score"] = [h.score for h in hits]
     data["match"] = [h.match for h in hits]
+    data["matched"] = [_matched(index, h.eid) for h in hits]
     if index_by is None:
         return pd.DataFrame(data)
     return pd.DataFrame(data, index=pd.Index(data.pop(index_by), name=index_by))
+
+
+# Matched text longer than this (a description) is cut, with an ellipsis.
+MATCHED_CHARS = 60
+
+
+def _matched(index: SearchIndex, eid: int) -> str:
+    value = index.values[eid].as_py()
+    if len(value) > MATCHED_CHARS:
+        value = value[:MATCHED_CHARS - 1] + "…"
+    return f"{index.fields[int(index.fid[eid])].name}: {value}"
 
 
 # ---- the index cache -------------------------------------------------------------------------

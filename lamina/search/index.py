@@ -11,6 +11,8 @@ Building runs in a private in-memory DuckDB connection:
    into the same token ``cd`` and drop the ``T`` of ``T cell``, so it would tie with ``B cell``.
 3. the distinct trigrams of every short entry (names, synonyms, ids) for typo matching, and the
    letter counts of every fts term, to find the terms a misspelt query word could be.
+4. the initials of every short entry of two or more words ("of", "and", ... skipped), so that
+   ``IBD`` finds inflammatory bowel disease although no synonym says so.
 
 The fts tables (``dict``, ``terms``, ``docs``, ``stats``) and the trigrams are then read out once
 into compressed-sparse-row numpy arrays, and the DuckDB tables are dropped. A query therefore
@@ -35,7 +37,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..extensions import load_statement
-from .text import NEAR_WORD, SEPARATORS, allowed_edits, normalized_sql, same_digits
+from .text import (NEAR_WORD, SEPARATORS, STOPWORDS, allowed_edits, normalized_sql, same_digits,
+                   word_variants)
 
 # Entry roles: what kind of text an entry is. Exact matches on a name/id rank above exact
 # matches on other fields; long text (descriptions) takes part in word and BM25 matching only.
@@ -117,6 +120,12 @@ class SearchIndex:
         self.tok: list[str] = table.column("tok").to_pylist()
         self.values = table.column("value").combine_chunks()
         self.toklen = np.fromiter((len(t) - 2 for t in self.tok), dtype=np.int32, count=n)
+        # Length of each row's first field (its name): between entries that match alike, the
+        # row with the shorter name is usually the general term ("Bergmann glial cell" before
+        # "Bergmann glial cell (Mmus)", which has the same synonyms).
+        self.name_len = np.full(self.n_rows, 1000, dtype=np.int32)
+        first = self.fid == 0
+        self.name_len[self.rid[first]] = self.toklen[first]
         self.exact: dict[str, list[int]] = {}
         for eid in np.flatnonzero(self.role != LONG).tolist():
             self.exact.setdefault(self.tok[eid], []).append(eid)
@@ -158,6 +167,24 @@ class SearchIndex:
         """).to_arrow_table()
         self.first_rank = np.full(n, -1, dtype=np.int32)
         self.first_rank[first.column("eid").to_numpy()] = first.column("rank").to_numpy()
+        # Which terms are words of a name or synonym (not only of descriptions): plural and
+        # spelling variants of a query word are looked for among these.
+        in_short = (self.role[self.post_eid] != LONG).astype(np.int64)
+        self.term_short = np.add.reduceat(in_short, self.term_offsets[:-1]) > 0 if len(
+            in_short) else np.zeros(len(self.terms), dtype=bool)
+        self.term_short &= np.diff(self.term_offsets) > 0
+        stop = ", ".join(f"'{w}'" for w in STOPWORDS)
+        initials = con.execute(f"""
+            SELECT ini, list(eid ORDER BY eid) AS eids FROM (
+                SELECT eid, array_to_string(list_transform(words, w -> w[1]), '') AS ini
+                FROM (SELECT eid, list_filter(string_split(trim(tok), ' '),
+                                              w -> w NOT IN ({stop}, 's') AND w[1] NOT BETWEEN '0'
+                                              AND '9') AS words
+                      FROM entries WHERE role <> {LONG})
+                WHERE len(words) BETWEEN 2 AND 8)
+            GROUP BY ini
+        """).fetchall()
+        self.initials: dict[str, list[int]] = dict(initials)
 
         # Trigrams of the short entries, grouped by trigram with numpy (faster than asking
         # DuckDB for distinct, sorted pairs); a trigram repeated in one entry counts once.
@@ -193,6 +220,16 @@ class SearchIndex:
         self.by_length = np.argsort(lengths, kind="stable")
         self.length_offsets = np.searchsorted(lengths[self.by_length],
                                               np.arange(int(lengths.max(initial=0)) + 2))
+
+    def variants(self, word: str) -> list[tuple[str, str]]:
+        """Plural and spelling variants of a query word (:func:`text.word_variants`) that are
+        words of some name or synonym of this index, with their kind."""
+        found = []
+        for variant, kind in word_variants(word):
+            rank = self.term_rank.get(variant)
+            if rank is not None and self.term_short[rank]:
+                found.append((variant, kind))
+        return found
 
     def near_terms(self, word: str, limit: int = 20) -> list[tuple[int, int]]:
         """Terms (rank, edits) within :func:`text.allowed_edits` of ``word`` and with the same
@@ -234,6 +271,8 @@ class SearchIndex:
         self.doclen = np.zeros(0)
         self.num_docs, self.avgdl = 0, 1.0
         self.first_rank = np.zeros(0, dtype=np.int32)
+        self.term_short = np.zeros(0, dtype=bool)
+        self.initials = {}
         self.gram_id = {}
         self.gram_offsets = np.zeros(1, dtype=np.int64)
         self.gram_eid = np.zeros(0, dtype=np.int32)
@@ -309,7 +348,7 @@ class SearchIndex:
         return hit.astype(np.int32), shared / (len(set(grams)) + self.n_grams[hit] - shared)
 
     def memory_bytes(self) -> int:
-        arrays = [self.rid, self.fid, self.role, self.toklen, self.df, self.post_eid, self.post_tf,
+        arrays = [self.rid, self.fid, self.role, self.toklen, self.name_len, self.df, self.post_eid, self.post_tf,
                   self.term_offsets, self.doclen, self.first_rank, self.gram_offsets,
                   self.gram_eid, self.n_grams, self.term_letters, self.term_len, self.by_length,
                   self.length_offsets]

@@ -8,8 +8,15 @@ tier      a row is in it when one of its entries (a field value, or one       sc
 ========  ==============================================================  ==========
 exact     equals the query on a name or id field                              100
 synonym   equals the query on another field (synonyms, abbr, ...)             95
-word      holds every word of the query as a whole word (a phrase in the      [70, 90)
-          query's order ranks higher than the same words in another order)
+plural,   equals the query once its plurals are made singular ("T cells")     [90, 95)
+spelling  or its British spellings American ("anaemia", "tumours")
+abbrev-   has the query as its initials ("IBD": inflammatory bowel           [85, 90)
+iation    disease), when the query is typed as an acronym (two or more
+          capitals) or is a short word no name or synonym has
+word      holds every word of the query as a whole word (a phrase in the      [70, 85)
+          query's order ranks higher than the same words in another order);
+          a word may be held as its singular or American spelling, and the
+          match then says "plural" or "spelling"
 prefix    holds the query with its last word as the start of a word           [50, 70)
 bm25      shares a word with the query, or matches at least half of its       [25, 50)
           words within a typo or two each (1 edit for words of 3-5
@@ -33,22 +40,29 @@ string similarity (Jaro-Winkler and Damerau-Levenshtein, also on sorted words); 
 that similarity with the share of the query's words the entry holds and its BM25 score. Ties
 keep the table's order.
 
-Lower tiers are only computed while the better ones have not filled ``limit`` rows.
+Lower tiers are only computed while the better ones have not filled ``limit`` rows. The
+``match`` of a row says why it matched: the tier's name, except that a *word* row matched only
+through a plural or spelling variant says ``plural`` or ``spelling``.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
 from .index import LONG, NAME, SearchIndex
-from .text import (normalize, one_edit_away, quick_similarity, similarity, trigrams,
-                   word_overlap)
+from .text import (PLURAL, SPELLING, looks_like_acronym, normalize, one_edit_away,
+                   quick_similarity, similarity, trigrams, unpronounceable, word_overlap)
 
-TIERS = ("exact", "synonym", "word", "prefix", "bm25", "typo")
-BANDS = {"exact": (100.0, 100.0), "synonym": (95.0, 95.0), "word": (70.0, 90.0),
+TIERS = ("exact", "synonym", PLURAL, SPELLING, "abbreviation", "word", "prefix", "bm25", "typo")
+BANDS = {"exact": (100.0, 100.0), "synonym": (95.0, 95.0), PLURAL: (90.0, 95.0),
+         SPELLING: (90.0, 95.0), "abbreviation": (85.0, 90.0), "word": (70.0, 85.0),
          "prefix": (50.0, 70.0), "bm25": (25.0, 50.0), "typo": (0.0, 25.0)}
+# Query strings tried per query in the plural/spelling tier (every combination of its words'
+# variants, up to this many).
+MAX_VARIANT_QUERIES = 32
 # How much an entry's field counts inside a tier: names/ids, other short fields, long text.
 ROLE_WEIGHT = np.array([1.0, 0.9, 0.5])
 # Candidates re-scored with jellyfish per list (BM25, trigram): at least this many, and more
@@ -105,6 +119,9 @@ class _Ranking:
         self.case = case_sensitive
         self.placed = np.zeros(index.n_rows, dtype=bool)
         self.hits: list[Hit] = []
+        # Per query word: the word and its plural/spelling variants held by the index, with
+        # their kind (None for the word as typed); None for a case-sensitive search.
+        self.alternatives: list[list[tuple[str, str | None]]] | None = None
 
     # ---- helpers ---------------------------------------------------------------------------
     def full(self) -> bool:
@@ -119,12 +136,15 @@ class _Ranking:
         values = self.index.values.take(np.asarray(eids, dtype=np.int64)).to_pylist()
         return [normalize(v, lower=False) for v in values]
 
-    def place(self, tier: str, eids: np.ndarray, subs: np.ndarray) -> None:
+    def place(self, tier: str, eids: np.ndarray, subs: np.ndarray,
+              matches: dict[int, str] | None = None) -> None:
         """Add the rows not placed yet (each by its best entry) in the order of ``subs``, until
-        ``limit``."""
+        ``limit``; ``matches`` names why an entry matched when that is not the tier's name."""
         if len(eids) == 0 or self.full():
             return
         index = self.index
+        if self.limit is not None:
+            eids, subs = self._best_only(eids, subs, self.limit - len(self.hits))
         order = np.lexsort((eids, -subs))
         eids, subs = eids[order], subs[order]
         rids = index.rid[eids]
@@ -138,18 +158,71 @@ class _Ranking:
                 return
             rid = int(rids[i])
             score = lo + (hi - lo) * 0.999 * min(max(float(subs[i]), 0.0), 1.0)
-            self.hits.append(Hit(rid, round(score, 3), tier, int(eids[i])))
+            eid = int(eids[i])
+            match = matches.get(eid, tier) if matches else tier
+            self.hits.append(Hit(rid, round(score, 3), match, eid))
             self.placed[rid] = True
+
+    def _best_only(self, eids: np.ndarray, subs: np.ndarray, wanted: int):
+        """The entries that can still place one of the ``wanted`` best rows: all with a score
+        at least the k-th best, when they cover enough rows (so sorting a word found in 25k
+        entries costs no more than sorting a few hundred); otherwise all of them."""
+        k = 8 * wanted + 64
+        if len(eids) <= 2 * k:
+            return eids, subs
+        threshold = np.partition(subs, len(subs) - k)[len(subs) - k]
+        keep = subs >= threshold
+        rids = self.index.rid[eids[keep]]
+        if len(np.unique(rids[~self.placed[rids]])) < wanted:
+            return eids, subs
+        return eids[keep], subs[keep]
 
     # ---- tiers -----------------------------------------------------------------------------
     def run(self) -> list[Hit]:
         if not self.q.tokens or self.index.n_entries == 0:
             return []
-        for step in (self.exact, self.word, self.prefix, self.fuzzy):
+        steps, acronym = [self.exact], None
+        if not self.case:
+            self.alternatives = [[(t, None), *self.index.variants(t)] for t in self.q.tokens]
+            acronym = self.acronym()
+            if acronym == "strong":  # before plurals: the S of "IRDS" is no plural
+                steps.append(self.abbreviation)
+            steps.append(self.variant)
+        steps.append(self.word)
+        if acronym == "named":
+            steps.append(self.abbreviation)
+        steps += [self.prefix, self.fuzzy]
+        if not self.case and acronym == "weak":
+            steps.append(self.abbreviation)
+        for step in steps:
             step()
             if self.full():
                 break
         return self.hits
+
+    def acronym(self) -> str | None:
+        """Whether the query may be an acronym (some entry has it as initials), and how sure
+        that is. ``strong`` (ranked right after exact matches): typed as one (``IBD``); or a
+        word no name or synonym has and no typo of one could be (``pbmc``); or one that could
+        not be an English word (``arvc``: three consonants running). ``weak`` (ranked last)
+        otherwise: ``hert`` is more likely a typo of heart, ``renal`` a word. ``named`` (ranked
+        right after word matches) when a name starts with it: ``MEND syndrome`` for MEND."""
+        tokens = self.q.tokens
+        token = tokens[0]
+        if len(tokens) != 1 or not 2 <= len(token) <= 6 or not token.isalpha():
+            return None
+        if token not in self.index.initials:
+            return None
+        rank = self.index.term_rank.get(token)
+        if rank is not None and self._starts_a_name(token, rank):
+            return "named"  # "MEND syndrome" is what MEND means, before any initials
+        if looks_like_acronym(self.q.text.strip()) or unpronounceable(token):
+            return "strong"
+        if rank is not None and self.index.term_short[rank]:
+            return "weak"
+        if len(token) <= 4 or not self.index.near_terms(token, limit=1):
+            return "strong"
+        return "weak"
 
     def exact(self) -> None:
         index, q = self.index, self.q
@@ -160,29 +233,82 @@ class _Ranking:
         self.place("exact", eids[names], np.ones(int(names.sum())))
         self.place("synonym", eids[~names], np.ones(int((~names).sum())))
 
-    def _holding(self, tokens: list[str]) -> np.ndarray | None:
-        """Entries holding every one of ``tokens`` as a whole token (None: some token is in no
-        entry at all)."""
-        found = None
-        for token in sorted(set(tokens), key=lambda t: len(self.index.postings(t))):
-            posting = self.index.postings(token)
-            if len(posting) == 0:
+    def variant(self) -> None:
+        """Entries equal to the query once some of its words are replaced by their singular or
+        American spelling (every combination, up to ``MAX_VARIANT_QUERIES``)."""
+        if all(len(options) == 1 for options in self.alternatives):
+            return
+        found: dict[int, str] = {}
+        combos = itertools.islice(itertools.product(*self.alternatives), MAX_VARIANT_QUERIES + 1)
+        next(combos)  # the query as typed: the exact tier's
+        for combo in combos:
+            kinds = [kind for _, kind in combo if kind]
+            for eid in self.index.exact.get(f" {' '.join(w for w, _ in combo)} ", ()):
+                found.setdefault(eid, PLURAL if PLURAL in kinds else SPELLING)
+        if not found:
+            return
+        eids = self.open(np.fromiter(found, dtype=np.int32, count=len(found)))
+        subs = ROLE_WEIGHT[self.index.role[eids]] * (1.0 - 0.002 * self.index.toklen[eids] / 100)
+        # One band for both kinds: the tier is where they rank, the match says which it was.
+        self.place(PLURAL, eids, subs, {e: found[e] for e in eids.tolist()})
+
+    def _starts_a_name(self, token: str, rank: int) -> bool:
+        eids = self.index.postings(token)
+        return bool(np.any((self.index.role[eids] == NAME) & (self.index.first_rank[eids] == rank)))
+
+    def abbreviation(self) -> None:
+        """Entries whose initials are the query; names before synonyms, shorter ones (the more
+        general terms) first."""
+        index = self.index
+        eids = self.open(np.asarray(index.initials.get(self.q.tokens[0], ()), dtype=np.int32))
+        if len(eids):
+            # Words with digits (IgG4, type 2) are rarely abbreviated to their first letter.
+            digits = np.array([any(c.isdigit() for c in index.tok[e]) for e in eids.tolist()])
+            subs = (ROLE_WEIGHT[index.role[eids]] / (1.0 + index.toklen[eids] / 100)
+                    * np.where(digits, 0.9, 1.0))
+            self.place("abbreviation", eids, subs)
+
+    def _holding(self, tokens: list[str] | list[list[str]]) -> np.ndarray | None:
+        """Entries holding every one of ``tokens`` as a whole token, or one of the alternatives
+        when a token is a list of them (None: some token is in no entry at all)."""
+        postings = []
+        for token in tokens:
+            words = [token] if isinstance(token, str) else token
+            parts = [p for p in (self.index.postings(w) for w in words) if len(p)]
+            if not parts:
                 return None
+            postings.append(parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts)))
+        found = None
+        for posting in sorted(postings, key=len):
             found = posting if found is None else np.intersect1d(found, posting,
                                                                  assume_unique=True)
         return found
 
     def word(self) -> None:
-        """Entries holding every word of the query; as a phrase (in the query's order) they
-        rank a little higher than in another order."""
+        """Entries holding every word of the query (or a plural/spelling variant of it); as a
+        phrase (in the query's order) they rank a little higher than in another order, and
+        through a variant a little lower than as typed."""
         index, q = self.index, self.q
         tokens = q.tokens
-        eids = self._holding(tokens)
+        alternatives = self.alternatives
+        varied = alternatives is not None and any(len(a) > 1 for a in alternatives)
+        if varied:
+            eids = self._holding([[w for w, _ in options] for options in alternatives])
+        else:
+            eids = self._holding(tokens)
         if eids is None:
             return
         eids = self.open(eids)
         if len(eids) == 0:
             return
+        matches, as_typed = None, True
+        if varied:
+            typed = self._holding(tokens)
+            as_typed = (np.isin(eids, typed) if typed is not None
+                        else np.zeros(len(eids), dtype=bool))
+            kinds = {kind for options in alternatives for _, kind in options[1:]}
+            label = PLURAL if PLURAL in kinds else SPELLING
+            matches = {e: label for e in eids[~as_typed].tolist()}
         if self.case:
             wanted = set(q.tokc.split())
             cased = self.cased(eids)
@@ -193,12 +319,17 @@ class _Ranking:
             texts, phrase_of = None, q.tok
         if len(tokens) > 1:
             texts = texts if texts is not None else [index.tok[e] for e in eids.tolist()]
-            phrase = np.array([phrase_of in t for t in texts], dtype=bool)
+            phrases = [phrase_of]
+            if varied:
+                combos = itertools.islice(itertools.product(*alternatives), MAX_VARIANT_QUERIES)
+                phrases = [f" {' '.join(w for w, _ in combo)} " for combo in combos]
+            phrase = np.array([any(p in t for p in phrases) for t in texts], dtype=bool)
         else:
             phrase = np.ones(len(eids), dtype=bool)
         cover = np.minimum((len(q.tok) - 2) / np.maximum(index.toklen[eids], 1), 1.0)
-        subs = ROLE_WEIGHT[index.role[eids]] * cover * np.where(phrase, 1.0, 0.85)
-        self.place("word", eids, subs)
+        subs = (ROLE_WEIGHT[index.role[eids]] * cover * np.where(phrase, 1.0, 0.85)
+                * np.where(as_typed, 1.0, 0.85) * self.general(eids))
+        self.place("word", eids, subs, matches)
 
     def prefix(self) -> None:
         index, q = self.index, self.q
@@ -226,29 +357,43 @@ class _Ranking:
             keep = np.array([q.tokc[:-1] in t for t in self.cased(eids)], dtype=bool)
             eids, starts = eids[keep], starts[keep]
         cover = np.minimum((len(head) - 1) / np.maximum(index.toklen[eids], 1), 1.0)
-        subs = ROLE_WEIGHT[index.role[eids]] * (0.5 * starts + 0.5 * cover)
+        subs = ROLE_WEIGHT[index.role[eids]] * (0.5 * starts + 0.5 * cover) * self.general(eids)
         self.place("prefix", eids, subs)
 
     def fuzzy(self) -> None:
         """BM25 and typo tiers: two short candidate lists, re-scored with jellyfish."""
         index, q = self.index, self.q
         budget = CANDIDATES if self.limit is None else max(CANDIDATES, 4 * self.limit)
+        # Once the query has found what it names (an exact, synonym, plural, spelling or
+        # abbreviation match), these tiers only fill the tail: fewer BM25 candidates will do,
+        # and typo candidates are only the strings one edit away (no trigram search).
+        # (With no limit every match is wanted, so all candidates are looked at.)
+        found = (self.limit is not None and bool(self.hits)
+                 and self.hits[0].score >= BANDS["abbreviation"][0])
+        per_row = 1 if found else RESCORED_PER_ROW
+        if found:
+            budget = max(2 * (self.limit - len(self.hits)), 10)
         bm25_eids, bm25_scores = index.bm25(q.tokens, fuzzy=True)
         keep = self._open_mask(bm25_eids)
         bm25_eids, bm25_scores = bm25_eids[keep], bm25_scores[keep]
         top_bm25 = _top(bm25_eids, bm25_scores, budget)
-        gram_eids, jaccard = index.trigram_overlap(list(q.grams))
-        keep = self._open_mask(gram_eids)
-        top_grams = _top(gram_eids[keep], jaccard[keep], budget)
-        near = [e for text in one_edit_away(q.tok.strip())
-                for e in index.exact.get(f" {' '.join(text.split())} ", ())]
-        near = np.asarray(near, dtype=np.int32)
+        top_grams = np.zeros(0, dtype=np.int32)
+        if not found:
+            gram_eids, jaccard = index.trigram_overlap(list(q.grams))
+            keep = self._open_mask(gram_eids)
+            top_grams = _top(gram_eids[keep], jaccard[keep], budget)
+        near = np.asarray([e for text in one_edit_away(q.tok.strip())
+                           for e in index.exact.get(f" {' '.join(text.split())} ", ())],
+                          dtype=np.int32)
         near = near[self._open_mask(near)]
         candidates = np.union1d(np.union1d(top_bm25, top_grams), near).astype(np.int32)
         if len(candidates) == 0:
             return
         best_bm25 = float(bm25_scores.max()) if len(bm25_scores) else 0.0
-        bm25_of = dict(zip(bm25_eids.tolist(), bm25_scores.tolist()))
+        # BM25 of the candidates only (a common word's postings run to tens of thousands).
+        at = np.minimum(np.searchsorted(bm25_eids, candidates), max(len(bm25_eids) - 1, 0))
+        held = bm25_eids[at] == candidates if len(bm25_eids) else np.zeros(len(candidates), bool)
+        bm25_of = dict(zip(candidates[held].tolist(), bm25_scores[at[held]].tolist()))
         if self.case:
             query = q.tokc.strip()[:MAX_COMPARED]
             texts = [t.strip() for t in self.cased(candidates)]
@@ -272,7 +417,7 @@ class _Ranking:
                 return
             entries = sorted(pool[tier], key=lambda c: (-c[0], c[1]))
             if self.limit is not None:
-                entries = entries[:RESCORED_PER_ROW * (self.limit - len(self.hits)) + 10]
+                entries = entries[:per_row * (self.limit - len(self.hits)) + 10]
             eids, subs = [], []
             for _, eid, text, role, soft, relevance in entries:
                 # Word order only matters between strings with mostly the same words.
@@ -287,6 +432,11 @@ class _Ranking:
                 eids.append(eid)
                 subs.append(ROLE_WEIGHT[role] * sub)
             self.place(tier, np.array(eids, dtype=np.int32), np.array(subs))
+
+    def general(self, eids: np.ndarray) -> np.ndarray:
+        """A factor just below 1 that is smaller for rows with longer names, so that of two
+        entries matching alike, the row with the shorter name (the general term) wins."""
+        return 1.0 - 0.002 * np.minimum(self.index.name_len[self.index.rid[eids]], 200) / 200
 
     def _open_mask(self, eids: np.ndarray) -> np.ndarray:
         index = self.index

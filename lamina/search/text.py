@@ -181,3 +181,68 @@ def _pair(a: str, b: str) -> float:
     else:
         dl = 1.0 - jellyfish.damerau_levenshtein_distance(a, b) / longest
     return 0.5 * (jw + dl)
+
+
+# ---- how biologists spell a word: plurals and British spellings --------------------------------
+# Each rule rewrites a query word's ending (plural -> singular) or a spelling (British ->
+# American, the ontologies' spelling); a rewrite is used only when the index holds the result as
+# a word, so a rule that misfires on some other word finds nothing rather than something wrong.
+IRREGULAR_SINGULARS = {"teeth": "tooth", "feet": "foot", "men": "man", "women": "woman",
+                       "children": "child", "mice": "mouse", "lice": "louse", "geese": "goose"}
+SINGULAR_ENDINGS = (  # (plural ending, singular ending), tried in turn
+    ("ies", "y"), ("ices", "ex"), ("ices", "ix"), ("ses", "sis"), ("es", "is"), ("ves", "f"),
+    ("ves", "fe"), ("es", ""), ("s", ""), ("ae", "a"), ("i", "us"), ("a", "um"), ("a", "on"),
+)
+AMERICAN_SPELLINGS = (  # (pattern, replacement) on one word, British -> American
+    (re.compile(r"ae"), "e"), (re.compile(r"oe"), "e"), (re.compile(r"our(?=s?$)"), "or"),
+    (re.compile(r"(?<=[bcdfghklmnpstvz])re(?=s?$)"), "er"), (re.compile(r"is(?=e[ds]?$|ation|ing)"),
+                                                           "iz"),
+    (re.compile(r"ys(?=e[ds]?$|ing)"), "yz"), (re.compile(r"^leuc"), "leuk"),
+    (re.compile(r"^sulph"), "sulf"), (re.compile(r"ll(?=ed$|ing$)"), "l"),
+    (re.compile(r"ogue(?=s?$)"), "og"),
+)
+PLURAL, SPELLING = "plural", "spelling"
+# Small words initials skip: "CNS" is central nervous system, "NRL" nucleus recessus lateralis
+# (and the "s" of a possessive: "GSV" is great saphenous vein, not Guérin's valve).
+STOPWORDS = ("of", "and", "the", "in", "to", "with", "for", "by", "or", "a", "an", "on", "at")
+
+
+def word_variants(word: str) -> list[tuple[str, str]]:
+    """Words a query word may stand for, with why: its singulars (``cells`` -> ``cell``,
+    ``nuclei`` -> ``nucleus``, ``vertebrae`` -> ``vertebra``) and its American spelling
+    (``tumours`` -> ``tumors`` and ``tumor``, ``haematopoietic`` -> ``hematopoietic``). Not
+    checked against anything: the index keeps the ones it holds."""
+    out: dict[str, str] = {}
+    if len(word) >= 4 and word.isalpha():
+        american = word
+        for pattern, new in AMERICAN_SPELLINGS:
+            american = pattern.sub(new, american)
+        if american != word:
+            out[american] = SPELLING
+        for base, kind in ((word, None), (american, SPELLING)):
+            if base in IRREGULAR_SINGULARS:
+                out.setdefault(IRREGULAR_SINGULARS[base], PLURAL)
+            for plural, singular in SINGULAR_ENDINGS:
+                if base.endswith(plural) and len(base) - len(plural) >= 2:
+                    stem = base[:len(base) - len(plural)] + singular
+                    if stem != word and not base.endswith(("ss", "us", "is")) or plural == "ses":
+                        out.setdefault(stem, PLURAL)
+    out.pop(word, None)
+    return list(out.items())
+
+
+def looks_like_acronym(text: str) -> bool:
+    """A query typed as an acronym: one word of 2-6 letters with at least two capitals."""
+    return 2 <= len(text) <= 6 and text.isalpha() and sum(c.isupper() for c in text) >= 2
+
+
+_CONSONANT_RUN = re.compile(r"[^aeiouy]{3}")
+
+
+def unpronounceable(word: str) -> bool:
+    """A lower-case word that reads as letters, not as an English word: no vowel, or three
+    consonants running outside the clusters English words have (``pbmc``, ``arvc``, ``cns``)."""
+    return not re.search(r"[aeiouy]", word) or any(
+        run not in ("str", "mph", "nth", "sch", "scr", "spr", "spl", "chr", "phr", "thr", "ght",
+                    "tch", "nch", "rch", "rst", "nst", "mpl", "ntr", "ndr", "sth", "rth", "lth")
+        for run in _CONSONANT_RUN.findall(word))
