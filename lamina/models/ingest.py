@@ -74,7 +74,8 @@ from ..catalog.store import Change, Snapshot
 from ..engine.features import FeatureInfo
 from ..engine.session import session_for
 from ..errors import ValidationError
-from .base import SQLRecord, model_for
+from .base import model_for
+from .labels import LabelResolver, create_labels, labels_from_values
 
 DEFAULT_CHUNK_SIZE = 100_000
 # Measured on a 2-core VM: small files hash and copy fastest with few threads (the work is
@@ -377,107 +378,6 @@ def _mixed_to_arrow(values: list) -> pa.Array:
                     type=pa.string())
 
 
-# ---- labels ---------------------------------------------------------------------------------
-class _Labels:
-    """Name -> id of one label registry (and Record type), asked for only the names not yet
-    known; one read of the registry's Delta snapshot per call."""
-
-    def __init__(self, instance: Instance, info: FeatureInfo):
-        dtype = info.dtype
-        self.instance = instance
-        self.spec = dtype.label_spec
-        self.type_name = dtype.label_type
-        self.field = self.spec.name_field or "name"
-        self.ids: dict[str, int] = {}
-        self.missing: set[str] = set()
-        self.type_id: int | None = None
-        self.type_error: str | None = None
-        if self.type_name:
-            rows = instance.store(self.spec).snapshot().read(
-                ["id"], (pc.field(self.field) == self.type_name)
-                & (pc.field("is_type") == True)).column("id").to_pylist()  # noqa: E712
-            if rows:
-                self.type_id = min(rows)
-            else:
-                self.type_error = (f"{self.spec.model} type {self.type_name!r} does not exist; "
-                                   f"create it with ln.{self.spec.model}(name="
-                                   f"{self.type_name!r}, is_type=True).save()")
-
-    @property
-    def label(self) -> str:
-        return self.spec.model + (f"[{self.type_name}]" if self.type_name else "")
-
-    def _filter(self, names: list[str]):
-        cond = pc.field(self.field).isin(names)
-        if self.spec.column("branch_id") is not None:
-            cond = cond & (pc.field("branch_id") == MAIN_BRANCH_ID)
-        if self.type_name:
-            cond = cond & (pc.field("type_id") == (self.type_id or -1))
-        return cond
-
-    def lookup(self, names) -> set[str]:
-        """Resolve ``names``; return the ones the registry does not have."""
-        unknown = [n for n in names if n not in self.ids and n not in self.missing]
-        if unknown and self.type_error is None:
-            found = self.instance.store(self.spec).snapshot().read(
-                ["id", self.field], self._filter(unknown))
-            if found.num_rows:
-                frame = pl.from_arrow(found).group_by(self.field).agg(pl.col("id").min())
-                self.ids.update(zip(frame[self.field].to_list(), frame["id"].to_list()))
-        elif unknown:
-            self.missing.update(unknown)
-        self.missing.update(n for n in unknown if n not in self.ids)
-        return {n for n in names if n not in self.ids}
-
-    def create(self) -> int:
-        """Create the missing labels in one commit (bionty: validated against its ontology)."""
-        names = sorted(self.missing)
-        if not names:
-            return 0
-        if self.spec.module == "bionty":
-            return self._create_bionty(names)
-        ids = create_labels(self.instance, self.spec, names, self.type_id)
-        self.ids.update(ids)
-        self.missing.clear()
-        return len(names)
-
-    def _create_bionty(self, names: list[str]) -> int:
-        model = model_for(self.spec)
-        records = model.from_values(names, field=self.field, mute=True)
-        bad = set(getattr(records, "non_validated", []))
-        mapper = getattr(records, "synonyms_mapper", {})
-        if len(records):
-            from .. import bionty
-
-            bionty.save(list(records))
-        by_name = {r._data.get(self.field): r._data["id"] for r in records}
-        created = []
-        for name in names:
-            standard = mapper.get(name, name)
-            if standard in by_name and by_name[standard] is not None:
-                self.ids[name] = by_name[standard]
-                created.append(name)
-        self.missing = {n for n in names if n not in self.ids} | bad
-        return len(created)
-
-
-def create_labels(instance: Instance, spec, names: list[str], type_id: int | None = None,
-                  ) -> dict[str, int]:
-    """Name -> id for ``names`` in a registry with a ``name`` field, adding the missing ones in
-    one commit (re-planned if another writer added some of them meanwhile)."""
-    field_name = spec.name_field or "name"
-    scope = None
-    if spec.column("branch_id") is not None:
-        scope = pc.field("branch_id") == MAIN_BRANCH_ID
-    if type_id is not None:
-        in_type = pc.field("type_id") == type_id
-        scope = in_type if scope is None else scope & in_type
-    rows = [{field_name: name, **({"type_id": type_id} if type_id is not None else {})}
-            for name in names]
-    stored = writer.insert(instance, spec, rows, unique=field_name, scope=scope)
-    return {name: row["id"] for name, row in zip(names, stored)}
-
-
 # ---- files --------------------------------------------------------------------------------
 def _b16_to_b64(text: str) -> str | None:
     try:
@@ -766,7 +666,7 @@ def _list_parts(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
             pc.list_flatten(array).to_numpy(zero_copy_only=False))
 
 
-def _encode_labels(n: int, parents: np.ndarray, flat: pa.Array, labels: _Labels) -> pa.Array:
+def _encode_labels(n: int, parents: np.ndarray, flat: pa.Array, labels: LabelResolver) -> pa.Array:
     """Label names -> a ``list<int64>`` column of ids (unknown names are left out)."""
     if not labels.ids or not len(flat):
         return pa.nulls(n, pa.list_(pa.int64()))
@@ -787,7 +687,7 @@ class _Context:
     instance: Instance
     features: dict[str, FeatureInfo]  # manifest column -> feature
     fields: list[str]  # settable artifact fields present in the manifest
-    labels: dict[tuple, _Labels]  # (label table, type) -> resolver
+    labels: dict[tuple, LabelResolver]  # (label table, type) -> resolver
     roots: list[tuple[int | None, str]]  # registered storage roots, longest first
     target_id: int | None  # storage that copies go to (None: not registered yet)
     target_root: str
@@ -872,12 +772,12 @@ class IngestBatch:
                                         "(several feature types have it)"))
                 else:
                     features[name] = found[0]
-        labels: dict[tuple, _Labels] = {}
+        labels: dict[tuple, LabelResolver] = {}
         for info in features.values():
             if info.dtype.is_categorical:
                 k = (info.dtype.label_spec.qualified, info.dtype.label_type)
                 if k not in labels:
-                    labels[k] = _Labels(instance, info)
+                    labels[k] = LabelResolver.for_feature(instance, info)
         self._source.string_columns(
             [self.path_column, self.key_column, "description", "kind", "otype", "version_tag",
              "hash", *[c for c, i in features.items()
@@ -1236,7 +1136,7 @@ class IngestBatch:
         self._validated = (report, failed_rows)
         return self._validated
 
-    def _bionty_unknown(self, ctx, labels: _Labels, issues_all, failed) -> None:
+    def _bionty_unknown(self, ctx, labels: LabelResolver, issues_all, failed) -> None:
         """With create_labels, bionty names must exist in the ontology: ask it once."""
         model = model_for(labels.spec)
         try:
@@ -1729,87 +1629,7 @@ def from_dir(path_or_uri, *, key_prefix: str | None = None, **kwargs) -> IngestB
     return from_manifest(manifest, **kwargs)
 
 
-# ---- ln.save -------------------------------------------------------------------------------------
-def save(records, **kwargs):
-    """Save a batch from ``from_manifest`` (returns its report), one record, or many records:
-    unsaved records of one registry are inserted with one commit per registry."""
-    if isinstance(records, IngestBatch):
-        return records.save()
-    if isinstance(records, SQLRecord):
-        return records.save()
-    records = [r for r in records if r is not None]
-    from ..bionty.models import BioRecord
-
-    bio = [r for r in records if isinstance(r, BioRecord)]
-    if bio:
-        from .. import bionty
-
-        bionty.save(bio, **kwargs)
-    by_model: dict[type, list[SQLRecord]] = {}
-    for record in records:
-        if isinstance(record, BioRecord):
-            continue
-        if not isinstance(record, SQLRecord):
-            raise ValidationError(f"ln.save() takes records or a batch, got {record!r}")
-        by_model.setdefault(type(record), []).append(record)
-    for model, group in by_model.items():
-        # Registries without their own save or insert rule are inserted in bulk; the others
-        # (artifacts upload files, features check dtypes, ...) save one by one.
-        plain = model._plan_insert is SQLRecord._plan_insert and model.save is SQLRecord.save
-        pending = [r for r in group if plain and r._data.get("id") is None]
-        for record in group:
-            if not (plain and record._data.get("id") is None):
-                record.save()
-        if pending:
-            _bulk_insert(model, pending)
-    return records
-
-
-def _bulk_insert(model, records: list[SQLRecord]) -> None:
-    instance = current()
-    for record in records:
-        record._fill_defaults(instance)
-    rows = writer.insert(instance, model._spec, [dict(r._data) for r in records])
-    for record, row in zip(records, rows):
-        record._adopt(row)
-
-
-def labels_from_values(model, values, field: str | None = None, *, create: bool = False,
-                       type=None) -> list:
-    """Records whose ``field`` is one of ``values``, read with one query; with
-    ``create=True`` the missing ones are returned as new, unsaved records (``ln.save(records)``
-    inserts them with one commit)."""
-    spec = model._spec
-    field = field or spec.name_field or "name"
-    if spec.column(field) is None:
-        raise ValidationError(f"{spec.model} has no field {field!r}")
-    if isinstance(values, str):
-        values = [values]
-    wanted = [v for v in dict.fromkeys(str(v) for v in values if v is not None)]
-    if not wanted:
-        return []
-    cond = pc.field(field).isin(wanted)
-    if spec.column("branch_id") is not None:
-        cond = cond & (pc.field("branch_id") == MAIN_BRANCH_ID)
-    type_id = None
-    if type is not None:
-        type_id = type._lamina_id()
-        cond = cond & (pc.field("type_id") == type_id)
-    rows = current().store(spec).snapshot().read(filter=cond).to_pylist()
-    by_value: dict = {}
-    for row in sorted(rows, key=lambda r: r["id"]):
-        by_value.setdefault(row[field], row)
-    records = [model._from_row(by_value[v]) for v in wanted if v in by_value]
-    missing = [v for v in wanted if v not in by_value]
-    if missing and create:
-        extra = {"type": type} if type is not None else {}
-        records.extend(model(**{field: v}, **extra) for v in missing)
-    elif missing:
-        shown = ", ".join(repr(v) for v in missing[:10]) + (" ..." if len(missing) > 10 else "")
-        log.info(f"{len(missing)} value(s) are not in {spec.model}: {shown}; pass create=True "
-                 "to create them")
-    return records
 
 
 __all__ = ["IngestBatch", "IngestError", "IngestReport", "Issue", "from_manifest", "from_dir",
-           "manifest_of_dir", "save", "labels_from_values", "create_labels", "hash_from_listing"]
+           "manifest_of_dir", "labels_from_values", "create_labels", "hash_from_listing"]
