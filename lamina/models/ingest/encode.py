@@ -8,7 +8,7 @@ import json
 import polars as pl
 import pyarrow as pa
 
-from ...engine.features import FeatureInfo
+from ...engine.features import FeatureInfo, parse_dtype
 from ...errors import ValidationError
 from .context import MANIFEST
 from .report import Issues
@@ -141,14 +141,30 @@ def encode(df: pl.DataFrame, name: str, info: FeatureInfo, issues: Issues) -> pl
     if kind == "list":
         inner = pl.from_arrow(pa.array([], type=info.dtype.arrow.value_type)).dtype
         if isinstance(dtype, pl.List):
-            out = col.list.eval(pl.element().cast(inner, strict=False))
-            lost = (col.list.eval(pl.element().is_not_null()).list.sum()
-                    != out.list.eval(pl.element().is_not_null()).list.sum())
-            issues.add(df, present & lost, name, f"{where} expects a list of {inner}")
-            return pl.when(present & lost).then(None).otherwise(out)
+            return _encode_list(df, name, info, inner, issues)
         issues.add(df, present, name, f"{where} expects a list, got a {dtype} value")
         return pl.lit(None, dtype=pl.List(inner))
     raise ValidationError(f"{where}: unsupported dtype")  # pragma: no cover
+
+
+def _encode_list(df: pl.DataFrame, name: str, info: FeatureInfo, inner: pl.DataType,
+                 issues: Issues) -> pl.Series:
+    """A list column: every element follows the rules of the inner dtype (those of a single
+    value); a list with an element that does not fit is an issue of its row."""
+    element = FeatureInfo(info.id, info.name, parse_dtype(info.dtype.text[len("list["):-1]))
+    lists = df.select("_row", pl.col(MANIFEST + name), pl.col(MANIFEST + name).list.len()
+                      .alias("_n"))
+    elements = lists.filter(pl.col("_n") > 0).explode(MANIFEST + name)
+    refused = Issues()
+    encoded = elements.select("_row", encode(elements, name, element, refused).alias("_v"))
+    by_row = encoded.group_by("_row", maintain_order=True).agg(pl.col("_v"))
+    out = lists.join(by_row, on="_row", how="left", maintain_order="left").select(
+        pl.when(pl.col("_n") == 0).then(pl.col(MANIFEST + name).cast(pl.List(inner)))
+        .otherwise(pl.col("_v")).alias("_v"))["_v"]
+    bad = lists["_row"].is_in(pl.Series(refused.rows(), dtype=pl.Int64).implode())
+    issues.add(df, bad, name, f"feature {info.name!r} ({info.dtype.text}) expects a list of "
+                              f"{inner}")
+    return pl.when(bad).then(None).otherwise(out)
 
 
 def _polars_type(info: FeatureInfo):
