@@ -17,7 +17,7 @@ from .planner import Compiler, Q
 from .session import session_for
 
 
-class Record(Protocol):
+class Model(Protocol):
     """The record class a QuerySet returns rows as (given by the models layer, which the
     engine does not import)."""
 
@@ -52,7 +52,7 @@ class _LazyFeatures:
 
 
 class QuerySet:
-    def __init__(self, model: type[Record], q: Q | None = None, order_by: tuple = (),
+    def __init__(self, model: type[Model], q: Q | None = None, order_by: tuple = (),
                  limit: int | None = None, offset: int = 0, distinct: bool = False):
         self.model = model
         self.spec = model._spec
@@ -230,13 +230,13 @@ class QuerySet:
 
     df = to_dataframe
 
-    def _records(self, limit=None, offset=None, order_by=None) -> list[Record]:
+    def _records(self, limit=None, offset=None, order_by=None) -> list[Model]:
         sql, params, specs = self._compile(order_by=order_by or self._order_by or ("id",),
                                            limit=limit, offset=offset)
         rows = self._run(sql, params, specs).to_pylist()
         return [self.model._from_row(row) for row in rows]
 
-    def to_list(self) -> list[Record]:
+    def to_list(self) -> list[Model]:
         return self._records()
 
     def __iter__(self):
@@ -278,17 +278,17 @@ class QuerySet:
             raise IndexError(f"QuerySet index {item} out of range")
         return found[0]
 
-    def first(self) -> Record | None:
+    def first(self) -> Model | None:
         found = self._records(limit=1)
         return found[0] if found else None
 
-    def last(self) -> Record | None:
+    def last(self) -> Model | None:
         order = self._order_by or ("id",)
         reversed_order = tuple(t[1:] if t.startswith("-") else f"-{t}" for t in order)
         found = self._records(limit=1, order_by=reversed_order)
         return found[0] if found else None
 
-    def one(self) -> Record:
+    def one(self) -> Model:
         found = self._records(limit=2)
         if not found:
             raise DoesNotExist(f"no {self.spec.model} matches {self.q!r}")
@@ -297,13 +297,13 @@ class QuerySet:
                 f"more than one {self.spec.model} matches {self.q!r}; narrow the filter")
         return found[0]
 
-    def one_or_none(self) -> Record | None:
+    def one_or_none(self) -> Model | None:
         try:
             return self.one()
         except DoesNotExist:
             return None
 
-    def get(self, idlike=None, **conditions) -> Record:
+    def get(self, idlike=None, **conditions) -> Model:
         """The one record matching ``idlike`` (id, uid or uid prefix) and ``conditions``."""
         return self.model._get_from(self, idlike, **conditions)
 
