@@ -19,7 +19,9 @@ install-test: $(BIN)/python
 demo: install
 	$(BIN)/python -m lamina.demo $(DEMO_ROOT)
 
+# lint-imports checks the layer contracts of pyproject.toml ([tool.importlinter]) first.
 test: install-test
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 clean:

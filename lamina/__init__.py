@@ -34,7 +34,7 @@ __all__ = [
 def __getattr__(name: str):
     # Bulk saving pulls in Polars; import it when first used, not with every `import lamina`.
     if name == "save":
-        from .models.ingest import save
+        from .models.saving import save
 
         return save
     raise AttributeError(f"module 'lamina' has no attribute {name!r}")

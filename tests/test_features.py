@@ -251,3 +251,34 @@ def test_track_records_lineage_and_run_params(world, tmp_path, monkeypatch):
     versions = ln.Transform.filter(key="train.py").order_by("id").to_list()
     assert len(versions) == 2 and versions[0].uid[:12] == versions[1].uid[:12]
     assert [v.is_latest for v in versions] == [False, True]
+
+
+def test_label_names_resolve_within_their_record_type_on_every_path(instance, tmp_path):
+    """The same name in two Record types: from_values, add_values and a manifest all pick the
+    record of the type asked for, and create missing ones inside that type."""
+    treatment = ln.Record(name="Treatment", is_type=True).save()
+    donor = ln.Record(name="Donor", is_type=True).save()
+    as_treatment = ln.Record(name="X", type=treatment).save()
+    as_donor = ln.Record(name="X", type=donor).save()
+    assert [r.id for r in ln.Record.from_values(["X"], type=donor)] == [as_donor.id]
+    assert [r.id for r in ln.Record.from_values(["X"], type=treatment)] == [as_treatment.id]
+
+    ln.Feature(name="donor", dtype=donor).save()
+    artifact = ln.Artifact.from_dataframe(pd.DataFrame({"x": [1]}), key="one.parquet").save()
+    artifact.features.add_values({"donor": "X"})
+    assert ids(ln.Artifact.filter(donor=as_donor)) == {artifact.id}
+    assert ids(ln.Artifact.filter(donor=as_treatment)) == set()
+
+    path = tmp_path / "two.csv"
+    path.write_text("a\n1\n")
+    report = ln.save(ln.Artifact.from_manifest(
+        pd.DataFrame({"path": [str(path)], "key": ["two.csv"], "donor": ["X"]})))
+    assert report.new == 1
+    assert ids(ln.Artifact.filter(donor=as_donor)) == {artifact.id, *report.artifact_ids()}
+
+    created = ln.Record.from_values(["X", "Y"], type=treatment, create=True)
+    assert created[0].id == as_treatment.id and created[1].id is None
+    ln.save(created)
+    assert ln.Record.get(name="Y").type_id == treatment.id
+    with pytest.raises(ln.ValidationError, match="Record label"):
+        artifact.features.add_values({"donor": "Y"})  # a Treatment, not a Donor

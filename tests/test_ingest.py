@@ -246,11 +246,11 @@ CHILD = textwrap.dedent("""
     import os, signal, sys
     import pandas as pd
     import lamina as ln
-    from lamina.models import ingest
+    from lamina.models.ingest import staging
 
     ln.connect(sys.argv[1])
     manifest = pd.read_parquet(sys.argv[2])
-    real_upload, calls = ingest._upload_one, [0]
+    real_upload, calls = staging.upload_one, [0]
 
     def upload_then_die(*args, **kwargs):
         calls[0] += 1
@@ -258,7 +258,7 @@ CHILD = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)  # like a killed job: no cleanup runs
         return real_upload(*args, **kwargs)
 
-    ingest._upload_one = upload_then_die
+    staging.upload_one = upload_then_die
     ln.save(ln.Artifact.from_manifest(manifest, chunk_size=100, create_labels=True))
 """)
 

@@ -22,7 +22,7 @@ from ..catalog.store import Snapshot
 from ..engine.planner import Q
 from ..engine.queryset import QuerySet
 from ..errors import FieldError, InstanceError, ValidationError, unknown_field
-from ..models.base import SQLRecord
+from ..models.base import SQLRecord, model_for
 from .public import InspectResult, PublicOntology, _clean_values, _report
 from .sources import COMMON_NAMES, PublicSource, all_sources, default_source, find_source
 
@@ -88,6 +88,11 @@ class BioRecord(SQLRecord):
             return super().save()
         save([self], parents=parents)
         return self
+
+    @classmethod
+    def _save_many(cls, records: list[BioRecord], parents: bool | None = None) -> None:
+        """``ln.save`` of many terms of this registry: one commit, ontology parents too."""
+        save(records, parents=parents)
 
     # ---- public sources --------------------------------------------------------------------
     @classmethod
@@ -522,17 +527,11 @@ def _resolve_foreign_keys(instance: Instance, records: list[BioRecord]) -> None:
 
 def _organism_record(taxon: str) -> BioRecord:
     """The saved Organism of an NCBITaxon id, imported from NCBITaxon if not saved yet."""
-    organism_model = _models()["Organism"]
+    organism_model = model_for(tables.get("bionty.organism"))
     found = organism_model.filter(ontology_id=taxon).first()
     if found is not None:
         return found
     return organism_model.from_source(ontology_id=taxon, mute=True).save()
-
-
-def _models() -> dict[str, type[BioRecord]]:
-    from . import registries
-
-    return registries.BY_NAME
 
 
 # ---- helpers -----------------------------------------------------------------------------------

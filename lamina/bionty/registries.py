@@ -70,9 +70,3 @@ class DevelopmentalStage(BioRecord):
 class Ethnicity(BioRecord):
     _spec = tables.get("bionty.ethnicity")
 
-
-BY_NAME: dict[str, type[BioRecord]] = {
-    cls._spec.model: cls for cls in (
-        Organism, Gene, Protein, CellMarker, CellType, CellLine, Tissue, Disease, Phenotype,
-        Pathway, ExperimentalFactor, DevelopmentalStage, Ethnicity)
-}

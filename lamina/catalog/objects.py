@@ -49,6 +49,26 @@ def hash_from_file_hashes(hashes: list[str]) -> tuple[str, str]:
     return _b64(hashlib.md5(digests).digest()), "md5-d"
 
 
+def _b16_to_b64(text: str) -> str | None:
+    try:
+        return _b64(base64.b16decode(text.strip('"'), casefold=True))
+    except (ValueError, TypeError):
+        return None
+
+
+def hash_from_listing(info: dict) -> str | None:
+    """LaminDB's hash of a cloud object from its listing metadata, without reading it: GCS
+    ``md5Hash``; S3 ``ETag`` (an md5 for single-part uploads; for multipart uploads the hash of
+    the ETag's digits, LaminDB's ``md5-<parts>``)."""
+    if info.get("md5Hash"):
+        return info["md5Hash"].strip('"=')[:22]
+    etag = info.get("ETag") or info.get("etag")
+    if not etag:
+        return None
+    etag = etag.strip('"')
+    return _b16_to_b64(etag.split("-")[0])
+
+
 def describe_local(path: Path) -> tuple[int, str, int | None]:
     """(size, hash, n_files) of a local file or folder; n_files is None for a file."""
     if path.is_dir():

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time
 
 import pyarrow as pa
 
@@ -28,6 +28,7 @@ from ..errors import FieldError, ValidationError
 from .lookups import LOOKUPS, SubQuery, coerce, compare, list_holds_any
 
 FEATURE_ID_PATH = "_feature_id_"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 SEP = "__"
 
 SCALAR_TYPES = {"str": STR, "int": INT, "float": FLOAT, "num": FLOAT, "bool": BOOL,
@@ -99,14 +100,27 @@ def encode(feature: FeatureInfo, value):
         except TypeError as exc:
             raise ValidationError(f"{where}: {exc}") from None
     if dtype.kind == "list":
-        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
             raise ValidationError(f"{where} expects a list, got {value!r}")
-        return [coerce(v, dtype.arrow.value_type, where) for v in value]
-    if dtype.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return [_encode_scalar(v, dtype.arrow.value_type, where) for v in value]
+    return _encode_scalar(value, dtype.arrow, where)
+
+
+def _encode_scalar(value, arrow_type: pa.DataType, where: str):
+    """The write rules on top of a filter's coercion, the same as bulk ingest's (see
+    tests/test_value_encoding.py): an integer column takes whole numbers only, a float column
+    stores floats, a date column takes a datetime only at midnight."""
+    if value is None:
+        return None
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if pa.types.is_integer(arrow_type) and isinstance(value, (int, float)) and not (
+            isinstance(value, bool) or (whole and INT64_MIN <= value <= INT64_MAX)):
+        raise ValidationError(f"{where} expects an integer, got {value!r}")
+    if pa.types.is_floating(arrow_type) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if dtype.kind == "date" and isinstance(value, datetime):
+    if pa.types.is_date(arrow_type) and isinstance(value, datetime) and value.time() != time(0):
         raise ValidationError(f"{where} expects a date, got the datetime {value!r}")
-    return coerce(value, dtype.arrow, where)
+    return coerce(value, arrow_type, where)
 
 
 def decode(feature: FeatureInfo, value):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import pandas as pd
 import pyarrow as pa
@@ -10,6 +10,7 @@ import pyarrow as pa
 from .. import log
 from ..catalog import writer
 from ..catalog.instance import current
+from ..catalog.tables import TableSpec
 from ..errors import (DoesNotExist, FieldError, MultipleResultsFound, ValidationError,
                       did_you_mean)
 from .features import to_display
@@ -17,8 +18,19 @@ from .lookups import SubQuery, coerce
 from .planner import Compiler, Q, relations
 from .session import session_for
 
-if TYPE_CHECKING:
-    from ..models.base import SQLRecord
+
+class Model(Protocol):
+    """The record class a QuerySet returns rows as (given by the models layer, which the
+    engine does not import)."""
+
+    _spec: TableSpec
+
+    @classmethod
+    def _from_row(cls, row: dict) -> Any: ...
+
+    @classmethod
+    def _get_from(cls, qs: QuerySet, idlike, **conditions) -> Any: ...
+
 
 DEFAULT_DATAFRAME_LIMIT = 100
 REPR_LIMIT = 20
@@ -42,7 +54,7 @@ class _LazyFeatures:
 
 
 class QuerySet:
-    def __init__(self, model: type[SQLRecord], q: Q | None = None, order_by: tuple = (),
+    def __init__(self, model: type[Model], q: Q | None = None, order_by: tuple = (),
                  limit: int | None = None, offset: int = 0, distinct: bool = False):
         self.model = model
         self.spec = model._spec
@@ -220,13 +232,13 @@ class QuerySet:
 
     df = to_dataframe
 
-    def _records(self, limit=None, offset=None, order_by=None) -> list[SQLRecord]:
+    def _records(self, limit=None, offset=None, order_by=None) -> list[Model]:
         sql, params, specs = self._compile(order_by=order_by or self._order_by or ("id",),
                                            limit=limit, offset=offset)
         rows = self._run(sql, params, specs).to_pylist()
         return [self.model._from_row(row) for row in rows]
 
-    def to_list(self) -> list[SQLRecord]:
+    def to_list(self) -> list[Model]:
         return self._records()
 
     def __iter__(self):
@@ -268,17 +280,17 @@ class QuerySet:
             raise IndexError(f"QuerySet index {item} out of range")
         return found[0]
 
-    def first(self) -> SQLRecord | None:
+    def first(self) -> Model | None:
         found = self._records(limit=1)
         return found[0] if found else None
 
-    def last(self) -> SQLRecord | None:
+    def last(self) -> Model | None:
         order = self._order_by or ("id",)
         reversed_order = tuple(t[1:] if t.startswith("-") else f"-{t}" for t in order)
         found = self._records(limit=1, order_by=reversed_order)
         return found[0] if found else None
 
-    def one(self) -> SQLRecord:
+    def one(self) -> Model:
         found = self._records(limit=2)
         if not found:
             raise DoesNotExist(f"no {self.spec.model} matches {self.q!r}")
@@ -287,13 +299,13 @@ class QuerySet:
                 f"more than one {self.spec.model} matches {self.q!r}; narrow the filter")
         return found[0]
 
-    def one_or_none(self) -> SQLRecord | None:
+    def one_or_none(self) -> Model | None:
         try:
             return self.one()
         except DoesNotExist:
             return None
 
-    def get(self, idlike=None, **conditions) -> SQLRecord:
+    def get(self, idlike=None, **conditions) -> Model:
         """The one record matching ``idlike`` (id, uid or uid prefix) and ``conditions``."""
         return self.model._get_from(self, idlike, **conditions)
 

@@ -120,7 +120,7 @@ class Artifact(HasFeatures, SQLRecord):
             object.__setattr__(artifact, "_curation", (schema, obj))
         return artifact
 
-    # ---- bulk ingestion (lamina/models/ingest.py) ---------------------------------------
+    # ---- bulk ingestion (lamina/models/ingest/) ------------------------------------------
     @classmethod
     def from_manifest(cls, manifest, **kwargs):
         from .ingest import from_manifest

@@ -11,6 +11,7 @@ from ..engine.features import (FeatureInfo, decode, encode, feature_id_path, par
 from ..engine.planner import Q
 from ..errors import ValidationError, did_you_mean
 from .base import SQLRecord, model_for
+from .labels import label_ids
 
 _PYTHON_DTYPES = {str: "str", int: "int", float: "float", bool: "bool", dict: "dict",
                   date: "date", datetime: "datetime"}
@@ -132,22 +133,7 @@ def resolve_labels(info: FeatureInfo, value) -> list[int]:
             raise ValidationError(f"feature {info.name!r} ({info.dtype.text}) takes "
                                   f"{spec.model} names or records, got {item!r}")
     if names:
-        field = spec.name_field or "name"
-        conditions = {f"{field}__in": names}
-        if info.dtype.label_type:
-            conditions["type__name"] = info.dtype.label_type
-        rows = model.filter(**conditions).to_arrow(columns=["id", field]).to_pylist()
-        by_name = {}
-        for row in rows:
-            by_name.setdefault(row[field], row["id"])
-        missing = [n for n in names if n not in by_name]
-        if missing:
-            raise ValidationError(
-                f"{spec.model} label(s) {missing} of feature {info.name!r} do not exist; "
-                f"create them first, e.g. ln.{spec.model}(name={missing[0]!r}).save()"
-                if spec.module == "core" else
-                f"{spec.model} label(s) {missing} of feature {info.name!r} do not exist")
-        ids.extend(by_name[n] for n in names)
+        ids.extend(label_ids(info, names))
     return list(dict.fromkeys(ids))
 
 

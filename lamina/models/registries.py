@@ -8,6 +8,7 @@ from ..catalog import tables
 from ..catalog.location import Location
 from .base import SQLRecord
 from .features import Feature, HasFeatures
+from .labels import labels_from_values
 from .schema import Schema
 
 
@@ -58,8 +59,6 @@ class Record(HasFeatures, SQLRecord):
     def from_values(cls, values, field: str = "name", *, create: bool = False, type=None):
         """Records for many values with one query; ``create=True`` adds unsaved records for
         the missing ones, which ``ln.save(records)`` inserts with one commit."""
-        from .ingest import labels_from_values
-
         return labels_from_values(cls, values, field, create=create, type=type)
 
 

@@ -11,24 +11,19 @@ Ranking itself happens in :mod:`lamina.search`; this module only turns its answe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pandas as pd
 
 from ..catalog.instance import current
 from ..engine.planner import Q
-from ..engine.queryset import DEFAULT_DATAFRAME_LIMIT, REPR_LIMIT, QuerySet
+from ..engine.queryset import DEFAULT_DATAFRAME_LIMIT, REPR_LIMIT, Model, QuerySet
 from ..engine.session import session_for
 from ..search import search_registry
 
 # The ranking's columns that say why a row matched, appended to ``to_dataframe()``.
 EXPLAINED = ("score", "match", "matched")
 
-if TYPE_CHECKING:
-    from .base import SQLRecord
 
-
-def search_records(model: type[SQLRecord], string: str, *, field=None, limit: int | None = 20,
+def search_records(model: type[Model], string: str, *, field=None, limit: int | None = 20,
                    case_sensitive: bool = False) -> SearchResult:
     ranking = search_registry(session_for(current()), model._spec, string, field=field,
                               limit=limit, case_sensitive=case_sensitive)
@@ -99,7 +94,7 @@ class SearchResult(QuerySet):
 
     df = to_dataframe
 
-    def _records(self, limit=None, offset=None, order_by=None) -> list[SQLRecord]:
+    def _records(self, limit=None, offset=None, order_by=None) -> list[Model]:
         if order_by is not None or not self._ranked():
             return super()._records(limit=limit, offset=offset, order_by=order_by)
         ids = self._present_ids()
@@ -108,7 +103,7 @@ class SearchResult(QuerySet):
         by_id = {r.id: r for r in QuerySet(self.model, Q(id__in=ids))._records()}
         return [by_id[i] for i in ids if i in by_id]
 
-    def last(self) -> SQLRecord | None:
+    def last(self) -> Model | None:
         if not self._ranked():
             return super().last()
         ids = self._present_ids()
