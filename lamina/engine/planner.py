@@ -40,6 +40,20 @@ class Q:
         self.children: tuple = (*children, *sorted(conditions.items()))
         self.connector = _connector
         self.negated = _negated
+        # True for the AND of chained filter() calls: each call finds its own related rows.
+        self.chained = False
+
+    @classmethod
+    def chain(cls, *calls: Q) -> Q:
+        """The AND of the conditions of successive ``filter()`` calls. Within one call, the
+        conditions on a many-valued relation refer to one related row; across calls they do
+        not (Django's rule)."""
+        flat = []
+        for call in calls:
+            flat.extend(call.children if call.chained else [call])
+        chained = cls(*flat)
+        chained.chained = True
+        return chained
 
     def _combine(self, other: Q, connector: str) -> Q:
         if not isinstance(other, Q):
@@ -172,8 +186,8 @@ class Compiler:
         spec = spec or self.spec
         parts, params = [], []
         children = q.children
-        if q.connector == Q.AND:
-            children = _one_related_row(spec, children)
+        if q.connector == Q.AND and not q.chained:
+            children = _one_related_row(spec, _flatten_and(children))
         for child in children:
             if isinstance(child, Q):
                 sql, p = self.where(child, alias, spec)
@@ -363,35 +377,63 @@ class _SameRelatedRow:
     conditions: Q
 
 
-def _one_related_row(spec: TableSpec, children: tuple) -> tuple:
-    """``children`` of an AND node, with the leaves that share a many-valued relation gathered
-    into one :class:`_SameRelatedRow` each. Tests for NULL stay apart: they also match rows
-    with no related row at all."""
-    groups: dict[str, list] = {}
+def _flatten_and(children: tuple) -> tuple:
+    """``children`` of an AND node with their plain AND sub-trees spliced in: ``Q(a) & Q(b)``
+    in one ``filter()`` call is the same call as ``filter(a, b)``."""
+    out = []
     for child in children:
-        if isinstance(child, Q):
-            continue
-        head, *rest = child[0].split(SEP)
-        column = spec.column(head)
-        if column is not None and (column.display or column.json or head == "id"):
-            continue
-        hop = relations(spec).get(head)
-        if hop is None or hop.kind == "fk" or _tests_null(rest or ["exact"], child[1]):
-            continue
-        groups.setdefault(head, []).append(child)
-    groups = {head: leaves for head, leaves in groups.items() if len(leaves) > 1}
-    if not groups:
+        if isinstance(child, Q) and child.connector == Q.AND and not (child.negated
+                                                                      or child.chained):
+            out.extend(_flatten_and(child.children))
+        else:
+            out.append(child)
+    return tuple(out)
+
+
+def _shared_head(spec: TableSpec, child) -> str | None:
+    """The many-valued relation a child of an AND node is entirely about, if any: a leaf on it,
+    or a sub-tree with no negation whose leaves all are on it. Such children of one
+    ``filter()`` call refer to one related row. Tests for NULL stay apart: they also match
+    rows with no related row at all."""
+    if isinstance(child, Q):
+        if child.negated or child.chained:
+            return None
+        heads = {_shared_head(spec, c) for c in child.children}
+        return heads.pop() if len(heads) == 1 else None
+    head, *rest = child[0].split(SEP)
+    column = spec.column(head)
+    if column is not None and (column.display or column.json or head == "id"):
+        return None
+    hop = relations(spec).get(head)
+    if hop is None or hop.kind == "fk" or _tests_null(rest or ["exact"], child[1]):
+        return None
+    return head
+
+
+def _on_related(child):
+    """A child about one relation (see :func:`_shared_head`), with paths on the related row."""
+    if isinstance(child, Q):
+        moved = Q(_connector=child.connector)
+        moved.children = tuple(_on_related(c) for c in child.children)
+        return moved
+    return SEP.join(_on_target(child[0].split(SEP)[1:])), child[1]
+
+
+def _one_related_row(spec: TableSpec, children: tuple) -> tuple:
+    """``children`` of an AND node, with the children that share a many-valued relation
+    gathered into one :class:`_SameRelatedRow` each."""
+    heads = [_shared_head(spec, child) for child in children]
+    shared = {h for h in heads if h is not None and heads.count(h) > 1}
+    if not shared:
         return children
     out, done = [], set()
-    for child in children:
-        head = None if isinstance(child, Q) else child[0].split(SEP)[0]
-        if head not in groups:
+    for child, head in zip(children, heads):
+        if head not in shared:
             out.append(child)
         elif head not in done:
             done.add(head)
             inner = Q()
-            inner.children = tuple((SEP.join(_on_target(leaf[0].split(SEP)[1:])), leaf[1])
-                                   for leaf in groups[head])
+            inner.children = tuple(_on_related(c) for c, h in zip(children, heads) if h == head)
             out.append(_SameRelatedRow(relations(spec)[head], inner))
     return tuple(out)
 

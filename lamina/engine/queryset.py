@@ -61,12 +61,12 @@ class QuerySet:
         added = Q(*queries, **conditions)
         # Compile now so that a bad field, comparator or value fails here, before any SQL runs.
         self._compiler().where(added)
-        return self._clone(q=self.q & added if self.q else added)
+        return self._clone(q=Q.chain(self.q, added) if self.q else added)
 
     def exclude(self, *queries: Q, **conditions) -> QuerySet:
         added = ~Q(*queries, **conditions)
         self._compiler().where(added)
-        return self._clone(q=self.q & added if self.q else added)
+        return self._clone(q=Q.chain(self.q, added) if self.q else added)
 
     def order_by(self, *fields: str) -> QuerySet:
         compiler = self._compiler()
