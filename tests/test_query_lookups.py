@@ -477,3 +477,36 @@ def test_order_by_refuses_unknown_and_many_valued_paths(oracle):
         ln.Artifact.filter().order_by("size__name")
     with pytest.raises(ln.FieldError):
         ln.Artifact.filter().order_by("")
+
+
+@pytest.mark.parametrize("path,meant", [("key__startwith", "startswith"),
+                                        ("key__containz", "contains"),
+                                        ("created_at__yaer", "year"),
+                                        ("size__gte_", "gte")])
+def test_comparator_typos_suggest_the_intended_comparator(oracle, path, meant):
+    with pytest.raises(ln.FieldError, match=rf"did you mean '{meant}'\?; valid comparators"):
+        ln.Artifact.filter(**{path: "x"})
+
+
+@pytest.mark.parametrize("pattern", ["(unclosed", "a**", "(?=lookahead)"])
+def test_invalid_regex_is_named_before_sql(oracle, pattern):
+    with pytest.raises(ln.ValidationError, match=r"key__regex: .* is not a valid regular "
+                                                 r"expression") as info:
+        ln.Artifact.filter(key__regex=pattern)
+    assert repr(pattern) in str(info.value)
+    with pytest.raises(ln.ValidationError, match="iregex"):
+        ln.Artifact.filter(description__iregex=pattern)
+
+
+def test_columns_must_name_columns(oracle):
+    A = ln.Artifact
+    for columns in (["id, (SELECT 42) AS pwn"], ["id", "key; DROP VIEW artifact"], ["kee"],
+                    ["id", 3]):
+        with pytest.raises(ln.FieldError, match="not a column of Artifact") as info:
+            A.filter(suffix=".csv").to_arrow(columns=columns)
+        assert repr(columns[-1]) in str(info.value)
+    with pytest.raises(ln.FieldError, match="did you mean 'key'"):
+        A.filter().to_polars(columns=["id", "kee"])
+    table = A.filter(suffix=".csv").to_arrow(columns=["id", "key"])
+    assert table.column_names == ["id", "key"]
+    assert sorted(table["id"].to_pylist()) == oracle.ids(A, suffix=".csv")

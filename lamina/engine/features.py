@@ -25,7 +25,7 @@ from ..catalog import tables
 from ..catalog.tables import TableSpec
 from ..catalog.tables.spec import BOOL, DATE, DATETIME, FLOAT, IDS, INT, STR
 from ..errors import FieldError, ValidationError
-from .lookups import LOOKUPS, SubQuery, coerce, compare, list_holds_any
+from .lookups import LOOKUPS, SubQuery, coerce, compare, list_holds_any, unknown_comparator
 
 FEATURE_ID_PATH = "_feature_id_"
 SEP = "__"
@@ -208,13 +208,30 @@ def feature_condition(feature: FeatureInfo, rest: list[str], value, alias: str, 
     ``spec`` that meet ``condition`` now; ``table`` is the view of the annotated table
     (both for categorical filters: see _categorical_condition)."""
     keys, lookup = split_lookup(rest)
-    column = f"{alias}.{feature.column}"
-    dtype = feature.dtype
     if not has_column:
-        # No row carries this feature yet: every value is NULL.
+        # No row carries this feature yet: every value is NULL. The value is still checked
+        # against the dtype (labels are not looked up), so a wrong one fails as it would later.
+        _feature_sql(feature, keys, lookup, rest, value, f"{alias}.{feature.column}", where)
         if lookup == "isnull":
             return ("true" if value else "false"), []
         return "false", []
+    return _feature_sql(feature, keys, lookup, rest, value, f"{alias}.{feature.column}", where,
+                        label_ids, table)
+
+
+def _feature_sql(feature, keys, lookup, rest, value, column, where, label_ids=None, table=None
+                 ) -> tuple[str, list]:
+    try:
+        return _feature_sql_unchecked(feature, keys, lookup, rest, value, column, where,
+                                      label_ids, table)
+    except ValidationError as exc:
+        raise ValidationError(f"{exc} (feature {feature.name!r} has dtype "
+                              f"{feature.dtype.text})") from None
+
+
+def _feature_sql_unchecked(feature, keys, lookup, rest, value, column, where, label_ids, table
+                           ) -> tuple[str, list]:
+    dtype = feature.dtype
     if dtype.kind == "dict":
         if not keys:
             if lookup != "isnull":
@@ -224,8 +241,8 @@ def feature_condition(feature: FeatureInfo, rest: list[str], value, alias: str, 
         return json_condition(column, keys, lookup, value, where)
     if dtype.kind == "cat":
         if keys:
-            raise FieldError(f"unknown comparator {keys[0]!r} in {where!r} on feature "
-                             f"{feature.name!r}; valid comparators: {', '.join(sorted(LOOKUPS))}")
+            raise unknown_comparator(keys[0], where, f"feature {feature.name!r}",
+                                     sorted(LOOKUPS))
         return _categorical_condition(feature, column, lookup, value, where, label_ids, table)
     if dtype.kind == "list":
         if lookup == "isnull" and not keys:

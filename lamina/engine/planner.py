@@ -13,6 +13,7 @@ semi-join subquery, so a row of the queried registry is never repeated by a join
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -20,12 +21,13 @@ import pyarrow as pa
 from ..catalog import tables
 from ..catalog.instance import MAIN_BRANCH_ID
 from ..catalog.tables import ForeignKey, ManyToMany, TableSpec
-from ..errors import FieldError, unknown_field
+from ..errors import FieldError, did_you_mean, unknown_field
 from .features import (FEATURE_ID_PATH, FeatureResolver, feature_condition, is_feature_path,
                        json_condition, split_lookup)
 from .lookups import LOOKUPS, In, SubQuery, compare, list_holds_any
 
 SEP = "__"
+_FEATURE_COLUMN = re.compile(r"^f_[0-9]+$")
 
 
 class Q:
@@ -276,7 +278,7 @@ class Compiler:
         conditions = [where] if where else []
         if self.spec.has_branch and not self.mentions_branch(q):
             conditions.insert(0, f"t.branch_id = {MAIN_BRANCH_ID}")
-        cols = ", ".join(f"t.{c}" for c in columns) if columns else "t.*"
+        cols = ", ".join(f"t.{c}" for c in self.column_names(columns)) if columns else "t.*"
         sql = f'SELECT {"DISTINCT " if distinct else ""}{cols} FROM "{self.spec.view}" t'
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
@@ -288,6 +290,19 @@ class Compiler:
         if offset:
             sql += f" OFFSET {int(offset)}"
         return sql, params
+
+    def column_names(self, columns) -> list[str]:
+        """``columns`` if each names a column of the registry (a field, or a feature's
+        ``f_<id>`` column); otherwise an error naming the ones that do not."""
+        names = {c.name for c in self.spec.columns}
+        bad = [c for c in columns if not isinstance(c, str)
+               or not (c in names or (self.spec.has_features and _FEATURE_COLUMN.match(c)))]
+        if bad:
+            hint = did_you_mean(bad[0], names) if isinstance(bad[0], str) else ""
+            raise FieldError(f"{', '.join(map(repr, bad))} {'is' if len(bad) == 1 else 'are'} "
+                             f"not {'a column' if len(bad) == 1 else 'columns'} of "
+                             f"{self.spec.model}{hint}")
+        return list(columns)
 
     def order_term(self, term: str) -> str:
         if not isinstance(term, str) or not term.strip("-"):

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import pyarrow as pa
 
-from .. import log
 from ..catalog.instance import current
 from ..errors import DoesNotExist, FieldError, MultipleResultsFound, did_you_mean
 from .features import to_display
@@ -154,10 +153,7 @@ class QuerySet:
         resolver = session.features()
         every = resolver.all()
         if names is None:
-            chosen = [f for f in every if not f.dtype.is_categorical
-                      or f.dtype.label_spec.qualified in ("core.record", "core.ulabel")]
-            log.info("queried for all categorical features of dtypes Record or ULabel and "
-                     f"non-categorical features: ({len(chosen)}) {[f.name for f in chosen]}")
+            chosen = every
         else:
             known = {f.name: f for f in every}
             missing = [n for n in names if n not in known]
