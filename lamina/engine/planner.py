@@ -273,9 +273,17 @@ class Compiler:
 
     # ---- statements --------------------------------------------------------------------
     def select(self, q: Q, *, columns: list[str] | None = None, order_by=(), limit=None,
-               offset=None, distinct=False) -> tuple[str, list]:
+               offset=None, distinct=False, id_bound: tuple[str, int] | None = None
+               ) -> tuple[str, list]:
+        """``id_bound``, e.g. ``(">", 99000)``: only rows whose id is beyond it (see
+        QuerySet._newest)."""
         where, params = self.where(q, "t")
         conditions = [where] if where else []
+        if id_bound is not None:
+            operator, bound = id_bound
+            if operator not in ("<", ">"):
+                raise ValueError(f"id_bound takes '<' or '>', got {operator!r}")
+            conditions.insert(0, f"t.id {operator} {int(bound)}")
         if self.spec.has_branch and not self.mentions_branch(q):
             conditions.insert(0, f"t.branch_id = {MAIN_BRANCH_ID}")
         cols = ", ".join(f"t.{c}" for c in self.column_names(columns)) if columns else "t.*"

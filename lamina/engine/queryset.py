@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from ..models.base import SQLRecord
 
 DEFAULT_DATAFRAME_LIMIT = 100
+# Ids a first read of the newest rows covers (see QuerySet._newest): the row-group size.
+NEWEST_WINDOW = 16_384
 REPR_LIMIT = 20
 
 
@@ -84,14 +86,51 @@ class QuerySet:
         features = _LazyFeatures(self._session()) if self.spec.has_features else None
         return Compiler(self.spec, features=features)
 
-    def _compile(self, columns=None, order_by=None, limit=None, offset=None):
+    def _compile(self, columns=None, order_by=None, limit=None, offset=None, id_bound=None):
         compiler = self._compiler()
         order = self._order_by if order_by is None else order_by
         sql, params = compiler.select(
             self.q, columns=columns, order_by=order,
             limit=self._limit if limit is None else limit,
-            offset=self._offset if offset is None else offset, distinct=self._distinct)
+            offset=self._offset if offset is None else offset, distinct=self._distinct,
+            id_bound=id_bound)
         return sql, params, compiler.specs
+
+    def _rows(self, columns=None, order_by=(), limit=None, offset=None) -> pa.Table:
+        """The rows of the query, first ordered by ``order_by`` then cut by limit and offset."""
+        limit = self._limit if limit is None else limit
+        offset = self._offset if offset is None else offset
+        if limit is not None and tuple(order_by) in (("id",), ("-id",)):
+            return self._newest(columns, order_by[0] == "-id", limit, offset)
+        return self._run(*self._compile(columns=columns, order_by=order_by, limit=limit,
+                                        offset=offset))
+
+    def _newest(self, columns, descending: bool, limit: int, offset: int) -> pa.Table:
+        """The first ``limit`` rows by id, reading only the newest (or oldest) ids first.
+
+        Why: ids grow with every commit and row groups are written in id order, so the rows
+        of a window of ids are a few row groups that DuckDB finds from their min/max
+        statistics. A Top-N over the whole table instead reads every row group's display
+        columns (~25 ms at 1e5 rows) and, in descending order over ascending ids, replaces
+        its heap on nearly every row. The window grows 8-fold until it holds ``limit`` rows
+        or the whole table; rows outside it are all further along the order, so its first
+        rows are the query's (new rows committed meanwhile have larger ids: in the window)."""
+        span = self._session().id_range(self.spec)
+        if span is None:
+            return self._run(*self._compile(columns=columns, order_by=("-id",) if descending
+                                            else ("id",), limit=limit, offset=offset))
+        low, high = span
+        width = max(NEWEST_WINDOW, limit + offset)
+        while True:
+            bound = ((">", high - width) if descending else ("<", low + width))
+            whole = high - width < low if descending else low + width > high
+            sql, params, specs = self._compile(
+                columns=columns, order_by=("-id",) if descending else ("id",), limit=limit,
+                offset=offset, id_bound=None if whole else bound)
+            table = self._run(sql, params, specs)
+            if whole or table.num_rows >= limit:
+                return table
+            width *= 8
 
     def to_sql(self) -> tuple[str, list]:
         """The SQL and bound parameters that fetching the rows runs."""
@@ -130,8 +169,7 @@ class QuerySet:
         order = self._order_by or ("-id",)
         row_limit = limit if self._limit is None else min(x for x in (limit, self._limit)
                                                           if x is not None)
-        sql, params, specs = self._compile(columns=columns, order_by=order, limit=row_limit)
-        frame = self._run(sql, params, specs).to_pandas().set_index("id")
+        frame = self._rows(columns, order, row_limit).to_pandas().set_index("id")
         paths = [include] if isinstance(include, str) else list(include or [])
         wants_features = features or "features" in paths
         paths = [p for p in paths if p != "features"]
@@ -215,9 +253,8 @@ class QuerySet:
     df = to_dataframe
 
     def _records(self, limit=None, offset=None, order_by=None) -> list[SQLRecord]:
-        sql, params, specs = self._compile(order_by=order_by or self._order_by or ("id",),
-                                           limit=limit, offset=offset)
-        rows = self._run(sql, params, specs).to_pylist()
+        rows = self._rows(order_by=order_by or self._order_by or ("id",), limit=limit,
+                          offset=offset).to_pylist()
         return [self.model._from_row(row) for row in rows]
 
     def to_list(self) -> list[SQLRecord]:
