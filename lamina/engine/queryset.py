@@ -11,15 +11,15 @@ from ..catalog.instance import current
 from ..errors import DoesNotExist, FieldError, MultipleResultsFound, did_you_mean
 from .features import to_display
 from .lookups import SubQuery
-from .planner import Compiler, Q
+from .planner import Compiler, Q, id_list_condition, id_list_params
 from .session import session_for
 
 if TYPE_CHECKING:
     from ..models.base import SQLRecord
 
 DEFAULT_DATAFRAME_LIMIT = 100
-# Ids a first read of the newest rows covers (see QuerySet._newest): the row-group size.
-NEWEST_WINDOW = 16_384
+# Ids a first read of the newest rows covers at least (see QuerySet._newest).
+NEWEST_WINDOW = 1024
 REPR_LIMIT = 20
 
 
@@ -112,9 +112,10 @@ class QuerySet:
         of a window of ids are a few row groups that DuckDB finds from their min/max
         statistics. A Top-N over the whole table instead reads every row group's display
         columns (~25 ms at 1e5 rows) and, in descending order over ascending ids, replaces
-        its heap on nearly every row. The window grows 8-fold until it holds ``limit`` rows
-        or the whole table; rows outside it are all further along the order, so its first
-        rows are the query's (new rows committed meanwhile have larger ids: in the window)."""
+        its heap on nearly every row. The window grows until it holds ``limit`` rows
+        or the whole table, by what the rows it found say it needs; rows outside it are all
+        further along the order, so its first rows are the query's (rows committed meanwhile
+        have larger ids: in the window)."""
         span = self._session().id_range(self.spec)
         if span is None:
             return self._run(*self._compile(columns=columns, order_by=("-id",) if descending
@@ -130,7 +131,10 @@ class QuerySet:
             table = self._run(sql, params, specs)
             if whole or table.num_rows >= limit:
                 return table
-            width *= 8
+            # Widen to what the rows found so far say the limit needs, twice over.
+            found = table.num_rows + (offset if table.num_rows else 0)
+            growth = 2 * (limit + offset) / found if found else 16
+            width = int(width * min(max(growth, 2), 64))
 
     def to_sql(self) -> tuple[str, list]:
         """The SQL and bound parameters that fetching the rows runs."""
@@ -204,7 +208,8 @@ class QuerySet:
             return frame
         columns = ", ".join(f"t.{f.column}" for f in present)
         rows = session.arrow(f'SELECT t.id, {columns} FROM "{self.spec.view}" t '
-                             "WHERE t.id IN (SELECT unnest(?))", [ids], [self.spec]).to_pylist()
+                             f"WHERE {id_list_condition('t')}", id_list_params(ids),
+                             [self.spec]).to_pylist()
         by_id = {r["id"]: r for r in rows}
         names_by_label = self._label_names(session, present, rows)
         for feature in present:
@@ -245,7 +250,7 @@ class QuerySet:
         for path in paths:
             compiler = Compiler(self.spec)
             sql, many = compiler.include_query(path)
-            values = self._run(sql, [ids], compiler.specs).to_pylist()
+            values = self._run(sql, id_list_params(ids), compiler.specs).to_pylist()
             by_id = {row["id"]: (set(row["v"]) if many else row["v"]) for row in values}
             out[path] = [by_id.get(i, {None} if many else None) for i in ids]
         return out
