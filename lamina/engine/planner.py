@@ -342,18 +342,37 @@ class Compiler:
 
 
     # ---- includes ----------------------------------------------------------------------
-    def include_query(self, path: str) -> tuple[str, bool]:
-        """SQL giving ``(id, v)`` for the rows whose ids are bound as the parameters of
-        :func:`id_list_condition`: ``v`` is the value at ``path``, or the list of values when
-        a hop on it has many.
+    def includes_query(self, paths: list[str]) -> tuple[str, list[bool]]:
+        """One statement giving ``(id, v0, v1, ...)`` for the rows whose ids are bound as the
+        parameters of :func:`id_list_condition`: ``v<k>`` is the value at ``paths[k]``, or the
+        list of values when a hop on it has many (the flags returned say which).
 
-        Every hop is a LEFT JOIN so rows with nothing related still appear (their list holds
-        NULL, as the seed system shows it); many-to-many hops join through the unnested list,
-        of the wanted rows only when the list is on them.
+        The rows are read once, only the columns the paths start from, into a CTE that every
+        path joins from. Every hop is a LEFT JOIN so rows with nothing related still appear
+        (their list holds NULL, as the seed system shows it); many-to-many hops join through
+        the unnested list, of the wanted rows only when the list is on them.
         """
+        needed, parts, flags = {"id"}, [], []
+        for k, path in enumerate(paths):
+            body, many, column = self._include(path)
+            needed.add(column)
+            flags.append(many)
+            parts.append((f"i{k}.v AS v{k}", f"LEFT JOIN ({body}) i{k} ON i{k}.id = r.id"))
+        # Only the columns the paths start from: DuckDB materialises a CTE used twice, and
+        # SELECT * would decode every column of the row groups.
+        columns = ", ".join(f"t.{c}" for c in sorted(needed))
+        sql = (f'WITH _rows AS (SELECT {columns} FROM "{self.spec.view}" t '
+               f"WHERE {id_list_condition('t')}) "
+               f"SELECT r.id AS id, {', '.join(p[0] for p in parts)} FROM _rows r "
+               + " ".join(p[1] for p in parts))
+        return sql, flags
+
+    def _include(self, path: str) -> tuple[str, bool, str]:
+        """The SELECT of ``(id, v)`` for one path over ``_rows``, whether it has many values,
+        and the column of the queried registry it starts from."""
         parts = path.split(SEP)
         spec, alias = self.spec, "t"
-        joins, many = [], False
+        joins, many, start = [], False, "id"
         for i, name in enumerate(parts):
             column = spec.column(name)
             last = i == len(parts) - 1
@@ -361,10 +380,14 @@ class Compiler:
                 if not last:
                     raise FieldError(f"{path!r}: {spec.model}.{name} is a field, not a relation")
                 value = f"{alias}.{name}"
+                if i == 0:
+                    start = name
                 break
             hop = relations(spec).get(name)
             if hop is None:
                 raise unknown_field(name, spec.model, field_names(spec))
+            if i == 0 and hop.kind in ("fk", "m2m"):
+                start = hop.column
             self.specs.add(hop.target)
             nxt, link = self.alias(), self.alias()
             view = f'"{hop.target.view}"'
@@ -388,9 +411,8 @@ class Compiler:
             if last:
                 value = f"{alias}.{spec.name_field or 'id'}"
         aggregate = f"list(DISTINCT {value})" if many else f"any_value({value})"
-        sql = (f'WITH _rows AS (SELECT * FROM "{self.spec.view}" t WHERE {id_list_condition("t")}) '
-               f'SELECT t.id AS id, {aggregate} AS v FROM _rows t {" ".join(joins)} GROUP BY t.id')
-        return sql, many
+        body = f'SELECT t.id AS id, {aggregate} AS v FROM _rows t {" ".join(joins)} GROUP BY t.id'
+        return body, many, start
 
 
 def id_list_condition(alias: str) -> str:

@@ -247,12 +247,16 @@ class QuerySet:
         ids = [int(i) for i in frame.index]
         keep = [c for c in ("uid", "key", "name") if c in frame.columns][:2]
         out = frame[keep].copy() if keep else frame.iloc[:, :0].copy()
-        for path in paths:
-            compiler = Compiler(self.spec)
-            sql, many = compiler.include_query(path)
-            values = self._run(sql, id_list_params(ids), compiler.specs).to_pylist()
-            by_id = {row["id"]: (set(row["v"]) if many else row["v"]) for row in values}
-            out[path] = [by_id.get(i, {None} if many else None) for i in ids]
+        if not paths:
+            return out
+        compiler = Compiler(self.spec)
+        sql, flags = compiler.includes_query(paths)
+        values = self._run(sql, id_list_params(ids), compiler.specs).to_pydict()
+        positions = {row_id: k for k, row_id in enumerate(values["id"])}
+        for k, (path, many) in enumerate(zip(paths, flags)):
+            column = values[f"v{k}"]
+            shown = [column[positions[i]] if i in positions else None for i in ids]
+            out[path] = [(set(v) if v is not None else {None}) if many else v for v in shown]
         return out
 
     df = to_dataframe
