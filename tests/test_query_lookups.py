@@ -456,14 +456,16 @@ def test_sql_injection_is_a_value(oracle):
     count = ln.Artifact.filter().count()
     for model, field in [(ln.Artifact, "key"), (ln.Artifact, "description__contains"),
                          (ln.Record, "name__iexact"), (ln.Storage, "root__startswith"),
-                         (ln.Artifact, "records__name"), (ln.Artifact, "key__regex"),
-                         (ln.Artifact, "created_by__handle__in")]:
+                         (ln.Artifact, "records__type__name"), (ln.Artifact, "key__regex"),
+                         (ln.Artifact, "created_by__handle__in"), (ln.Artifact, "records__name")]:
         value = [INJECTION] if field.endswith("__in") else INJECTION
         qs = model.filter(**{field: value})
         assert qs.count() == 0 and list(qs) == []
         sql, params = qs.to_sql()
         assert INJECTION not in sql and "DROP" not in sql
-        assert INJECTION in params or [INJECTION] in params
+        # records__name is looked up in the record table first (a bound value there too);
+        # the artifact statement then tests the ids found: none.
+        assert INJECTION in params or [INJECTION] in params or field == "records__name"
     assert ln.Artifact.filter().count() == count
     assert len(ln.sql("SELECT id FROM artifact")) == qc.N_ARTIFACTS
 

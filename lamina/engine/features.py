@@ -277,19 +277,19 @@ def _categorical_condition(feature, column, lookup, value, where, label_ids=None
     field = "id" if by_id else (spec.name_field or "name")
     arrow_type = pa.int64() if by_id else spec.column(field).type
     inner, params = LOOKUPS[lookup](f"l.{field}", value, arrow_type, where).as_sql()
-    if label_ids is not None and not _has_subquery(value):
+    if label_ids is not None and not has_subquery(value):
         # The labels are resolved now, on the label table's current snapshot (a small table),
         # so that the scan of the annotated table tests constants: list_contains(col, 7) is
         # 3-5x faster in DuckDB than a semi-join on the label table, the form used when no
         # resolver can query (and for QuerySet values).
-        return _contains_any(column, label_ids(spec, inner, params), feature.column, table)
+        return contains_any(column, label_ids(spec, inner, params), feature.column, table)
     labels = f'SELECT l.id FROM "{spec.view}" l WHERE {inner}'
     if table is None:
         return f"coalesce(list_has_any({column}, (SELECT list(id) FROM ({labels}))), false)", params
     return list_holds_any(column.rsplit(".", 1)[0], feature.column, table, labels), params
 
 
-def _contains_any(column: str, ids: list[int], name: str, table: str | None
+def contains_any(column: str, ids: list[int], name: str, table: str | None
                   ) -> tuple[str, list]:
     """True where the list ``column`` (``<alias>.<name>``, a column of the view ``table``)
     holds one of ``ids``; NULL lists hold none. See MAX_CONTAINS for the forms."""
@@ -305,7 +305,7 @@ def _contains_any(column: str, ids: list[int], name: str, table: str | None
     return list_holds_any(column.rsplit(".", 1)[0], name, table, "SELECT unnest(?::BIGINT[])"), [ids]
 
 
-def _has_subquery(value) -> bool:
+def has_subquery(value) -> bool:
     if isinstance(value, SubQuery):
         return True
     return isinstance(value, (list, tuple)) and any(isinstance(v, SubQuery) for v in value)

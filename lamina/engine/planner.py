@@ -22,8 +22,8 @@ from ..catalog import tables
 from ..catalog.instance import MAIN_BRANCH_ID
 from ..catalog.tables import ForeignKey, ManyToMany, TableSpec
 from ..errors import FieldError, did_you_mean, unknown_field
-from .features import (FEATURE_ID_PATH, FeatureResolver, feature_condition, is_feature_path,
-                       json_condition, split_lookup)
+from .features import (FEATURE_ID_PATH, FeatureResolver, contains_any, feature_condition,
+                       has_subquery, is_feature_path, json_condition, split_lookup)
 from .lookups import LOOKUPS, In, SubQuery, compare, list_holds_any
 
 SEP = "__"
@@ -232,6 +232,9 @@ class Compiler:
             if direct is not None:
                 return direct
         rest = _on_target(rest)
+        resolved = self._related_ids_condition(hop, rest, value, alias, path)
+        if resolved is not None:
+            return resolved
         inner_alias = self.alias()
         inner_sql, inner_params = self.condition(hop.target, SEP.join(rest), value, inner_alias)
         sql = hop.semi_join(alias, inner_alias, inner_sql)
@@ -239,6 +242,27 @@ class Compiler:
             # Django joins the relation LEFT OUTER here: a row with no related row matches too.
             sql = f"({sql} OR {hop.none_related(alias)})"
         return sql, inner_params
+
+    def _related_ids_condition(self, hop: Hop, rest: list[str], value, alias: str, path: str
+                               ) -> tuple[str, list] | None:
+        """``records__name="DMSO"``: the ids of the related rows are looked up first, on the
+        related registry's current snapshot (small, cached per version), so that the scan of
+        the queried registry tests its list column against constants instead of unnesting
+        every list into a semi-join. Only for a condition on one field of the related
+        registry, when the compiler can query (a feature resolver is there); a NULL test keeps
+        the semi-join, which also finds rows with nothing related."""
+        if hop.kind != "m2m" or self.features is None or _tests_null(rest, value):
+            return None
+        field = hop.target.column(rest[0])
+        if field is None or not (field.display or rest[0] == "id") or len(rest) > 2 or (
+                len(rest) == 2 and rest[1] not in LOOKUPS) or has_subquery(value):
+            return None
+        label_ids = self.features.label_ids
+        if label_ids is None:
+            return None
+        sql, params = self._field_condition(hop.target, field, rest[1:], value, "l", path)
+        ids = label_ids(hop.target, sql, params)
+        return contains_any(f"{alias}.{hop.column}", ids, hop.column, hop.source.view)
 
     def _feature_condition(self, spec, head, rest, value, alias, path) -> tuple[str, list]:
         features = self.features
