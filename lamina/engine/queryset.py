@@ -319,7 +319,10 @@ class QuerySet:
         return found[0] if found else None
 
     def one(self) -> SQLRecord:
-        found = self._records(limit=2)
+        # Unordered: which of two rows comes first does not matter, and a sort (or the id
+        # window of _newest) would cost a selective filter, get(key=...), a scan or several.
+        found = [self.model._from_row(row) for row in self._run(
+            *self._compile(order_by=(), limit=2)).to_pylist()]
         if not found:
             raise DoesNotExist(f"no {self.spec.model} matches {self.q!r}")
         if len(found) > 1:
