@@ -282,3 +282,50 @@ def test_label_names_resolve_within_their_record_type_on_every_path(instance, tm
     assert ln.Record.get(name="Y").type_id == treatment.id
     with pytest.raises(ln.ValidationError, match="Record label"):
         artifact.features.add_values({"donor": "Y"})  # a Treatment, not a Donor
+
+
+def test_include_features_shows_every_dtype(local_root):
+    """Every feature with values appears, bionty-typed ones too, each as the user wrote it."""
+    from lamina import bionty as bt
+
+    ln.init(storage=local_root, modules="bionty")
+    bt.CellType(name="T cell").save()
+    bt.CellType(name="B cell").save()
+    ln.Record(name="DMSO").save()
+    ln.ULabel(name="good").save()
+    written = {"cell_type": {"T cell", "B cell"}, "perturbation": "DMSO", "quality": "good",
+               "temperature": 21.5, "n_cells": 7, "is_control": False,
+               "date_of_study": date(2024, 1, 2), "study_metadata": {"k": 1},
+               "study_note": "fine", "tags": ["a"]}
+    dtypes = {"cell_type": bt.CellType, "perturbation": ln.Record, "quality": ln.ULabel,
+              "temperature": float, "n_cells": int, "is_control": bool, "date_of_study": date,
+              "study_metadata": dict, "study_note": str, "tags": "list[str]"}
+    for name, dtype in dtypes.items():
+        ln.Feature(name=name, dtype=dtype).save()
+    artifact = ln.Artifact.from_dataframe(pd.DataFrame({"x": [1]}), key="a.parquet").save()
+    artifact.features.add_values({**written, "cell_type": sorted(written["cell_type"])})
+    row = ln.Artifact.to_dataframe(include="features").loc[artifact.id]
+    assert set(written) <= set(row.index)
+    for name, value in written.items():
+        shown = row[name]
+        if name == "date_of_study":
+            shown = shown.date()
+        if name == "tags":
+            shown = list(shown)
+        assert shown == value, name
+
+
+def test_feature_filter_values_are_checked_against_the_dtype(world):
+    """A wrong-typed value raises naming the feature and its dtype, whether or not any row has
+    a value for the feature yet (like a wrong-typed value for a field)."""
+    ln.Feature(name="unset_score", dtype=float).save()
+    for conditions, feature, dtype in [({"temperature": "hot"}, "temperature", "float"),
+                                       ({"unset_score": "hot"}, "unset_score", "float"),
+                                       ({"n_cells__gt": "many"}, "n_cells", "int"),
+                                       ({"is_control": "yes"}, "is_control", "bool"),
+                                       ({"date_of_study__lt": "soon"}, "date_of_study", "date")]:
+        with pytest.raises(ln.ValidationError, match=rf"'{feature}' has dtype {dtype}"):
+            ln.Artifact.filter(**conditions)
+    with pytest.raises(ln.ValidationError, match="expects a number"):
+        ln.Artifact.filter(size="big")
+    assert ln.Artifact.filter(unset_score__gt=1.0).count() == 0

@@ -215,6 +215,32 @@ def test_to_dataframe_defaults_and_limit(oracle):
     assert empty.empty and list(empty.columns) == ln.Artifact._spec.display_columns
 
 
+@pytest.mark.parametrize("window", [3, 40, 100_000])
+def test_rows_by_id_read_the_newest_ids_first_and_widen(oracle, monkeypatch, sql_calls,
+                                                         window):
+    """The first rows by id come from a window of the newest (or oldest) ids that grows until
+    it holds enough rows: the answer is the one a whole-table sort gives, for any window."""
+    from lamina.engine import queryset
+
+    monkeypatch.setattr(queryset, "NEWEST_WINDOW", window)
+    A = ln.Artifact
+    for conditions in [{}, {"suffix": ".csv"}, {"records__name": "DMSO"}, {"key": "none such"},
+                       {"size__gt": 100, "suffix__in": [".h5ad", ".jpg"]}]:
+        expected = oracle.ids(A, **conditions)
+        qs = A.filter(**conditions)
+        assert list(qs.to_dataframe().index) == expected[::-1][:100], conditions
+        assert list(qs.to_dataframe(limit=7).index) == expected[::-1][:7]
+        assert ids(qs[2:9]) == expected[2:9]
+        assert ids(qs.order_by("-id")[5:12]) == expected[::-1][5:12]
+        first, last = qs.first(), qs.last()
+        assert (first.id if first else None) == (expected[0] if expected else None)
+        assert (last.id if last else None) == (expected[-1] if expected else None)
+    # A small window is widened (several statements); a window past the table is one.
+    sql_calls.clear()
+    A.filter(suffix=".csv").to_dataframe()
+    assert (len(sql_calls) > 1) == (window < 100)
+
+
 def test_to_dataframe_include(oracle):
     rows, records = oracle.table(ln.Artifact), oracle.rows["core.record"]
     users, ulabels = oracle.rows["core.user"], oracle.rows["core.ulabel"]

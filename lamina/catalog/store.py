@@ -57,11 +57,13 @@ CHECKPOINT_INTERVAL = 100
 # down). A Delta app transaction (``txn``) would fit in the delete's own commit, but reading it
 # back replays the log: 330 ms per save on the loopback S3 server.
 ID_HIGH_WATER = "lamina.idHighWater"
-# DuckDB's own row-group size: it parallelises a scan and prunes by statistics per row group,
-# and deltalake's default (1 Mi rows) leaves one group per file (field filters at 1e6 rows:
-# 71-204 ms with the default, 11-36 ms with this; bench/README.md, "Query"). Snappy, as
-# deltalake's default: WriterProperties without a codec writes uncompressed (+65 % bytes).
-_WRITER = WriterProperties(max_row_group_size=122_880, compression="SNAPPY")
+# Row groups of 16 Ki rows: DuckDB parallelises a scan and prunes by min/max statistics per
+# row group, and ids grow with every commit, so the display columns of the newest 100 rows
+# are one or two row groups (the default to_dataframe() reads those only; with 122,880-row
+# groups it decoded every display column of a 1e5 table, ~20 ms). deltalake's default (1 Mi
+# rows) leaves one group per file. Snappy, as deltalake's default: WriterProperties without a
+# codec writes uncompressed (+65 % bytes). Figures: bench/README.md, "Query".
+_WRITER = WriterProperties(max_row_group_size=16_384, compression="SNAPPY")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from ..catalog import tables
 from ..catalog.tables import TableSpec
 from ..catalog.tables.spec import BOOL, DATE, DATETIME, FLOAT, IDS, INT, STR
 from ..errors import FieldError, ValidationError
-from .lookups import LOOKUPS, SubQuery, coerce, compare, list_holds_any
+from .lookups import LOOKUPS, SubQuery, coerce, compare, list_holds_any, unknown_comparator
 
 FEATURE_ID_PATH = "_feature_id_"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -222,13 +222,30 @@ def feature_condition(feature: FeatureInfo, rest: list[str], value, alias: str, 
     ``spec`` that meet ``condition`` now; ``table`` is the view of the annotated table
     (both for categorical filters: see _categorical_condition)."""
     keys, lookup = split_lookup(rest)
-    column = f"{alias}.{feature.column}"
-    dtype = feature.dtype
     if not has_column:
-        # No row carries this feature yet: every value is NULL.
+        # No row carries this feature yet: every value is NULL. The value is still checked
+        # against the dtype (labels are not looked up), so a wrong one fails as it would later.
+        _feature_sql(feature, keys, lookup, rest, value, f"{alias}.{feature.column}", where)
         if lookup == "isnull":
             return ("true" if value else "false"), []
         return "false", []
+    return _feature_sql(feature, keys, lookup, rest, value, f"{alias}.{feature.column}", where,
+                        label_ids, table)
+
+
+def _feature_sql(feature, keys, lookup, rest, value, column, where, label_ids=None, table=None
+                 ) -> tuple[str, list]:
+    try:
+        return _feature_sql_unchecked(feature, keys, lookup, rest, value, column, where,
+                                      label_ids, table)
+    except ValidationError as exc:
+        raise ValidationError(f"{exc} (feature {feature.name!r} has dtype "
+                              f"{feature.dtype.text})") from None
+
+
+def _feature_sql_unchecked(feature, keys, lookup, rest, value, column, where, label_ids, table
+                           ) -> tuple[str, list]:
+    dtype = feature.dtype
     if dtype.kind == "dict":
         if not keys:
             if lookup != "isnull":
@@ -238,8 +255,8 @@ def feature_condition(feature: FeatureInfo, rest: list[str], value, alias: str, 
         return json_condition(column, keys, lookup, value, where)
     if dtype.kind == "cat":
         if keys:
-            raise FieldError(f"unknown comparator {keys[0]!r} in {where!r} on feature "
-                             f"{feature.name!r}; valid comparators: {', '.join(sorted(LOOKUPS))}")
+            raise unknown_comparator(keys[0], where, f"feature {feature.name!r}",
+                                     sorted(LOOKUPS))
         return _categorical_condition(feature, column, lookup, value, where, label_ids, table)
     if dtype.kind == "list":
         if lookup == "isnull" and not keys:
@@ -274,19 +291,19 @@ def _categorical_condition(feature, column, lookup, value, where, label_ids=None
     field = "id" if by_id else (spec.name_field or "name")
     arrow_type = pa.int64() if by_id else spec.column(field).type
     inner, params = LOOKUPS[lookup](f"l.{field}", value, arrow_type, where).as_sql()
-    if label_ids is not None and not _has_subquery(value):
+    if label_ids is not None and not has_subquery(value):
         # The labels are resolved now, on the label table's current snapshot (a small table),
         # so that the scan of the annotated table tests constants: list_contains(col, 7) is
         # 3-5x faster in DuckDB than a semi-join on the label table, the form used when no
         # resolver can query (and for QuerySet values).
-        return _contains_any(column, label_ids(spec, inner, params), feature.column, table)
+        return contains_any(column, label_ids(spec, inner, params), feature.column, table)
     labels = f'SELECT l.id FROM "{spec.view}" l WHERE {inner}'
     if table is None:
         return f"coalesce(list_has_any({column}, (SELECT list(id) FROM ({labels}))), false)", params
     return list_holds_any(column.rsplit(".", 1)[0], feature.column, table, labels), params
 
 
-def _contains_any(column: str, ids: list[int], name: str, table: str | None
+def contains_any(column: str, ids: list[int], name: str, table: str | None
                   ) -> tuple[str, list]:
     """True where the list ``column`` (``<alias>.<name>``, a column of the view ``table``)
     holds one of ``ids``; NULL lists hold none. See MAX_CONTAINS for the forms."""
@@ -302,7 +319,7 @@ def _contains_any(column: str, ids: list[int], name: str, table: str | None
     return list_holds_any(column.rsplit(".", 1)[0], name, table, "SELECT unnest(?::BIGINT[])"), [ids]
 
 
-def _has_subquery(value) -> bool:
+def has_subquery(value) -> bool:
     if isinstance(value, SubQuery):
         return True
     return isinstance(value, (list, tuple)) and any(isinstance(v, SubQuery) for v in value)

@@ -7,11 +7,13 @@ type when constructed, and ``as_sql`` returns SQL text in which every value is a
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
+import threading
 from typing import ClassVar
 
+import duckdb
 import pyarrow as pa
 
-from ..errors import FieldError, ValidationError
+from ..errors import FieldError, ValidationError, did_you_mean
 
 
 class SubQuery:
@@ -178,6 +180,29 @@ class Regex(_Text):
         return f"regexp_matches({self.lhs}, ?)", [self.value]
 
 
+    def prepare(self, value, arrow_type):
+        value = super().prepare(value, arrow_type)
+        check_regex(value, self.where)
+        return value
+
+
+_REGEX_CHECK = threading.local()
+
+
+def check_regex(pattern: str, where: str) -> None:
+    """Refuse a pattern DuckDB's regex engine (RE2) cannot compile, naming it, before the
+    filter runs. RE2, not Python's ``re``: their syntaxes differ (no look-arounds in RE2)."""
+    con = getattr(_REGEX_CHECK, "con", None)
+    if con is None:
+        con = _REGEX_CHECK.con = duckdb.connect()
+    try:
+        con.execute("SELECT regexp_matches('', ?)", [pattern])
+    except duckdb.Error as exc:
+        reason = str(exc).split(": ", 1)[-1].removesuffix(f": {pattern}")
+        raise ValidationError(f"{where}: {pattern!r} is not a valid regular expression "
+                              f"({reason})") from None
+
+
 class IRegex(Regex):
     name, flags = "iregex", "i"
 
@@ -279,8 +304,7 @@ def compare(lhs: str, arrow_type: pa.DataType, rest: list[str], value, where: st
         else:
             temporal = pa.types.is_timestamp(arrow_type) or pa.types.is_date(arrow_type)
             valid = sorted(LOOKUPS) + (sorted(TRANSFORMS) if temporal else [])
-            raise FieldError(f"unknown comparator {name!r} in {where!r} on {owner}; "
-                             f"valid comparators: {', '.join(valid)}")
+            raise unknown_comparator(name, where, owner, valid)
     lookup = LOOKUPS[lookup_name]
     if issubclass(lookup, _Text) and not (pa.types.is_string(arrow_type)
                                           or pa.types.is_large_string(arrow_type)):
@@ -289,6 +313,11 @@ def compare(lhs: str, arrow_type: pa.DataType, rest: list[str], value, where: st
         raise FieldError(f"comparator {lookup_name!r} in {where!r} compares text, but {owner} "
                          f"is {arrow_type}; valid comparators: {', '.join(valid)}")
     return lookup(lhs, value, arrow_type, where).as_sql()
+
+
+def unknown_comparator(name: str, where: str, owner: str, valid: list[str]) -> FieldError:
+    return FieldError(f"unknown comparator {name!r} in {where!r} on {owner}"
+                      f"{did_you_mean(name, valid)}; valid comparators: {', '.join(valid)}")
 
 
 def list_holds_any(alias: str, column: str, view: str, ids_sql: str) -> str:

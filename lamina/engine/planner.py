@@ -13,6 +13,7 @@ semi-join subquery, so a row of the queried registry is never repeated by a join
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -20,12 +21,13 @@ import pyarrow as pa
 from ..catalog import tables
 from ..catalog.instance import MAIN_BRANCH_ID
 from ..catalog.tables import ForeignKey, ManyToMany, TableSpec
-from ..errors import FieldError, unknown_field
-from .features import (FEATURE_ID_PATH, FeatureResolver, feature_condition, is_feature_path,
-                       json_condition, split_lookup)
+from ..errors import FieldError, did_you_mean, unknown_field
+from .features import (FEATURE_ID_PATH, FeatureResolver, contains_any, feature_condition,
+                       has_subquery, is_feature_path, json_condition, split_lookup)
 from .lookups import LOOKUPS, In, SubQuery, compare, list_holds_any
 
 SEP = "__"
+_FEATURE_COLUMN = re.compile(r"^f_[0-9]+$")
 
 
 class Q:
@@ -40,6 +42,20 @@ class Q:
         self.children: tuple = (*children, *sorted(conditions.items()))
         self.connector = _connector
         self.negated = _negated
+        # True for the AND of chained filter() calls: each call finds its own related rows.
+        self.chained = False
+
+    @classmethod
+    def chain(cls, *calls: Q) -> Q:
+        """The AND of the conditions of successive ``filter()`` calls. Within one call, the
+        conditions on a many-valued relation refer to one related row; across calls they do
+        not (Django's rule)."""
+        flat = []
+        for call in calls:
+            flat.extend(call.children if call.chained else [call])
+        chained = cls(*flat)
+        chained.chained = True
+        return chained
 
     def _combine(self, other: Q, connector: str) -> Q:
         if not isinstance(other, Q):
@@ -172,8 +188,8 @@ class Compiler:
         spec = spec or self.spec
         parts, params = [], []
         children = q.children
-        if q.connector == Q.AND:
-            children = _one_related_row(spec, children)
+        if q.connector == Q.AND and not q.chained:
+            children = _one_related_row(spec, _flatten_and(children))
         for child in children:
             if isinstance(child, Q):
                 sql, p = self.where(child, alias, spec)
@@ -216,6 +232,9 @@ class Compiler:
             if direct is not None:
                 return direct
         rest = _on_target(rest)
+        resolved = self._related_ids_condition(hop, rest, value, alias, path)
+        if resolved is not None:
+            return resolved
         inner_alias = self.alias()
         inner_sql, inner_params = self.condition(hop.target, SEP.join(rest), value, inner_alias)
         sql = hop.semi_join(alias, inner_alias, inner_sql)
@@ -223,6 +242,27 @@ class Compiler:
             # Django joins the relation LEFT OUTER here: a row with no related row matches too.
             sql = f"({sql} OR {hop.none_related(alias)})"
         return sql, inner_params
+
+    def _related_ids_condition(self, hop: Hop, rest: list[str], value, alias: str, path: str
+                               ) -> tuple[str, list] | None:
+        """``records__name="DMSO"``: the ids of the related rows are looked up first, on the
+        related registry's current snapshot (small, cached per version), so that the scan of
+        the queried registry tests its list column against constants instead of unnesting
+        every list into a semi-join. Only for a condition on one field of the related
+        registry, when the compiler can query (a feature resolver is there); a NULL test keeps
+        the semi-join, which also finds rows with nothing related."""
+        if hop.kind != "m2m" or self.features is None or _tests_null(rest, value):
+            return None
+        field = hop.target.column(rest[0])
+        if field is None or not (field.display or rest[0] == "id") or len(rest) > 2 or (
+                len(rest) == 2 and rest[1] not in LOOKUPS) or has_subquery(value):
+            return None
+        label_ids = self.features.label_ids
+        if label_ids is None:
+            return None
+        sql, params = self._field_condition(hop.target, field, rest[1:], value, "l", path)
+        ids = label_ids(hop.target, sql, params)
+        return contains_any(f"{alias}.{hop.column}", ids, hop.column, hop.source.view)
 
     def _feature_condition(self, spec, head, rest, value, alias, path) -> tuple[str, list]:
         features = self.features
@@ -257,12 +297,20 @@ class Compiler:
 
     # ---- statements --------------------------------------------------------------------
     def select(self, q: Q, *, columns: list[str] | None = None, order_by=(), limit=None,
-               offset=None, distinct=False) -> tuple[str, list]:
+               offset=None, distinct=False, id_bound: tuple[str, int] | None = None
+               ) -> tuple[str, list]:
+        """``id_bound``, e.g. ``(">", 99000)``: only rows whose id is beyond it (see
+        QuerySet._newest)."""
         where, params = self.where(q, "t")
         conditions = [where] if where else []
+        if id_bound is not None:
+            operator, bound = id_bound
+            if operator not in ("<", ">"):
+                raise ValueError(f"id_bound takes '<' or '>', got {operator!r}")
+            conditions.insert(0, f"t.id {operator} {int(bound)}")
         if self.spec.has_branch and not self.mentions_branch(q):
             conditions.insert(0, f"t.branch_id = {MAIN_BRANCH_ID}")
-        cols = ", ".join(f"t.{c}" for c in columns) if columns else "t.*"
+        cols = ", ".join(f"t.{c}" for c in self.column_names(columns)) if columns else "t.*"
         sql = f'SELECT {"DISTINCT " if distinct else ""}{cols} FROM "{self.spec.view}" t'
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
@@ -274,6 +322,19 @@ class Compiler:
         if offset:
             sql += f" OFFSET {int(offset)}"
         return sql, params
+
+    def column_names(self, columns) -> list[str]:
+        """``columns`` if each names a column of the registry (a field, or a feature's
+        ``f_<id>`` column); otherwise an error naming the ones that do not."""
+        names = {c.name for c in self.spec.columns}
+        bad = [c for c in columns if not isinstance(c, str)
+               or not (c in names or (self.spec.has_features and _FEATURE_COLUMN.match(c)))]
+        if bad:
+            hint = did_you_mean(bad[0], names) if isinstance(bad[0], str) else ""
+            raise FieldError(f"{', '.join(map(repr, bad))} {'is' if len(bad) == 1 else 'are'} "
+                             f"not {'a column' if len(bad) == 1 else 'columns'} of "
+                             f"{self.spec.model}{hint}")
+        return list(columns)
 
     def order_term(self, term: str) -> str:
         if not isinstance(term, str) or not term.strip("-"):
@@ -305,16 +366,37 @@ class Compiler:
 
 
     # ---- includes ----------------------------------------------------------------------
-    def include_query(self, path: str) -> tuple[str, bool]:
-        """SQL giving ``(id, v)`` for the rows whose ids are bound as the one parameter: ``v`` is
-        the value at ``path``, or the list of values when a hop on it has many.
+    def includes_query(self, paths: list[str]) -> tuple[str, list[bool]]:
+        """One statement giving ``(id, v0, v1, ...)`` for the rows whose ids are bound as the
+        parameters of :func:`id_list_condition`: ``v<k>`` is the value at ``paths[k]``, or the
+        list of values when a hop on it has many (the flags returned say which).
 
-        Every hop is a LEFT JOIN so rows with nothing related still appear (their list holds
-        NULL, as the seed system shows it); many-to-many hops join through the unnested list.
+        The rows are read once, only the columns the paths start from, into a CTE that every
+        path joins from. Every hop is a LEFT JOIN so rows with nothing related still appear
+        (their list holds NULL, as the seed system shows it); many-to-many hops join through
+        the unnested list, of the wanted rows only when the list is on them.
         """
+        needed, parts, flags = {"id"}, [], []
+        for k, path in enumerate(paths):
+            body, many, column = self._include(path)
+            needed.add(column)
+            flags.append(many)
+            parts.append((f"i{k}.v AS v{k}", f"LEFT JOIN ({body}) i{k} ON i{k}.id = r.id"))
+        # Only the columns the paths start from: DuckDB materialises a CTE used twice, and
+        # SELECT * would decode every column of the row groups.
+        columns = ", ".join(f"t.{c}" for c in sorted(needed))
+        sql = (f'WITH _rows AS (SELECT {columns} FROM "{self.spec.view}" t '
+               f"WHERE {id_list_condition('t')}) "
+               f"SELECT r.id AS id, {', '.join(p[0] for p in parts)} FROM _rows r "
+               + " ".join(p[1] for p in parts))
+        return sql, flags
+
+    def _include(self, path: str) -> tuple[str, bool, str]:
+        """The SELECT of ``(id, v)`` for one path over ``_rows``, whether it has many values,
+        and the column of the queried registry it starts from."""
         parts = path.split(SEP)
         spec, alias = self.spec, "t"
-        joins, many = [], False
+        joins, many, start = [], False, "id"
         for i, name in enumerate(parts):
             column = spec.column(name)
             last = i == len(parts) - 1
@@ -322,10 +404,14 @@ class Compiler:
                 if not last:
                     raise FieldError(f"{path!r}: {spec.model}.{name} is a field, not a relation")
                 value = f"{alias}.{name}"
+                if i == 0:
+                    start = name
                 break
             hop = relations(spec).get(name)
             if hop is None:
                 raise unknown_field(name, spec.model, field_names(spec))
+            if i == 0 and hop.kind in ("fk", "m2m"):
+                start = hop.column
             self.specs.add(hop.target)
             nxt, link = self.alias(), self.alias()
             view = f'"{hop.target.view}"'
@@ -336,8 +422,9 @@ class Compiler:
                 joins.append(f"LEFT JOIN {view} {nxt} ON {nxt}.{hop.column} = {alias}.id")
             elif hop.kind == "m2m":
                 many = True
+                source = "_rows" if alias == "t" else f'"{hop.source.view}"'
                 joins.append(f"LEFT JOIN (SELECT unnest({alias}_l.{hop.column}) AS dst, {alias}_l.id "
-                             f'AS src FROM "{hop.source.view}" {alias}_l) {link} ON {link}.src = {alias}.id')
+                             f"AS src FROM {source} {alias}_l) {link} ON {link}.src = {alias}.id")
                 joins.append(f"LEFT JOIN {view} {nxt} ON {nxt}.id = {link}.dst")
             else:
                 many = True
@@ -348,9 +435,20 @@ class Compiler:
             if last:
                 value = f"{alias}.{spec.name_field or 'id'}"
         aggregate = f"list(DISTINCT {value})" if many else f"any_value({value})"
-        sql = (f'SELECT t.id AS id, {aggregate} AS v FROM "{self.spec.view}" t {" ".join(joins)} '
-               "WHERE t.id IN (SELECT unnest(?)) GROUP BY t.id")
-        return sql, many
+        body = f'SELECT t.id AS id, {aggregate} AS v FROM _rows t {" ".join(joins)} GROUP BY t.id'
+        return body, many, start
+
+
+def id_list_condition(alias: str) -> str:
+    """True for the rows of ``alias`` whose id is in a bound list, with the list's lowest and
+    highest id bound first (:func:`id_list_params`): the bounds let DuckDB skip every row group
+    outside them by its statistics, the list alone would not."""
+    return f"{alias}.id BETWEEN ? AND ? AND {alias}.id IN (SELECT unnest(?::BIGINT[]))"
+
+
+def id_list_params(ids: list[int]) -> list:
+    ids = [int(i) for i in ids]
+    return [min(ids), max(ids), ids] if ids else [0, -1, []]
 
 
 @dataclass(frozen=True)
@@ -363,35 +461,63 @@ class _SameRelatedRow:
     conditions: Q
 
 
-def _one_related_row(spec: TableSpec, children: tuple) -> tuple:
-    """``children`` of an AND node, with the leaves that share a many-valued relation gathered
-    into one :class:`_SameRelatedRow` each. Tests for NULL stay apart: they also match rows
-    with no related row at all."""
-    groups: dict[str, list] = {}
+def _flatten_and(children: tuple) -> tuple:
+    """``children`` of an AND node with their plain AND sub-trees spliced in: ``Q(a) & Q(b)``
+    in one ``filter()`` call is the same call as ``filter(a, b)``."""
+    out = []
     for child in children:
-        if isinstance(child, Q):
-            continue
-        head, *rest = child[0].split(SEP)
-        column = spec.column(head)
-        if column is not None and (column.display or column.json or head == "id"):
-            continue
-        hop = relations(spec).get(head)
-        if hop is None or hop.kind == "fk" or _tests_null(rest or ["exact"], child[1]):
-            continue
-        groups.setdefault(head, []).append(child)
-    groups = {head: leaves for head, leaves in groups.items() if len(leaves) > 1}
-    if not groups:
+        if isinstance(child, Q) and child.connector == Q.AND and not (child.negated
+                                                                      or child.chained):
+            out.extend(_flatten_and(child.children))
+        else:
+            out.append(child)
+    return tuple(out)
+
+
+def _shared_head(spec: TableSpec, child) -> str | None:
+    """The many-valued relation a child of an AND node is entirely about, if any: a leaf on it,
+    or a sub-tree with no negation whose leaves all are on it. Such children of one
+    ``filter()`` call refer to one related row. Tests for NULL stay apart: they also match
+    rows with no related row at all."""
+    if isinstance(child, Q):
+        if child.negated or child.chained:
+            return None
+        heads = {_shared_head(spec, c) for c in child.children}
+        return heads.pop() if len(heads) == 1 else None
+    head, *rest = child[0].split(SEP)
+    column = spec.column(head)
+    if column is not None and (column.display or column.json or head == "id"):
+        return None
+    hop = relations(spec).get(head)
+    if hop is None or hop.kind == "fk" or _tests_null(rest or ["exact"], child[1]):
+        return None
+    return head
+
+
+def _on_related(child):
+    """A child about one relation (see :func:`_shared_head`), with paths on the related row."""
+    if isinstance(child, Q):
+        moved = Q(_connector=child.connector)
+        moved.children = tuple(_on_related(c) for c in child.children)
+        return moved
+    return SEP.join(_on_target(child[0].split(SEP)[1:])), child[1]
+
+
+def _one_related_row(spec: TableSpec, children: tuple) -> tuple:
+    """``children`` of an AND node, with the children that share a many-valued relation
+    gathered into one :class:`_SameRelatedRow` each."""
+    heads = [_shared_head(spec, child) for child in children]
+    shared = {h for h in heads if h is not None and heads.count(h) > 1}
+    if not shared:
         return children
     out, done = [], set()
-    for child in children:
-        head = None if isinstance(child, Q) else child[0].split(SEP)[0]
-        if head not in groups:
+    for child, head in zip(children, heads):
+        if head not in shared:
             out.append(child)
         elif head not in done:
             done.add(head)
             inner = Q()
-            inner.children = tuple((SEP.join(_on_target(leaf[0].split(SEP)[1:])), leaf[1])
-                                   for leaf in groups[head])
+            inner.children = tuple(_on_related(c) for c, h in zip(children, heads) if h == head)
             out.append(_SameRelatedRow(relations(spec)[head], inner))
     return tuple(out)
 
@@ -426,4 +552,4 @@ def _as_value(value, compiler: Compiler):
     return value
 
 
-__all__ = ["Q", "Compiler", "relations", "field_names"]
+__all__ = ["Q", "Compiler", "relations", "field_names", "id_list_condition", "id_list_params"]

@@ -45,6 +45,7 @@ class Session:
         self._columns: dict[str, frozenset] = {}
         self._features: tuple[int, FeatureResolver] | None = None
         self._pinned: dict[str, Snapshot] = {}
+        self._id_ranges: dict[str, tuple] = {}
         self.con.execute("SET parquet_metadata_cache = true")
         self.con.execute("SET TimeZone = 'UTC'")
         # Top-N queries (to_dataframe's default limit of 100, order_by + limit) first find the
@@ -99,6 +100,20 @@ class Session:
         self.con.execute(f'CREATE OR REPLACE VIEW "{spec.view}" AS SELECT * FROM {source}')
         self._versions[spec.qualified] = snapshot.version
         self._columns[spec.qualified] = frozenset(snapshot.schema.names)
+
+    def id_range(self, spec) -> tuple[int, int] | None:
+        """The lowest and highest id in ``spec``'s view (None when empty), once per version:
+        DuckDB answers it from the Parquet statistics."""
+        with self._lock:
+            self.refresh([spec])
+            version = self._versions.get(spec.qualified)
+            cached = self._id_ranges.get(spec.qualified)
+            if cached is None or cached[0] != version:
+                low, high = self.con.execute(
+                    f'SELECT min(id), max(id) FROM "{spec.view}"').fetchone()
+                cached = (version, None if low is None else (int(low), int(high)))
+                self._id_ranges[spec.qualified] = cached
+            return cached[1]
 
     def current_version(self, spec) -> int | None:
         """The version the view of ``spec`` shows once refreshed (pinned: the pinned one)."""
