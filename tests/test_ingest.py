@@ -501,3 +501,45 @@ def test_same_content_without_key_in_later_chunk_is_existing(instance, tmp_path)
     report = ln.save(ln.Artifact.from_manifest(pd.DataFrame({"path": paths}), chunk_size=1))
     assert (report.new, report.existing, report.chunks) == (2, 1, 2)
     assert ln.Artifact.filter().count() == 2
+
+
+def test_ctrl_c_stops_the_save_says_what_was_committed_and_a_rerun_resumes(
+        local_root, tmp_path):
+    """Without a terminal, each committed chunk is a log line; Ctrl-C (SIGINT) stops the save
+    with a message naming what is saved, and running the same save again finishes the job."""
+    import signal
+
+    n, chunk = 3000, 250
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"{i:05d}.txt").write_text(f"file {i}")
+    child = subprocess.Popen(
+        [sys.executable, "-u", "-c", textwrap.dedent(f"""
+            import lamina as ln
+            ln.init(storage={local_root!r})
+            ln.save(ln.Artifact.from_dir({str(folder)!r}, key_prefix="many",
+                                         chunk_size={chunk}))
+        """)], env=dict(os.environ), stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in child.stderr:
+        lines.append(line)
+        if line.startswith("→ committed chunk 1:"):
+            child.send_signal(signal.SIGINT)
+            break
+    _, rest = child.communicate(timeout=120)
+    output = "".join(lines) + rest
+    assert child.returncode != 0, output
+    assert "Traceback" not in output.split("interrupted:")[0]
+    message = next(line for line in output.splitlines() if "interrupted:" in line)
+    committed = int(message.split("interrupted: ")[1].split(" new artifacts")[0].replace(",", ""))
+    assert "Run the same ln.save again to resume" in message
+
+    ln.connect(local_root)
+    saved = ln.Artifact.filter(key__startswith="many/").count()
+    assert saved == committed and chunk <= saved <= 2 * chunk < n
+    report = ln.save(ln.Artifact.from_dir(str(folder), key_prefix="many", chunk_size=chunk,
+                                          progress=False))
+    assert (report.existing, report.new) == (saved, n - saved)
+    keys = ln.Artifact.filter(key__startswith="many/").to_arrow(columns=["key"])
+    assert sorted(keys.column("key").to_pylist()) == [f"many/{i:05d}.txt" for i in range(n)]

@@ -193,6 +193,7 @@ class IngestBatch:
         # Rows to commit are known after validation: that bar has an ETA.
         bars["committing"].total = max(0, validation.rows - validation.failed)
         listing: dict | None = None
+        to_commit = bars["committing"].total
         try:
             for df in self._chunks_to_save(ctx, failed_rows, report):
                 if df.height == 0:
@@ -205,8 +206,20 @@ class IngestBatch:
                     continue
                 df = assign_uids(ctx, df)
                 listing = upload(ctx, df, report, bars["uploading"], listing)
+                new_before = report.new
                 self._committer.commit(ctx, store, df, report, run_id, now,
                                        bars["committing"])
+                if not self.progress:  # a log, not a terminal: one line per committed chunk
+                    log.info(f"committed chunk {report.chunks}: {report.new - new_before:,} new "
+                             f"artifacts; {report.new + report.existing:,} of {to_commit:,} "
+                             "rows saved so far")
+        except KeyboardInterrupt:
+            message = (f"interrupted: {report.new:,} new artifacts in {report.chunks} committed "
+                       f"chunk(s) are saved{_id_span(report)}; the chunk in progress was not "
+                       "committed. Run the same ln.save again to resume: it skips what is "
+                       "saved.")
+            log.warning(message)
+            raise KeyboardInterrupt(message) from None
         finally:
             for bar in bars.values():
                 bar.close()
@@ -246,6 +259,13 @@ def _without(df: pl.DataFrame, rows: np.ndarray) -> pl.DataFrame:
 def _cache_budget() -> int:
     """Bytes of prepared chunks validation may keep for the save (``LAMINA_INGEST_CACHE_MB``)."""
     return int(float(os.environ.get("LAMINA_INGEST_CACHE_MB", CACHE_MB)) * 2**20)
+
+
+def _id_span(report: IngestReport) -> str:
+    if not report.id_ranges:
+        return ""
+    return (f" (ids {min(lo for lo, _ in report.id_ranges)}–"
+            f"{max(hi for _, hi in report.id_ranges)})")
 
 
 def _progress(total: int, desc: str, unit: str, enabled: bool):
