@@ -543,3 +543,37 @@ def test_ctrl_c_stops_the_save_says_what_was_committed_and_a_rerun_resumes(
     assert (report.existing, report.new) == (saved, n - saved)
     keys = ln.Artifact.filter(key__startswith="many/").to_arrow(columns=["key"])
     assert sorted(keys.column("key").to_pylist()) == [f"many/{i:05d}.txt" for i in range(n)]
+
+
+def test_rerunning_a_corrected_manifest_updates_the_annotations_it_changed(world, tmp_path):
+    manifest = make_manifest(tmp_path / "files", 6, seed=5)
+    manifest["perturbation"] = ["DMSO", "IFNG", None, "TNF", ["DMSO", "LPS"], None]
+    first = ln.save(ln.Artifact.from_manifest(manifest, create_labels=True))
+    assert first.new == 6
+    keep = ln.Record(name="kept by hand").save()
+    hand = ln.Artifact.get(key=manifest["key"][0])
+    hand.records.add(keep)  # a link the manifest does not manage
+    untouched = ln.Artifact.get(key=manifest["key"][5]).features.get_values()
+
+    corrected = manifest.copy()
+    corrected.loc[0, "temperature"] = 99.5
+    corrected.loc[1, "description"] = "corrected"
+    corrected.at[0, "perturbation"] = "LPS"
+    corrected.loc[3, "study_note"] = None
+    report = ln.save(ln.Artifact.from_manifest(corrected, create_labels=True))
+
+    assert (report.new, report.existing, report.updated) == (0, 6, 3)
+    assert report.changed == {"temperature": 1, "perturbation": 1, "description": 1,
+                              "study_note": 1}
+    by_key = {k: ln.Artifact.get(key=k) for k in corrected["key"]}
+    first_values = by_key[corrected["key"][0]].features.get_values()
+    assert first_values["temperature"] == 99.5
+    assert first_values["perturbation"] == "LPS"
+    assert by_key[corrected["key"][1]].description == "corrected"
+    assert "study_note" not in by_key[corrected["key"][3]].features.get_values()
+    links = {r.name for r in by_key[corrected["key"][0]].records}
+    assert links == {"LPS", "kept by hand", corrected["donor"][0]}
+    # Unchanged rows are untouched, and a rerun of the corrected manifest changes nothing.
+    assert by_key[corrected["key"][5]].features.get_values() == untouched
+    again = ln.save(ln.Artifact.from_manifest(corrected, create_labels=True))
+    assert (again.existing, again.updated, again.changed) == (6, 0, {})

@@ -144,10 +144,7 @@ def update(instance, spec: tables.TableSpec, record_id: int, patch: Patch, *,
 
     def plan(snapshot: Snapshot) -> Change:
         row = _row(snapshot, record_id, what)
-        changes = patch(row) if callable(patch) else patch
-        updated = dict(row)
-        for column, value in changes.items():
-            updated[column] = value.apply(row.get(column)) if isinstance(value, ListEdit) else value
+        updated = _patched(row, patch)
         if updated == row:
             return Change(result=row)
         return Change(replace=[updated], new_columns=dict(new_columns or {}), result=updated)
@@ -155,19 +152,34 @@ def update(instance, spec: tables.TableSpec, record_id: int, patch: Patch, *,
     return transact(instance, spec, plan).result
 
 
-def update_many(instance, spec: tables.TableSpec, ids: Sequence[int], patch: dict[str, Any]
-                ) -> int:
-    """Apply one ``patch`` of plain values to every row of ``ids`` still in the table, in one
+def update_rows(instance, spec: tables.TableSpec, patches: dict[int, Patch], *,
+                new_columns: dict | None = None) -> int:
+    """Apply each row's patch (as in :func:`update`) to the rows still in the table, in one
     commit; the number of rows changed."""
-    ids = [int(i) for i in ids]
+    ids = [int(i) for i in patches]
 
     def plan(snapshot: Snapshot) -> Change:
         rows = snapshot.read(filter=pc.field("id").isin(ids)).to_pylist() if ids else []
-        updated = [dict(row, **patch) for row in rows]
-        changed = [new for new, old in zip(updated, rows) if new != old]
-        return Change(replace=changed, result=len(changed))
+        changed = [new for new, old in ((_patched(r, patches[r["id"]]), r) for r in rows)
+                   if new != old]
+        return Change(replace=changed, new_columns=dict(new_columns or {}),
+                      result=len(changed))
 
     return transact(instance, spec, plan).result or 0
+
+
+def update_many(instance, spec: tables.TableSpec, ids: Sequence[int], patch: Patch) -> int:
+    """Apply one ``patch`` to every row of ``ids`` still in the table, in one commit; the
+    number of rows changed."""
+    return update_rows(instance, spec, {int(i): patch for i in ids})
+
+
+def _patched(row: dict, patch: Patch) -> dict:
+    changes = patch(row) if callable(patch) else patch
+    updated = dict(row)
+    for column, value in changes.items():
+        updated[column] = value.apply(row.get(column)) if isinstance(value, ListEdit) else value
+    return updated
 
 
 def _row(snapshot: Snapshot, record_id: int, what: str | None) -> dict:

@@ -200,7 +200,8 @@ class IngestBatch:
                     continue
                 df = hash_files(df, report, bars["hashing"])
                 before = df.height
-                df = self._committer.existing(store, df, report)
+                df, stored = self._committer.existing(store, df, report)
+                self._committer.update_existing(ctx, store, stored, report, now)
                 bars["committing"].update(before - df.height)  # existing rows are done too
                 if df.height == 0:
                     continue
@@ -224,8 +225,10 @@ class IngestBatch:
             for bar in bars.values():
                 bar.close()
         report.timings["total"] = time.perf_counter() - t_start
+        updated = f" ({report.updated} updated: {report.changed})" if report.updated else ""
         log.info(f"ingested {report.new} new artifacts ({report.linked} linked, "
-                 f"{report.copied} copied), {report.existing} existing, {report.failed} failed")
+                 f"{report.copied} copied), {report.existing} existing{updated}, "
+                 f"{report.failed} failed")
         return report
 
     def _chunks_to_save(self, ctx: Context, failed_rows: np.ndarray, report: IngestReport):

@@ -26,8 +26,11 @@ class Committer:
         self._own_unkeyed: set[str] = set()
         self._checked_version: int | None = None
 
-    def existing(self, store, df: pl.DataFrame, report: IngestReport) -> pl.DataFrame:
-        """Drop rows whose (hash, key) is in the catalog or earlier in this chunk."""
+    def existing(self, store, df: pl.DataFrame, report: IngestReport
+                 ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Split off rows whose (hash, key) is in the catalog or earlier in this chunk: the
+        new rows, and the ones the catalog already has (their annotations may need an
+        update)."""
         t0 = time.perf_counter()
         dup = df.select(pl.struct("_hash", "_key").is_first_distinct().not_()).to_series()
         n_dup = int(dup.sum())
@@ -41,12 +44,62 @@ class Committer:
             df = df.filter(~earlier)
         snapshot = store.snapshot()
         found = _existing_pairs(snapshot, df, self._own_files)
+        stored = df.clear()
         if found.height:
+            stored = df.join(found, on=["_hash", "_key"], how="semi", nulls_equal=True)
             df = df.join(found, on=["_hash", "_key"], how="anti", nulls_equal=True)
         report.existing += n_dup + n_earlier + found.height
         self._checked_version = snapshot.version
         report.timings["commit"] += time.perf_counter() - t0
-        return df
+        return df, stored
+
+    def update_existing(self, ctx: Context, store, df: pl.DataFrame, report: IngestReport,
+                        now) -> None:
+        """Bring the annotations of artifacts the catalog already has in line with the
+        manifest: the fields and features it has columns for (a value it leaves empty is
+        cleared), and the label links those features make. One commit per chunk; counted in
+        ``report.updated`` and, per field or feature, in ``report.changed``."""
+        fields = [f for f in ctx.fields if f not in ("size", "hash")]
+        if df.height == 0 or not (fields or ctx.features):
+            return
+        t0 = time.perf_counter()
+        for column, dtype in (("_uid", pl.String), ("_storage_id", pl.Int64)):
+            if column not in df.columns:
+                df = df.with_columns(pl.lit(None, dtype).alias(column))
+        wanted, new_columns = artifact_rows(ctx, df, None, now)
+        names = {name: name for name in fields}
+        names.update({info.column: name for name, info in ctx.features.items()})
+        links = {}  # link column -> the categorical feature columns that fill it
+        for info in ctx.features.values():
+            if info.dtype.is_categorical:
+                for m2m in tables.get("core.artifact").many_to_many:
+                    if m2m.target == info.dtype.label_spec.qualified:
+                        links.setdefault(m2m.name, []).append(info.column)
+        snapshot = store.snapshot()
+        present = [c for c in (*names, *links) if c in snapshot.schema.names]
+        stored = snapshot.read(["id", "hash", "key", *present],
+                               pc.field("hash").isin(wanted.column("hash").unique()))
+        by_pair = {(r["hash"], r["key"]): r for r in stored.to_pylist()}
+        patches: dict[int, dict] = {}
+        for row in wanted.select(["hash", "key", *names]).to_pylist():
+            old = by_pair.get((row["hash"], row["key"]))
+            if old is None:
+                continue
+            patch = {c: row[c] for c in names if _differs(row[c], old.get(c))}
+            for link, columns in links.items():
+                before = {i for c in columns for i in old.get(c) or ()}
+                after = {i for c in columns for i in row[c] or ()}
+                if before != after:
+                    patch[link] = writer.ListEdit(add=sorted(after), remove=before - after)
+            if patch:
+                patches[old["id"]] = patch
+                for column in patch:
+                    if column in names:
+                        report.changed[names[column]] = report.changed.get(names[column], 0) + 1
+        if patches:
+            report.updated += writer.update_rows(ctx.instance, store.spec, patches,
+                                                 new_columns=new_columns)
+        report.timings["commit"] += time.perf_counter() - t0
 
     def _remember_own(self, store, planned: dict, rows: pa.Table) -> None:
         """The files this save's commit added, so later chunks do not check their rows again
@@ -167,6 +220,12 @@ def artifact_rows(ctx: Context, df: pl.DataFrame, run_id, now) -> tuple[pa.Table
         merged = list_column(df.height, [list_parts(lists[c]) for c in columns])
         out = out.append_column(link, merged)
     return out, new_columns
+
+
+def _differs(new, old) -> bool:
+    if isinstance(new, float) and isinstance(old, float) and np.isnan(new) and np.isnan(old):
+        return False
+    return new != old
 
 
 def _as_list_int64(array) -> pa.Array:

@@ -26,6 +26,10 @@ class IngestReport:
     rows: int = 0
     new: int = 0
     existing: int = 0
+    # Existing artifacts whose annotations the manifest changed, and per field or feature
+    # how many rows it changed.
+    updated: int = 0
+    changed: dict = field(default_factory=dict)
     linked: int = 0
     copied: int = 0
     reused_uploads: int = 0
@@ -61,7 +65,10 @@ class IngestReport:
         phases = ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items())
         text = (f"IngestReport(rows={self.rows}, new={self.new} (linked={self.linked}, "
                 f"copied={self.copied}, reused uploads={self.reused_uploads}), "
-                f"existing={self.existing}, failed={self.failed}, chunks={self.chunks}")
+                f"existing={self.existing} (updated={self.updated}), failed={self.failed}, "
+                f"chunks={self.chunks}")
+        if self.changed:
+            text += f", changed={self.changed}"
         if self.labels_created:
             text += f", labels created={self.labels_created}"
         text += f"; {phases})"
