@@ -9,7 +9,8 @@ import pyarrow as pa
 
 from .. import log
 from ..catalog.instance import current
-from ..errors import DoesNotExist, FieldError, MultipleResultsFound, did_you_mean
+from ..errors import (DoesNotExist, FieldError, MultipleResultsFound, ValidationError,
+                      did_you_mean, unknown_field)
 from .features import to_display
 from .lookups import SubQuery
 from .planner import Compiler, Q
@@ -126,13 +127,25 @@ class QuerySet:
 
     def to_dataframe(self, include: str | list[str] | None = None, features=False,
                      limit: int | None = DEFAULT_DATAFRAME_LIMIT) -> pd.DataFrame:
-        """Rows as a pandas DataFrame indexed by id; newest first unless ordered."""
+        """The matching rows as a pandas DataFrame indexed by id, newest first unless ordered.
+
+        ``limit`` caps the rows (100 by default, ``None`` for all); when rows are left out, one
+        line on stderr says how many matched. ``include`` adds related fields as columns
+        (``"records__name"``, ``"created_by__handle"``; many-valued ones as a set per row) and
+        ``"features"`` (or ``features=True`` / a list of names) one column per feature.
+        ``ln.Artifact.filter(suffix=".parquet").to_dataframe(include="features")``"""
         columns = ["id", *self.spec.display_columns]
         order = self._order_by or ("-id",)
-        row_limit = limit if self._limit is None else min(x for x in (limit, self._limit)
-                                                          if x is not None)
+        # The rows are cut by ``limit`` only where the QuerySet has no smaller limit of its own;
+        # one row more than shown tells whether anything was cut, so the count runs only then.
+        cut_by_limit = limit is not None and (self._limit is None or limit < self._limit)
+        row_limit = limit + 1 if cut_by_limit else self._limit
         sql, params, specs = self._compile(columns=columns, order_by=order, limit=row_limit)
         frame = self._run(sql, params, specs).to_pandas().set_index("id")
+        if cut_by_limit and len(frame) > limit:
+            frame = frame.iloc[:limit]
+            log.info(f"showing {limit} of {self.count()} {self.spec.model} rows; "
+                     "to_dataframe(limit=None) returns all of them")
         paths = [include] if isinstance(include, str) else list(include or [])
         wants_features = features or "features" in paths
         paths = [p for p in paths if p != "features"]
@@ -301,11 +314,27 @@ class QuerySet:
             record.delete(permanent=permanent)
         return len(records)
 
+    def values_list(self, *fields: str, flat: bool = False) -> list:
+        """The values of ``fields`` for every matching row, as tuples in the QuerySet's order
+        (by id unless ordered); ``flat=True`` with one field gives the values themselves:
+        ``ln.Artifact.filter(suffix=".parquet").values_list("key", flat=True)``."""
+        if flat and len(fields) != 1:
+            raise ValidationError(f"values_list(flat=True) takes exactly one field, got {fields}")
+        choices = ["id", *self.spec.display_columns]
+        names = list(fields) or choices
+        for name in names:
+            if name not in choices:
+                raise unknown_field(name, self.spec.model, choices)
+        table = self.to_arrow(columns=names)
+        columns = [table.column(name).to_pylist() for name in names]
+        return columns[0] if flat else list(zip(*columns))
+
     def __repr__(self) -> str:
         records = self._records(limit=REPR_LIMIT + 1)
         shown = ", ".join(repr(r) for r in records[:REPR_LIMIT])
-        more = ", ..." if len(records) > REPR_LIMIT else ""
-        return f"<{self.spec.model}QuerySet [{shown}{more}]>"
+        if len(records) > REPR_LIMIT:
+            return f"<{self.spec.model}QuerySet ({self.count()} rows) [{shown}, ...]>"
+        return f"<{self.spec.model}QuerySet ({len(records)} rows) [{shown}]>"
 
     def _repr_html_(self) -> str:
         return self.to_dataframe(limit=REPR_LIMIT)._repr_html_()

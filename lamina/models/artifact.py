@@ -19,6 +19,7 @@ from ..engine.session import session_for
 from .base import SQLRecord
 from .features import HasFeatures
 from .lineage import active_run, record_input
+from .lineage_graph import LineageGraph
 from .schema import Schema, annotate_from_dataset
 
 LOADERS = {
@@ -31,7 +32,17 @@ LOADERS = {
 }
 
 
+# Warnings said once per process.
+_warned = {"untracked": False}
+
+
 class Artifact(HasFeatures, SQLRecord):
+    """A file, folder, DataFrame or AnnData registered in the catalog.
+
+    ``ln.Artifact("reads.fastq.gz", key="raw/reads.fastq.gz").save()`` hashes the file,
+    uploads it into the instance's storage and commits a row; the same content registered
+    twice returns the existing artifact. ``revises=`` makes a new version of an artifact."""
+
     _spec = tables.get("core.artifact")
     _versioned = True
 
@@ -74,6 +85,8 @@ class Artifact(HasFeatures, SQLRecord):
     @classmethod
     def from_dataframe(cls, df, *, key: str | None = None, description: str | None = None,
                        **kwargs) -> Artifact:
+        """An artifact of a pandas DataFrame, stored as Parquet; ``schema=`` validates the
+        columns against a Schema first and annotates the artifact with its features."""
         import pandas as pd
 
         if not isinstance(df, pd.DataFrame):
@@ -84,6 +97,8 @@ class Artifact(HasFeatures, SQLRecord):
     @classmethod
     def from_anndata(cls, adata, *, key: str | None = None, description: str | None = None,
                      **kwargs) -> Artifact:
+        """An artifact of an AnnData object, stored as ``.h5ad``; ``schema=`` as for
+        :meth:`from_dataframe`."""
         import anndata as ad
 
         if not isinstance(adata, ad.AnnData):
@@ -107,12 +122,25 @@ class Artifact(HasFeatures, SQLRecord):
     # ---- bulk ingestion (lamina/models/ingest.py) ---------------------------------------
     @classmethod
     def from_manifest(cls, manifest, **kwargs):
+        """A lazy batch of artifacts, one per row of ``manifest``; ``ln.save(batch)`` writes it
+        in a few commits and returns a report.
+
+        The manifest is a pandas/Polars DataFrame, an Arrow table, or a Parquet/CSV file (local
+        or ``s3://``) with one row per file: a ``path`` column (required), an optional ``key``
+        column, optional artifact fields (``description``, ``kind``, ``version_tag``, ...) and
+        one column per registered Feature holding that file's value. Local files are copied
+        into the default storage; files already under a registered storage root are linked in
+        place. ``create_labels=True`` creates missing labels of categorical features;
+        ``on_error="skip"`` saves the valid rows and reports the others. See
+        ``lamina.models.ingest.from_manifest`` for every option."""
         from .ingest import from_manifest
 
         return from_manifest(manifest, **kwargs)
 
     @classmethod
     def from_dir(cls, path_or_uri, **kwargs):
+        """A batch (as :meth:`from_manifest`) of every file under a local folder or an
+        ``s3://`` prefix; ``key_prefix=`` sets the keys of copied files."""
         from .ingest import from_dir
 
         return from_dir(path_or_uri, **kwargs)
@@ -132,7 +160,8 @@ class Artifact(HasFeatures, SQLRecord):
         run = active_run()
         if run is not None and data.get("run_id") is None:
             data["run_id"] = run._lamina_id()
-        elif run is None:
+        elif run is None and not _warned["untracked"]:
+            _warned["untracked"] = True  # once per process: it says the same every time
             log.warning("no run & transform got linked, call `ln.track()` & re-run")
         while True:
             object_key = objects.object_key(data["uid"], data["suffix"])
@@ -209,6 +238,12 @@ class Artifact(HasFeatures, SQLRecord):
             # After the row is gone, so no row points at nothing.
             objects.remove(current().storage_location(storage_id), key)
             log.info(f"deleted artifact {record_id} and its file")
+
+    # ---- lineage -----------------------------------------------------------------------
+    def view_lineage(self) -> LineageGraph:
+        """Where this artifact came from: the run that saved it, the run's transform and input
+        artifacts, and theirs in turn. Shown as a tree in a terminal, as a picture in Jupyter."""
+        return LineageGraph(self)
 
     # ---- data access -------------------------------------------------------------------
     @property
