@@ -40,7 +40,8 @@ SMALL_FILE_BYTES = 16 * 2**20
 COMPACT_COMMIT_ATTEMPTS = 5
 # A compaction rewrites rows by runs of consecutive ids; beyond this many runs it waits.
 MAX_ID_RUNS = 1000
-_EXACT_NEXT_VERSION = CommitProperties(max_commit_retries=0)
+# Commit-info keys that ``ln.history()`` reads back (catalog/history.py).
+USER_KEY, OPERATION_KEY = "lamina_user", "lamina_operation"
 # DuckDB's own row-group size: it parallelises a scan and prunes by statistics per row group,
 # and deltalake's default (1 Mi rows) leaves one group per file (field filters at 1e6 rows:
 # 71-204 ms with the default, 11-36 ms with this; bench/README.md, "Query"). Snappy, as
@@ -109,6 +110,14 @@ class TableStore:
         self.uri = location.join(CATALOG_DIR, spec.module, spec.name)
         self._table: DeltaTable | None = None
         self._lock = threading.RLock()
+        # Who commits through this store, written into each commit's info for the history.
+        self.committer: str | None = None
+
+    def _commit_properties(self, operation: str | None = None) -> CommitProperties:
+        metadata = {USER_KEY: self.committer} if self.committer else {}
+        if operation:
+            metadata[OPERATION_KEY] = operation
+        return CommitProperties(max_commit_retries=0, custom_metadata=metadata or None)
 
     # ---- reading -------------------------------------------------------------------------
     def _latest(self) -> DeltaTable | None:
@@ -191,6 +200,7 @@ class TableStore:
                 partition_by=list(self.spec.partition_by) or None,
                 storage_options=self.location.delta_options,
                 name=self.spec.qualified,
+                commit_properties=self._commit_properties(),
             )
         except Exception as exc:  # another process created it first
             if self._latest() is None:
@@ -240,7 +250,7 @@ class TableStore:
             if len(change.append) or change.replace:
                 raise ValueError("a change either deletes rows or writes them, not both")
             table.delete(predicate=_ids_predicate(change.delete_ids),
-                         commit_properties=_EXACT_NEXT_VERSION)
+                         commit_properties=self._commit_properties())
             return
         if change.replace:
             if len(change.append):
@@ -248,11 +258,11 @@ class TableStore:
             rows = to_arrow(change.replace, schema)
             write_deltalake(table, rows, mode="overwrite",
                             predicate=_ids_predicate([r["id"] for r in change.replace]),
-                            commit_properties=_EXACT_NEXT_VERSION, storage_options=options,
+                            commit_properties=self._commit_properties(), storage_options=options,
                             writer_properties=_WRITER, **evolve)
             return
         write_deltalake(table, to_arrow(change.append, schema), mode="append",
-                        commit_properties=_EXACT_NEXT_VERSION, storage_options=options,
+                        commit_properties=self._commit_properties(), storage_options=options,
                         writer_properties=_WRITER, **evolve)
 
     # ---- housekeeping --------------------------------------------------------------------
@@ -286,7 +296,7 @@ class TableStore:
             for _ in range(COMPACT_COMMIT_ATTEMPTS):
                 try:
                     write_deltalake(table, rows, mode="overwrite", predicate=predicate,
-                                    commit_properties=_EXACT_NEXT_VERSION,
+                                    commit_properties=self._commit_properties("compact"),
                                     storage_options=self.location.delta_options,
                                     writer_properties=_WRITER)
                 except CommitFailedError:

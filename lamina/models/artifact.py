@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 from .. import log
 from ..catalog import objects, tables
 from ..catalog.ids import next_version_uid, version_number
-from ..catalog.instance import MAIN_BRANCH_ID, current
+from ..catalog.instance import MAIN_BRANCH_ID, TRASH_BRANCH_ID, current
 from ..catalog.location import safe_key
 from ..catalog.store import Change, Snapshot
 from ..errors import InvalidPath, ValidationError
@@ -156,7 +156,7 @@ class Artifact(HasFeatures, SQLRecord):
         if revises is not None:
             data["uid"] = self._version_uid(revises)
         data["storage_id"] = instance.storage_id
-        location = instance.storage_location(instance.storage_id)
+        location = instance.writable_location(instance.storage_id)
         run = active_run()
         if run is not None and data.get("run_id") is None:
             data["run_id"] = run._lamina_id()
@@ -233,10 +233,14 @@ class Artifact(HasFeatures, SQLRecord):
         record_id = self._lamina_id()
         storage_id = self._data.get("storage_id")
         key = objects.object_key(self.uid, self.suffix or "")
+        removes_file = storage_id is not None and (
+            permanent or self._data.get("branch_id") == TRASH_BRANCH_ID)
+        # Refused before the row goes when the file may not be deleted (linked storage).
+        location = current().writable_location(storage_id) if removes_file else None
         super().delete(permanent=permanent)
-        if self._data.get("id") is None and storage_id is not None:
+        if self._data.get("id") is None and location is not None:
             # After the row is gone, so no row points at nothing.
-            objects.remove(current().storage_location(storage_id), key)
+            objects.remove(location, key)
             log.info(f"deleted artifact {record_id} and its file")
 
     # ---- lineage -----------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from ..catalog import tables
+from ..catalog.instance import current
 from ..catalog.location import Location
 from .base import SQLRecord
 from .features import Feature, HasFeatures
@@ -24,6 +25,10 @@ class Branch(SQLRecord):
 
 
 class Storage(SQLRecord):
+    """A place artifacts live: a local folder, ``s3://bucket/prefix`` or ``gs://...``.
+    Managed storage (``instance_uid`` is this instance) is written to; linked storage, which
+    another instance manages, is only read."""
+
     _spec = tables.get("core.storage")
 
     def __init__(self, root: str | os.PathLike | None = None, **fields):
@@ -31,6 +36,13 @@ class Storage(SQLRecord):
             raise TypeError("Storage() needs a root: a local folder, s3://... or gs://...")
         location = Location.of(root)
         super().__init__(root=location.root, type=location.type, **fields)
+
+    def save(self) -> Storage:
+        """Register the storage. This instance manages it unless the root is another
+        instance's: then it is linked (its artifacts are read, never written or deleted)."""
+        if self._data.get("id") is None and self._data.get("instance_uid") is None:
+            self._data["instance_uid"] = current().manager_of(self._data["root"])
+        return super().save()
 
     @property
     def path(self) -> str:
