@@ -158,17 +158,36 @@ def _parse_modules(modules: str | list[str] | None) -> list[str]:
 
 
 def _read_meta(location: Location) -> dict | None:
+    """The instance metadata in ``location``; None when there is none. A bucket that does not
+    exist or a store that refuses the read is an InstanceError saying so."""
     try:
         with location.fs.open(location.join(META_FILE), "rb") as f:
             return json.loads(f.read())
     except FileNotFoundError:
+        if not location.is_local:
+            bucket = location.root.split("://", 1)[1].split("/", 1)[0]
+            if not _bucket_exists(location, bucket):
+                raise InstanceError(f"bucket {bucket!r} of {location.root} does not exist; "
+                                    "create it first") from None
         return None
+    except (InstanceError, json.JSONDecodeError):
+        raise
+    except Exception as exc:  # the object store's own errors: credentials, permissions, ...
+        raise InstanceError(f"cannot read {location.root}: {type(exc).__name__}: {exc}") from None
+
+
+def _bucket_exists(location: Location, bucket: str) -> bool:
+    try:
+        return location.fs.exists(f"{location.type}://{bucket}")
+    except Exception:
+        return True  # cannot tell: say nothing of the bucket
 
 
 def init(storage: str | os.PathLike, modules: str | list[str] | None = None,
          name: str | None = None) -> Instance:
     """Create an instance in ``storage``; connect if this user already made one there."""
     location = Location.of(storage)
+    location.check_reachable()
     user = settings.local_user()
     module_names = _parse_modules(modules)
     meta = {
@@ -196,6 +215,9 @@ def init(storage: str | os.PathLike, modules: str | list[str] | None = None,
                 f"Use ln.connect({location.root!r}) to work in it."
             ) from None
         return connect(location.root)
+    except OSError as exc:
+        raise InstanceError(f"cannot create an instance in {location.root}: "
+                            f"{exc.strerror or exc}") from None
     instance = _open(location, meta, user)
     settings.remember_instance(location.root)
     log.info(f"initialized lamina: {instance.slug}")
@@ -218,6 +240,7 @@ def connect(root: str | os.PathLike | None = None, *, as_of=None) -> Instance:
                 "no lamina instance: call ln.init(storage='./mydata') or ln.connect('<root>')"
             )
     location = Location.of(root)
+    location.check_reachable()
     meta = _read_meta(location)
     if meta is None:
         raise InstanceError(

@@ -135,6 +135,11 @@ class Artifact(HasFeatures, SQLRecord):
         ``lamina.models.ingest.from_manifest`` for every option."""
         from .ingest import from_manifest
 
+        if isinstance(manifest, (str, os.PathLike)):
+            text = os.fspath(manifest)
+            if "://" not in text and not Path(text).expanduser().exists():
+                raise InvalidPath(f"manifest {text!r} does not exist; pass the path of a Parquet "
+                                  "or CSV file, or a DataFrame")
         return from_manifest(manifest, **kwargs)
 
     @classmethod
