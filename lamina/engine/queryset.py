@@ -12,6 +12,7 @@ from ..catalog.instance import current
 from ..errors import (DoesNotExist, FieldError, MultipleResultsFound, ValidationError,
                       did_you_mean, unknown_field)
 from .features import to_display
+from .frames import plain_text, to_pandas
 from .lookups import SubQuery
 from .planner import Compiler, Q
 from .session import session_for
@@ -141,7 +142,7 @@ class QuerySet:
         cut_by_limit = limit is not None and (self._limit is None or limit < self._limit)
         row_limit = limit + 1 if cut_by_limit else self._limit
         sql, params, specs = self._compile(columns=columns, order_by=order, limit=row_limit)
-        frame = self._run(sql, params, specs).to_pandas().set_index("id")
+        frame = to_pandas(self._run(sql, params, specs)).set_index("id")
         if cut_by_limit and len(frame) > limit:
             frame = frame.iloc[:limit]
             log.info(f"showing {limit} of {self.count()} {self.spec.model} rows; "
@@ -155,6 +156,7 @@ class QuerySet:
             if wants_features:
                 chosen = features if isinstance(features, (list, tuple)) else None
                 frame = self._with_features(base, frame, chosen)
+            plain_text(frame)
         return frame
 
     def _with_features(self, base: pd.DataFrame, frame: pd.DataFrame,

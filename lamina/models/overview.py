@@ -7,6 +7,7 @@ import pandas as pd
 from .. import log
 from ..catalog.history import commits
 from ..catalog.instance import current
+from ..engine.frames import to_pandas
 from ..engine.session import session_for
 from .base import model_for
 
@@ -57,7 +58,7 @@ def sql(query: str, params: list | None = None, *, polars: bool = False):
         import polars as pl
 
         return pl.from_arrow(table)
-    return table.to_pandas()
+    return to_pandas(table)
 
 
 def history(limit: int | None = None) -> pd.DataFrame:
