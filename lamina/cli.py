@@ -80,7 +80,7 @@ def _run(args) -> None:
             state = "not written yet" if version < 0 else f"version {version}"
             print(f"  {spec.model:<16} {state}")
     elif args.command == "ls":
-        qs = ln.Artifact.filter(key__startswith=args.prefix) if args.prefix else ln.Artifact.filter()
+        qs = ln.Artifact.filter(key__startswith=args.prefix) if args.prefix else ln.Artifact.all()
         frame = qs.order_by("key").to_dataframe(limit=args.limit or None)
         if frame.empty:
             print(f"no artifact with a key starting {args.prefix!r}" if args.prefix

@@ -42,6 +42,9 @@ class _LazyFeatures:
 
 
 class QuerySet:
+    """A lazy query of one registry: conditions, order and slices accumulate, and SQL runs only
+    when results are asked for (``to_dataframe``, ``to_polars``, ``count``, iteration, ...)."""
+
     def __init__(self, model: type[SQLRecord], q: Q | None = None, order_by: tuple = (),
                  limit: int | None = None, offset: int = 0, distinct: bool = False):
         self.model = model
@@ -60,23 +63,28 @@ class QuerySet:
 
     # ---- building ------------------------------------------------------------------------
     def filter(self, *queries: Q, **conditions) -> QuerySet:
+        """This QuerySet narrowed by more conditions (see ``SQLRecord.filter``); a bad field,
+        comparator or value fails here, before any SQL runs."""
         added = Q(*queries, **conditions)
         # Compile now so that a bad field, comparator or value fails here, before any SQL runs.
         self._compiler().where(added)
         return self._clone(q=self.q & added if self.q else added)
 
     def exclude(self, *queries: Q, **conditions) -> QuerySet:
+        """This QuerySet without the rows matching the conditions."""
         added = ~Q(*queries, **conditions)
         self._compiler().where(added)
         return self._clone(q=self.q & added if self.q else added)
 
     def order_by(self, *fields: str) -> QuerySet:
+        """Rows ordered by fields (``"-size"`` descending; relations as ``"created_by__name"``)."""
         compiler = self._compiler()
         for term in fields:
             compiler.order_term(term)
         return self._clone(order_by=fields)
 
     def distinct(self) -> QuerySet:
+        """Each row once."""
         return self._clone(distinct=True)
 
     def all(self) -> QuerySet:
@@ -117,11 +125,14 @@ class QuerySet:
 
     # ---- results -------------------------------------------------------------------------
     def to_arrow(self, columns: list[str] | None = None) -> pa.Table:
+        """Every matching row (no default limit) as an Arrow table, ordered by id unless
+        ordered otherwise."""
         sql, params, specs = self._compile(columns=columns,
                                            order_by=self._order_by or ("id",))
         return self._run(sql, params, specs)
 
     def to_polars(self, columns: list[str] | None = None):
+        """Every matching row (no default limit) as a Polars DataFrame."""
         import polars as pl
 
         return pl.from_arrow(self.to_arrow(columns or ["id", *self.spec.display_columns]))
@@ -240,12 +251,14 @@ class QuerySet:
         return [self.model._from_row(row) for row in rows]
 
     def to_list(self) -> list[SQLRecord]:
+        """Every matching row as a record object."""
         return self._records()
 
     def __iter__(self):
         return iter(self._records())
 
     def count(self) -> int:
+        """How many distinct rows match (one COUNT query; no rows are fetched)."""
         inner, params, specs = self._compile(columns=["id"], order_by=())
         return self._session().scalar(f"SELECT count(*) AS n FROM ({inner})", params, specs)
 
@@ -253,6 +266,7 @@ class QuerySet:
         return self.count()
 
     def exists(self) -> bool:
+        """Whether any row matches."""
         inner, params, specs = self._compile(columns=["id"], order_by=(), limit=1)
         return self._run(inner, params, specs).num_rows > 0
 
@@ -282,16 +296,19 @@ class QuerySet:
         return found[0]
 
     def first(self) -> SQLRecord | None:
+        """The first row (by id unless ordered), or None."""
         found = self._records(limit=1)
         return found[0] if found else None
 
     def last(self) -> SQLRecord | None:
+        """The last row (by id unless ordered), or None."""
         order = self._order_by or ("id",)
         reversed_order = tuple(t[1:] if t.startswith("-") else f"-{t}" for t in order)
         found = self._records(limit=1, order_by=reversed_order)
         return found[0] if found else None
 
     def one(self) -> SQLRecord:
+        """The only matching row; DoesNotExist or MultipleResultsFound otherwise."""
         found = self._records(limit=2)
         if not found:
             raise DoesNotExist(f"no {self.spec.model} matches {self.q!r}")
@@ -301,6 +318,7 @@ class QuerySet:
         return found[0]
 
     def one_or_none(self) -> SQLRecord | None:
+        """The only matching row, or None when there is none."""
         try:
             return self.one()
         except DoesNotExist:
@@ -311,6 +329,8 @@ class QuerySet:
         return self.model._get_from(self, idlike, **conditions)
 
     def delete(self, permanent: bool = False) -> int:
+        """Move every matching record to the trash (``permanent=True``: remove them); returns
+        how many."""
         records = self._records()
         for record in records:
             record.delete(permanent=permanent)

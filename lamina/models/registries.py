@@ -13,6 +13,8 @@ from .schema import Schema
 
 
 class User(SQLRecord):
+    """A person who writes to the catalog (one per handle, the same uid everywhere)."""
+
     _spec = tables.get("core.user")
 
 
@@ -50,20 +52,28 @@ class Storage(SQLRecord):
 
 
 class Transform(SQLRecord):
+    """A script, notebook or function whose runs produce artifacts (versioned by source)."""
+
     _spec = tables.get("core.transform")
     _versioned = True
 
 
 class Run(HasFeatures, SQLRecord):
+    """One execution of a Transform: ``ln.track()`` starts one; inputs and outputs link to it."""
+
     _spec = tables.get("core.run")
 
 
 class Collection(SQLRecord):
+    """A versioned set of artifacts."""
+
     _spec = tables.get("core.collection")
     _versioned = True
 
 
 class Record(HasFeatures, SQLRecord):
+    """A label or a row of a typed table: ``ln.Record(name="Experiment 1").save()``."""
+
     _spec = tables.get("core.record")
 
     @classmethod
@@ -76,8 +86,12 @@ class Record(HasFeatures, SQLRecord):
 
 
 class ULabel(SQLRecord):
+    """A plain label, as in the seed system."""
+
     _spec = tables.get("core.ulabel")
 
 
 class Project(SQLRecord):
+    """A project that records and artifacts belong to."""
+
     _spec = tables.get("core.project")
