@@ -90,7 +90,7 @@ class LineageGraph:
         return layers
 
     def _repr_svg_(self) -> str:
-        char_width, box_height, row_gap, col_gap, pad = 7, 28, 46, 24, 10
+        char_width, box_height, row_gap, col_gap, pad = 7.5, 28, 46, 24, 10
         layers = list(reversed(self.layers()))  # sources on top, the artifact at the bottom
         width_of = {k: len(self.nodes[k].label) * char_width + 2 * pad
                     for layer in layers for k in layer}
