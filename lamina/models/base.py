@@ -17,6 +17,7 @@ from ..engine.lookups import coerce
 from ..engine.planner import Hop, relations
 from ..engine.queryset import DEFAULT_DATAFRAME_LIMIT, QuerySet
 from ..errors import DoesNotExist, FieldError, ValidationError, did_you_mean, unknown_field
+from .describe import describe
 from .search import SearchResult, search_records
 
 MODELS: dict[str, type[SQLRecord]] = {}
@@ -177,8 +178,6 @@ class SQLRecord:
     # ---- display ---------------------------------------------------------------------------
     def describe(self, return_str: bool = False) -> str | None:
         """Print what this record is: its fields, lineage, labels and feature values."""
-        from .describe import describe
-
         text = describe(self)
         if return_str:
             return text

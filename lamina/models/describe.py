@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from ..engine.planner import relations
-from .base import SQLRecord, model_for
+
+if TYPE_CHECKING:
+    from .base import SQLRecord
 
 # Fields shown under "Lineage" rather than "General" (foreign keys named as their relation).
 LINEAGE = ("transform", "run", "created_by")
@@ -34,9 +37,8 @@ def describe(record: SQLRecord) -> str:
     for name, hop in hops.items():
         ids = data.get(hop.column) if hop.kind == "m2m" else None
         if ids:
-            target = model_for(hop.target)
             field = hop.target.name_field or "uid"
-            names = target.filter(id__in=list(ids)).order_by("id").values_list(field, flat=True)
+            names = getattr(record, name).order_by("id").values_list(field, flat=True)
             labels.append((name, ", ".join(str(n) for n in names)))
     sections = [("General", general), ("Lineage", lineage), ("Labels", labels)]
     if hasattr(type(record), "features"):

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from html import escape
+from typing import TYPE_CHECKING
 
-from .base import SQLRecord
+if TYPE_CHECKING:
+    from .base import SQLRecord
 
 MAX_NODES = 200
 
