@@ -88,3 +88,10 @@ def read_bytes(root: str, path: str) -> bytes:
 
 def exists(root: str, path: str) -> bool:
     return filesystem(root).exists(path)
+
+
+def write_file(folder, name: str, text: str) -> str:
+    """A small text file ``folder/name`` holding ``text``; its path."""
+    path = folder / name
+    path.write_text(text)
+    return str(path)

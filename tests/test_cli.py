@@ -12,7 +12,7 @@ import pytest
 import lamina as ln
 from lamina.cli import main
 
-from helpers import local_only
+from helpers import local_only, write_file
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
@@ -20,11 +20,6 @@ def run(capsys, *argv) -> tuple[int, str, str]:
     out, err = capsys.readouterr()
     return code, out, err
 
-
-def _file(tmp_path, name: str, text: str) -> str:
-    path = tmp_path / name
-    path.write_text(text)
-    return str(path)
 
 
 def test_version(capsys):
@@ -37,7 +32,7 @@ def test_version(capsys):
 @local_only
 def test_ls_lists_artifacts_under_a_key_prefix(instance, tmp_path, capsys):
     for key in ("raw/b.txt", "raw/a.txt", "processed/c.txt"):
-        ln.Artifact(_file(tmp_path, key.replace("/", "_"), key), key=key).save()
+        ln.Artifact(write_file(tmp_path, key.replace("/", "_"), key), key=key).save()
     code, out, _ = run(capsys, "ls", "raw/")
     lines = out.splitlines()
     assert code == 0 and lines[0].split() == ["key", "size", "uid", "created_at"]

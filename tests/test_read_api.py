@@ -11,19 +11,14 @@ import pytest
 import lamina as ln
 from lamina.engine import session as lamina_session
 
-from helpers import local_only
+from helpers import local_only, write_file
 
-
-def _file(tmp_path, name: str, text: str) -> str:
-    path = tmp_path / name
-    path.write_text(text)
-    return str(path)
 
 
 @pytest.fixture
 def six_artifacts(instance, tmp_path):
-    return [ln.Artifact(_file(tmp_path, f"f{i}.txt", f"content {i}"), key=f"dir/f{i}.txt").save()
-            for i in range(6)]
+    return [ln.Artifact(write_file(tmp_path, f"f{i}.txt", f"content {i}"),
+                        key=f"dir/f{i}.txt").save() for i in range(6)]
 
 
 @pytest.fixture
@@ -76,8 +71,8 @@ def test_values_list(six_artifacts):
 def test_get_without_arguments_gives_the_first_record(instance, tmp_path):
     with pytest.raises(ln.DoesNotExist, match="no Artifact saved yet"):
         ln.Artifact.get()
-    first = ln.Artifact(_file(tmp_path, "a.txt", "a"), key="a.txt").save()
-    ln.Artifact(_file(tmp_path, "b.txt", "b"), key="b.txt").save()
+    first = ln.Artifact(write_file(tmp_path, "a.txt", "a"), key="a.txt").save()
+    ln.Artifact(write_file(tmp_path, "b.txt", "b"), key="b.txt").save()
     assert ln.Artifact.get() == first
     with pytest.raises(ln.MultipleResultsFound):
         ln.Artifact.get(suffix=".txt")
@@ -85,10 +80,10 @@ def test_get_without_arguments_gives_the_first_record(instance, tmp_path):
 
 @local_only
 def test_versions_of_an_artifact(instance, tmp_path):
-    v1 = ln.Artifact(_file(tmp_path, "a.txt", "one"), key="data/a.txt").save()
-    other = ln.Artifact(_file(tmp_path, "b.txt", "other"), key="data/b.txt").save()
-    v2 = ln.Artifact(_file(tmp_path, "a2.txt", "two"), revises=v1).save()
-    v3 = ln.Artifact(_file(tmp_path, "a3.txt", "three"), revises=v2).save()
+    v1 = ln.Artifact(write_file(tmp_path, "a.txt", "one"), key="data/a.txt").save()
+    other = ln.Artifact(write_file(tmp_path, "b.txt", "other"), key="data/b.txt").save()
+    v2 = ln.Artifact(write_file(tmp_path, "a2.txt", "two"), revises=v1).save()
+    v3 = ln.Artifact(write_file(tmp_path, "a3.txt", "three"), revises=v2).save()
     for member in (v1, v2, v3):
         assert list(member.versions) == [v1, v2, v3]
     assert list(other.versions) == [other]
@@ -100,7 +95,7 @@ def test_versions_of_an_artifact(instance, tmp_path):
 @local_only
 def test_describe_shows_fields_lineage_labels_and_features(instance, tmp_path, capsys):
     ln.track(key="prepare.py", source_code="print(1)")
-    artifact = ln.Artifact(_file(tmp_path, "a.csv", "x\n1\n"), key="tables/a.csv",
+    artifact = ln.Artifact(write_file(tmp_path, "a.csv", "x\n1\n"), key="tables/a.csv",
                            description="a small table").save()
     artifact.records.add(ln.Record(name="Experiment 1").save(),
                          ln.Record(name="Experiment 2").save())
@@ -120,10 +115,10 @@ def test_describe_shows_fields_lineage_labels_and_features(instance, tmp_path, c
 @local_only
 def test_view_lineage_walks_runs_and_inputs(instance, tmp_path):
     ln.track(key="make.py", source_code="make")
-    raw = ln.Artifact(_file(tmp_path, "raw.txt", "raw"), key="raw.txt").save()
+    raw = ln.Artifact(write_file(tmp_path, "raw.txt", "raw"), key="raw.txt").save()
     ln.track(key="clean.py", source_code="clean")
     ln.Artifact.get(key="raw.txt").load()
-    clean = ln.Artifact(_file(tmp_path, "clean.txt", "clean"), key="clean.txt").save()
+    clean = ln.Artifact(write_file(tmp_path, "clean.txt", "clean"), key="clean.txt").save()
     graph = clean.view_lineage()
     lines = str(graph).splitlines()
     assert lines[0] == f"clean.txt ({clean.uid[:8]})"
@@ -137,7 +132,7 @@ def test_view_lineage_walks_runs_and_inputs(instance, tmp_path):
     assert len(list(svg.iter("{http://www.w3.org/2000/svg}line"))) == 3
     # Saved without a run: the artifact alone.
     ln.finish()
-    lone = ln.Artifact(_file(tmp_path, "lone.txt", "lone"), key="lone.txt").save()
+    lone = ln.Artifact(write_file(tmp_path, "lone.txt", "lone"), key="lone.txt").save()
     assert str(lone.view_lineage()) == f"lone.txt ({lone.uid[:8]})"
 
 
@@ -148,6 +143,6 @@ def test_the_untracked_warning_is_said_once_per_process(instance, tmp_path, capl
     artifact_module._warned["untracked"] = False
     with caplog.at_level("INFO", logger="lamina"):
         for i in range(3):
-            ln.Artifact(_file(tmp_path, f"{i}.txt", str(i)), key=f"{i}.txt").save()
+            ln.Artifact(write_file(tmp_path, f"{i}.txt", str(i)), key=f"{i}.txt").save()
     said = [r for r in caplog.records if "ln.track()" in r.getMessage()]
     assert len(said) == 1

@@ -11,13 +11,8 @@ import pytest
 
 import lamina as ln
 
-from helpers import filesystem, local_only, objects_under
+from helpers import filesystem, local_only, objects_under, write_file
 
-
-def _file(tmp_path, name: str, text: str) -> str:
-    path = tmp_path / name
-    path.write_text(text)
-    return str(path)
 
 
 def test_a_new_storage_is_managed_by_the_current_instance(instance, tmp_path):
@@ -25,7 +20,7 @@ def test_a_new_storage_is_managed_by_the_current_instance(instance, tmp_path):
     storage = ln.Storage(second).save()
     assert storage.instance_uid == instance.uid
     ln.settings.storage = second
-    artifact = ln.Artifact(_file(tmp_path, "a.txt", "a"), key="a.txt").save()
+    artifact = ln.Artifact(write_file(tmp_path, "a.txt", "a"), key="a.txt").save()
     assert artifact.storage_id == storage.id
     assert artifact.path.startswith(storage.root + "/")
     assert artifact.load() == "a"
@@ -33,12 +28,12 @@ def test_a_new_storage_is_managed_by_the_current_instance(instance, tmp_path):
 
 def test_linked_storage_is_read_never_written_or_deleted(root, tmp_path_factory, tmp_path):
     other = ln.init(storage=root)  # another instance, on a local or an S3 root
-    shared = ln.Artifact(_file(tmp_path, "shared.txt", "shared"), key="shared.txt").save()
+    shared = ln.Artifact(write_file(tmp_path, "shared.txt", "shared"), key="shared.txt").save()
     mine = ln.init(storage=str(tmp_path_factory.mktemp("mine")))
     linked = ln.Storage(root).save()
     assert linked.instance_uid == other.uid
     # Reading: an artifact row of this catalog that points at the linked storage.
-    row = ln.Artifact(_file(tmp_path, "local.txt", "local"), key="local.txt").save()
+    row = ln.Artifact(write_file(tmp_path, "local.txt", "local"), key="local.txt").save()
     row.storage = linked
     row.save()
     copied = {"uid": shared.uid, "suffix": shared.suffix}
@@ -68,7 +63,7 @@ def test_a_storage_no_instance_manages_is_linked(instance, tmp_path):
 
 @local_only
 def test_view_of_a_dataframe_shows_its_dtypes(instance, tmp_path):
-    ln.Artifact(_file(tmp_path, "a.txt", "a"), key="a.txt").save()
+    ln.Artifact(write_file(tmp_path, "a.txt", "a"), key="a.txt").save()
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         ln.view(ln.Artifact.to_dataframe())
