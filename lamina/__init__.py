@@ -15,19 +15,24 @@ from .errors import (DoesNotExist, FieldError, InstanceError, InvalidPath, Lamin
                      MultipleResultsFound, ValidationError)
 from .models.lineage import finish, track
 from .models.maintenance import gc
-from .models.overview import sql, view
+from .models.overview import history, sql, view
 from .models.settings import settings
 from .models import (Artifact, Branch, Collection, Feature, Project, Record, Run, Schema, Space,
                      Storage, Transform, ULabel, User)
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("lamina")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "Artifact", "Branch", "Collection", "DoesNotExist", "Feature", "FieldError", "InstanceError",
     "InvalidPath", "LaminaError", "MultipleResultsFound", "Project", "Q", "Record", "Run",
     "Schema", "Space", "Storage", "Transform", "ULabel", "User", "ValidationError", "bionty",
-    "connect", "current", "examples", "finish", "gc", "init", "save", "settings", "sql", "track",
-    "view",
+    "connect", "current", "examples", "finish", "gc", "history", "init", "save", "settings",
+    "sql", "track", "view",
 ]
 
 

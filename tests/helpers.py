@@ -112,3 +112,8 @@ def s3_requests(action) -> list[tuple[str, str]]:
         call("stop-recording")
     lines = call("download-recording").decode().splitlines()
     return [(r["method"], r["url"]) for r in map(json.loads, filter(str.strip, lines))]
+def write_file(folder, name: str, text: str) -> str:
+    """A small text file ``folder/name`` holding ``text``; its path."""
+    path = folder / name
+    path.write_text(text)
+    return str(path)

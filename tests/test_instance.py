@@ -204,13 +204,14 @@ def test_disconnect_forgets_the_process_instance_but_not_the_settings(root):
     assert ln.current() is not instance
 
 
-def test_a_storage_that_is_another_instance_root_is_refused(tmp_path_factory, root):
-    ln.init(storage=root)  # the other instance, on a local or an S3 root
+def test_another_instance_root_is_linked_not_the_default_storage(tmp_path_factory, root):
+    other = ln.init(storage=root)  # the other instance, on a local or an S3 root
     mine = ln.init(storage=str(tmp_path_factory.mktemp("mine")))
-    with pytest.raises(ln.InstanceError, match="cannot be a storage"):
+    with pytest.raises(ln.InstanceError, match=f"managed by instance {other.uid}.*linked"):
         ln.settings.storage = root
     assert mine.storage_id == ln.Storage.get(root=mine.root).id
-    assert ln.Storage.filter().count() == 1
+    # Registered as linked storage: managed by the other instance, readable from this one.
+    assert ln.Storage.get(root=other.root).instance_uid == other.uid
 
 
 def test_child_process_environment_is_isolated():

@@ -357,13 +357,16 @@ def test_queryset_repr(oracle):
     expected = oracle.ids(ln.Artifact, suffix=".h5ad", size__gt=30_000)
     assert 0 < len(expected) <= 20
     text = repr(ln.Artifact.filter(suffix=".h5ad", size__gt=30_000))
-    assert text.startswith("<ArtifactQuerySet [Artifact(uid=") and text.endswith(")]>")
+    assert text.startswith(f"<ArtifactQuerySet ({len(expected)} rows) [Artifact(uid=")
+    assert text.endswith(")]>")
     uids = re.findall(r"Artifact\(uid='(\w+)'", text)
     assert uids == [oracle.table(ln.Artifact)[i]["uid"] for i in expected]
-    assert repr(ln.Artifact.filter(key="none such")) == "<ArtifactQuerySet []>"
+    assert repr(ln.Artifact.filter(key="none such")) == "<ArtifactQuerySet (0 rows) []>"
     long = repr(ln.Artifact.filter())
     assert long.count("Artifact(uid=") == 20 and long.endswith(", ...]>")
-    assert repr(ln.Record.filter(name="IFNG")).startswith("<RecordQuerySet [Record(uid=")
+    # Past 20 rows the repr still says how many match.
+    assert long.startswith(f"<ArtifactQuerySet ({len(oracle.ids(ln.Artifact))} rows) [")
+    assert repr(ln.Record.filter(name="IFNG")).startswith("<RecordQuerySet (")
 
 
 def test_lookup(oracle):

@@ -125,7 +125,7 @@ def test_lookup_and_get(guide):
 def test_query_by_fields(guide):
     qs = ln.Artifact.filter(suffix=".h5ad")
     assert [a.key for a in qs] == [D1, D2]
-    assert repr(qs).startswith("<ArtifactQuerySet [Artifact(uid=")
+    assert repr(qs).startswith("<ArtifactQuerySet (2 rows) [Artifact(uid=")
     qs = qs.filter(records__name="Experiment 1")
     assert keys(qs.to_dataframe()) == [D1]
     assert qs.one().key == D1 and qs.one_or_none().key == D1

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .. import log
+from ..engine.frames import to_pandas
 from ..errors import DoesNotExist, FieldError, ValidationError, unknown_field
 from .sources import PublicSource, parquet_path
 
@@ -199,7 +200,7 @@ class PublicOntology:
 
     def to_dataframe(self, columns: list[str] | None = None) -> pd.DataFrame:
         """Every current (non-obsolete) term, one row each, ordered by id."""
-        return self.to_arrow(columns).to_pandas()
+        return to_pandas(self.to_arrow(columns))
 
     df = to_dataframe
 

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 from .. import log
 from ..errors import InstanceError
 from . import objects, settings, tables, writer
+from .history import PastTableStore, versions_as_of
 from .ids import new_uid
 from .location import Location
 from .store import TableStore
@@ -28,6 +29,9 @@ class Instance:
     user: settings.LocalUser
     user_id: int = 0
     storage_id: int = 0
+    # Set for a read-only view of the past: {qualified table: version} and what it shows.
+    past: dict | None = None
+    past_phrase: str | None = None
     _stores: dict = field(default_factory=dict, repr=False)
     _roots: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -56,7 +60,13 @@ class Instance:
         with self._lock:
             found = self._stores.get(spec.qualified)
             if found is None:
-                found = self._stores[spec.qualified] = TableStore(self.location, spec)
+                if self.past is not None:
+                    found = PastTableStore(self.location, spec, self.past.get(spec.qualified),
+                                           self.past_phrase)
+                else:
+                    found = TableStore(self.location, spec)
+                    found.committer = self.user.handle
+                self._stores[spec.qualified] = found
             return found
 
     def storage_location(self, storage_id: int | None) -> Location:
@@ -73,28 +83,52 @@ class Instance:
         return self._roots[storage_id]
 
     def use_storage(self, root: str | os.PathLike) -> int:
-        """Make ``root`` the default storage for new artifacts, registering it if new."""
-        self.storage_id = self.register_storage(root)
+        """Make ``root`` the default storage for new artifacts, registering it if new. A
+        storage another instance manages is refused: it is linked, read-only."""
+        storage_id = self.register_storage(root)
+        self.writable_location(storage_id)
+        self.storage_id = storage_id
         return self.storage_id
+
+    def manager_of(self, root: str | os.PathLike) -> str:
+        """The uid of the instance that manages ``root`` if it were registered now: the
+        instance whose own root it is, else this one."""
+        location = Location.of(root)
+        meta = _read_meta(location) if location.root != self.root else None
+        return meta["uid"] if meta is not None and meta.get("uid") else self.uid
 
     def register_storage(self, root: str | os.PathLike) -> int:
         """The id of storage ``root``, registered if new; the default storage is unchanged.
-        A root that another instance manages is refused."""
+        The root of another instance is registered as linked storage (managed by that
+        instance: its artifacts are read, never written, moved or deleted)."""
         location = Location.of(root)
         spec = tables.get("core.storage")
-        rows = self.store(spec).snapshot().read(
-            ["id", "instance_uid"], pc.field("root") == location.root).to_pylist()
-        if rows and rows[0]["instance_uid"] not in (None, self.uid):
-            raise InstanceError(f"{location.root} is managed by instance {rows[0]['instance_uid']}")
-        meta = _read_meta(location) if location.root != self.root else None
-        if meta is not None and meta.get("uid") != self.uid:
-            raise InstanceError(f"{location.root} is the root of instance "
-                                f"{meta.get('owner')}/{meta.get('name')}; it cannot be a storage "
-                                f"of {self.slug}")
         storage_id = _ensure(self, spec, "root", {
-            "root": location.root, "type": location.type, "instance_uid": self.uid})
+            "root": location.root, "type": location.type,
+            "instance_uid": self.manager_of(location.root)})
         self._roots[storage_id] = location
         return storage_id
+
+    def writable_location(self, storage_id: int | None) -> Location:
+        """Where artifact files of storage ``storage_id`` may be written, moved or deleted.
+        Refused for a read-only view of the past and for linked storage: a storage another
+        instance manages (or none does) is only read."""
+        if self.past is not None:
+            raise InstanceError(f"this connection shows the catalog as of {self.past_phrase} "
+                                "and is read-only; ln.connect(root) without as_of to change it")
+        location = self.storage_location(storage_id)
+        if storage_id is None or storage_id == self.storage_id:
+            return location
+        rows = self.store(tables.get("core.storage")).snapshot().read(
+            ["instance_uid"], pc.field("id") == storage_id).to_pylist()
+        manager = rows[0]["instance_uid"] if rows else None
+        if manager != self.uid:
+            owner = f"instance {manager}" if manager else "no instance"
+            raise InstanceError(
+                f"storage {location.root} is managed by {owner}, not by {self.slug}: it is "
+                "linked storage, whose artifacts lamina reads but never writes, moves or "
+                "deletes. Write to a storage this instance manages (ln.settings.storage).")
+        return location
 
     def table_specs(self) -> list[tables.TableSpec]:
         return [t for m in ("core", *self.modules) for t in tables.MODULES.get(m, ())]
@@ -116,17 +150,36 @@ def _parse_modules(modules: str | list[str] | None) -> list[str]:
 
 
 def _read_meta(location: Location) -> dict | None:
+    """The instance metadata in ``location``; None when there is none. A bucket that does not
+    exist or a store that refuses the read is an InstanceError saying so."""
     try:
         with location.fs.open(location.join(META_FILE), "rb") as f:
             return json.loads(f.read())
     except FileNotFoundError:
+        if not location.is_local:
+            bucket = location.root.split("://", 1)[1].split("/", 1)[0]
+            if not _bucket_exists(location, bucket):
+                raise InstanceError(f"bucket {bucket!r} of {location.root} does not exist; "
+                                    "create it first") from None
         return None
+    except (InstanceError, json.JSONDecodeError):
+        raise
+    except Exception as exc:  # the object store's own errors: credentials, permissions, ...
+        raise InstanceError(f"cannot read {location.root}: {type(exc).__name__}: {exc}") from None
+
+
+def _bucket_exists(location: Location, bucket: str) -> bool:
+    try:
+        return location.fs.exists(f"{location.type}://{bucket}")
+    except Exception:
+        return True  # cannot tell: say nothing of the bucket
 
 
 def init(storage: str | os.PathLike, modules: str | list[str] | None = None,
          name: str | None = None) -> Instance:
     """Create an instance in ``storage``; connect if this user already made one there."""
     location = Location.of(storage)
+    location.check_reachable()
     user = settings.local_user()
     module_names = _parse_modules(modules)
     meta = {
@@ -154,14 +207,21 @@ def init(storage: str | os.PathLike, modules: str | list[str] | None = None,
                 f"Use ln.connect({location.root!r}) to work in it."
             ) from None
         return connect(location.root)
+    except OSError as exc:
+        raise InstanceError(f"cannot create an instance in {location.root}: "
+                            f"{exc.strerror or exc}") from None
     instance = _open(location, meta, user)
     settings.remember_instance(location.root)
     log.info(f"initialized lamina: {instance.slug}")
     return _activate(instance)
 
 
-def connect(root: str | os.PathLike | None = None) -> Instance:
-    """Connect to the instance in ``root`` (default: the one remembered on this machine)."""
+def connect(root: str | os.PathLike | None = None, *, as_of=None) -> Instance:
+    """Connect to the instance in ``root`` (default: the one remembered on this machine).
+
+    ``as_of`` shows the catalog as it was after a commit (its number in ``ln.history()``) or
+    at a time (a datetime or ISO text such as ``"2026-05-01T12:00"``; naive means UTC): every
+    query sees that state, and every write is refused. Connect again without it to go on."""
     # Only an explicit root becomes the remembered one: the implicit connect of a process run
     # with LAMINA_INSTANCE must not change what every other process connects to.
     remember = root is not None
@@ -172,6 +232,7 @@ def connect(root: str | os.PathLike | None = None) -> Instance:
                 "no lamina instance: call ln.init(storage='./mydata') or ln.connect('<root>')"
             )
     location = Location.of(root)
+    location.check_reachable()
     meta = _read_meta(location)
     if meta is None:
         raise InstanceError(
@@ -180,11 +241,28 @@ def connect(root: str | os.PathLike | None = None) -> Instance:
         )
     if meta.get("format", 1) > FORMAT_VERSION:
         raise InstanceError(f"{location.root} was written by a newer lamina; upgrade lamina")
+    if as_of is not None:
+        return _activate(_open_past(location, meta, settings.local_user(), as_of))
     instance = _open(location, meta, settings.local_user())
     if remember:
         settings.remember_instance(location.root)
     log.info(f"connected lamina: {instance.slug}")
     return _activate(instance)
+
+
+def _open_past(location: Location, meta: dict, user: settings.LocalUser, as_of) -> Instance:
+    """A read-only instance showing the catalog at ``as_of``; nothing is written, and the
+    machine's remembered instance stays as it is."""
+    versions, phrase = versions_as_of(Instance(location, meta, user), as_of)
+    instance = Instance(location, meta, user, past=versions, past_phrase=phrase)
+    users = instance.store(tables.get("core.user")).snapshot().read(
+        ["id"], pc.field("uid") == user.uid)
+    instance.user_id = users.column("id")[0].as_py() if users.num_rows else 0
+    storages = instance.store(tables.get("core.storage")).snapshot().read(
+        ["id"], pc.field("root") == location.root)
+    instance.storage_id = storages.column("id")[0].as_py() if storages.num_rows else 0
+    log.info(f"connected lamina: {instance.slug} as of {phrase}, read-only")
+    return instance
 
 
 _current: Instance | None = None

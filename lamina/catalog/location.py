@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import socket
 from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import urlparse
@@ -17,7 +18,7 @@ from urllib.parse import urlparse
 import fsspec
 import pyarrow.fs as pafs
 
-from ..errors import InvalidPath
+from ..errors import InstanceError, InvalidPath
 
 CLOUD_PROTOCOLS = ("s3", "gs")
 
@@ -143,6 +144,22 @@ class Location:
                 options["region"] = region
             return pafs.S3FileSystem(**options)
         return pafs.GcsFileSystem()
+
+    def check_reachable(self, timeout: float = 3.0) -> None:
+        """Fail fast, with the reason, when an ``s3://`` root's endpoint cannot be reached
+        (botocore would retry for many seconds and end in a traceback of its own)."""
+        if self.type != "s3":
+            return
+        endpoint = _aws_endpoint()
+        url = urlparse(endpoint or "https://s3.amazonaws.com")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            socket.create_connection((url.hostname, port), timeout=timeout).close()
+        except OSError as exc:
+            hint = ("" if endpoint else "; for an S3-compatible server set AWS_ENDPOINT_URL "
+                    "(credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
+            raise InstanceError(f"cannot reach the S3 endpoint {url.geturl()} for {self.root} "
+                                f"({exc.strerror or exc}){hint}") from None
 
     def arrow_path(self, uri: str) -> str:
         """``uri`` as :attr:`arrow_fs` names it (object stores: ``bucket/key``)."""

@@ -44,7 +44,6 @@ SMALL_FILE_BYTES = 16 * 2**20
 COMPACT_COMMIT_ATTEMPTS = 5
 # A compaction rewrites rows by runs of consecutive ids; beyond this many runs it waits.
 MAX_ID_RUNS = 1000
-_EXACT_NEXT_VERSION = CommitProperties(max_commit_retries=0)
 # deltalake's post-commit hook lists the whole log after every commit to decide whether to
 # checkpoint (one LIST per save on S3); the store checkpoints every CHECKPOINT_INTERVAL
 # versions itself, which is what the hook would do with the default interval.
@@ -57,6 +56,8 @@ CHECKPOINT_INTERVAL = 100
 # down). A Delta app transaction (``txn``) would fit in the delete's own commit, but reading it
 # back replays the log: 330 ms per save on the loopback S3 server.
 ID_HIGH_WATER = "lamina.idHighWater"
+# Commit-info keys that ``ln.history()`` reads back (catalog/history.py).
+USER_KEY, OPERATION_KEY = "lamina_user", "lamina_operation"
 # Row groups of 16 Ki rows: DuckDB parallelises a scan and prunes by min/max statistics per
 # row group, and ids grow with every commit, so the display columns of the newest 100 rows
 # are one or two row groups (the default to_dataframe() reads those only; with 122,880-row
@@ -131,6 +132,14 @@ class TableStore:
         # that follows it would otherwise each list the add actions of the same version.
         self._current: Snapshot | None = None
         self._lock = threading.RLock()
+        # Who commits through this store, written into each commit's info for the history.
+        self.committer: str | None = None
+
+    def _commit_properties(self, operation: str | None = None) -> CommitProperties:
+        metadata = {USER_KEY: self.committer} if self.committer else {}
+        if operation:
+            metadata[OPERATION_KEY] = operation
+        return CommitProperties(max_commit_retries=0, custom_metadata=metadata or None)
 
     # ---- reading -------------------------------------------------------------------------
     def _latest(self) -> DeltaTable | None:
@@ -211,6 +220,7 @@ class TableStore:
                 partition_by=list(self.spec.partition_by) or None,
                 storage_options=self.location.delta_options,
                 name=self.spec.qualified,
+                commit_properties=self._commit_properties(),
             )
         except Exception as exc:  # another process created it first
             if self._latest() is None:
@@ -266,11 +276,11 @@ class TableStore:
             if mark < snapshot.max_id <= max(change.delete_ids):
                 table.alter.set_table_properties({ID_HIGH_WATER: str(snapshot.max_id)},
                                                  raise_if_not_exists=False,
-                                                 commit_properties=_EXACT_NEXT_VERSION,
+                                                 commit_properties=self._commit_properties(),
                                                  post_commithook_properties=_NO_HOOKS)
                 self._checkpoint_if_due(table)
             table.delete(predicate=_ids_predicate(change.delete_ids),
-                         commit_properties=_EXACT_NEXT_VERSION,
+                         commit_properties=self._commit_properties(),
                          post_commithook_properties=_NO_HOOKS)
             return
         if change.replace:
@@ -279,12 +289,12 @@ class TableStore:
             rows = to_arrow(change.replace, schema)
             write_deltalake(table, rows, mode="overwrite",
                             predicate=_ids_predicate([r["id"] for r in change.replace]),
-                            commit_properties=_EXACT_NEXT_VERSION, storage_options=options,
+                            commit_properties=self._commit_properties(), storage_options=options,
                             writer_properties=_WRITER, post_commithook_properties=_NO_HOOKS,
                             **evolve)
             return
         write_deltalake(table, to_arrow(change.append, schema), mode="append",
-                        commit_properties=_EXACT_NEXT_VERSION, storage_options=options,
+                        commit_properties=self._commit_properties(), storage_options=options,
                         writer_properties=_WRITER, post_commithook_properties=_NO_HOOKS,
                         **evolve)
 
@@ -328,7 +338,7 @@ class TableStore:
             for _ in range(COMPACT_COMMIT_ATTEMPTS):
                 try:
                     write_deltalake(table, rows, mode="overwrite", predicate=predicate,
-                                    commit_properties=_EXACT_NEXT_VERSION,
+                                    commit_properties=self._commit_properties("compact"),
                                     storage_options=self.location.delta_options,
                                     writer_properties=_WRITER,
                                     post_commithook_properties=_NO_HOOKS)

@@ -7,12 +7,14 @@ from typing import Any, Protocol
 import pandas as pd
 import pyarrow as pa
 
+from .. import log
 from ..catalog import writer
 from ..catalog.instance import current
 from ..catalog.tables import TableSpec
 from ..errors import (DoesNotExist, FieldError, MultipleResultsFound, ValidationError,
-                      did_you_mean)
+                      did_you_mean, unknown_field)
 from .features import to_display
+from .frames import plain_text, to_pandas
 from .lookups import SubQuery, coerce
 from .planner import Compiler, Q, id_list_condition, id_list_params, relations
 from .session import session_for
@@ -55,6 +57,9 @@ class _LazyFeatures:
 
 
 class QuerySet:
+    """A lazy query of one registry: conditions, order and slices accumulate, and SQL runs only
+    when results are asked for (``to_dataframe``, ``to_polars``, ``count``, iteration, ...)."""
+
     def __init__(self, model: type[Model], q: Q | None = None, order_by: tuple = (),
                  limit: int | None = None, offset: int = 0, distinct: bool = False):
         self.model = model
@@ -73,23 +78,28 @@ class QuerySet:
 
     # ---- building ------------------------------------------------------------------------
     def filter(self, *queries: Q, **conditions) -> QuerySet:
+        """This QuerySet narrowed by more conditions (see ``SQLRecord.filter``); a bad field,
+        comparator or value fails here, before any SQL runs."""
         added = Q(*queries, **conditions)
         # Compile now so that a bad field, comparator or value fails here, before any SQL runs.
         self._compiler().where(added)
         return self._clone(q=Q.chain(self.q, added) if self.q else added)
 
     def exclude(self, *queries: Q, **conditions) -> QuerySet:
+        """This QuerySet without the rows matching the conditions."""
         added = ~Q(*queries, **conditions)
         self._compiler().where(added)
         return self._clone(q=Q.chain(self.q, added) if self.q else added)
 
     def order_by(self, *fields: str) -> QuerySet:
+        """Rows ordered by fields (``"-size"`` descending; relations as ``"created_by__name"``)."""
         compiler = self._compiler()
         for term in fields:
             compiler.order_term(term)
         return self._clone(order_by=fields)
 
     def distinct(self) -> QuerySet:
+        """Each row once."""
         return self._clone(distinct=True)
 
     def all(self) -> QuerySet:
@@ -171,23 +181,38 @@ class QuerySet:
 
     # ---- results -------------------------------------------------------------------------
     def to_arrow(self, columns: list[str] | None = None) -> pa.Table:
+        """Every matching row (no default limit) as an Arrow table, ordered by id unless
+        ordered otherwise."""
         sql, params, specs = self._compile(columns=columns,
                                            order_by=self._order_by or ("id",))
         return self._run(sql, params, specs)
 
     def to_polars(self, columns: list[str] | None = None):
+        """Every matching row (no default limit) as a Polars DataFrame."""
         import polars as pl
 
         return pl.from_arrow(self.to_arrow(columns or ["id", *self.spec.display_columns]))
 
     def to_dataframe(self, include: str | list[str] | None = None, features=False,
                      limit: int | None = DEFAULT_DATAFRAME_LIMIT) -> pd.DataFrame:
-        """Rows as a pandas DataFrame indexed by id; newest first unless ordered."""
+        """The matching rows as a pandas DataFrame indexed by id, newest first unless ordered.
+
+        ``limit`` caps the rows (100 by default, ``None`` for all); when rows are left out, one
+        line on stderr says how many matched. ``include`` adds related fields as columns
+        (``"records__name"``, ``"created_by__handle"``; many-valued ones as a set per row) and
+        ``"features"`` (or ``features=True`` / a list of names) one column per feature.
+        ``ln.Artifact.filter(suffix=".parquet").to_dataframe(include="features")``"""
         columns = ["id", *self.spec.display_columns]
         order = self._order_by or ("-id",)
-        row_limit = limit if self._limit is None else min(x for x in (limit, self._limit)
-                                                          if x is not None)
-        frame = self._rows(columns, order, row_limit).to_pandas().set_index("id")
+        # The rows are cut by ``limit`` only where the QuerySet has no smaller limit of its own;
+        # one row more than shown tells whether anything was cut, so the count runs only then.
+        cut_by_limit = limit is not None and (self._limit is None or limit < self._limit)
+        row_limit = limit + 1 if cut_by_limit else self._limit
+        frame = to_pandas(self._rows(columns, order, row_limit)).set_index("id")
+        if cut_by_limit and len(frame) > limit:
+            frame = frame.iloc[:limit]
+            log.info(f"showing {limit} of {self.count()} {self.spec.model} rows; "
+                     "to_dataframe(limit=None) returns all of them")
         paths = [include] if isinstance(include, str) else list(include or [])
         wants_features = features or "features" in paths
         paths = [p for p in paths if p != "features"]
@@ -197,6 +222,7 @@ class QuerySet:
             if wants_features:
                 chosen = features if isinstance(features, (list, tuple)) else None
                 frame = self._with_features(base, frame, chosen)
+            plain_text(frame)
         return frame
 
     def _with_features(self, base: pd.DataFrame, frame: pd.DataFrame,
@@ -281,12 +307,14 @@ class QuerySet:
         return [self.model._from_row(row) for row in rows]
 
     def to_list(self) -> list[Model]:
+        """Every matching row as a record object."""
         return self._records()
 
     def __iter__(self):
         return iter(self._records())
 
     def count(self) -> int:
+        """How many distinct rows match (one COUNT query; no rows are fetched)."""
         inner, params, specs = self._compile(columns=["id"], order_by=())
         return self._session().scalar(f"SELECT count(*) AS n FROM ({inner})", params, specs)
 
@@ -294,6 +322,7 @@ class QuerySet:
         return self.count()
 
     def exists(self) -> bool:
+        """Whether any row matches."""
         inner, params, specs = self._compile(columns=["id"], order_by=(), limit=1)
         return self._run(inner, params, specs).num_rows > 0
 
@@ -323,16 +352,19 @@ class QuerySet:
         return found[0]
 
     def first(self) -> Model | None:
+        """The first row (by id unless ordered), or None."""
         found = self._records(limit=1)
         return found[0] if found else None
 
     def last(self) -> Model | None:
+        """The last row (by id unless ordered), or None."""
         order = self._order_by or ("id",)
         reversed_order = tuple(t[1:] if t.startswith("-") else f"-{t}" for t in order)
         found = self._records(limit=1, order_by=reversed_order)
         return found[0] if found else None
 
     def one(self) -> Model:
+        """The only matching row; DoesNotExist or MultipleResultsFound otherwise."""
         # Unordered: which of two rows comes first does not matter, and a sort (or the id
         # window of _newest) would cost a selective filter, get(key=...), a scan or several.
         found = [self.model._from_row(row) for row in self._run(
@@ -345,6 +377,7 @@ class QuerySet:
         return found[0]
 
     def one_or_none(self) -> Model | None:
+        """The only matching row, or None when there is none."""
         try:
             return self.one()
         except DoesNotExist:
@@ -355,6 +388,8 @@ class QuerySet:
         return self.model._get_from(self, idlike, **conditions)
 
     def delete(self, permanent: bool = False) -> int:
+        """Move every matching record to the trash (``permanent=True``: remove them); returns
+        how many."""
         records = self._records()
         for record in records:
             record.delete(permanent=permanent)
@@ -377,7 +412,7 @@ class QuerySet:
                 patch[hop.column] = None if value is None else value._lamina_id()
             elif hop is not None:
                 raise FieldError(f"{spec.model}.{name} holds many records; update() sets "
-                                 "fields, use .{name}.add(...) on each record for links")
+                                 f"fields, use .{name}.add(...) on each record for links")
             else:
                 raise FieldError(f"cannot update {name!r} of {spec.model}"
                                  f"{did_you_mean(name, [*spec.display_columns, *relations(spec)])}")
@@ -385,12 +420,27 @@ class QuerySet:
             return 0
         ids = self.to_arrow(columns=["id"]).column("id").to_pylist()
         return writer.update_many(current(), spec, ids, patch)
+    def values_list(self, *fields: str, flat: bool = False) -> list:
+        """The values of ``fields`` for every matching row, as tuples in the QuerySet's order
+        (by id unless ordered); ``flat=True`` with one field gives the values themselves:
+        ``ln.Artifact.filter(suffix=".parquet").values_list("key", flat=True)``."""
+        if flat and len(fields) != 1:
+            raise ValidationError(f"values_list(flat=True) takes exactly one field, got {fields}")
+        choices = ["id", *self.spec.display_columns]
+        names = list(fields) or choices
+        for name in names:
+            if name not in choices:
+                raise unknown_field(name, self.spec.model, choices)
+        table = self.to_arrow(columns=names)
+        columns = [table.column(name).to_pylist() for name in names]
+        return columns[0] if flat else list(zip(*columns))
 
     def __repr__(self) -> str:
         records = self._records(limit=REPR_LIMIT + 1)
         shown = ", ".join(repr(r) for r in records[:REPR_LIMIT])
-        more = ", ..." if len(records) > REPR_LIMIT else ""
-        return f"<{self.spec.model}QuerySet [{shown}{more}]>"
+        if len(records) > REPR_LIMIT:
+            return f"<{self.spec.model}QuerySet ({self.count()} rows) [{shown}, ...]>"
+        return f"<{self.spec.model}QuerySet ({len(records)} rows) [{shown}]>"
 
     def _repr_html_(self) -> str:
         return self.to_dataframe(limit=REPR_LIMIT)._repr_html_()

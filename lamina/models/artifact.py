@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 from .. import log
 from ..catalog import objects, tables, writer
 from ..catalog.ids import next_version_uid, version_number
-from ..catalog.instance import MAIN_BRANCH_ID, current
+from ..catalog.instance import MAIN_BRANCH_ID, TRASH_BRANCH_ID, current
 from ..catalog.location import safe_key
 from ..catalog.store import Change, Snapshot
 from ..errors import InvalidPath, ValidationError
@@ -20,6 +20,7 @@ from ..engine.session import session_for
 from .base import SQLRecord
 from .features import HasFeatures
 from .lineage import active_run, record_input
+from .lineage_graph import LineageGraph
 from .schema import Schema, annotate_from_dataset
 
 LOADERS = {
@@ -32,7 +33,17 @@ LOADERS = {
 }
 
 
+# Warnings said once per process.
+_warned = {"untracked": False}
+
+
 class Artifact(HasFeatures, SQLRecord):
+    """A file, folder, DataFrame or AnnData registered in the catalog.
+
+    ``ln.Artifact("reads.fastq.gz", key="raw/reads.fastq.gz").save()`` hashes the file,
+    uploads it into the instance's storage and commits a row; the same content registered
+    twice returns the existing artifact. ``revises=`` makes a new version of an artifact."""
+
     _spec = tables.get("core.artifact")
     _versioned = True
 
@@ -90,6 +101,8 @@ class Artifact(HasFeatures, SQLRecord):
     @classmethod
     def from_dataframe(cls, df, *, key: str | None = None, description: str | None = None,
                        **kwargs) -> Artifact:
+        """An artifact of a pandas DataFrame, stored as Parquet; ``schema=`` validates the
+        columns against a Schema first and annotates the artifact with its features."""
         import pandas as pd
 
         if not isinstance(df, pd.DataFrame):
@@ -100,6 +113,8 @@ class Artifact(HasFeatures, SQLRecord):
     @classmethod
     def from_anndata(cls, adata, *, key: str | None = None, description: str | None = None,
                      **kwargs) -> Artifact:
+        """An artifact of an AnnData object, stored as ``.h5ad``; ``schema=`` as for
+        :meth:`from_dataframe`."""
         import anndata as ad
 
         if not isinstance(adata, ad.AnnData):
@@ -123,12 +138,30 @@ class Artifact(HasFeatures, SQLRecord):
     # ---- bulk ingestion (lamina/models/ingest/) ------------------------------------------
     @classmethod
     def from_manifest(cls, manifest, **kwargs):
+        """A lazy batch of artifacts, one per row of ``manifest``; ``ln.save(batch)`` writes it
+        in a few commits and returns a report.
+
+        The manifest is a pandas/Polars DataFrame, an Arrow table, or a Parquet/CSV file (local
+        or ``s3://``) with one row per file: a ``path`` column (required), an optional ``key``
+        column, optional artifact fields (``description``, ``kind``, ``version_tag``, ...) and
+        one column per registered Feature holding that file's value. Local files are copied
+        into the default storage; files already under a registered storage root are linked in
+        place. ``create_labels=True`` creates missing labels of categorical features;
+        ``on_error="skip"`` saves the valid rows and reports the others. See
+        ``lamina.models.ingest.from_manifest`` for every option."""
         from .ingest import from_manifest
 
+        if isinstance(manifest, (str, os.PathLike)):
+            text = os.fspath(manifest)
+            if "://" not in text and not Path(text).expanduser().exists():
+                raise InvalidPath(f"manifest {text!r} does not exist; pass the path of a Parquet "
+                                  "or CSV file, or a DataFrame")
         return from_manifest(manifest, **kwargs)
 
     @classmethod
     def from_dir(cls, path_or_uri, **kwargs):
+        """A batch (as :meth:`from_manifest`) of every file under a local folder or an
+        ``s3://`` prefix; ``key_prefix=`` sets the keys of copied files."""
         from .ingest import from_dir
 
         return from_dir(path_or_uri, **kwargs)
@@ -144,11 +177,12 @@ class Artifact(HasFeatures, SQLRecord):
         if revises is not None:
             data["uid"] = self._version_uid(revises)
         data["storage_id"] = instance.storage_id
-        location = instance.storage_location(instance.storage_id)
+        location = instance.writable_location(instance.storage_id)
         run = active_run()
         if run is not None and data.get("run_id") is None:
             data["run_id"] = run._lamina_id()
-        elif run is None:
+        elif run is None and not _warned["untracked"]:
+            _warned["untracked"] = True  # once per process: it says the same every time
             log.warning("no run & transform got linked, call `ln.track()` & re-run")
         while True:
             object_key = objects.object_key(data["uid"], data["suffix"])
@@ -221,11 +255,21 @@ class Artifact(HasFeatures, SQLRecord):
         record_id = self._lamina_id()
         storage_id = self._data.get("storage_id")
         key = objects.object_key(self.uid, self.suffix or "")
+        removes_file = storage_id is not None and (
+            permanent or self._data.get("branch_id") == TRASH_BRANCH_ID)
+        # Refused before the row goes when the file may not be deleted (linked storage).
+        location = current().writable_location(storage_id) if removes_file else None
         super().delete(permanent=permanent)
-        if self.__dict__.get("_deleted") and storage_id is not None:
+        if self.__dict__.get("_deleted") and location is not None:
             # After the row is gone, so no row points at nothing.
-            objects.remove(current().storage_location(storage_id), key)
+            objects.remove(location, key)
             log.info(f"deleted artifact {record_id} and its file")
+
+    # ---- lineage -----------------------------------------------------------------------
+    def view_lineage(self) -> LineageGraph:
+        """Where this artifact came from: the run that saved it, the run's transform and input
+        artifacts, and theirs in turn. Shown as a tree in a terminal, as a picture in Jupyter."""
+        return LineageGraph(self)
 
     # ---- data access -------------------------------------------------------------------
     @property

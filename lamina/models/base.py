@@ -19,6 +19,7 @@ from ..engine.lookups import coerce
 from ..engine.planner import Hop, relations
 from ..engine.queryset import DEFAULT_DATAFRAME_LIMIT, QuerySet
 from ..errors import DoesNotExist, FieldError, ValidationError, did_you_mean, unknown_field
+from .describe import describe
 from .search import SearchResult, search_records
 
 MODELS: dict[str, type[SQLRecord]] = {}
@@ -192,7 +193,24 @@ class SQLRecord:
         self._adopt(writer.update(current(), self._spec, self._lamina_id(),
                                   {"branch_id": MAIN_BRANCH_ID}, what=self._describe()))
 
+    # ---- versions --------------------------------------------------------------------------
+    @property
+    def versions(self) -> QuerySet:
+        """Every version of this record (same uid stem, the last 4 characters count up),
+        oldest first: ``artifact.versions.to_dataframe()``."""
+        if not self._versioned:  # an AttributeError: Python then asks __getattr__, which names
+            raise AttributeError("versions")  # the fields this registry has
+        return self._queryset().filter(uid__startswith=self._data["uid"][:-4]).order_by("id")
+
     # ---- display ---------------------------------------------------------------------------
+    def describe(self, return_str: bool = False) -> str | None:
+        """Print what this record is: its fields, lineage, labels and feature values."""
+        text = describe(self)
+        if return_str:
+            return text
+        print(text)
+        return None
+
     def _repr_fields(self) -> list[str]:
         names = self._spec.display_columns
         tail = [n for n in ("created_at", "is_locked", "version_tag", "is_latest") if n in names]
@@ -219,18 +237,34 @@ class SQLRecord:
 
     @classmethod
     def filter(cls, *queries, **conditions) -> QuerySet:
+        """A lazy QuerySet of the records matching every condition. Conditions are
+        ``field=value`` or ``field__lookup=value`` (lookups: exact, iexact, gt, gte, lt, lte, in,
+        contains, icontains, startswith, istartswith, endswith, iendswith, isnull, range,
+        regex), may follow relations (``records__name="x"``) and name features
+        (``temperature__gt=20``); ``ln.Q`` objects combine with ``&``, ``|`` and ``~``.
+        Nothing runs until results are asked for (``to_dataframe()``, ``count()``, ...)."""
         return cls._queryset().filter(*queries, **conditions)
 
     @classmethod
     def exclude(cls, *queries, **conditions) -> QuerySet:
+        """A lazy QuerySet of the records that do not match (see :meth:`filter`)."""
         return cls._queryset().exclude(*queries, **conditions)
 
     @classmethod
     def all(cls) -> QuerySet:
+        """A lazy QuerySet of every record of the registry (trashed ones excluded)."""
         return cls._queryset()
 
     @classmethod
     def get(cls, idlike: int | str | None = None, **conditions) -> SQLRecord:
+        """The one record with id or uid ``idlike`` (a uid prefix works; a versioned record's
+        stem gives its latest version) and matching ``conditions``: ``ln.Record.get(name="x")``.
+        Raises DoesNotExist or MultipleResultsFound. With no argument: the first record."""
+        if idlike is None and not conditions:
+            found = cls._queryset().first()
+            if found is None:
+                raise DoesNotExist(f"no {cls._spec.model} saved yet")
+            return found
         return cls._get_from(cls._queryset(), idlike, **conditions)
 
     @classmethod
@@ -260,6 +294,8 @@ class SQLRecord:
     @classmethod
     def to_dataframe(cls, include: str | list[str] | None = None, features=False,
                      limit: int | None = DEFAULT_DATAFRAME_LIMIT):
+        """The registry's records as a pandas DataFrame, newest first; see
+        :meth:`QuerySet.to_dataframe` for ``include``, ``features`` and ``limit``."""
         return cls._queryset().to_dataframe(include=include, features=features, limit=limit)
 
     df = to_dataframe

@@ -1,11 +1,13 @@
-"""Looking at a whole instance: ``ln.view()`` and ``ln.sql()``."""
+"""Looking at a whole instance: ``ln.view()``, ``ln.sql()`` and ``ln.history()``."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from .. import log
+from ..catalog.history import commits
 from ..catalog.instance import current
+from ..engine.frames import to_pandas
 from ..engine.session import session_for
 from .base import model_for
 
@@ -13,8 +15,21 @@ from .base import model_for
 HIDDEN = {"core.user", "core.space", "core.branch"}
 
 
-def view(limit: int = 7, modules: list[str] | None = None) -> None:
-    """Print the newest rows of every non-empty registry, module by module."""
+def view(df: pd.DataFrame | None = None, limit: int = 7,
+         modules: list[str] | None = None) -> None:
+    """Print the newest rows of every non-empty registry, module by module; or, given a
+    DataFrame (``ln.view(ln.Artifact.to_dataframe(features=True))``), that frame with each
+    column's dtype under its name."""
+    if df is not None:
+        if not isinstance(df, pd.DataFrame):
+            raise TypeError(f"ln.view() takes a pandas DataFrame or nothing, got "
+                            f"{type(df).__name__}; the row limit is ln.view(limit=...)")
+        annotated = df.copy(deep=False)
+        annotated.columns = pd.MultiIndex.from_arrays(
+            [[str(c) for c in df.columns], [str(t) for t in df.dtypes]])
+        with pd.option_context("display.max_columns", 20, "display.width", 250):
+            print(annotated)
+        return
     instance = current()
     names = modules or ["core", *instance.modules]
     with pd.option_context("display.max_columns", 20, "display.width", 250):
@@ -43,4 +58,15 @@ def sql(query: str, params: list | None = None, *, polars: bool = False):
         import polars as pl
 
         return pl.from_arrow(table)
-    return table.to_pandas()
+    return to_pandas(table)
+
+
+def history(limit: int | None = None) -> pd.DataFrame:
+    """The catalog's commits, newest first: ``commit`` (its number, for
+    ``ln.connect(root, as_of=commit)``), ``time`` (UTC), ``table``, ``version`` (of that
+    table), ``user``, ``operation`` (create, insert, update, delete, compact) and ``rows``
+    (rows written or deleted)."""
+    rows = commits(current())[::-1][:limit]
+    columns = ["commit", "time", "table", "version", "user", "operation", "rows"]
+    frame = pd.DataFrame([{c: row[c] for c in columns} for row in rows], columns=columns)
+    return frame.set_index("commit")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from ..catalog import tables
+from ..catalog.instance import current
 from ..catalog.location import Location
 from .base import SQLRecord
 from .features import Feature, HasFeatures
@@ -13,6 +14,8 @@ from .schema import Schema
 
 
 class User(SQLRecord):
+    """A person who writes to the catalog (one per handle, the same uid everywhere)."""
+
     _spec = tables.get("core.user")
 
 
@@ -25,6 +28,10 @@ class Branch(SQLRecord):
 
 
 class Storage(SQLRecord):
+    """A place artifacts live: a local folder, ``s3://bucket/prefix`` or ``gs://...``.
+    Managed storage (``instance_uid`` is this instance) is written to; linked storage, which
+    another instance manages, is only read."""
+
     _spec = tables.get("core.storage")
 
     def __init__(self, root: str | os.PathLike | None = None, **fields):
@@ -33,26 +40,41 @@ class Storage(SQLRecord):
         location = Location.of(root)
         super().__init__(root=location.root, type=location.type, **fields)
 
+    def save(self) -> Storage:
+        """Register the storage. This instance manages it unless the root is another
+        instance's: then it is linked (its artifacts are read, never written or deleted)."""
+        if self._data.get("id") is None and self._data.get("instance_uid") is None:
+            self._data["instance_uid"] = current().manager_of(self._data["root"])
+        return super().save()
+
     @property
     def path(self) -> str:
         return self.root
 
 
 class Transform(SQLRecord):
+    """A script, notebook or function whose runs produce artifacts (versioned by source)."""
+
     _spec = tables.get("core.transform")
     _versioned = True
 
 
 class Run(HasFeatures, SQLRecord):
+    """One execution of a Transform: ``ln.track()`` starts one; inputs and outputs link to it."""
+
     _spec = tables.get("core.run")
 
 
 class Collection(SQLRecord):
+    """A versioned set of artifacts."""
+
     _spec = tables.get("core.collection")
     _versioned = True
 
 
 class Record(HasFeatures, SQLRecord):
+    """A label or a row of a typed table: ``ln.Record(name="Experiment 1").save()``."""
+
     _spec = tables.get("core.record")
 
     @classmethod
@@ -63,8 +85,12 @@ class Record(HasFeatures, SQLRecord):
 
 
 class ULabel(SQLRecord):
+    """A plain label, as in the seed system."""
+
     _spec = tables.get("core.ulabel")
 
 
 class Project(SQLRecord):
+    """A project that records and artifacts belong to."""
+
     _spec = tables.get("core.project")

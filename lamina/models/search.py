@@ -14,6 +14,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..catalog.instance import current
+from ..engine.frames import plain_text
 from ..engine.planner import Q
 from ..engine.queryset import DEFAULT_DATAFRAME_LIMIT, REPR_LIMIT, Model, QuerySet
 from ..engine.session import session_for
@@ -75,7 +76,7 @@ class SearchResult(QuerySet):
     @property
     def scores(self) -> pd.DataFrame:
         """The ranking of the rows in this result: searched fields, ``score``, ``match``."""
-        return self._ranking.loc[self._present_ids()]
+        return plain_text(self._ranking.loc[self._present_ids()])
 
     def to_dataframe(self, include=None, features=False,
                      limit: int | None = DEFAULT_DATAFRAME_LIMIT) -> pd.DataFrame:

@@ -36,6 +36,22 @@ def df_iris() -> pd.DataFrame:
         return pd.read_csv(source)
 
 
+def manifest(in_dir: str | Path = ".") -> pd.DataFrame:
+    """Three small CSV files written to ``<in_dir>/batch/``, and their manifest for
+    ``ln.Artifact.from_manifest``: ``path``, ``key`` and two feature columns, ``temperature``
+    (a number) and ``perturbation`` (a label name)."""
+    folder = Path(in_dir) / "batch"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (temperature, perturbation) in enumerate([(21.5, "DMSO"), (37.0, "IFNG"),
+                                                     (37.0, "DMSO")]):
+        path = folder / f"sample_{i}.csv"
+        path.write_text(f"gene,count\nCD8A,{10 * (i + 1)}\nCD4,{5 * (i + 2)}\n")
+        rows.append({"path": str(path.resolve()), "key": f"batch/sample_{i}.csv",
+                     "temperature": temperature, "perturbation": perturbation})
+    return pd.DataFrame(rows)
+
+
 def __getattr__(name: str):
     # mini_immuno builds AnnData objects; import anndata when the example is first used.
     if name == "mini_immuno":

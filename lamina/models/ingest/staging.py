@@ -244,7 +244,7 @@ def upload(ctx: Context, df: pl.DataFrame, report: IngestReport, bar,
     t0 = time.perf_counter()
     todo = df.filter(pl.col("_storage").is_null())
     if todo.height:
-        location = ctx.instance.storage_location(ctx.target_id)
+        location = ctx.instance.writable_location(ctx.target_id)  # linked: refused
         if location.is_local and listing is None:
             objects.remove_stale_partials(location)
             listing = {}

@@ -1,0 +1,23 @@
+"""Arrow results as pandas DataFrames that look the same on pandas 2 and 3.
+
+pandas 3 turns text into its ``str`` dtype, where a missing value is NaN; pandas 2 keeps text in
+object columns holding ``None``. lamina's frames keep the pandas 2 shape on both, so code that
+checks ``is None`` (as the seed guide does) works whichever pandas is installed."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+
+
+def to_pandas(table: pa.Table) -> pd.DataFrame:
+    return plain_text(table.to_pandas())
+
+
+def plain_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its text columns as object columns holding str or None (in place)."""
+    for name, dtype in frame.dtypes.items():
+        if isinstance(dtype, pd.StringDtype):
+            column = frame[name]
+            frame[name] = column.astype(object).where(column.notna(), None)
+    return frame
