@@ -28,7 +28,7 @@ def reset_process_state() -> None:
         sessions = list(lamina_session._sessions.values())
         lamina_session._sessions.clear()
     for found in sessions:
-        found.con.close()
+        found.close()
 
 
 def new_s3_root(prefix: str = "root") -> str:

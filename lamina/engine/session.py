@@ -17,9 +17,11 @@ import pyarrow as pa
 
 from ..catalog import tables
 from ..catalog.instance import Instance
-from ..catalog.store import Snapshot
+from ..catalog.store import CATALOG_DIR, Snapshot
 from ..errors import ValidationError
 from ..extensions import load_statement
+from .connections import (CredentialSecret, SqlSandbox, catalog_scope, confine_to_catalog,
+                          create_view, new_connection)
 from .features import FeatureResolver, features_of
 
 
@@ -28,10 +30,6 @@ LATE_MATERIALIZATION_ROWS = 1000
 
 
 _EXPLAIN = re.compile(r"^\s*EXPLAIN(?:\s+ANALY[SZ]E)?\s+(.*)$", re.IGNORECASE | re.DOTALL)
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 class Session:
@@ -54,13 +52,17 @@ class Session:
         self.con.execute(f"SET late_materialization_max_rows = {LATE_MATERIALIZATION_ROWS}")
         if not instance.location.is_local:
             self.con.execute(load_statement("duckdb_extension_httpfs"))
-            secret = instance.location.duckdb_secret()
-            if secret:
-                self.con.execute(secret)
             # Delta data files are immutable: cache their HTTP metadata and contents without
             # re-validating them on every query (saves a HEAD per file per statement).
             self.con.execute("SET enable_http_metadata_cache = true")
             self.con.execute("SET validate_external_file_cache = 'NO_VALIDATION'")
+        self._credentials = CredentialSecret(instance.location, "lamina_catalog",
+                                             scope=catalog_scope(instance.location))
+        self._credentials.install(self.con)
+        confine_to_catalog(self.con, instance.location)
+        self._snapshots: dict[str, Snapshot] = {}
+        self._sandbox = SqlSandbox(instance.location)
+        self._objects: tuple[duckdb.DuckDBPyConnection, CredentialSecret] | None = None
 
     @property
     def lock(self) -> threading.RLock:
@@ -72,6 +74,7 @@ class Session:
     def refresh(self, specs) -> None:
         """Point the views of ``specs`` at their latest snapshots (unless pinned)."""
         with self._lock:
+            self._credentials.install(self.con)
             for spec in specs:
                 if spec.qualified in self._pinned:
                     continue
@@ -84,21 +87,10 @@ class Session:
         self.refresh(tables.BY_QUALIFIED.values())
 
     def _create_view(self, snapshot: Snapshot) -> None:
-        spec = snapshot.spec
-        if snapshot.files:
-            files = ", ".join(_quote(f) for f in snapshot.files)
-            # File paths come from the Delta log of our own root, quoted as literals.
-            # Files written before a feature column was added lack it: unite them by name.
-            # One file has one schema, and union_by_name costs a little on every bind.
-            union = ", union_by_name = true" if len(snapshot.files) > 1 else ""
-            source = f"read_parquet([{files}]{union})"
-        else:
-            empty = f"_empty_{spec.view}"
-            self.con.register(empty, snapshot.schema.empty_table())
-            source = empty
-        self.con.execute(f'CREATE OR REPLACE VIEW "{spec.view}" AS SELECT * FROM {source}')
-        self._versions[spec.qualified] = snapshot.version
-        self._columns[spec.qualified] = frozenset(snapshot.schema.names)
+        create_view(self.con, snapshot)
+        self._snapshots[snapshot.spec.qualified] = snapshot
+        self._versions[snapshot.spec.qualified] = snapshot.version
+        self._columns[snapshot.spec.qualified] = frozenset(snapshot.schema.names)
 
     def current_version(self, spec) -> int | None:
         """The version the view of ``spec`` shows once refreshed (pinned: the pinned one)."""
@@ -175,8 +167,36 @@ class Session:
             raise ValidationError(f"ln.sql() is read-only: {kind.name} statements are refused; "
                                   "use the registries' save() and delete() to change data")
         with self._lock:
-            self.refresh(self.instance.table_specs())
-            return self.con.execute(sql, params or []).to_arrow_table()
+            specs = self.instance.table_specs()
+            self.refresh(specs)
+            sandbox = self._sandbox.connection([self._snapshots[s.qualified] for s in specs])
+            try:
+                return sandbox.execute(sql, params or []).to_arrow_table()
+            except duckdb.PermissionException as exc:
+                catalog = self.instance.location.join(CATALOG_DIR)
+                raise ValidationError(
+                    "ln.sql() reads the registries of this instance only (the tables under "
+                    f"{catalog}); it cannot read other files, buckets or prefixes. DuckDB "
+                    f"said: {str(exc).splitlines()[0]}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self.con.close()
+            self._sandbox.close()
+            if self._objects is not None:
+                self._objects[0].close()
+                self._objects = None
+
+    def objects_connection(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection for reading artifact files (``Artifact.open("duckdb")``), apart
+        from the catalog's connection, which is confined to the catalog's tables."""
+        with self._lock:
+            if self._objects is None:
+                con = new_connection(self.instance.location)
+                self._objects = (con, CredentialSecret(self.instance.location, "lamina_objects"))
+            con, secret = self._objects
+            secret.install(con)
+            return con
 
     def explain(self, sql: str, params: list | None = None, specs=()) -> str:
         with self._lock:

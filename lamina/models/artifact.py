@@ -269,7 +269,7 @@ class Artifact(HasFeatures, SQLRecord):
         if engine == "duckdb":
             from ..engine.session import session_for
 
-            return session_for(instance).con.read_parquet(self.path)
+            return session_for(instance).objects_connection().read_parquet(self.path)
         raise ValidationError(f"unknown engine {engine!r}; use 'pyarrow', 'polars' or 'duckdb'")
 
 

@@ -1,0 +1,123 @@
+"""The DuckDB connections of a session besides its main one, and what confines each.
+
+- The main connection (queries the planner writes) may read files under the catalog folder
+  only (``allowed_directories``).
+- ``ln.sql`` runs user-written SQL on a connection of its own that may read exactly the data
+  files of the snapshots it shows (``allowed_paths``), and nothing else: no local file, no other
+  bucket, no other prefix of the same bucket, no artifact file, no Python variable. Exact paths,
+  not a directory, because DuckDB compares remote paths as text, and an object store answers
+  ``<catalog>/core/../../instance.json`` with a file outside the catalog. Once external access
+  is off, DuckDB refuses to widen what a connection may read, so the sandbox is rebuilt (not
+  widened) when a registry gets a new version.
+- Artifact files (``Artifact.open("duckdb")``) are read on a third, unconfined connection.
+
+Object-store credentials reach each connection as a DuckDB secret that is re-created whenever
+the credentials in force change.
+"""
+
+from __future__ import annotations
+
+import os
+
+import duckdb
+
+from ..catalog.location import Location
+from ..catalog.store import CATALOG_DIR, Snapshot
+from ..extensions import load_statement
+
+
+def quote(value: str) -> str:
+    """``value`` as a SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+class CredentialSecret:
+    """The DuckDB secret through which a connection reads an object store, re-created whenever
+    the credentials in force change (rotated keys, a new session token), so a long session
+    keeps reading without reconnecting."""
+
+    def __init__(self, location: Location, name: str, scope: str | None = None):
+        self.location, self.name, self.scope = location, name, scope
+        self._installed: object = ()  # never equal to a credentials value
+
+    def install(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Create or replace the secret on ``con`` if the credentials changed since last time."""
+        if self.location.is_local:
+            return
+        credentials = self.location.aws_credentials()
+        if credentials == self._installed:
+            return
+        statement = self.location.duckdb_secret(self.name, self.scope)
+        if statement:
+            con.execute(statement)
+        self._installed = credentials
+
+
+def new_connection(location: Location) -> duckdb.DuckDBPyConnection:
+    """A connection able to read ``location``'s kind of storage (httpfs for object stores)."""
+    con = duckdb.connect(config={"threads": os.cpu_count() or 2})
+    con.execute("SET TimeZone = 'UTC'")
+    if not location.is_local:
+        con.execute(load_statement("duckdb_extension_httpfs"))
+    return con
+
+
+def catalog_scope(location: Location) -> str:
+    return location.join(CATALOG_DIR).rstrip("/") + "/"
+
+
+def confine_to_catalog(con: duckdb.DuckDBPyConnection, location: Location) -> None:
+    """Let ``con`` read files under the catalog folder only, for good."""
+    con.execute("SET allowed_directories = [" + quote(catalog_scope(location)) + "]")
+    con.execute("SET enable_external_access = false")
+
+
+def create_view(con: duckdb.DuckDBPyConnection, snapshot: Snapshot) -> None:
+    """(Re)point the view of ``snapshot``'s registry at that snapshot's data files."""
+    spec = snapshot.spec
+    if snapshot.files:
+        files = ", ".join(quote(f) for f in snapshot.files)
+        # File paths come from the Delta log of our own root, quoted as literals.
+        # Files written before a feature column was added lack it: unite them by name.
+        # One file has one schema, and union_by_name costs a little on every bind.
+        union = ", union_by_name = true" if len(snapshot.files) > 1 else ""
+        source = f"read_parquet([{files}]{union})"
+    else:
+        empty = f"_empty_{spec.view}"
+        con.register(empty, snapshot.schema.empty_table())
+        source = empty
+    con.execute(f'CREATE OR REPLACE VIEW "{spec.view}" AS SELECT * FROM {source}')
+
+
+class SqlSandbox:
+    """The connection ``ln.sql`` runs on: views over given snapshots, and no other file."""
+
+    def __init__(self, location: Location):
+        self.location = location
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._shown: tuple = ()
+        self._secret = CredentialSecret(location, "lamina_sql", scope=catalog_scope(location))
+
+    def connection(self, snapshots: list[Snapshot]) -> duckdb.DuckDBPyConnection:
+        """A confined connection whose views show ``snapshots`` (reused while they are the
+        ones shown)."""
+        shown = tuple((s.spec.qualified, s.version) for s in snapshots)
+        if self._con is None or shown != self._shown:
+            self.close()
+            con = new_connection(self.location)
+            self._secret = CredentialSecret(self.location, "lamina_sql",
+                                            scope=catalog_scope(self.location))
+            self._secret.install(con)
+            files = sorted({f for s in snapshots for f in s.files})
+            con.execute("SET allowed_paths = [" + ", ".join(quote(f) for f in files) + "]")
+            con.execute("SET enable_external_access = false")
+            for snapshot in snapshots:
+                create_view(con, snapshot)
+            self._con, self._shown = con, shown
+        self._secret.install(self._con)
+        return self._con
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con, self._shown = None, ()
