@@ -1,4 +1,4 @@
-"""``lamina init / connect / info / sql / compact``."""
+"""``lamina init / connect / info / sql / export-views / compact``."""
 
 from __future__ import annotations
 
@@ -20,6 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="the current instance and its registries")
     p_sql = sub.add_parser("sql", help="run a read-only SQL query over the registries")
     p_sql.add_argument("query")
+    p_views = sub.add_parser(
+        "export-views", help="print DuckDB views over the registries' Delta tables, feature "
+        "columns named (for engines without lamina)")
+    p_views.add_argument("--write", action="store_true",
+                         help="also write _lamina_views.sql and _lamina_dictionary.json beside "
+                         "the tables")
     p_compact = sub.add_parser("compact", help="merge small files of every registry table")
     p_compact.add_argument("--vacuum-hours", type=int, default=None,
                            help="also delete files older snapshots than this no longer need")
@@ -43,6 +49,14 @@ def main(argv: list[str] | None = None) -> int:
 
             with pd.option_context("display.width", 200, "display.max_columns", 30):
                 print(ln.sql(args.query))
+        elif args.command == "export-views":
+            from lamina.engine import interop
+            from lamina.engine.session import session_for
+
+            session = session_for(ln.current())
+            print(interop.views_sql(session), end="")
+            if args.write:
+                interop.write_data_dictionary(session)
         elif args.command == "compact":
             instance = ln.current()
             for spec in tqdm(instance.table_specs(), desc="compacting", unit="table",
