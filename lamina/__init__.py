@@ -12,7 +12,7 @@ from . import bionty, examples
 from .catalog.instance import connect, current, init
 from .engine.planner import Q
 from .errors import (DoesNotExist, FieldError, InstanceError, InvalidPath, LaminaError,
-                     MultipleResultsFound, ValidationError)
+                     MultipleResultsFound, PermissionDenied, ValidationError)
 from .models.lineage import finish, track
 from .models.overview import sql, view
 from .models.settings import settings
@@ -23,8 +23,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Artifact", "Branch", "Collection", "DoesNotExist", "Feature", "FieldError", "InstanceError",
-    "InvalidPath", "LaminaError", "MultipleResultsFound", "Project", "Q", "Record", "Run",
-    "Schema", "Space", "Storage", "Transform", "ULabel", "User", "ValidationError", "bionty",
+    "InvalidPath", "LaminaError", "MultipleResultsFound", "PermissionDenied", "Project", "Q",
+    "Record", "Run", "Schema", "Space", "Storage", "Transform", "ULabel", "User",
+    "ValidationError", "bionty",
     "connect", "current", "examples", "finish", "init", "save", "settings", "sql", "track",
     "view",
 ]

@@ -24,18 +24,39 @@ TRASH_BRANCH_ID, ARCHIVE_BRANCH_ID, MAIN_BRANCH_ID = -1, 0, 1
 
 @dataclass
 class Instance:
+    """A connected instance. Connecting reads ``instance.json`` only: the rows every instance
+    needs (this user, the branches, the default space, the root's storage) are looked up when
+    :attr:`user_id` or :attr:`storage_id` is first asked for, and inserted only if missing,
+    which happens on the first write. So a user who may only read the bucket can connect and
+    query."""
+
     location: Location
     meta: dict
     user: settings.LocalUser
-    user_id: int = 0
-    storage_id: int = 0
+    _user_id: int | None = field(default=None, repr=False)
+    _storage_id: int | None = field(default=None, repr=False)
     _stores: dict = field(default_factory=dict, repr=False)
     _roots: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _bootstrap_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def root(self) -> str:
         return self.location.root
+
+    @property
+    def user_id(self) -> int:
+        """This user's id (registered on first use if missing: that is a write)."""
+        if self._user_id is None:
+            _bootstrap(self)
+        return self._user_id
+
+    @property
+    def storage_id(self) -> int:
+        """The default storage for new artifacts (the root's own, registered if missing)."""
+        if self._storage_id is None:
+            _bootstrap(self)
+        return self._storage_id
 
     @property
     def uid(self) -> str:
@@ -75,8 +96,8 @@ class Instance:
 
     def use_storage(self, root: str | os.PathLike) -> int:
         """Make ``root`` the default storage for new artifacts, registering it if new."""
-        self.storage_id = self.register_storage(root)
-        return self.storage_id
+        self._storage_id = self.register_storage(root)
+        return self._storage_id
 
     def register_storage(self, root: str | os.PathLike) -> int:
         """The id of storage ``root``, registered if new; the default storage is unchanged.
@@ -162,7 +183,8 @@ def init(storage: str | os.PathLike, modules: str | list[str] | None = None,
                 f"Use ln.connect({location.root!r}) to work in it."
             ) from None
         return connect(location.root)
-    instance = _open(location, meta, user)
+    instance = Instance(location, meta, user)
+    _bootstrap(instance)
     settings.remember_instance(location.root)
     log.info(f"initialized lamina: {instance.slug}")
     return _activate(instance)
@@ -188,7 +210,7 @@ def connect(root: str | os.PathLike | None = None) -> Instance:
         )
     if meta.get("format", 1) > FORMAT_VERSION:
         raise InstanceError(f"{location.root} was written by a newer lamina; upgrade lamina")
-    instance = _open(location, meta, settings.local_user())
+    instance = Instance(location, meta, settings.local_user())
     if remember:
         settings.remember_instance(location.root)
     log.info(f"connected lamina: {instance.slug}")
@@ -232,39 +254,45 @@ def current() -> Instance:
     return _current
 
 
-def _open(location: Location, meta: dict, user: settings.LocalUser) -> Instance:
-    instance = Instance(location, meta, user)
-    _bootstrap(instance)
-    return instance
-
-
 def _bootstrap(instance: Instance) -> None:
-    """Rows every instance needs: branches, the default space, this user, its storage.
-    Each is inserted only if missing, so this is safe to repeat and to race."""
-    now = _now()
-    user = instance.user
-    instance.user_id = _ensure(instance, tables.get("core.user"), "uid", user.uid,
-                               {"uid": user.uid, "handle": user.handle, "name": user.name,
-                                "created_at": now})
-    for branch_id, branch_name in ((MAIN_BRANCH_ID, "main"), (ARCHIVE_BRANCH_ID, "archive"),
-                                   (TRASH_BRANCH_ID, "trash")):
-        _ensure(instance, tables.get("core.branch"), "name", branch_name,
-                {"id": branch_id, "uid": new_uid(12), "name": branch_name,
-                 "created_at": now, "created_by_id": instance.user_id})
-    _ensure(instance, tables.get("core.space"), "name", "all",
-            {"id": 1, "uid": "A" * 12, "name": "all", "created_at": now,
-             "created_by_id": instance.user_id})
-    instance.storage_id = _ensure(
-        instance, tables.get("core.storage"), "root", instance.root,
-        {"uid": new_uid(12), "root": instance.root, "type": instance.location.type,
-         "region": os.environ.get("AWS_REGION") if instance.location.type == "s3" else None,
-         "instance_uid": instance.uid, "is_locked": False, "created_at": now,
-         "branch_id": MAIN_BRANCH_ID, "created_on_id": MAIN_BRANCH_ID, "space_id": 1,
-         "created_by_id": instance.user_id})
+    """Find, and insert where missing, the rows every instance needs: branches, the default
+    space, this user, its storage. Rows that exist are only read (no commit), so this is safe
+    to repeat and to race, and writes nothing once another user has bootstrapped the root."""
+    with instance._bootstrap_lock:
+        if instance._user_id is not None and instance._storage_id is not None:
+            return
+        now = _now()
+        user = instance.user
+        user_id = _ensure(instance, tables.get("core.user"), "uid", user.uid,
+                          {"uid": user.uid, "handle": user.handle, "name": user.name,
+                           "created_at": now})
+        for branch_id, branch_name in ((MAIN_BRANCH_ID, "main"), (ARCHIVE_BRANCH_ID, "archive"),
+                                       (TRASH_BRANCH_ID, "trash")):
+            _ensure(instance, tables.get("core.branch"), "name", branch_name,
+                    {"id": branch_id, "uid": new_uid(12), "name": branch_name,
+                     "created_at": now, "created_by_id": user_id})
+        _ensure(instance, tables.get("core.space"), "name", "all",
+                {"id": 1, "uid": "A" * 12, "name": "all", "created_at": now,
+                 "created_by_id": user_id})
+        storage_id = _ensure(
+            instance, tables.get("core.storage"), "root", instance.root,
+            {"uid": new_uid(12), "root": instance.root, "type": instance.location.type,
+             "region": os.environ.get("AWS_REGION") if instance.location.type == "s3" else None,
+             "instance_uid": instance.uid, "is_locked": False, "created_at": now,
+             "branch_id": MAIN_BRANCH_ID, "created_on_id": MAIN_BRANCH_ID, "space_id": 1,
+             "created_by_id": user_id})
+        instance._user_id = user_id
+        if instance._storage_id is None:
+            instance._storage_id = storage_id
 
 
 def _ensure(instance: Instance, spec: tables.TableSpec, match: str, value, row: dict) -> int:
-    """The id of the row whose ``match`` column equals ``value``, inserting ``row`` if none."""
+    """The id of the row whose ``match`` column equals ``value``, inserting ``row`` if none.
+    An existing row is found with a read of the latest snapshot, without a commit."""
+    store = instance.store(spec)
+    found = store.snapshot().read(["id"], pc.field(match) == value)
+    if found.num_rows:
+        return found.column("id")[0].as_py()
 
     def plan(snapshot: Snapshot) -> Change:
         found = snapshot.read(["id"], pc.field(match) == value)
@@ -273,4 +301,4 @@ def _ensure(instance: Instance, spec: tables.TableSpec, match: str, value, row: 
         new = {"id": snapshot.next_id, **row}
         return Change(append=[new], result=new["id"])
 
-    return instance.store(spec).transact(plan).result
+    return store.transact(plan).result

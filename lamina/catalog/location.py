@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlparse
@@ -21,7 +24,7 @@ from urllib.parse import urlparse
 import fsspec
 import pyarrow.fs as pafs
 
-from ..errors import InvalidPath
+from ..errors import InvalidPath, LaminaError, PermissionDenied
 
 CLOUD_PROTOCOLS = ("s3", "gs")
 
@@ -140,6 +143,39 @@ class Location:
         """``uri`` as :attr:`arrow_fs` names it (object stores: ``bucket/key``)."""
         return uri if self.is_local else uri.split("://", 1)[1]
 
+    @contextmanager
+    def writing(self, what: str) -> Iterator[None]:
+        """Around a write of ``what`` (a path under this root): the store's "access denied"
+        becomes a :class:`PermissionDenied` naming the bucket, the credentials and the missing
+        permission, instead of a transport error from whichever library wrote."""
+        try:
+            yield
+        except LaminaError:  # ours, already saying what went wrong
+            raise
+        except Exception as exc:
+            if not isinstance(exc, PermissionError) and not _ACCESS_DENIED.search(str(exc)):
+                raise
+            raise PermissionDenied(self._denied_message(what, exc)) from exc
+
+    def _denied_message(self, what: str, exc: Exception) -> str:
+        text = str(exc).strip()
+        code = _ERROR_CODE.search(text)
+        answer = code[1] if code else (text.splitlines()[0][:200] if text else
+                                       type(exc).__name__)
+        if self.is_local:
+            return (f"cannot write {what}: this process may not write to {self.root} "
+                    f"({answer}). Reading needs read permission only.")
+        bucket = urlparse(self.root).netloc
+        credentials = self.aws_credentials()
+        who = f"access key {credentials.key_id}" if credentials else "no credentials found"
+        if answer in _REFUSED_CREDENTIALS:
+            return (f"cannot write {what}: the store refused the credentials in force ({who}) "
+                    f"with {answer}: they are unknown, deleted or expired.")
+        permission = "s3:PutObject" if self.type == "s3" else "storage.objects.create"
+        return (f"cannot write {what}: the credentials in force ({who}) lack {permission} on "
+                f"bucket {bucket!r} (the store answered {answer}). Connecting and querying "
+                "need read permission only; saving needs write permission on the root's prefix.")
+
     def aws_credentials(self) -> AwsCredentials | None:
         """The S3 credentials in force now (None for other roots, or when none are found)."""
         if self.type != "s3":
@@ -236,6 +272,16 @@ def _aws_chain(profile: str | None):
     import botocore.session
 
     return botocore.session.Session(profile=profile).get_credentials()
+
+
+# How object_store (deltalake) and botocore (s3fs) report a refused request.
+_ACCESS_DENIED = re.compile(r"AccessDenied|Access Denied|Forbidden|necessary privileges|"
+                            r"InvalidAccessKeyId|ExpiredToken", re.IGNORECASE)
+
+
+_ERROR_CODE = re.compile(r"<Code>(\w+)</Code>")
+_REFUSED_CREDENTIALS = ("InvalidAccessKeyId", "ExpiredToken", "InvalidToken",
+                        "SignatureDoesNotMatch")
 
 
 def _aws_endpoint() -> str | None:

@@ -108,14 +108,19 @@ class TableStore:
         self.spec = spec
         self.uri = location.join(CATALOG_DIR, spec.module, spec.name)
         self._table: DeltaTable | None = None
+        self._options: dict | None = None
         self._lock = threading.RLock()
 
     # ---- reading -------------------------------------------------------------------------
     def _latest(self) -> DeltaTable | None:
         with self._lock:
-            if self._table is None:
+            options = self.location.delta_options
+            # A DeltaTable keeps the credentials it was opened with: open it again when they
+            # change (rotated keys, a new session token).
+            if self._table is None or options != self._options:
                 try:
-                    self._table = DeltaTable(self.uri, storage_options=self.location.delta_options)
+                    self._table = DeltaTable(self.uri, storage_options=options)
+                    self._options = options
                 except TableNotFoundError:
                     return None
             elif self._moved_since(self._table.version()):
@@ -201,7 +206,12 @@ class TableStore:
 
     def transact(self, plan: Callable[[Snapshot], Change]) -> Change:
         """Plan a change on the latest snapshot and commit it as the next version, re-planning
-        on the newer snapshot whenever another writer won the race."""
+        on the newer snapshot whenever another writer won the race. Credentials that may not
+        write raise PermissionDenied before anything is committed."""
+        with self.location.writing(self.uri):
+            return self._transact(plan)
+
+    def _transact(self, plan: Callable[[Snapshot], Change]) -> Change:
         for attempt in range(MAX_ATTEMPTS):
             with self._lock:
                 table = self.ensure()
