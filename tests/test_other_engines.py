@@ -17,7 +17,7 @@ from lamina.extensions import extension_path
 
 import engine_recipes as recipes
 from conftest import TEST_USER
-from helpers import filesystem, new_s3_root, reset_process_state
+from helpers import filesystem, module_root, reset_process_state
 
 EXTENSIONS = [extension_path("duckdb_extension_delta"), extension_path("duckdb_extension_httpfs")]
 
@@ -26,15 +26,7 @@ EXTENSIONS = [extension_path("duckdb_extension_delta"), extension_path("duckdb_e
 def world(request, tmp_path_factory):
     """The guide's two datasets plus artifacts each filter condition alone would let through:
     IFNG at 25 degrees, DMSO at 18, and a trashed DMSO at 30. Returns (root, lamina's keys)."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("LAMINA_HOME", str(tmp_path_factory.mktemp("engines-home")))
-        for key, value in TEST_USER.items():
-            env.setenv(key, value)
-        if request.param == "s3":
-            request.getfixturevalue("s3_endpoint")
-            root = new_s3_root()
-        else:
-            root = str(tmp_path_factory.mktemp("engines-root"))
+    with module_root(request, tmp_path_factory, TEST_USER) as root:
         files = tmp_path_factory.mktemp("engines-files")
         ln.init(storage=root)
         ln.examples.datasets.mini_immuno.save_mini_immuno_datasets()
