@@ -17,6 +17,7 @@ the credentials in force change.
 
 from __future__ import annotations
 
+import json
 import os
 
 import duckdb
@@ -54,11 +55,17 @@ class CredentialSecret:
 
 
 def new_connection(location: Location) -> duckdb.DuckDBPyConnection:
-    """A connection able to read ``location``'s kind of storage (httpfs for object stores)."""
+    """A connection able to read ``location``'s kind of storage (httpfs for object stores),
+    caching what it reads of the immutable Delta data files."""
     con = duckdb.connect(config={"threads": os.cpu_count() or 2})
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET parquet_metadata_cache = true")
     if not location.is_local:
         con.execute(load_statement("duckdb_extension_httpfs"))
+        # Delta data files are immutable: cache their HTTP metadata and contents without
+        # re-validating them on every query (saves a HEAD per file per statement).
+        con.execute("SET enable_http_metadata_cache = true")
+        con.execute("SET validate_external_file_cache = 'NO_VALIDATION'")
     return con
 
 
@@ -90,34 +97,65 @@ def create_view(con: duckdb.DuckDBPyConnection, snapshot: Snapshot) -> None:
 
 
 class SqlSandbox:
-    """The connection ``ln.sql`` runs on: views over given snapshots, and no other file."""
+    """The connections ``ln.sql`` runs on: views over the snapshots of the registries a query
+    names, and no other file. One connection per set of snapshots, the last few kept: a view
+    binds by reading its files' schemas, so making views only for the registries a query names
+    and reusing them until those registries change keeps ``ln.sql`` cheap (bench/README.md,
+    "Open catalog")."""
+
+    KEPT = 4
 
     def __init__(self, location: Location):
         self.location = location
-        self._con: duckdb.DuckDBPyConnection | None = None
-        self._shown: tuple = ()
-        self._secret = CredentialSecret(location, "lamina_sql", scope=catalog_scope(location))
+        self._connections: dict[tuple, tuple[duckdb.DuckDBPyConnection, CredentialSecret]] = {}
+        # Parses queries (json_serialize_sql) and can read nothing.
+        self._parser = duckdb.connect()
+        self._parser.execute("SET enable_external_access = false")
+
+    def tables(self, select: str) -> set[str] | None:
+        """The names of the tables and views a SELECT reads, from its parse tree (parsing
+        binds nothing, so ``?`` parameters are fine); None when DuckDB cannot serialise it."""
+        tree = json.loads(self._parser.execute("SELECT json_serialize_sql(?)",
+                                                [select]).fetchone()[0])
+        if tree.get("error"):
+            return None
+        names: set[str] = set()
+        stack = [tree]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                if node.get("type") == "BASE_TABLE":
+                    names.add(node.get("table_name"))
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+        return names
 
     def connection(self, snapshots: list[Snapshot]) -> duckdb.DuckDBPyConnection:
-        """A confined connection whose views show ``snapshots`` (reused while they are the
-        ones shown)."""
+        """A confined connection whose views show ``snapshots``."""
         shown = tuple((s.spec.qualified, s.version) for s in snapshots)
-        if self._con is None or shown != self._shown:
-            self.close()
+        found = self._connections.pop(shown, None)
+        if found is None:
             con = new_connection(self.location)
-            self._secret = CredentialSecret(self.location, "lamina_sql",
-                                            scope=catalog_scope(self.location))
-            self._secret.install(con)
+            secret = CredentialSecret(self.location, "lamina_sql",
+                                      scope=catalog_scope(self.location))
+            secret.install(con)
             files = sorted({f for s in snapshots for f in s.files})
             con.execute("SET allowed_paths = [" + ", ".join(quote(f) for f in files) + "]")
             con.execute("SET enable_external_access = false")
             for snapshot in snapshots:
                 create_view(con, snapshot)
-            self._con, self._shown = con, shown
-        self._secret.install(self._con)
-        return self._con
+            found = (con, secret)
+            while len(self._connections) >= self.KEPT:
+                oldest = next(iter(self._connections))
+                self._connections.pop(oldest)[0].close()
+        self._connections[shown] = found  # most recently used last
+        con, secret = found
+        secret.install(con)
+        return con
 
     def close(self) -> None:
-        if self._con is not None:
-            self._con.close()
-            self._con, self._shown = None, ()
+        for con, _ in self._connections.values():
+            con.close()
+        self._connections.clear()
+        self._parser.close()

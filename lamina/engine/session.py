@@ -7,7 +7,6 @@ snapshot if a writer committed since; that check reads only the Delta log.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from datetime import datetime
@@ -19,7 +18,6 @@ from ..catalog import tables
 from ..catalog.instance import Instance
 from ..catalog.store import CATALOG_DIR, Snapshot
 from ..errors import ValidationError
-from ..extensions import load_statement
 from .connections import (CredentialSecret, SqlSandbox, catalog_scope, confine_to_catalog,
                           create_view, new_connection)
 from .features import FeatureResolver, features_of
@@ -37,25 +35,17 @@ class Session:
 
     def __init__(self, instance: Instance):
         self.instance = instance
-        self.con = duckdb.connect(config={"threads": os.cpu_count() or 2})
+        self.con = new_connection(instance.location)
         self._lock = threading.RLock()
         self._versions: dict[str, int] = {}
         self._columns: dict[str, frozenset] = {}
         self._features: tuple[int, FeatureResolver] | None = None
         self._pinned: dict[str, Snapshot] = {}
-        self.con.execute("SET parquet_metadata_cache = true")
-        self.con.execute("SET TimeZone = 'UTC'")
         # Top-N queries (to_dataframe's default limit of 100, order_by + limit) first find the
         # winning rows from the filter and sort columns only, then read the other columns of
         # just those rows. DuckDB does this up to LIMIT 50 by default; at 1e6 artifacts it cuts
         # a default to_dataframe() several-fold (bench/README.md, "Query").
         self.con.execute(f"SET late_materialization_max_rows = {LATE_MATERIALIZATION_ROWS}")
-        if not instance.location.is_local:
-            self.con.execute(load_statement("duckdb_extension_httpfs"))
-            # Delta data files are immutable: cache their HTTP metadata and contents without
-            # re-validating them on every query (saves a HEAD per file per statement).
-            self.con.execute("SET enable_http_metadata_cache = true")
-            self.con.execute("SET validate_external_file_cache = 'NO_VALIDATION'")
         self._credentials = CredentialSecret(instance.location, "lamina_catalog",
                                              scope=catalog_scope(instance.location))
         self._credentials.install(self.con)
@@ -155,6 +145,7 @@ class Session:
         if len(statements) != 1:
             raise ValidationError(f"ln.sql() runs exactly one statement, got {len(statements)}")
         kind = statements[0].type
+        select = sql
         if kind == duckdb.StatementType.EXPLAIN:
             # EXPLAIN ANALYZE runs what it explains (COPY ... TO a file, DROP VIEW ...): only a
             # plain EXPLAIN [ANALYZE] of a SELECT is read-only.
@@ -163,14 +154,17 @@ class Session:
             if len(inner) != 1 or inner[0].type != duckdb.StatementType.SELECT:
                 raise ValidationError("ln.sql() is read-only: EXPLAIN is allowed for a SELECT "
                                       "only")
+            select = explained[1]
         elif kind != duckdb.StatementType.SELECT:
             raise ValidationError(f"ln.sql() is read-only: {kind.name} statements are refused; "
                                   "use the registries' save() and delete() to change data")
         with self._lock:
-            specs = self.instance.table_specs()
-            self.refresh(specs)
-            sandbox = self._sandbox.connection([self._snapshots[s.qualified] for s in specs])
             try:
+                # Views (and readable files) for the registries the query names only.
+                named = self._sandbox.tables(select)
+                specs = [s for s in self.instance.table_specs() if named is None or s.view in named]
+                self.refresh(specs)
+                sandbox = self._sandbox.connection([self._snapshots[s.qualified] for s in specs])
                 return sandbox.execute(sql, params or []).to_arrow_table()
             except duckdb.PermissionException as exc:
                 catalog = self.instance.location.join(CATALOG_DIR)
