@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             from lamina.engine import interop
             from lamina.engine.session import session_for
 
-            session = session_for(ln.current())
-            print(interop.views_sql(session), end="")
+            instance = ln.current()
+            print(interop.views_sql(session_for(instance)), end="")
             if args.write:
-                interop.write_data_dictionary(session)
+                interop.write_data_dictionary(instance)
         elif args.command == "compact":
             instance = ln.current()
             for spec in tqdm(instance.table_specs(), desc="compacting", unit="table",

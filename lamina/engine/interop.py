@@ -26,7 +26,7 @@ from ..catalog.instance import Instance
 from ..catalog.store import CATALOG_DIR
 from .connections import quote
 from .features import FeatureInfo
-from .session import Session
+from .session import Session, session_for
 
 DICTIONARY_FILE = f"{CATALOG_DIR}/_lamina_dictionary.json"
 VIEWS_FILE = f"{CATALOG_DIR}/_lamina_views.sql"
@@ -114,11 +114,12 @@ def views_sql(session: Session) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_data_dictionary(session: Session) -> None:
+def write_data_dictionary(instance: Instance) -> None:
     """Write the dictionary and the view SQL beside the catalog's tables (overwriting the last
-    ones). Call after features are created, renamed or deleted, or after a feature's first value
-    lands in a table (its column appears then)."""
-    location = session.instance.location
+    ones). For the write path: call after features are created, renamed or deleted, or after a
+    feature's first value lands in a table (its column appears then)."""
+    session = session_for(instance)
+    location = instance.location
     dictionary = json.dumps(data_dictionary(session), indent=2, sort_keys=True).encode()
     views = views_sql(session).encode()
     fs = location.fs
