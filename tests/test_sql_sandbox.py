@@ -3,6 +3,7 @@ prefix, no artifact file, no Python variable; every registry stays readable."""
 
 from __future__ import annotations
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -49,7 +50,7 @@ def test_a_path_escaping_the_catalog_is_refused(instance):
 
 def test_python_variables_are_not_readable(instance):
     leaked = pa.table({"token": ["abc"]})  # noqa: F841 (DuckDB would find it by name)
-    with pytest.raises(Exception, match="leaked"):
+    with pytest.raises(duckdb.CatalogException, match="leaked"):
         ln.sql("SELECT * FROM leaked")
 
 

@@ -31,7 +31,8 @@ _EXPLAIN = re.compile(r"^\s*EXPLAIN(?:\s+ANALY[SZ]E)?\s+(.*)$", re.IGNORECASE | 
 
 
 class Session:
-    """One DuckDB connection for one instance; safe to share between threads."""
+    """The DuckDB connections of one instance (planner queries, ``ln.sql``'s sandbox, artifact
+    files; see connections.py); safe to share between threads."""
 
     def __init__(self, instance: Instance):
         self.instance = instance
