@@ -12,7 +12,7 @@ from . import bionty, examples
 from .catalog.instance import connect, current, init
 from .engine.planner import Q
 from .errors import (DoesNotExist, FieldError, InstanceError, InvalidPath, LaminaError,
-                     MultipleResultsFound, ValidationError)
+                     MultipleResultsFound, PermissionDenied, ValidationError)
 from .models.lineage import finish, track
 from .models.maintenance import gc
 from .models.overview import history, sql, view
@@ -29,10 +29,10 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
 
 __all__ = [
     "Artifact", "Branch", "Collection", "DoesNotExist", "Feature", "FieldError", "InstanceError",
-    "InvalidPath", "LaminaError", "MultipleResultsFound", "Project", "Q", "Record", "Run",
-    "Schema", "Space", "Storage", "Transform", "ULabel", "User", "ValidationError", "bionty",
-    "connect", "current", "examples", "finish", "gc", "history", "init", "save", "settings",
-    "sql", "track", "view",
+    "InvalidPath", "LaminaError", "MultipleResultsFound", "PermissionDenied", "Project", "Q",
+    "Record", "Run", "Schema", "Space", "Storage", "Transform", "ULabel", "User",
+    "ValidationError", "bionty", "connect", "current", "examples", "finish", "gc", "history",
+    "init", "save", "settings", "sql", "track", "view",
 ]
 
 

@@ -1,4 +1,4 @@
-"""``lamina init / connect / info / ls / search / history / sql / compact / gc``.
+"""``lamina init / connect / info / ls / search / history / sql / export-views / compact / gc``.
 
 Every failure lamina or the query engine can explain is one ``error: ...`` line on stderr and
 exit code 1, never a traceback."""
@@ -38,9 +38,21 @@ def _parser() -> argparse.ArgumentParser:
     p_history.add_argument("--limit", type=int, default=30, help="commits to show (0: all)")
     p_sql = sub.add_parser("sql", help="run a read-only SQL query over the registries")
     p_sql.add_argument("query")
+    p_views = sub.add_parser(
+        "export-views", help="print DuckDB views over the registries' Delta tables, feature "
+        "columns named (for engines without lamina)")
+    p_views.add_argument("--write", action="store_true",
+                         help="also write _lamina_views.sql and _lamina_dictionary.json beside "
+                         "the tables")
     p_compact = sub.add_parser("compact", help="merge small files of every registry table")
     p_compact.add_argument("--vacuum-hours", type=int, default=None,
                            help="also delete files older snapshots than this no longer need")
+    p_views = sub.add_parser(
+        "export-views", help="print DuckDB views over the registries' Delta tables, feature "
+        "columns named (for engines without lamina)")
+    p_views.add_argument("--write", action="store_true",
+                         help="also write _lamina_views.sql and _lamina_dictionary.json beside "
+                         "the tables")
     p_gc = sub.add_parser("gc", help="remove object files no artifact references")
     p_gc.add_argument("--dry-run", action="store_true", help="only list them, with sizes")
     p_gc.add_argument("--grace-hours", type=float, default=1.0,
@@ -110,6 +122,14 @@ def _run(args) -> None:
                 removed = store.vacuum(retention_hours=args.vacuum_hours)
                 line += f"; deleted {len(removed)} unreferenced files"
             print(f"{spec.model:<16} {line}")
+    elif args.command == "export-views":
+        from .engine import interop
+        from .engine.session import session_for
+
+        instance = ln.current()
+        print(interop.views_sql(session_for(instance)), end="")
+        if args.write:
+            interop.write_data_dictionary(instance)
     elif args.command == "gc":
         print(ln.gc(grace=args.grace_hours * 3600, dry_run=args.dry_run))
 

@@ -33,6 +33,10 @@ class ValidationError(LaminaError, ValueError):
     """A value that does not fit its field."""
 
 
+class PermissionDenied(LaminaError, PermissionError):
+    """The credentials in force may not do what was asked (e.g. write to a read-only bucket)."""
+
+
 class CommitConflict(LaminaError):
     """A commit kept losing the race against other writers."""
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from contextlib import contextmanager
 
 import fsspec
 import pytest
@@ -28,7 +29,7 @@ def reset_process_state() -> None:
         sessions = list(lamina_session._sessions.values())
         lamina_session._sessions.clear()
     for found in sessions:
-        found.con.close()
+        found.close()
 
 
 def new_s3_root(prefix: str = "root") -> str:
@@ -36,6 +37,21 @@ def new_s3_root(prefix: str = "root") -> str:
     bucket = f"lamina-test-{uuid.uuid4().hex[:16]}"
     testing.create_bucket(bucket)
     return f"s3://{bucket}/{prefix}"
+
+@contextmanager
+def module_root(request, tmp_path_factory, user: dict):
+    """For module-scoped fixtures that build a world once: an isolated LAMINA_HOME and ``user``
+    while it is built, and a fresh root of the kind ``request.param`` names (local or s3)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LAMINA_HOME", str(tmp_path_factory.mktemp("module-home")))
+        for key, value in user.items():
+            env.setenv(key, value)
+        if request.param == "s3":
+            request.getfixturevalue("s3_endpoint")
+            yield new_s3_root()
+        else:
+            yield str(tmp_path_factory.mktemp("module-root"))
+
 
 PRELUDE = "import json, os, sys\nimport lamina as ln\n"
 

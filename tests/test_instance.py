@@ -125,6 +125,10 @@ def test_init_over_another_users_instance_is_refused(root, monkeypatch):
     connected = ln.connect(root)
     assert connected.uid == original.uid
     assert ln.Record.get(name="owned by testuser1").created_by.handle == "testuser1"
+    # Connecting writes nothing; the collaborator is registered by their first save.
+    assert ln.User.filter().to_arrow(columns=["handle"])["handle"].to_pylist() == ["testuser1"]
+    ln.Record(name="by the collaborator").save()
+    assert ln.Record.get(name="by the collaborator").created_by.handle == "intruder"
     assert sorted(ln.User.filter().to_arrow(columns=["handle"])["handle"].to_pylist()) == [
         "intruder", "testuser1"]
 

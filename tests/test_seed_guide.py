@@ -10,7 +10,8 @@ import math
 import pytest
 
 import lamina as ln
-from conftest import TEST_USER, new_s3_root, reset_process_state
+from conftest import TEST_USER, reset_process_state
+from helpers import module_root
 from lamina import bionty as bt
 
 ARTIFACT_COLUMNS = [
@@ -25,15 +26,7 @@ D2, D1, IRIS, JPG, FASTQ = ("examples/dataset2.h5ad", "examples/dataset1.h5ad", 
 @pytest.fixture(scope="module", params=["local", "s3"])
 def guide_root(request, tmp_path_factory):
     """The guide's world, built once per storage kind (its queries only read)."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("LAMINA_HOME", str(tmp_path_factory.mktemp("guide-home")))
-        for key, value in TEST_USER.items():
-            env.setenv(key, value)
-        if request.param == "s3":
-            request.getfixturevalue("s3_endpoint")
-            root = new_s3_root()
-        else:
-            root = str(tmp_path_factory.mktemp("guide-root"))
+    with module_root(request, tmp_path_factory, TEST_USER) as root:
         files = tmp_path_factory.mktemp("guide-files")
         ln.init(storage=root, modules="bionty")
         ln.Artifact(ln.examples.datasets.file_fastq(files), key=FASTQ).save()

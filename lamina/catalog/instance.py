@@ -24,21 +24,42 @@ FORMAT_VERSION = 1
 
 @dataclass
 class Instance:
+    """A connected instance. Connecting reads ``instance.json`` only: the rows every instance
+    needs (this user, the branches, the default space, the root's storage) are looked up when
+    :attr:`user_id` or :attr:`storage_id` is first asked for, and inserted only if missing,
+    which happens on the first write. So a user who may only read the bucket can connect and
+    query."""
+
     location: Location
     meta: dict
     user: settings.LocalUser
-    user_id: int = 0
-    storage_id: int = 0
+    _user_id: int | None = field(default=None, repr=False)
+    _storage_id: int | None = field(default=None, repr=False)
     # Set for a read-only view of the past: {qualified table: version} and what it shows.
     past: dict | None = None
     past_phrase: str | None = None
     _stores: dict = field(default_factory=dict, repr=False)
     _roots: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _bootstrap_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def root(self) -> str:
         return self.location.root
+
+    @property
+    def user_id(self) -> int:
+        """This user's id (registered on first use if missing: that is a write)."""
+        if self._user_id is None:
+            _bootstrap(self)
+        return self._user_id
+
+    @property
+    def storage_id(self) -> int:
+        """The default storage for new artifacts (the root's own, registered if missing)."""
+        if self._storage_id is None:
+            _bootstrap(self)
+        return self._storage_id
 
     @property
     def uid(self) -> str:
@@ -87,8 +108,8 @@ class Instance:
         storage another instance manages is refused: it is linked, read-only."""
         storage_id = self.register_storage(root)
         self.writable_location(storage_id)
-        self.storage_id = storage_id
-        return self.storage_id
+        self._storage_id = storage_id
+        return storage_id
 
     def manager_of(self, root: str | os.PathLike) -> str:
         """The uid of the instance that manages ``root`` if it were registered now: the
@@ -210,7 +231,8 @@ def init(storage: str | os.PathLike, modules: str | list[str] | None = None,
     except OSError as exc:
         raise InstanceError(f"cannot create an instance in {location.root}: "
                             f"{exc.strerror or exc}") from None
-    instance = _open(location, meta, user)
+    instance = Instance(location, meta, user)
+    _bootstrap(instance)
     settings.remember_instance(location.root)
     log.info(f"initialized lamina: {instance.slug}")
     return _activate(instance)
@@ -243,7 +265,7 @@ def connect(root: str | os.PathLike | None = None, *, as_of=None) -> Instance:
         raise InstanceError(f"{location.root} was written by a newer lamina; upgrade lamina")
     if as_of is not None:
         return _activate(_open_past(location, meta, settings.local_user(), as_of))
-    instance = _open(location, meta, settings.local_user())
+    instance = Instance(location, meta, settings.local_user())
     if remember:
         settings.remember_instance(location.root)
     log.info(f"connected lamina: {instance.slug}")
@@ -257,10 +279,10 @@ def _open_past(location: Location, meta: dict, user: settings.LocalUser, as_of) 
     instance = Instance(location, meta, user, past=versions, past_phrase=phrase)
     users = instance.store(tables.get("core.user")).snapshot().read(
         ["id"], pc.field("uid") == user.uid)
-    instance.user_id = users.column("id")[0].as_py() if users.num_rows else 0
+    instance._user_id = users.column("id")[0].as_py() if users.num_rows else 0
     storages = instance.store(tables.get("core.storage")).snapshot().read(
         ["id"], pc.field("root") == location.root)
-    instance.storage_id = storages.column("id")[0].as_py() if storages.num_rows else 0
+    instance._storage_id = storages.column("id")[0].as_py() if storages.num_rows else 0
     log.info(f"connected lamina: {instance.slug} as of {phrase}, read-only")
     return instance
 
@@ -302,31 +324,38 @@ def current() -> Instance:
     return _current
 
 
-def _open(location: Location, meta: dict, user: settings.LocalUser) -> Instance:
-    instance = Instance(location, meta, user)
-    _bootstrap(instance)
-    return instance
-
-
 def _bootstrap(instance: Instance) -> None:
-    """Rows every instance needs: branches, the default space, this user, its storage.
-    Each is inserted only if missing, so this is safe to repeat and to race."""
-    user = instance.user
-    instance.user_id = _ensure(instance, tables.get("core.user"), "uid",
-                               {"uid": user.uid, "handle": user.handle, "name": user.name})
-    for branch_id, branch_name in ((MAIN_BRANCH_ID, "main"), (ARCHIVE_BRANCH_ID, "archive"),
-                                   (TRASH_BRANCH_ID, "trash")):
-        _ensure(instance, tables.get("core.branch"), "name", {"id": branch_id, "name": branch_name})
-    _ensure(instance, tables.get("core.space"), "name",
-            {"id": writer.DEFAULT_SPACE_ID, "uid": "A" * 12, "name": "all"})
-    instance.storage_id = _ensure(
-        instance, tables.get("core.storage"), "root",
-        {"root": instance.root, "type": instance.location.type,
-         "region": os.environ.get("AWS_REGION") if instance.location.type == "s3" else None,
-         "instance_uid": instance.uid})
+    """Find, and insert where missing, the rows every instance needs: branches, the default
+    space, this user, its storage. Rows that exist are only read (no commit), so this is safe
+    to repeat and to race, and writes nothing once another user has bootstrapped the root."""
+    with instance._bootstrap_lock:
+        if instance._user_id is not None and instance._storage_id is not None:
+            return
+        user = instance.user
+        user_id = _ensure(instance, tables.get("core.user"), "uid",
+                          {"uid": user.uid, "handle": user.handle, "name": user.name})
+        for branch_id, branch_name in ((MAIN_BRANCH_ID, "main"), (ARCHIVE_BRANCH_ID, "archive"),
+                                       (TRASH_BRANCH_ID, "trash")):
+            _ensure(instance, tables.get("core.branch"), "name",
+                    {"id": branch_id, "name": branch_name}, created_by=user_id)
+        _ensure(instance, tables.get("core.space"), "name",
+                {"id": writer.DEFAULT_SPACE_ID, "uid": "A" * 12, "name": "all"},
+                created_by=user_id)
+        storage_id = _ensure(
+            instance, tables.get("core.storage"), "root",
+            {"root": instance.root, "type": instance.location.type,
+             "region": os.environ.get("AWS_REGION") if instance.location.type == "s3" else None,
+             "instance_uid": instance.uid}, created_by=user_id)
+        instance._user_id = user_id
+        if instance._storage_id is None:
+            instance._storage_id = storage_id
 
 
-def _ensure(instance: Instance, spec: tables.TableSpec, match: str, row: dict) -> int:
+def _ensure(instance: Instance, spec: tables.TableSpec, match: str, row: dict,
+            created_by: int | None = None) -> int:
     """The id of the row whose ``match`` column equals ``row[match]``, inserting ``row`` if
-    none."""
-    return writer.insert(instance, spec, [row], unique=match)[0]["id"]
+    none. An existing row is found with a read of the latest snapshot, without a commit."""
+    found = instance.store(spec).snapshot().read(["id"], pc.field(match) == row[match])
+    if found.num_rows:
+        return min(found.column("id").to_pylist())
+    return writer.insert(instance, spec, [row], unique=match, created_by=created_by)[0]["id"]

@@ -1,8 +1,13 @@
 """Where things live: storage roots as fsspec URIs, and the options each library needs to reach them.
 
 One place knows how local, ``s3://`` and ``gs://`` roots are configured for fsspec, deltalake and
-DuckDB. Credentials come from the standard environment variables of each cloud
-(``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``, ``GOOGLE_APPLICATION_CREDENTIALS``, ...).
+DuckDB. S3 credentials are resolved afresh on every use: the environment variables
+(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``) when set, else the
+standard AWS chain (profiles, SSO, assumed roles, instance roles) through botocore, whose
+temporary credentials renew themselves before they expire. Each library is handed the
+credentials of the moment, and its client is rebuilt when they change, so rotated keys and new
+session tokens are picked up without reconnecting. Endpoints come from ``AWS_ENDPOINT_URL``;
+GCS uses ``GOOGLE_APPLICATION_CREDENTIALS`` through gcsfs.
 """
 
 from __future__ import annotations
@@ -11,14 +16,16 @@ import os
 import posixpath
 import re
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
+from functools import lru_cache
 from urllib.parse import urlparse
 
 import fsspec
 import pyarrow.fs as pafs
 
-from ..errors import InstanceError, InvalidPath
+from ..errors import InstanceError, InvalidPath, LaminaError, PermissionDenied
 
 CLOUD_PROTOCOLS = ("s3", "gs")
 
@@ -99,8 +106,10 @@ class Location:
                 raise InvalidPath(f"{'/'.join(parts)!r} escapes the storage root {self.root}")
         return joined
 
-    @cached_property
+    @property
     def fs(self) -> fsspec.AbstractFileSystem:
+        """An fsspec filesystem for this root, holding the current credentials (fsspec keeps one
+        instance per set of options, so this is the same object while they do not change)."""
         if self.is_local:
             return fsspec.filesystem("file", auto_mkdir=True)
         return fsspec.filesystem(self.type, **self.fsspec_options)
@@ -124,16 +133,21 @@ class Location:
             return False
         return True
 
-    @cached_property
+    @property
     def arrow_fs(self) -> pafs.FileSystem:
-        """A native (C++) pyarrow filesystem for this root, for Parquet scans.
+        """A native (C++) pyarrow filesystem for this root, for Parquet scans; rebuilt when the
+        credentials change.
 
         Why not deltalake's or fsspec's: those are Python handlers, so arrow's IO threads call
         back into Python, and one still releasing a file when the interpreter exits aborts the
         process ("terminate called without an active exception")."""
+        credentials = self.aws_credentials()
+        cached = self.__dict__.get("_arrow_fs")
+        if cached is not None and cached[0] == credentials:
+            return cached[1]
         if self.is_local:
-            return pafs.LocalFileSystem()
-        if self.type == "s3":
+            fs = pafs.LocalFileSystem()
+        elif self.type == "s3":
             options: dict = {}
             endpoint = _aws_endpoint()
             if endpoint:
@@ -142,8 +156,15 @@ class Location:
             region = _aws_region()
             if region:
                 options["region"] = region
-            return pafs.S3FileSystem(**options)
-        return pafs.GcsFileSystem()
+            if credentials is not None:
+                options.update(access_key=credentials.key_id, secret_key=credentials.secret,
+                               session_token=credentials.token)
+            fs = pafs.S3FileSystem(**options)
+        else:
+            fs = pafs.GcsFileSystem()
+        # The dataclass is frozen for its root; this cache is not part of its value.
+        self.__dict__["_arrow_fs"] = (credentials, fs)
+        return fs
 
     def check_reachable(self, timeout: float = 3.0) -> None:
         """Fail fast, with the reason, when an ``s3://`` root's endpoint cannot be reached
@@ -165,6 +186,45 @@ class Location:
         """``uri`` as :attr:`arrow_fs` names it (object stores: ``bucket/key``)."""
         return uri if self.is_local else uri.split("://", 1)[1]
 
+    @contextmanager
+    def writing(self, what: str) -> Iterator[None]:
+        """Around a write of ``what`` (a path under this root): the store's "access denied"
+        becomes a :class:`PermissionDenied` naming the bucket, the credentials and the missing
+        permission, instead of a transport error from whichever library wrote."""
+        try:
+            yield
+        except LaminaError:  # ours, already saying what went wrong
+            raise
+        except Exception as exc:
+            if not isinstance(exc, PermissionError) and not _ACCESS_DENIED.search(str(exc)):
+                raise
+            raise PermissionDenied(self._denied_message(what, exc)) from exc
+
+    def _denied_message(self, what: str, exc: Exception) -> str:
+        text = str(exc).strip()
+        code = _ERROR_CODE.search(text)
+        answer = code[1] if code else (text.splitlines()[0][:200] if text else
+                                       type(exc).__name__)
+        if self.is_local:
+            return (f"cannot write {what}: this process may not write to {self.root} "
+                    f"({answer}). Reading needs read permission only.")
+        bucket = urlparse(self.root).netloc
+        credentials = self.aws_credentials()
+        who = f"access key {credentials.key_id}" if credentials else "no credentials found"
+        if answer in _REFUSED_CREDENTIALS:
+            return (f"cannot write {what}: the store refused the credentials in force ({who}) "
+                    f"with {answer}: they are unknown, deleted or expired.")
+        permission = "s3:PutObject" if self.type == "s3" else "storage.objects.create"
+        return (f"cannot write {what}: the credentials in force ({who}) lack {permission} on "
+                f"bucket {bucket!r} (the store answered {answer}). Connecting and querying "
+                "need read permission only; saving needs write permission on the root's prefix.")
+
+    def aws_credentials(self) -> AwsCredentials | None:
+        """The S3 credentials in force now (None for other roots, or when none are found)."""
+        if self.type != "s3":
+            return None
+        return aws_credentials()
+
     @property
     def fsspec_options(self) -> dict:
         if self.type == "s3":
@@ -172,6 +232,10 @@ class Location:
             opts: dict = {}
             if endpoint:
                 opts["endpoint_url"] = endpoint
+            credentials = self.aws_credentials()
+            if credentials is not None:
+                opts.update(key=credentials.key_id, secret=credentials.secret,
+                            token=credentials.token)
             return opts
         return {}
 
@@ -188,33 +252,79 @@ class Location:
             region = _aws_region()
             if region:
                 opts["AWS_REGION"] = region
+            credentials = self.aws_credentials()
+            if credentials is not None:
+                opts["AWS_ACCESS_KEY_ID"] = credentials.key_id
+                opts["AWS_SECRET_ACCESS_KEY"] = credentials.secret
+                if credentials.token:
+                    opts["AWS_SESSION_TOKEN"] = credentials.token
             return opts
         return None
 
-    def duckdb_secret(self) -> str | None:
-        """A ``CREATE SECRET`` statement letting DuckDB read this root (it takes no parameters)."""
+    def duckdb_secret(self, name: str, scope: str | None = None) -> str | None:
+        """A ``CREATE OR REPLACE SECRET`` statement letting DuckDB read S3 (only under
+        ``scope`` when given) with the current credentials, or None when DuckDB needs none. The
+        statement takes no parameters: every value in it is quoted as a SQL string literal."""
         if self.type != "s3":
             return None
-        key_id = os.environ.get("AWS_ACCESS_KEY_ID")
-        secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
-        if not key_id or not secret:
-            return "CREATE OR REPLACE SECRET lamina_s3 (TYPE s3, PROVIDER credential_chain)"
-        options = {
-            "KEY_ID": key_id,
-            "SECRET": secret,
-            "REGION": _aws_region() or "us-east-1",
-        }
-        if os.environ.get("AWS_SESSION_TOKEN"):
-            options["SESSION_TOKEN"] = os.environ["AWS_SESSION_TOKEN"]
+        options = {"REGION": _aws_region() or "us-east-1"}
+        if scope:
+            options["SCOPE"] = scope.rstrip("/") + "/"
+        credentials = self.aws_credentials()
+        if credentials is not None:
+            options.update(KEY_ID=credentials.key_id, SECRET=credentials.secret)
+            if credentials.token:
+                options["SESSION_TOKEN"] = credentials.token
         endpoint = _aws_endpoint()
         if endpoint:
             parsed = urlparse(endpoint)
             options["ENDPOINT"] = parsed.netloc
             options["URL_STYLE"] = "path"
             options["USE_SSL"] = "true" if parsed.scheme == "https" else "false"
-        # CREATE SECRET takes literals only; every value is quoted as a SQL string literal.
         body = ", ".join(f"{k} {_sql_literal(v)}" for k, v in options.items())
-        return f"CREATE OR REPLACE SECRET lamina_s3 (TYPE s3, {body})"
+        return f'CREATE OR REPLACE SECRET "{name}" (TYPE s3, {body})'
+
+
+@dataclass(frozen=True)
+class AwsCredentials:
+    key_id: str
+    secret: str
+    token: str | None = None
+
+    def __repr__(self) -> str:  # never print a secret
+        return f"AwsCredentials(key_id={self.key_id!r})"
+
+
+def aws_credentials() -> AwsCredentials | None:
+    """The environment's keys when set (read on every call, so a rotation is seen at once),
+    else those of the standard AWS chain (botocore renews temporary ones before expiry)."""
+    key_id = os.environ.get("AWS_ACCESS_KEY_ID")
+    secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key_id and secret:
+        return AwsCredentials(key_id, secret, os.environ.get("AWS_SESSION_TOKEN") or None)
+    chain = _aws_chain(os.environ.get("AWS_PROFILE"))
+    if chain is None:
+        return None
+    frozen = chain.get_frozen_credentials()
+    return AwsCredentials(frozen.access_key, frozen.secret_key, frozen.token or None)
+
+
+@lru_cache(maxsize=8)
+def _aws_chain(profile: str | None):
+    """botocore's resolved credentials for ``profile`` (kept: they refresh themselves)."""
+    import botocore.session
+
+    return botocore.session.Session(profile=profile).get_credentials()
+
+
+# How object_store (deltalake) and botocore (s3fs) report a refused request.
+_ACCESS_DENIED = re.compile(r"AccessDenied|Access Denied|Forbidden|necessary privileges|"
+                            r"InvalidAccessKeyId|ExpiredToken", re.IGNORECASE)
+
+
+_ERROR_CODE = re.compile(r"<Code>(\w+)</Code>")
+_REFUSED_CREDENTIALS = ("InvalidAccessKeyId", "ExpiredToken", "InvalidToken",
+                        "SignatureDoesNotMatch")
 
 
 def _aws_endpoint() -> str | None:

@@ -120,6 +120,11 @@ def upload(location: Location, local: Path, key: str, progress=None,
     With ``exclusive`` an existing object at ``key`` is never replaced (FileExistsError):
     the object store's put-if-absent for files, a check before copying for folders."""
     target = location.join(key)
+    with location.writing(target):
+        _upload(location, local, target, exclusive)
+
+
+def _upload(location: Location, local: Path, target: str, exclusive: bool) -> None:
     fs = location.fs
     if local.is_dir():
         if exclusive and fs.exists(target):

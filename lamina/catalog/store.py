@@ -133,6 +133,7 @@ class TableStore:
         # The latest table's snapshot, kept until the version moves: a save and the query
         # that follows it would otherwise each list the add actions of the same version.
         self._current: Snapshot | None = None
+        self._options: dict | None = None
         self._lock = threading.RLock()
         # Who commits through this store, written into each commit's info for the history.
         self.committer: str | None = None
@@ -146,9 +147,13 @@ class TableStore:
     # ---- reading -------------------------------------------------------------------------
     def _latest(self) -> DeltaTable | None:
         with self._lock:
-            if self._table is None:
+            options = self.location.delta_options
+            # A DeltaTable keeps the credentials it was opened with: open it again when they
+            # change (rotated keys, a new session token).
+            if self._table is None or options != self._options:
                 try:
-                    self._table = DeltaTable(self.uri, storage_options=self.location.delta_options)
+                    self._table = DeltaTable(self.uri, storage_options=options)
+                    self._options = options
                 except TableNotFoundError:
                     return None
             elif self._moved_since(self._table.version()):
@@ -233,7 +238,12 @@ class TableStore:
 
     def transact(self, plan: Callable[[Snapshot], Change]) -> Change:
         """Plan a change on the latest snapshot and commit it as the next version, re-planning
-        on the newer snapshot whenever another writer won the race."""
+        on the newer snapshot whenever another writer won the race. Credentials that may not
+        write raise PermissionDenied before anything is committed."""
+        with self.location.writing(self.uri):
+            return self._transact(plan)
+
+    def _transact(self, plan: Callable[[Snapshot], Change]) -> Change:
         for attempt in range(MAX_ATTEMPTS):
             started = time.perf_counter()
             with self._lock:

@@ -41,7 +41,7 @@ def now() -> datetime:
 
 
 # ---- bookkeeping --------------------------------------------------------------------------
-def bookkeeping(spec: tables.TableSpec, user_id: int) -> dict[str, Any]:
+def bookkeeping(spec: tables.TableSpec, user_id: int | None) -> dict[str, Any]:
     """The values lamina fills into a new row of ``spec`` (for the columns it has)."""
     values = {"created_at": now(), "branch_id": MAIN_BRANCH_ID, "created_on_id": MAIN_BRANCH_ID,
               "space_id": DEFAULT_SPACE_ID, "created_by_id": user_id, "is_locked": False,
@@ -49,7 +49,7 @@ def bookkeeping(spec: tables.TableSpec, user_id: int) -> dict[str, Any]:
     return {name: value for name, value in values.items() if spec.column(name) is not None}
 
 
-def fill_defaults(spec: tables.TableSpec, row: dict, user_id: int,
+def fill_defaults(spec: tables.TableSpec, row: dict, user_id: int | None,
                   versioned: bool = False) -> dict:
     """Fill the bookkeeping columns of ``row`` that are still None (in place), and a uid."""
     for name, value in bookkeeping(spec, user_id).items():
@@ -71,16 +71,21 @@ def transact(instance, spec: tables.TableSpec, plan: Callable[[Snapshot], Change
 # ---- inserts ------------------------------------------------------------------------------
 def insert(instance, spec: tables.TableSpec, rows: Sequence[dict], *, unique: str | None = None,
            scope: pc.Expression | None = None,
-           resolve: Callable[[list[dict], dict, Snapshot], None] | None = None) -> list[dict]:
+           resolve: Callable[[list[dict], dict, Snapshot], None] | None = None,
+           created_by: int | None = None) -> list[dict]:
     """Insert ``rows`` (bookkeeping filled, ids after the high-water mark unless a row brings
     its own) and return the stored rows in the same order.
 
     With ``unique``, a row whose ``unique`` value the table already holds (among the rows
     matching ``scope``; the lowest id wins), or that an earlier row of ``rows`` has, is not
     inserted: the row already stored is returned in its place. ``resolve(new_rows, by_value,
-    snapshot)`` may fill columns that depend on the ids just assigned (ontology parents)."""
+    snapshot)`` may fill columns that depend on the ids just assigned (ontology parents).
+    ``created_by`` is the creating user's id: the instance's user unless given (as it is while
+    that user is being registered)."""
+    if created_by is None and spec.column("created_by_id") is not None:
+        created_by = instance.user_id
     for row in rows:
-        fill_defaults(spec, row, instance.user_id)
+        fill_defaults(spec, row, created_by)
 
     def plan(snapshot: Snapshot) -> Change:
         by_value: dict = {}

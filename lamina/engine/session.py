@@ -7,7 +7,6 @@ snapshot if a writer committed since; that check reads only the Delta log.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from datetime import datetime
@@ -17,9 +16,10 @@ import pyarrow as pa
 
 from ..catalog import tables
 from ..catalog.instance import Instance
-from ..catalog.store import Snapshot
+from ..catalog.store import CATALOG_DIR, Snapshot
 from ..errors import ValidationError
-from ..extensions import load_statement
+from .connections import (CredentialSecret, SqlSandbox, catalog_scope, confine_to_catalog,
+                          create_view, new_connection)
 from .features import FeatureResolver, features_of
 
 
@@ -30,38 +30,31 @@ LATE_MATERIALIZATION_ROWS = 1000
 _EXPLAIN = re.compile(r"^\s*EXPLAIN(?:\s+ANALY[SZ]E)?\s+(.*)$", re.IGNORECASE | re.DOTALL)
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 class Session:
-    """One DuckDB connection for one instance; safe to share between threads."""
+    """The DuckDB connections of one instance (planner queries, ``ln.sql``'s sandbox, artifact
+    files; see connections.py); safe to share between threads."""
 
     def __init__(self, instance: Instance):
         self.instance = instance
-        self.con = duckdb.connect(config={"threads": os.cpu_count() or 2})
+        self.con = new_connection(instance.location)
         self._lock = threading.RLock()
         self._versions: dict[str, int] = {}
         self._columns: dict[str, frozenset] = {}
         self._features: tuple[int, FeatureResolver] | None = None
         self._pinned: dict[str, Snapshot] = {}
         self._id_ranges: dict[str, tuple] = {}
-        self.con.execute("SET parquet_metadata_cache = true")
-        self.con.execute("SET TimeZone = 'UTC'")
         # Top-N queries (to_dataframe's default limit of 100, order_by + limit) first find the
         # winning rows from the filter and sort columns only, then read the other columns of
         # just those rows. DuckDB does this up to LIMIT 50 by default; at 1e6 artifacts it cuts
         # a default to_dataframe() several-fold (bench/README.md, "Query").
         self.con.execute(f"SET late_materialization_max_rows = {LATE_MATERIALIZATION_ROWS}")
-        if not instance.location.is_local:
-            self.con.execute(load_statement("duckdb_extension_httpfs"))
-            secret = instance.location.duckdb_secret()
-            if secret:
-                self.con.execute(secret)
-            # Delta data files are immutable: cache their HTTP metadata and contents without
-            # re-validating them on every query (saves a HEAD per file per statement).
-            self.con.execute("SET enable_http_metadata_cache = true")
-            self.con.execute("SET validate_external_file_cache = 'NO_VALIDATION'")
+        self._credentials = CredentialSecret(instance.location, "lamina_catalog",
+                                             scope=catalog_scope(instance.location))
+        self._credentials.install(self.con)
+        confine_to_catalog(self.con, instance.location)
+        self._snapshots: dict[str, Snapshot] = {}
+        self._sandbox = SqlSandbox(instance.location)
+        self._objects: tuple[duckdb.DuckDBPyConnection, CredentialSecret] | None = None
 
     @property
     def lock(self) -> threading.RLock:
@@ -73,6 +66,7 @@ class Session:
     def refresh(self, specs) -> None:
         """Point the views of ``specs`` at their latest snapshots (unless pinned)."""
         with self._lock:
+            self._credentials.install(self.con)
             for spec in specs:
                 if spec.qualified in self._pinned:
                     continue
@@ -85,21 +79,10 @@ class Session:
         self.refresh(tables.BY_QUALIFIED.values())
 
     def _create_view(self, snapshot: Snapshot) -> None:
-        spec = snapshot.spec
-        if snapshot.files:
-            files = ", ".join(_quote(f) for f in snapshot.files)
-            # File paths come from the Delta log of our own root, quoted as literals.
-            # Files written before a feature column was added lack it: unite them by name.
-            # One file has one schema, and union_by_name costs a little on every bind.
-            union = ", union_by_name = true" if len(snapshot.files) > 1 else ""
-            source = f"read_parquet([{files}]{union})"
-        else:
-            empty = f"_empty_{spec.view}"
-            self.con.register(empty, snapshot.schema.empty_table())
-            source = empty
-        self.con.execute(f'CREATE OR REPLACE VIEW "{spec.view}" AS SELECT * FROM {source}')
-        self._versions[spec.qualified] = snapshot.version
-        self._columns[spec.qualified] = frozenset(snapshot.schema.names)
+        create_view(self.con, snapshot)
+        self._snapshots[snapshot.spec.qualified] = snapshot
+        self._versions[snapshot.spec.qualified] = snapshot.version
+        self._columns[snapshot.spec.qualified] = frozenset(snapshot.schema.names)
 
     def id_range(self, spec) -> tuple[int, int] | None:
         """The lowest and highest id in ``spec``'s view (None when empty), once per version:
@@ -178,6 +161,7 @@ class Session:
         if len(statements) != 1:
             raise ValidationError(f"ln.sql() runs exactly one statement, got {len(statements)}")
         kind = statements[0].type
+        select = sql
         if kind == duckdb.StatementType.EXPLAIN:
             # EXPLAIN ANALYZE runs what it explains (COPY ... TO a file, DROP VIEW ...): only a
             # plain EXPLAIN [ANALYZE] of a SELECT is read-only.
@@ -186,12 +170,43 @@ class Session:
             if len(inner) != 1 or inner[0].type != duckdb.StatementType.SELECT:
                 raise ValidationError("ln.sql() is read-only: EXPLAIN is allowed for a SELECT "
                                       "only")
+            select = explained[1]
         elif kind != duckdb.StatementType.SELECT:
             raise ValidationError(f"ln.sql() is read-only: {kind.name} statements are refused; "
                                   "use the registries' save() and delete() to change data")
         with self._lock:
-            self.refresh(self.instance.table_specs())
-            return self.con.execute(sql, params or []).to_arrow_table()
+            try:
+                # Views (and readable files) for the registries the query names only.
+                named = self._sandbox.tables(select)
+                specs = [s for s in self.instance.table_specs() if named is None or s.view in named]
+                self.refresh(specs)
+                sandbox = self._sandbox.connection([self._snapshots[s.qualified] for s in specs])
+                return sandbox.execute(sql, params or []).to_arrow_table()
+            except duckdb.PermissionException as exc:
+                catalog = self.instance.location.join(CATALOG_DIR)
+                raise ValidationError(
+                    "ln.sql() reads the registries of this instance only (the tables under "
+                    f"{catalog}); it cannot read other files, buckets or prefixes. DuckDB "
+                    f"said: {str(exc).splitlines()[0]}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self.con.close()
+            self._sandbox.close()
+            if self._objects is not None:
+                self._objects[0].close()
+                self._objects = None
+
+    def objects_connection(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection for reading artifact files (``Artifact.open("duckdb")``), apart
+        from the catalog's connection, which is confined to the catalog's tables."""
+        with self._lock:
+            if self._objects is None:
+                con = new_connection(self.instance.location)
+                self._objects = (con, CredentialSecret(self.instance.location, "lamina_objects"))
+            con, secret = self._objects
+            secret.install(con)
+            return con
 
     def explain(self, sql: str, params: list | None = None, specs=()) -> str:
         with self._lock:

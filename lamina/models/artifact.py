@@ -328,7 +328,7 @@ class Artifact(HasFeatures, SQLRecord):
             options = location.delta_options
             return pl.scan_parquet(self.path, storage_options=options)
         if engine == "duckdb":
-            return session_for(instance).con.read_parquet(self.path)
+            return session_for(instance).objects_connection().read_parquet(self.path)
         raise ValidationError(f"unknown engine {engine!r}; use 'pyarrow', 'polars' or 'duckdb'")
 
 
