@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 import lamina as ln
@@ -106,3 +107,26 @@ def test_daft_recipe_runs_without_lamina(world):
                           cwd=os.path.dirname(__file__), timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == expected
+
+
+def test_the_dictionary_follows_new_feature_columns_without_an_export(local_root, tmp_path):
+    """The write path rewrites the dictionary when a feature's first value lands in a table,
+    one value at a time or in bulk: no `lamina export-views --write` needed."""
+    reset_process_state()
+    ln.init(storage=local_root)
+    ln.Feature(name="temperature", dtype=float).save()
+    ln.Feature(name="batch", dtype=str).save()
+    path = tmp_path / "a.txt"
+    path.write_text("a")
+    ln.Artifact(str(path), key="a.txt").save().features.add_values({"temperature": 21.5})
+    names = {f["name"] for f in recipes.dictionary(local_root)["tables"]["artifact"]["features"]
+             .values()}
+    assert names == {"temperature"}
+
+    other = tmp_path / "b.txt"
+    other.write_text("b")
+    ln.save(ln.Artifact.from_manifest(pd.DataFrame({"path": [str(other)], "key": ["b.txt"],
+                                                   "batch": ["b1"]})))
+    names = {f["name"] for f in recipes.dictionary(local_root)["tables"]["artifact"]["features"]
+             .values()}
+    assert names == {"temperature", "batch"}

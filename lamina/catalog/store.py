@@ -188,6 +188,12 @@ class TableStore:
                 return Snapshot(self.spec, -1, (), self.spec.arrow_schema(), 0)
             return self._latest_snapshot(table)
 
+    def known_columns(self) -> frozenset[str]:
+        """The columns of the latest snapshot this process has seen, without any I/O (empty
+        before the first read)."""
+        current = self._current
+        return frozenset(current.schema.names) if current is not None else frozenset()
+
     def _latest_snapshot(self, table: DeltaTable) -> Snapshot:
         current = self._current
         if current is None or current.version != table.version():

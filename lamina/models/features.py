@@ -99,6 +99,14 @@ class Feature(SQLRecord):
         return self._predicate("isnull", True)
 
 
+def describe_catalog(instance) -> None:
+    """Rewrite the data dictionary and views that other engines read (engine/interop.py): a
+    feature column appeared in a table. Once per feature and table, not per value."""
+    from ..engine.interop import write_data_dictionary
+
+    write_data_dictionary(instance)
+
+
 def resolve_features(names) -> dict[str, Feature]:
     """Feature records by name; an unknown or ambiguous name is an error naming it."""
     names = list(names)
@@ -198,9 +206,13 @@ class FeatureManager:
             return changes
 
         new_columns = {i.column: i.dtype.arrow for i in (*encoded, *removals)}
-        row = writer.update(current(), owner._spec, owner_id, patch, new_columns=new_columns,
+        instance = current()
+        known = instance.store(owner._spec).known_columns()
+        row = writer.update(instance, owner._spec, owner_id, patch, new_columns=new_columns,
                             what=owner._describe())
         owner._adopt(row)
+        if not known >= set(new_columns):
+            describe_catalog(instance)
 
     def add_values(self, values: dict) -> None:
         """Annotate with feature values; categorical values add to those already there."""

@@ -16,6 +16,7 @@ from ... import log
 from ...catalog import tables
 from ...catalog.instance import current
 from ...errors import ValidationError
+from ..features import describe_catalog
 from .commit import Committer
 from .context import Context, register_target, resolve_context
 from .labels import check_labels, ontology_unknown
@@ -194,6 +195,7 @@ class IngestBatch:
         bars["committing"].total = max(0, validation.rows - validation.failed)
         listing: dict | None = None
         to_commit = bars["committing"].total
+        columns_before = frozenset(store.snapshot().schema.names)
         try:
             for df in self._chunks_to_save(ctx, failed_rows, report):
                 if df.height == 0:
@@ -224,6 +226,8 @@ class IngestBatch:
         finally:
             for bar in bars.values():
                 bar.close()
+        if {info.column for info in ctx.features.values()} - columns_before:
+            describe_catalog(instance)  # feature columns appeared: tell other engines
         report.timings["total"] = time.perf_counter() - t_start
         updated = f" ({report.updated} updated: {report.changed})" if report.updated else ""
         log.info(f"ingested {report.new} new artifacts ({report.linked} linked, "
