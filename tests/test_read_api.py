@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
+import pandas as pd
 import pytest
 
 import lamina as ln
@@ -138,11 +139,13 @@ def test_view_lineage_walks_runs_and_inputs(instance, tmp_path):
 
 @local_only
 def test_the_untracked_warning_is_said_once_per_process(instance, tmp_path, caplog):
-    from lamina.models import artifact as artifact_module
+    from lamina.models import lineage
 
-    artifact_module._warned["untracked"] = False
+    lineage._warned["untracked"] = False
     with caplog.at_level("INFO", logger="lamina"):
         for i in range(3):
             ln.Artifact(write_file(tmp_path, f"{i}.txt", str(i)), key=f"{i}.txt").save()
+        ln.save(ln.Artifact.from_manifest(pd.DataFrame(
+            {"path": [write_file(tmp_path, "m.txt", "m")], "key": ["m.txt"]})))
     said = [r for r in caplog.records if "ln.track()" in r.getMessage()]
     assert len(said) == 1

@@ -19,7 +19,7 @@ from ..engine.planner import Q
 from ..engine.session import session_for
 from .base import SQLRecord
 from .features import HasFeatures
-from .lineage import active_run, record_input
+from .lineage import output_run, record_input
 from .lineage_graph import LineageGraph
 from .schema import Schema, annotate_from_dataset
 
@@ -34,7 +34,6 @@ LOADERS = {
 
 
 # Warnings said once per process.
-_warned = {"untracked": False}
 
 
 class Artifact(HasFeatures, SQLRecord):
@@ -178,12 +177,9 @@ class Artifact(HasFeatures, SQLRecord):
             data["uid"] = self._version_uid(revises)
         data["storage_id"] = instance.storage_id
         location = instance.writable_location(instance.storage_id)
-        run = active_run()
+        run = output_run()
         if run is not None and data.get("run_id") is None:
             data["run_id"] = run._lamina_id()
-        elif run is None and not _warned["untracked"]:
-            _warned["untracked"] = True  # once per process: it says the same every time
-            log.warning("no run & transform got linked, call `ln.track()` & re-run")
         while True:
             object_key = objects.object_key(data["uid"], data["suffix"])
             # Upload first, commit the row after: a row never points at a missing object.

@@ -24,6 +24,19 @@ def active_run() -> Run | None:
     return _active["run"]
 
 
+_warned = {"untracked": False}
+
+
+def output_run() -> Run | None:
+    """The run new artifacts are outputs of; without one, says once per process (it would say
+    the same on every save) that none is tracked."""
+    run = _active["run"]
+    if run is None and not _warned["untracked"]:
+        _warned["untracked"] = True
+        log.warning("no run & transform got linked, call `ln.track()` & re-run")
+    return run
+
+
 def _caller_path() -> Path | None:
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)

@@ -180,11 +180,9 @@ class IngestBatch:
         report.timings["labels"] = time.perf_counter() - t0
         for phase in ("hash", "upload", "commit"):
             report.timings[phase] = 0.0
-        from ..lineage import active_run
+        from ..lineage import output_run
 
-        run = active_run()
-        if run is None:
-            log.warning("no run & transform got linked, call `ln.track()` & re-run")
+        run = output_run()
         run_id = None if run is None else run._lamina_id()
         store = instance.store(tables.get("core.artifact"))
         now = datetime.now(timezone.utc)
