@@ -64,7 +64,9 @@ def test_overview_of_artifacts(guide):
 
 def test_include_features(guide):
     df = ln.Artifact.to_dataframe(include="features")
-    assert list(df.columns) == ["uid", "key", "perturbation", "temperature", "experiment",
+    # Every feature with values, the bionty-typed ones too (as the seed system returns them).
+    assert list(df.columns) == ["uid", "key", "perturbation", "cell_type_by_expert",
+                                "cell_type_by_model", "temperature", "experiment",
                                 "date_of_study", "study_note", "study_metadata"]
     d2, d1 = df.loc[5], df.loc[4]
     assert d2["perturbation"] == {"IFNG", "DMSO"} == d1["perturbation"]

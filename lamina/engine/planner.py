@@ -174,6 +174,9 @@ class Compiler:
     spec: TableSpec
     # Resolves names that are features rather than fields; None compiles fields only.
     features: FeatureResolver | None = None
+    # False when compiling only to validate (filter()): related ids are not looked up then,
+    # so building a QuerySet runs no query.
+    resolve_related: bool = True
     specs: set = field(default_factory=set)
     _aliases: itertools.count = field(default_factory=lambda: itertools.count(1))
 
@@ -251,7 +254,8 @@ class Compiler:
         every list into a semi-join. Only for a condition on one field of the related
         registry, when the compiler can query (a feature resolver is there); a NULL test keeps
         the semi-join, which also finds rows with nothing related."""
-        if hop.kind != "m2m" or self.features is None or _tests_null(rest, value):
+        if (hop.kind != "m2m" or self.features is None or not self.resolve_related
+                or _tests_null(rest, value)):
             return None
         field = hop.target.column(rest[0])
         if field is None or not (field.display or rest[0] == "id") or len(rest) > 2 or (

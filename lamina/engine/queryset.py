@@ -82,13 +82,13 @@ class QuerySet:
         comparator or value fails here, before any SQL runs."""
         added = Q(*queries, **conditions)
         # Compile now so that a bad field, comparator or value fails here, before any SQL runs.
-        self._compiler().where(added)
+        self._compiler(resolve_related=False).where(added)
         return self._clone(q=Q.chain(self.q, added) if self.q else added)
 
     def exclude(self, *queries: Q, **conditions) -> QuerySet:
         """This QuerySet without the rows matching the conditions."""
         added = ~Q(*queries, **conditions)
-        self._compiler().where(added)
+        self._compiler(resolve_related=False).where(added)
         return self._clone(q=Q.chain(self.q, added) if self.q else added)
 
     def order_by(self, *fields: str) -> QuerySet:
@@ -106,9 +106,9 @@ class QuerySet:
         return self._clone()
 
     # ---- compiling -----------------------------------------------------------------------
-    def _compiler(self) -> Compiler:
+    def _compiler(self, resolve_related: bool = True) -> Compiler:
         features = _LazyFeatures(self._session()) if self.spec.has_features else None
-        return Compiler(self.spec, features=features)
+        return Compiler(self.spec, features=features, resolve_related=resolve_related)
 
     def _compile(self, columns=None, order_by=None, limit=None, offset=None, id_bound=None):
         compiler = self._compiler()
