@@ -47,12 +47,6 @@ def _parser() -> argparse.ArgumentParser:
     p_compact = sub.add_parser("compact", help="merge small files of every registry table")
     p_compact.add_argument("--vacuum-hours", type=int, default=None,
                            help="also delete files older snapshots than this no longer need")
-    p_views = sub.add_parser(
-        "export-views", help="print DuckDB views over the registries' Delta tables, feature "
-        "columns named (for engines without lamina)")
-    p_views.add_argument("--write", action="store_true",
-                         help="also write _lamina_views.sql and _lamina_dictionary.json beside "
-                         "the tables")
     p_gc = sub.add_parser("gc", help="remove object files no artifact references")
     p_gc.add_argument("--dry-run", action="store_true", help="only list them, with sizes")
     p_gc.add_argument("--grace-hours", type=float, default=1.0,
