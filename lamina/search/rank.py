@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .index import LONG, NAME, SearchIndex
-from .text import (PLURAL, SPELLING, looks_like_acronym, normalize, one_edit_away,
+from .text import (PLURAL, SPELLING, STOPWORDS, looks_like_acronym, normalize, one_edit_away,
                    quick_similarity, similarity, trigrams, unpronounceable, word_overlap)
 
 TIERS = ("exact", "synonym", PLURAL, SPELLING, "abbreviation", "word", "prefix", "bm25", "typo")
@@ -220,9 +220,8 @@ class _Ranking:
             return "strong"
         if rank is not None and self.index.term_short[rank]:
             return "weak"
-        if len(token) <= 4 or not self.index.near_terms(token, limit=1):
-            return "strong"
-        return "weak"
+        near = self.index.near_terms(token, limit=50)
+        return "weak" if any(self.index.term_short[r] for r, _ in near) else "strong"
 
     def exact(self) -> None:
         index, q = self.index, self.q
@@ -326,7 +325,13 @@ class _Ranking:
             phrase = np.array([any(p in t for p in phrases) for t in texts], dtype=bool)
         else:
             phrase = np.ones(len(eids), dtype=bool)
-        cover = np.minimum((len(q.tok) - 2) / np.maximum(index.toklen[eids], 1), 1.0)
+        # How much of the entry the query is: in words first, then in characters, so that a
+        # short synonym padded with a code ("316 Bergmann NN") does not beat the name
+        # "Bergmann glial cell".
+        chars = np.minimum((len(q.tok) - 2) / np.maximum(index.toklen[eids], 1), 1.0)
+        content = len({t for t in tokens if t not in STOPWORDS}) or 1
+        words = np.minimum(content / index.content_words[eids], 1.0)
+        cover = words * (0.9 + 0.1 * chars)
         subs = (ROLE_WEIGHT[index.role[eids]] * cover * np.where(phrase, 1.0, 0.85)
                 * np.where(as_typed, 1.0, 0.85) * self.general(eids))
         self.place("word", eids, subs, matches)
