@@ -501,7 +501,8 @@ def artifact_catalog(n: int) -> str:
         keys.append(f"project-{i % 37}/{tissue}_{assay}_donor{rng.randrange(60)}_"
                     f"batch{rng.randrange(200)}_{i}.h5ad")
         descriptions.append(f"{assay} of {tissue.replace('-', ' ')} from donor "
-                            f"{rng.randrange(60)}, {rng.choice(['10x v3', 'smart-seq2', 'drop-seq'])}")
+                            f"{rng.randrange(60)}, "
+                            f"{rng.choice(['10x v3', 'smart-seq2', 'drop-seq'])}")
     spec = ln.Artifact._spec
     schema = spec.arrow_schema()
     given = {"id": list(range(1, n + 1)), "uid": [new_uid(20, versioned=True) for _ in range(n)],

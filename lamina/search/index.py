@@ -357,7 +357,8 @@ class SearchIndex:
         return hit.astype(np.int32), shared / (len(set(grams)) + self.n_grams[hit] - shared)
 
     def memory_bytes(self) -> int:
-        arrays = [self.rid, self.fid, self.role, self.toklen, self.name_len, self.content_words, self.df, self.post_eid, self.post_tf,
+        arrays = [self.rid, self.fid, self.role, self.toklen, self.name_len, self.content_words,
+                  self.df, self.post_eid, self.post_tf,
                   self.term_offsets, self.doclen, self.first_rank, self.gram_offsets,
                   self.gram_eid, self.n_grams, self.term_letters, self.term_len, self.by_length,
                   self.length_offsets]

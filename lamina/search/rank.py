@@ -30,9 +30,10 @@ typo      is similar to the query as a whole string (trigrams, then           [0
 accents and punctuation do not count unless the search is case-sensitive, which then also
 requires the letters' case to agree (on an otherwise case-insensitive candidate list).
 
-Inside a tier: *word* and *prefix* prefer entries the query covers more of (``"T cell"`` before
-``"T cell receptor complex"``), entries that start with the query, and names over synonyms over
-descriptions. *bm25* and *typo* rows come from short candidate lists — the best BM25 entries (DuckDB fts
+Inside a tier: *word* prefers entries the query covers more of, in distinct words ("of", "the"
+not counted) and then characters (``"T cell"`` before ``"T cell receptor complex"``), the query
+as a phrase, and names over synonyms over descriptions; *prefix* also entries that start with
+the query; both, between entries matching alike, the row with the shorter name. *bm25* and *typo* rows come from short candidate lists — the best BM25 entries (DuckDB fts
 index; a query word that is no word of the index stands for the words within its typo budget,
 weighted down, as in Elasticsearch's fuzzy matching), the entries with the most trigrams in common, and for short queries the entries one
 edit away (trigrams miss those: "rp3l2" shares one trigram with "rpl32") — re-scored with jellyfish
