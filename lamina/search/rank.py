@@ -206,8 +206,9 @@ class _Ranking:
         that is. ``strong`` (ranked right after exact matches): typed as one (``IBD``); or a
         word no name or synonym has and no typo of one could be (``pbmc``); or one that could
         not be an English word (``arvc``: three consonants running). ``weak`` (ranked last)
-        otherwise: ``hert`` is more likely a typo of heart, ``renal`` a word. ``named`` (ranked
-        right after word matches) when a name starts with it: ``MEND syndrome`` for MEND."""
+        otherwise: ``hert`` is more likely a typo of heart, ``renal`` a word, ``amas`` the start
+        of amastia. ``named`` (ranked right after word matches) when a name starts with it:
+        ``MEND syndrome`` for MEND."""
         tokens = self.q.tokens
         token = tokens[0]
         if len(tokens) != 1 or not 2 <= len(token) <= 6 or not token.isalpha():
@@ -219,8 +220,9 @@ class _Ranking:
             return "named"  # "MEND syndrome" is what MEND means, before any initials
         if looks_like_acronym(self.q.text.strip()) or unpronounceable(token):
             return "strong"
-        if rank is not None and self.index.term_short[rank]:
-            return "weak"
+        lo, hi = self.index.prefix_ranks(token)
+        if np.any(self.index.term_short[lo:hi]):
+            return "weak"  # a word, or the start of one ("amas" for amastia)
         near = self.index.near_terms(token, limit=50)
         return "weak" if any(self.index.term_short[r] for r, _ in near) else "strong"
 
