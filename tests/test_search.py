@@ -321,6 +321,8 @@ def test_typos_still_beat_initials_and_plurals():
     assert search_table(table, "hert", **FIELDS)["match"].iloc[1] == "abbreviation"
     assert ranked(table, "HERT", limit=1) == ["hepatic epithelial reticular tissue"]
     assert ranked(table, "kidnys", limit=1) == ["kidney"]  # a typo of the plural
+    started = terms(("anterior mesenteric artery", "AMA", None), ("amastia", None, None))
+    assert ranked(started, "amas", limit=1) == ["amastia"]  # being typed, not AMA's plural
 
 
 def test_tiers_of_variants_and_acronyms_sit_between_synonyms_and_words():
