@@ -35,28 +35,6 @@ def ranked(table, query, **kwargs) -> list[str]:
     return list(search_table(table, query, **FIELDS, **kwargs)["name"])
 
 
-@pytest.fixture(scope="module")
-def cell_ontology() -> pa.Table:
-    """The Cell Ontology as shipped offline by cellxgene-ontology-guide (~3.3k live terms)."""
-    import json
-    import os
-
-    guide = pytest.importorskip("cellxgene_ontology_guide")
-    zstandard = pytest.importorskip("zstandard")
-    folder = os.path.join(os.path.dirname(guide.__file__), "data")
-    with open(os.path.join(folder, "latest_ontology_info.json")) as f:
-        version = json.load(f)["ontologies"]["CL"]["version"]
-    with open(os.path.join(folder, f"CL-ontology-{version}.json.zst"), "rb") as f:
-        data = json.loads(zstandard.ZstdDecompressor().stream_reader(f).read())
-    live = [(k, v) for k, v in data.items() if not v.get("deprecated")]
-    return pa.table({
-        "ontology_id": [k for k, _ in live],
-        "name": [v["label"] for _, v in live],
-        "synonyms": ["|".join(v.get("synonyms") or []) or None for _, v in live],
-        "description": [v.get("description") for _, v in live],
-    })
-
-
 def ontology_table(name: str) -> pa.Table:
     """A live ontology (CL, UBERON, MONDO) as shipped offline by cellxgene-ontology-guide."""
     import json
@@ -76,6 +54,12 @@ def ontology_table(name: str) -> pa.Table:
         "synonyms": ["|".join(v.get("synonyms") or []) or None for _, v in live],
         "description": [v.get("description") for _, v in live],
     })
+
+
+@pytest.fixture(scope="module")
+def cell_ontology() -> pa.Table:
+    """The Cell Ontology (~3.3k live terms)."""
+    return ontology_table("CL")
 
 
 @pytest.fixture(scope="module")
