@@ -7,8 +7,8 @@ ontology id(s) a biologist would expect, for CellType (CL), Tissue (UBERON) and 
 The expected ids come from the ontologies' own labels, synonyms and (for ambiguity only) their
 ``ancestors``, as shipped by the PyPI package ``cellxgene-ontology-guide``; this script never
 imports lamina, so no expected id can come from lamina's ranking. Text is compared after
-:func:`norm` (lower case, accents stripped, possessive 's joined to its word, every run of other characters
-one space).
+:func:`norm` (lower case, accents stripped, possessive 's joined to its word, every run of other
+characters one space).
 
 Every query is made by one rule per kind; a query is dropped when the rule does not make its
 expected term the one answer (the drops are printed per reason):
@@ -363,7 +363,8 @@ class Ontology:
         for t in self.shuffled(4, self.min_synonyms):
             words = norm(t["name"]).split()
             if (len(words) < 2 or not words[0].isalpha() or len(words[0]) < 4
-                    or words[0] in seen or t["name"].split()[0] in general or self.word_count[words[0]] > 8):
+                    or words[0] in seen or t["name"].split()[0] in general
+                    or self.word_count[words[0]] > 8):
                 continue
             seen.add(words[0])
             first = t["name"].split()[0]

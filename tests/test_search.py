@@ -35,9 +35,8 @@ def ranked(table, query, **kwargs) -> list[str]:
     return list(search_table(table, query, **FIELDS, **kwargs)["name"])
 
 
-@pytest.fixture(scope="module")
-def cell_ontology() -> pa.Table:
-    """The Cell Ontology as shipped offline by cellxgene-ontology-guide (~3.3k live terms)."""
+def ontology_table(name: str) -> pa.Table:
+    """A live ontology (CL, UBERON, MONDO) as shipped offline by cellxgene-ontology-guide."""
     import json
     import os
 
@@ -45,16 +44,34 @@ def cell_ontology() -> pa.Table:
     zstandard = pytest.importorskip("zstandard")
     folder = os.path.join(os.path.dirname(guide.__file__), "data")
     with open(os.path.join(folder, "latest_ontology_info.json")) as f:
-        version = json.load(f)["ontologies"]["CL"]["version"]
-    with open(os.path.join(folder, f"CL-ontology-{version}.json.zst"), "rb") as f:
+        version = json.load(f)["ontologies"][name]["version"]
+    with open(os.path.join(folder, f"{name}-ontology-{version}.json.zst"), "rb") as f:
         data = json.loads(zstandard.ZstdDecompressor().stream_reader(f).read())
-    live = [(k, v) for k, v in data.items() if not v.get("deprecated")]
+    live = [(k, v) for k, v in data.items() if not v.get("deprecated") and v.get("label")]
     return pa.table({
         "ontology_id": [k for k, _ in live],
         "name": [v["label"] for _, v in live],
         "synonyms": ["|".join(v.get("synonyms") or []) or None for _, v in live],
         "description": [v.get("description") for _, v in live],
     })
+
+
+@pytest.fixture(scope="module")
+def cell_ontology() -> pa.Table:
+    """The Cell Ontology (~3.3k live terms)."""
+    return ontology_table("CL")
+
+
+@pytest.fixture(scope="module")
+def ontologies(cell_ontology) -> dict[str, pa.Table]:
+    return {"CL": cell_ontology, "UBERON": ontology_table("UBERON"),
+            "MONDO": ontology_table("MONDO")}
+
+
+def top(ontologies, name: str, query: str) -> tuple[str, str, str]:
+    """(ontology id, name, match) of the first row for ``query`` in ontology ``name``."""
+    frame = search_table(ontologies[name], query, **FIELDS, cache_key=("test", name), limit=20)
+    return tuple(frame[["ontology_id", "name", "match"]].iloc[0])
 
 
 def cl(table, query, n=5, **kwargs) -> list[str]:
@@ -103,9 +120,13 @@ def test_word_tier_prefers_the_phrase_and_shorter_names_and_names_over_descripti
                   ("podocyte", None, "an epithelial cell of the kidney"),
                   ("kidney cell line", None, None),
                   ("kidney cell", None, None))
+    # "cell of the kidney" is all query words ("of", "the" do not count), "kidney cell line"
+    # has a word more: coverage in words first, then the phrase, then characters.
     assert ranked(table, "kidney cell", limit=None) == [
-        "kidney cell", "kidney cell line", "cell of the kidney", "kidney epithelial cell",
+        "kidney cell", "cell of the kidney", "kidney cell line", "kidney epithelial cell",
         "podocyte"]
+    phrase = terms(("cell line kidney", None, None), ("kidney cell line", None, None))
+    assert ranked(phrase, "kidney cell") == ["kidney cell line", "cell line kidney"]
     assert ranked(table, "cell kidney", limit=None)[0] == "kidney cell"  # words swapped
 
 
@@ -224,6 +245,86 @@ def test_cd8_and_t_cell_in_the_cell_ontology(cell_ontology):
 ])
 def test_finds_what_people_mean(cell_ontology, query, expected):
     assert cl(cell_ontology, query, 1) == [expected]
+
+
+# ---- what biologists type: plurals, British spellings, acronyms, partial words ----------------
+# Each expected term is the ontology's own: its label is the query made singular / American, or
+# its label or synonym has the query as initials (spelled out so in some MONDO/UBERON
+# description), or it is the general term of the query's eponym.
+@pytest.mark.parametrize("ontology, query, expected", [
+    ("CL", "B cells", "CL:0000236"),  # B cell, not a term whose description says "B cells"
+    ("CL", "chondrocytes", "CL:0000138"),
+    ("CL", "glutamatergic neurons", "CL:0000679"),
+    ("UBERON", "cystic arteries", "UBERON:0039222"),  # -ies
+    ("MONDO", "anemias", "MONDO:0002280"),
+    ("MONDO", "liver disorders", "MONDO:0005154"),
+    ("MONDO", "basal cell carcinomas", "MONDO:0020804"),
+])
+def test_plurals_find_the_singular_term(ontologies, ontology, query, expected):
+    assert top(ontologies, ontology, query)[::2] == (expected, "plural")
+
+
+@pytest.mark.parametrize("ontology, query, expected", [
+    ("UBERON", "non-keratinised stratified squamous epithelium", "UBERON:0010304"),
+    ("UBERON", "haemal spine series", "UBERON:2002098"),
+    ("MONDO", "anaemia", "MONDO:0002280"),
+    ("MONDO", "fibromyxoid tumour", "MONDO:0037745"),
+    ("MONDO", "tumour predisposition syndrome 2", "MONDO:0859267"),
+])
+def test_british_spellings_find_the_american_term(ontologies, ontology, query, expected):
+    assert top(ontologies, ontology, query)[::2] == (expected, "spelling")
+
+
+@pytest.mark.parametrize("ontology, query, expected", [
+    ("MONDO", "GKD", "MONDO:0010613"),  # glycerol kinase deficiency (a synonym's initials)
+    ("MONDO", "BEB", "MONDO:0011728"),  # benign essential blepharospasm
+    ("MONDO", "SCST", "MONDO:0006055"),  # sex cord-stromal tumor: hyphenated words count
+    ("MONDO", "srps", "MONDO:0015461"),  # short rib-polydactyly syndrome, typed lower-case
+    ("UBERON", "NRL", "UBERON:0014663"),  # nucleus recessus lateralis
+    ("UBERON", "bbb", "UBERON:0000120"),  # blood brain barrier
+    ("UBERON", "GSV", "UBERON:0001363"),  # great saphenous vein, not Guérin's valve
+])
+def test_acronyms_find_the_term_they_abbreviate(ontologies, ontology, query, expected):
+    assert top(ontologies, ontology, query)[::2] == (expected, "abbreviation")
+
+
+@pytest.mark.parametrize("ontology, query, expected", [
+    ("CL", "Bergmann", "CL:0000644"),  # Bergmann glial cell, not its mouse-only subtype
+    ("MONDO", "MEND", "MONDO:0010498"),  # MEND syndrome, not a term whose initials are MEND
+    ("MONDO", "Kawasaki", "MONDO:0012727"),
+    ("MONDO", "Marfan", "MONDO:0007947"),
+])
+def test_partial_words_find_the_general_term(ontologies, ontology, query, expected):
+    assert top(ontologies, ontology, query)[0] == expected
+
+
+def test_typos_still_beat_initials_and_plurals():
+    table = terms(("heart", None, None), ("hepatic epithelial reticular tissue", None, None),
+                  ("kidney", None, None), ("kidney tubule", None, None))
+    assert ranked(table, "hert", limit=2) == ["heart", "hepatic epithelial reticular tissue"]
+    assert search_table(table, "hert", **FIELDS)["match"].iloc[1] == "abbreviation"
+    assert ranked(table, "HERT", limit=1) == ["hepatic epithelial reticular tissue"]
+    assert ranked(table, "kidnys", limit=1) == ["kidney"]  # a typo of the plural
+    started = terms(("anterior mesenteric artery", "AMA", None), ("amastia", None, None))
+    assert ranked(started, "amas", limit=1) == ["amastia"]  # being typed, not AMA's plural
+
+
+def test_tiers_of_variants_and_acronyms_sit_between_synonyms_and_words():
+    table = terms(("naive B cell", None, None), ("B cell", None, None),
+                  ("bone cell", "BCs", None), ("blood cell", None, None))
+    frame = search_table(table, "B cells", **FIELDS, limit=None)
+    assert list(frame["name"][:2]) == ["B cell", "naive B cell"]
+    assert list(frame["match"][:2]) == ["plural", "plural"]
+    assert 90 <= frame["score"].iloc[0] < 95 and 70 <= frame["score"].iloc[1] < 85
+    assert frame["matched"].iloc[0] == "name: B cell"
+    frame = search_table(table, "BC", **FIELDS, limit=None)
+    assert list(frame["name"]) == ["B cell", "bone cell", "blood cell"]  # shorter names first
+    assert list(frame["match"]) == ["abbreviation"] * 3
+    assert all(85 <= s < 90 for s in frame["score"])
+    # A case-sensitive search takes the query as typed: no variants, no initials.
+    for query in ("B cells", "BC"):
+        frame = search_table(table, query, **FIELDS, case_sensitive=True, limit=None)
+        assert not {"plural", "abbreviation"} & set(frame["match"])
 
 
 def test_typo_matches_are_marked_and_unrelated_rows_are_not_returned():
@@ -460,6 +561,25 @@ def test_registry_search_fields_and_errors(local_root):
         ln.Record.search("  ")
     with pytest.raises(ln.ValidationError, match="limit"):
         ln.Record.search("alpha", limit=0)
+
+
+def test_registry_search_dataframe_says_why_each_row_matched(local_root):
+    from lamina import bionty as bt
+
+    ln.init(storage=local_root, modules="bionty")
+    bt.CellType(name="B cell", synonyms="B lymphocyte|B-cell").save()
+    bt.CellType(name="naive B cell").save()
+    bt.CellType(name="peripheral blood mononuclear cell").save()
+    frame = bt.CellType.search("B cells").to_dataframe()
+    assert list(frame["name"]) == ["B cell", "naive B cell"]
+    assert list(frame["match"]) == ["plural", "plural"]
+    assert list(frame["matched"]) == ["name: B cell", "name: naive B cell"]
+    assert frame["score"].iloc[0] > frame["score"].iloc[1]
+    frame = bt.CellType.search("PBMC").to_dataframe()
+    assert list(frame["name"][:1]) == ["peripheral blood mononuclear cell"]
+    assert frame["match"].iloc[0] == "abbreviation"
+    assert bt.CellType.search("B lymphocytes").to_dataframe()["matched"].iloc[0] == (
+        "synonyms: B lymphocyte")
 
 
 def test_feature_synonyms_rank_below_names(local_root):

@@ -62,6 +62,7 @@ class Field:
 
 def connect_with_fts() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config={"threads": os.cpu_count() or 2})
+    con.execute("SET enable_progress_bar = false")  # a build under load must not print bars
     con.execute(load_statement("duckdb_extension_fts"))
     return con
 
@@ -185,6 +186,13 @@ class SearchIndex:
             GROUP BY ini
         """).fetchall()
         self.initials: dict[str, list[int]] = dict(initials)
+        # Distinct words of each entry other than "of", "the", ...: how long it is, in words.
+        self.content_words = con.execute(f"""
+            SELECT greatest(len(list_distinct(list_filter(string_split(trim(tok), ' '),
+                                                          w -> w NOT IN ({stop})))), 1)::INTEGER
+                   AS n
+            FROM entries ORDER BY eid
+        """).to_arrow_table().column("n").to_numpy()
 
         # Trigrams of the short entries, grouped by trigram with numpy (faster than asking
         # DuckDB for distinct, sorted pairs); a trigram repeated in one entry counts once.
@@ -273,6 +281,7 @@ class SearchIndex:
         self.first_rank = np.zeros(0, dtype=np.int32)
         self.term_short = np.zeros(0, dtype=bool)
         self.initials = {}
+        self.content_words = np.zeros(0, dtype=np.int32)
         self.gram_id = {}
         self.gram_offsets = np.zeros(1, dtype=np.int64)
         self.gram_eid = np.zeros(0, dtype=np.int32)
@@ -348,7 +357,8 @@ class SearchIndex:
         return hit.astype(np.int32), shared / (len(set(grams)) + self.n_grams[hit] - shared)
 
     def memory_bytes(self) -> int:
-        arrays = [self.rid, self.fid, self.role, self.toklen, self.name_len, self.df, self.post_eid, self.post_tf,
+        arrays = [self.rid, self.fid, self.role, self.toklen, self.name_len, self.content_words,
+                  self.df, self.post_eid, self.post_tf,
                   self.term_offsets, self.doclen, self.first_rank, self.gram_offsets,
                   self.gram_eid, self.n_grams, self.term_letters, self.term_len, self.by_length,
                   self.length_offsets]

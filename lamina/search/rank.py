@@ -30,9 +30,10 @@ typo      is similar to the query as a whole string (trigrams, then           [0
 accents and punctuation do not count unless the search is case-sensitive, which then also
 requires the letters' case to agree (on an otherwise case-insensitive candidate list).
 
-Inside a tier: *word* and *prefix* prefer entries the query covers more of (``"T cell"`` before
-``"T cell receptor complex"``), entries that start with the query, and names over synonyms over
-descriptions. *bm25* and *typo* rows come from short candidate lists — the best BM25 entries (DuckDB fts
+Inside a tier: *word* prefers entries the query covers more of, in distinct words ("of", "the"
+not counted) and then characters (``"T cell"`` before ``"T cell receptor complex"``), the query
+as a phrase, and names over synonyms over descriptions; *prefix* also entries that start with
+the query; both, between entries matching alike, the row with the shorter name. *bm25* and *typo* rows come from short candidate lists — the best BM25 entries (DuckDB fts
 index; a query word that is no word of the index stands for the words within its typo budget,
 weighted down, as in Elasticsearch's fuzzy matching), the entries with the most trigrams in common, and for short queries the entries one
 edit away (trigrams miss those: "rp3l2" shares one trigram with "rpl32") — re-scored with jellyfish
@@ -53,7 +54,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .index import LONG, NAME, SearchIndex
-from .text import (PLURAL, SPELLING, looks_like_acronym, normalize, one_edit_away,
+from .text import (PLURAL, SPELLING, STOPWORDS, looks_like_acronym, normalize, one_edit_away,
                    quick_similarity, similarity, trigrams, unpronounceable, word_overlap)
 
 TIERS = ("exact", "synonym", PLURAL, SPELLING, "abbreviation", "word", "prefix", "bm25", "typo")
@@ -205,8 +206,9 @@ class _Ranking:
         that is. ``strong`` (ranked right after exact matches): typed as one (``IBD``); or a
         word no name or synonym has and no typo of one could be (``pbmc``); or one that could
         not be an English word (``arvc``: three consonants running). ``weak`` (ranked last)
-        otherwise: ``hert`` is more likely a typo of heart, ``renal`` a word. ``named`` (ranked
-        right after word matches) when a name starts with it: ``MEND syndrome`` for MEND."""
+        otherwise: ``hert`` is more likely a typo of heart, ``renal`` a word, ``amas`` the start
+        of amastia. ``named`` (ranked right after word matches) when a name starts with it:
+        ``MEND syndrome`` for MEND."""
         tokens = self.q.tokens
         token = tokens[0]
         if len(tokens) != 1 or not 2 <= len(token) <= 6 or not token.isalpha():
@@ -218,11 +220,11 @@ class _Ranking:
             return "named"  # "MEND syndrome" is what MEND means, before any initials
         if looks_like_acronym(self.q.text.strip()) or unpronounceable(token):
             return "strong"
-        if rank is not None and self.index.term_short[rank]:
-            return "weak"
-        if len(token) <= 4 or not self.index.near_terms(token, limit=1):
-            return "strong"
-        return "weak"
+        lo, hi = self.index.prefix_ranks(token)
+        if np.any(self.index.term_short[lo:hi]):
+            return "weak"  # a word, or the start of one ("amas" for amastia)
+        near = self.index.near_terms(token, limit=50)
+        return "weak" if any(self.index.term_short[r] for r, _ in near) else "strong"
 
     def exact(self) -> None:
         index, q = self.index, self.q
@@ -326,7 +328,13 @@ class _Ranking:
             phrase = np.array([any(p in t for p in phrases) for t in texts], dtype=bool)
         else:
             phrase = np.ones(len(eids), dtype=bool)
-        cover = np.minimum((len(q.tok) - 2) / np.maximum(index.toklen[eids], 1), 1.0)
+        # How much of the entry the query is: in words first, then in characters, so that a
+        # short synonym padded with a code ("316 Bergmann NN") does not beat the name
+        # "Bergmann glial cell".
+        chars = np.minimum((len(q.tok) - 2) / np.maximum(index.toklen[eids], 1), 1.0)
+        content = len({t for t in tokens if t not in STOPWORDS}) or 1
+        words = np.minimum(content / index.content_words[eids], 1.0)
+        cover = words * (0.9 + 0.1 * chars)
         subs = (ROLE_WEIGHT[index.role[eids]] * cover * np.where(phrase, 1.0, 0.85)
                 * np.where(as_typed, 1.0, 0.85) * self.general(eids))
         self.place("word", eids, subs, matches)

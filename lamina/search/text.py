@@ -213,15 +213,17 @@ def word_variants(word: str) -> list[tuple[str, str]]:
     (``tumours`` -> ``tumors`` and ``tumor``, ``haematopoietic`` -> ``hematopoietic``). Not
     checked against anything: the index keeps the ones it holds."""
     out: dict[str, str] = {}
+    if word in IRREGULAR_SINGULARS:
+        out[IRREGULAR_SINGULARS[word]] = PLURAL
     if len(word) >= 4 and word.isalpha():
         american = word
         for pattern, new in AMERICAN_SPELLINGS:
             american = pattern.sub(new, american)
         if american != word:
             out[american] = SPELLING
-        for base, kind in ((word, None), (american, SPELLING)):
-            if base in IRREGULAR_SINGULARS:
-                out.setdefault(IRREGULAR_SINGULARS[base], PLURAL)
+        # Regular plurals of four letters or fewer are left alone: "amas" is the start of
+        # amastia before it is the plural of AMA ("eyes", one edit from eye, is a typo match).
+        for base in (word, american) if len(word) >= 5 else ():
             for plural, singular in SINGULAR_ENDINGS:
                 if base.endswith(plural) and len(base) - len(plural) >= 2:
                     stem = base[:len(base) - len(plural)] + singular
