@@ -298,7 +298,8 @@ class TableStore:
             if mark < snapshot.max_id <= max(change.delete_ids):
                 table.alter.set_table_properties({ID_HIGH_WATER: str(snapshot.max_id)},
                                                  raise_if_not_exists=False,
-                                                 commit_properties=self._commit_properties(),
+                                                 commit_properties=self._commit_properties(
+                                                     "id mark"),
                                                  post_commithook_properties=_NO_HOOKS)
                 self._checkpoint_if_due(table)
             table.delete(predicate=_ids_predicate(change.delete_ids),
