@@ -9,7 +9,10 @@ without a server or a lock.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 import random
 import threading
 import time
@@ -31,6 +34,7 @@ from .tables import TableSpec
 logger = logging.getLogger("lamina")
 
 CATALOG_DIR = ".lamina/catalog"
+LOCKS_DIR = ".lamina/locks"
 MAX_ATTEMPTS = 60
 # After a lost race a writer waits up to this many times as long as its attempt took.
 BACKOFF_ATTEMPTS = 8
@@ -42,8 +46,6 @@ COMPACT_AFTER_FILES = 32
 COMPACT_RETRY_FILES = 8
 # Files below this size are merged by compaction (a one-row commit writes a few KB).
 SMALL_FILE_BYTES = 16 * 2**20
-# Commits a compaction may lose to other writers' appends before it gives up this round.
-COMPACT_COMMIT_ATTEMPTS = 5
 # A compaction rewrites rows by runs of consecutive ids; beyond this many runs it waits.
 MAX_ID_RUNS = 1000
 # deltalake's post-commit hook lists the whole log after every commit to decide whether to
@@ -252,7 +254,7 @@ class TableStore:
     def _transact(self, plan: Callable[[Snapshot], Change]) -> Change:
         for attempt in range(MAX_ATTEMPTS):
             started = time.perf_counter()
-            with self._lock:
+            with self._lock, self._machine_turn():
                 table = self.ensure()
                 snapshot = self._latest_snapshot(table)
                 change = plan(snapshot)
@@ -279,6 +281,20 @@ class TableStore:
             f"could not commit to {self.spec.qualified} after {MAX_ATTEMPTS} attempts; "
             "too many concurrent writers"
         )
+
+    def _machine_turn(self):
+        """On a local root, writers on this machine take turns (an flock held from reading the
+        snapshot to the commit), so they do not lose races to each other: 8 racing processes
+        spent most of their time re-planning lost commits (p99 save 2.8 s, 0.75 s with turns).
+        Correctness does not depend on it: the commit is still put-if-absent at exactly the
+        next version, which is what guards against writers on other machines and on object
+        stores (where this is a no-op)."""
+        if not self.location.is_local:
+            return contextlib.nullcontext()
+        path = self.location.join(LOCKS_DIR, f"{self.spec.qualified}.lock")
+        with _TURNS_LOCK:
+            turn = _TURNS.setdefault(path, _Turn(path))
+        return turn.held()
 
     def _commit(self, table: DeltaTable, snapshot: Snapshot, change: Change) -> None:
         options = self.location.delta_options
@@ -339,15 +355,16 @@ class TableStore:
         """Merge the table's small files into one, as an ordinary commit.
 
         The rows of the small files are read once and written back unchanged by a predicate
-        overwrite on their ids, committed at exactly the next version. Before each attempt the
-        small files must all still be in the table: other writers' appends are simply
-        rebased over, but a concurrent compaction or an edit of one of those rows ends this
-        round (the next commit tries again). deltalake's ``optimize.compact()`` is not used:
+        overwrite on their ids, committed at exactly the next version. If another writer
+        commits first, this round ends and a later commit tries again: retrying meant reading
+        and rewriting every small file again while others kept committing (8 writers on S3:
+        p99 save 33 s with 5 attempts, 12.8 s with one). On a local root writers take turns
+        (``_machine_turn``), so it does not lose. deltalake's ``optimize.compact()`` is not used:
         two of them racing on the same files both commit (a concurrent removal with
         ``dataChange=false`` is not seen as a conflict; delta-rs #1348, #3982), which leaves
         every merged row in the table twice. Old files stay until vacuum, so readers of an
         older snapshot are never broken."""
-        with self._lock:
+        with self._lock, self._machine_turn():
             table = self._latest()
             if table is None:
                 return {}
@@ -358,23 +375,16 @@ class TableStore:
             predicate = _id_runs_predicate(rows.column("id"))
             if predicate is None:
                 return {}
-            for _ in range(COMPACT_COMMIT_ATTEMPTS):
-                try:
-                    write_deltalake(table, rows, mode="overwrite", predicate=predicate,
-                                    commit_properties=self._commit_properties("compact"),
-                                    storage_options=self.location.delta_options,
-                                    writer_properties=_WRITER,
-                                    post_commithook_properties=_NO_HOOKS)
-                except CommitFailedError:
-                    table = self._latest()
-                    if (table is None or not small <= _file_paths(table)[0]
-                            or pa.schema(table.schema().to_arrow()) != rows.schema):
-                        return {}  # merged or edited meanwhile, or new columns: next round
-                    continue
-                self._checkpoint_if_due(table)
-                return {"numFilesRemoved": len(small), "numRowsRewritten": rows.num_rows,
-                        "version": table.version()}
-            return {}
+            try:
+                write_deltalake(table, rows, mode="overwrite", predicate=predicate,
+                                commit_properties=self._commit_properties("compact"),
+                                storage_options=self.location.delta_options,
+                                writer_properties=_WRITER, post_commithook_properties=_NO_HOOKS)
+            except CommitFailedError:
+                return {}  # another writer committed first: a later commit compacts
+            self._checkpoint_if_due(table)
+            return {"numFilesRemoved": len(small), "numRowsRewritten": rows.num_rows,
+                    "version": table.version()}
 
     def vacuum(self, retention_hours: int = 168) -> list[str]:
         """Delete files no snapshot younger than ``retention_hours`` needs."""
@@ -387,6 +397,39 @@ class TableStore:
     def history(self, limit: int | None = None) -> list[dict]:
         table = self._latest()
         return [] if table is None else table.history(limit)
+
+
+class _Turn:
+    """One lock file's flock, shared by the threads and stores of this process: re-entrant
+    (a thread that holds it may commit again), and taken from the OS once per process (a
+    second ``open`` of the same file would wait for the first)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._handle = None
+
+    @contextlib.contextmanager
+    def held(self):
+        with self._lock:
+            if self._depth == 0:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                self._handle = open(self.path, "a")
+                fcntl.flock(self._handle, fcntl.LOCK_EX)
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    fcntl.flock(self._handle, fcntl.LOCK_UN)
+                    self._handle.close()
+                    self._handle = None
+
+
+_TURNS: dict[str, _Turn] = {}
+_TURNS_LOCK = threading.Lock()
 
 
 def _backoff(attempt: int, took: float) -> float:

@@ -73,6 +73,12 @@ class Artifact(HasFeatures, SQLRecord):
         if revises is not None and not isinstance(revises, Artifact):
             raise ValidationError(f"revises expects an Artifact, got {revises!r}")
         size, hash_, n_files = objects.describe_local(local)
+        # Saving re-checks the content unless the table is still at a version this check saw
+        # all of: the view's version before the query (the query may refresh it to a newer
+        # one; taken after, a commit landing in between went unchecked, and two racing
+        # processes each saved the same content).
+        object.__setattr__(self, "_hash_checked_at",
+                           session_for(current()).viewed_version(self._spec))
         # One query for both: the artifact with this content, and the latest under this key.
         same = Q(hash=hash_) | Q(key=key, is_latest=True) if key is not None else Q(hash=hash_)
         candidates = list(Artifact.filter(same).order_by("id"))
@@ -80,9 +86,6 @@ class Artifact(HasFeatures, SQLRecord):
         if revises is None and key is not None:
             revises = next((a for a in reversed(candidates)
                             if a._data["key"] == key and a._data["is_latest"]), None)
-        # The version that check saw: saving re-checks only if the table moved on since.
-        object.__setattr__(self, "_hash_checked_at",
-                           session_for(current()).viewed_version(self._spec))
         if existing is not None:
             log.warning(f"returning existing artifact with same hash: {existing!r}")
             object.__setattr__(self, "_data", dict(existing._data))
