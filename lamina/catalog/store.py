@@ -44,6 +44,8 @@ COMPACT_AFTER_FILES = 32
 # past it, compacts: one writer does it instead of every racing writer after every commit
 # (8 writers on a local root: p99 save 4.0 s when all of them tried).
 COMPACT_RETRY_FILES = 8
+# Commits a compaction may lose to other writers' appends before it gives up this round.
+COMPACT_COMMIT_ATTEMPTS = 5
 # Files below this size are merged by compaction (a one-row commit writes a few KB).
 SMALL_FILE_BYTES = 16 * 2**20
 # A compaction rewrites rows by runs of consecutive ids; beyond this many runs it waits.
@@ -355,11 +357,14 @@ class TableStore:
         """Merge the table's small files into one, as an ordinary commit.
 
         The rows of the small files are read once and written back unchanged by a predicate
-        overwrite on their ids, committed at exactly the next version. If another writer
-        commits first, this round ends and a later commit tries again: retrying meant reading
-        and rewriting every small file again while others kept committing (8 writers on S3:
-        p99 save 33 s with 5 attempts, 12.8 s with one). On a local root writers take turns
-        (``_machine_turn``), so it does not lose. deltalake's ``optimize.compact()`` is not used:
+        overwrite on their ids, committed at exactly the next version. Before each attempt the
+        small files must all still be in the table: other writers' appends are simply
+        rebased over, but a concurrent compaction or an edit of one of those rows ends this
+        round (the next commit tries again). On a local root writers take turns
+        (``_machine_turn``), so it does not lose; on S3 each lost attempt rewrites the small
+        files again (8 racing writers: p99 save 12.8 s with one attempt, 33 s with five, but
+        with one the table kept growing past the threshold while writers raced).
+        deltalake's ``optimize.compact()`` is not used:
         two of them racing on the same files both commit (a concurrent removal with
         ``dataChange=false`` is not seen as a conflict; delta-rs #1348, #3982), which leaves
         every merged row in the table twice. Old files stay until vacuum, so readers of an
@@ -375,16 +380,23 @@ class TableStore:
             predicate = _id_runs_predicate(rows.column("id"))
             if predicate is None:
                 return {}
-            try:
-                write_deltalake(table, rows, mode="overwrite", predicate=predicate,
-                                commit_properties=self._commit_properties("compact"),
-                                storage_options=self.location.delta_options,
-                                writer_properties=_WRITER, post_commithook_properties=_NO_HOOKS)
-            except CommitFailedError:
-                return {}  # another writer committed first: a later commit compacts
-            self._checkpoint_if_due(table)
-            return {"numFilesRemoved": len(small), "numRowsRewritten": rows.num_rows,
-                    "version": table.version()}
+            for _ in range(COMPACT_COMMIT_ATTEMPTS):
+                try:
+                    write_deltalake(table, rows, mode="overwrite", predicate=predicate,
+                                    commit_properties=self._commit_properties("compact"),
+                                    storage_options=self.location.delta_options,
+                                    writer_properties=_WRITER,
+                                    post_commithook_properties=_NO_HOOKS)
+                except CommitFailedError:
+                    table = self._latest()
+                    if (table is None or not small <= _file_paths(table)[0]
+                            or pa.schema(table.schema().to_arrow()) != rows.schema):
+                        return {}  # merged or edited meanwhile, or new columns: next round
+                    continue
+                self._checkpoint_if_due(table)
+                return {"numFilesRemoved": len(small), "numRowsRewritten": rows.num_rows,
+                        "version": table.version()}
+            return {}
 
     def vacuum(self, retention_hours: int = 168) -> list[str]:
         """Delete files no snapshot younger than ``retention_hours`` needs."""

@@ -15,7 +15,6 @@ from ..catalog.instance import MAIN_BRANCH_ID, TRASH_BRANCH_ID, current
 from ..catalog.location import safe_key
 from ..catalog.store import Change, Snapshot
 from ..errors import InvalidPath, ValidationError
-from ..engine.planner import Q
 from ..engine.session import session_for
 from .base import SQLRecord
 from .features import HasFeatures
@@ -73,19 +72,14 @@ class Artifact(HasFeatures, SQLRecord):
         if revises is not None and not isinstance(revises, Artifact):
             raise ValidationError(f"revises expects an Artifact, got {revises!r}")
         size, hash_, n_files = objects.describe_local(local)
-        # Saving re-checks the content unless the table is still at a version this check saw
-        # all of: the view's version before the query (the query may refresh it to a newer
-        # one; taken after, a commit landing in between went unchecked, and two racing
-        # processes each saved the same content).
+        existing = Artifact.filter(hash=hash_).order_by("id").first()
+        # The version that check saw: saving re-checks the content only if the table moved on
+        # since. Taken before any other query refreshes the view (a later version would cover
+        # commits the check did not see: two racing processes then saved the same content).
         object.__setattr__(self, "_hash_checked_at",
                            session_for(current()).viewed_version(self._spec))
-        # One query for both: the artifact with this content, and the latest under this key.
-        same = Q(hash=hash_) | Q(key=key, is_latest=True) if key is not None else Q(hash=hash_)
-        candidates = list(Artifact.filter(same).order_by("id"))
-        existing = next((a for a in candidates if a._data["hash"] == hash_), None)
-        if revises is None and key is not None:
-            revises = next((a for a in reversed(candidates)
-                            if a._data["key"] == key and a._data["is_latest"]), None)
+        if existing is None and revises is None and key is not None:
+            revises = Artifact.filter(key=key, is_latest=True).order_by("-id").first()
         if existing is not None:
             log.warning(f"returning existing artifact with same hash: {existing!r}")
             object.__setattr__(self, "_data", dict(existing._data))
