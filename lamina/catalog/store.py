@@ -42,7 +42,7 @@ BACKOFF_ATTEMPTS = 8
 COMPACT_AFTER_FILES = 32
 # Only the commit that brings the count to the threshold, or to one of every this many files
 # past it, compacts: one writer does it instead of every racing writer after every commit
-# (8 writers on a local root: p99 save 4.0 s when all of them tried).
+# (8 writers on a local root: p99 save 4.4 s when all of them tried; bench/README.md).
 COMPACT_RETRY_FILES = 8
 # Commits a compaction may lose to other writers' appends before it gives up this round.
 COMPACT_COMMIT_ATTEMPTS = 5
@@ -362,7 +362,7 @@ class TableStore:
         rebased over, but a concurrent compaction or an edit of one of those rows ends this
         round (the next commit tries again). On a local root writers take turns
         (``_machine_turn``), so it does not lose; on S3 each lost attempt rewrites the small
-        files again (8 racing writers: p99 save 12.8 s with one attempt, 33 s with five, but
+        files again (8 racing writers: p99 save 12.8 s with one attempt, 27 s with five, but
         with one the table kept growing past the threshold while writers raced).
         deltalake's ``optimize.compact()`` is not used:
         two of them racing on the same files both commit (a concurrent removal with
