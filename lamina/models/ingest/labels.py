@@ -70,7 +70,9 @@ def list_column(n: int, parts: list[tuple[np.ndarray, np.ndarray]]) -> pa.Array:
         order = np.argsort(parents, kind="stable")
         parents, ids = parents[order], ids[order]
     key = parents * (1 << 32) + ids
-    ordered = np.sort(key)  # rows are runs already: nearly sorted, so this is cheap
+    # Rows are runs already: nearly sorted, which a stable sort (timsort) merges in linear
+    # time; the default introsort does not notice (8x slower on a 100,000-row chunk).
+    ordered = np.sort(key, kind="stable")
     if (ordered[1:] == ordered[:-1]).any():  # a label twice in a row: keep the first
         import pandas as pd
 
