@@ -189,3 +189,33 @@ def test_concurrent_writers_and_compactions_keep_every_row_once(instance, n_proc
     assert sorted(r["name"] for r in rows) == sorted(
         f"p{p}-{i}" for p in range(n_procs) for i in range(n_each))
     assert len(store.snapshot().files) < store_module.COMPACT_AFTER_FILES
+
+
+def test_updates_and_deletes_of_100000_scattered_rows_are_one_commit_each(instance):
+    # Every other id of 200,000: too many ranges to name one by one, so the commit rewrites
+    # the span and must keep the rows in between as they were.
+    import pyarrow as pa
+
+    from lamina.catalog import writer
+
+    store = instance.store(RECORD)
+    n = 200_000
+    store.transact(lambda s: Change(append=pa.table({
+        "id": pa.array(range(1, n + 1), pa.int64()),
+        "uid": [f"{i:016d}" for i in range(1, n + 1)],
+        "name": [f"r{i}" for i in range(1, n + 1)],
+        "branch_id": pa.array([1] * n, pa.int64())})))
+    odd = list(range(1, n + 1, 2))
+    version = store.version()
+    assert writer.update_many(instance, RECORD, odd, {"description": "odd"}) == len(odd)
+    assert store.version() == version + 1
+    rows = store.snapshot().read(["id", "name", "description"]).to_pylist()
+    assert len(rows) == n
+    assert all(r["name"] == f"r{r['id']}" for r in rows)
+    assert all(r["description"] == ("odd" if r["id"] % 2 else None) for r in rows)
+
+    store.transact(lambda s: Change(delete_ids=odd))
+    assert store.version() == version + 2
+    left = store.snapshot().read(["id", "description"])
+    assert sorted(left.column("id").to_pylist()) == list(range(2, n + 1, 2))
+    assert set(left.column("description").to_pylist()) == {None}

@@ -320,16 +320,24 @@ class TableStore:
                                                      "id mark"),
                                                  post_commithook_properties=_NO_HOOKS)
                 self._checkpoint_if_due(table)
-            table.delete(predicate=_ids_predicate(change.delete_ids),
-                         commit_properties=self._commit_properties(),
-                         post_commithook_properties=_NO_HOOKS)
+            predicate, others = _id_selection(snapshot, change.delete_ids)
+            if others is None or not others.num_rows:
+                table.delete(predicate=predicate, commit_properties=self._commit_properties(),
+                             post_commithook_properties=_NO_HOOKS)
+            else:  # the span's other rows are written back: still one commit
+                write_deltalake(table, others, mode="overwrite", predicate=predicate,
+                                commit_properties=self._commit_properties(),
+                                storage_options=options, writer_properties=_WRITER,
+                                post_commithook_properties=_NO_HOOKS)
             return
         if change.replace:
             if len(change.append):
                 raise ValueError("a change either replaces rows or appends them, not both")
             rows = to_arrow(change.replace, schema)
-            write_deltalake(table, rows, mode="overwrite",
-                            predicate=_ids_predicate([r["id"] for r in change.replace]),
+            predicate, others = _id_selection(snapshot, [r["id"] for r in change.replace])
+            if others is not None:
+                rows = pa.concat_tables([rows, to_arrow(others, schema)])
+            write_deltalake(table, rows, mode="overwrite", predicate=predicate,
                             commit_properties=self._commit_properties(), storage_options=options,
                             writer_properties=_WRITER, post_commithook_properties=_NO_HOOKS,
                             **evolve)
@@ -461,11 +469,6 @@ def to_arrow(rows: Sequence[dict] | pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist(list(rows), schema=schema)
 
 
-def _ids_predicate(ids: Sequence[int]) -> str:
-    # Ids are ints we hold; int() makes sure nothing else reaches the predicate.
-    return "id IN (" + ", ".join(str(int(i)) for i in ids) + ")"
-
-
 def _file_paths(table: DeltaTable) -> tuple[set[str], set[str]]:
     """The data files of ``table``'s version, all and the small ones, as paths relative to
     the table (the add actions hold them percent-encoded once more)."""
@@ -475,18 +478,42 @@ def _file_paths(table: DeltaTable) -> tuple[set[str], set[str]]:
     return set(paths), {p for p, size in zip(paths, sizes) if size < SMALL_FILE_BYTES}
 
 
+def _id_runs(ids) -> list[tuple[int, int]]:
+    """``ids`` as sorted ranges (first, last) of consecutive ids. int() makes sure nothing but
+    integers reaches a predicate built from them."""
+    values = sorted({int(i) for i in ids})
+    runs: list[list[int]] = []
+    for value in values:
+        if runs and value == runs[-1][1] + 1:
+            runs[-1][1] = value
+        else:
+            runs.append([value, value])
+    return [(lo, hi) for lo, hi in runs]
+
+
+def _runs_predicate(runs: list[tuple[int, int]]) -> str:
+    return " OR ".join(f"id = {lo}" if lo == hi else f"(id >= {lo} AND id <= {hi})"
+                       for lo, hi in runs)
+
+
 def _id_runs_predicate(ids: pa.ChunkedArray) -> str | None:
     """A predicate matching exactly ``ids``, as ranges of consecutive ids."""
     if not len(ids) or ids.null_count:
         return None
-    values = sorted(set(ids.to_pylist()))
-    runs = [[values[0], values[0]]]
-    for value in values[1:]:
-        if value == runs[-1][1] + 1:
-            runs[-1][1] = value
-        else:
-            runs.append([value, value])
-    if len(runs) > MAX_ID_RUNS:
-        return None
-    return " OR ".join(f"id = {int(lo)}" if lo == hi else f"(id >= {int(lo)} AND id <= {int(hi)})"
-                       for lo, hi in runs)
+    runs = _id_runs(ids.to_pylist())
+    return _runs_predicate(runs) if len(runs) <= MAX_ID_RUNS else None
+
+
+def _id_selection(snapshot: Snapshot, ids: Sequence[int]) -> tuple[str, pa.Table | None]:
+    """A predicate for the rows ``ids`` of a delete or an overwrite, and the snapshot's other
+    rows it also selects (None when it selects exactly ``ids``). deltalake parses a long
+    ``id IN (...)`` recursively (100,000 ids crashed the process), so the predicate is ranges of
+    consecutive ids, or when those are too many, the span from the first to the last id: the
+    commit then writes that span's other rows back unchanged."""
+    runs = _id_runs(ids)
+    if len(runs) <= MAX_ID_RUNS:
+        return _runs_predicate(runs), None
+    lo, hi = runs[0][0], runs[-1][1]
+    span = (pc.field("id") >= lo) & (pc.field("id") <= hi)
+    others = snapshot.read(filter=span & ~pc.field("id").isin([int(i) for i in ids]))
+    return f"id >= {lo} AND id <= {hi}", others
