@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import json
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -69,8 +70,11 @@ def iam_s3_server():
 @contextmanager
 def _moto(command: list[str]):
     port = _free_port()
+    # moto's request recorder writes to ./moto_recording unless told otherwise.
+    recording = os.path.join(tempfile.mkdtemp(prefix="lamina-moto-"), "recording")
     proc = subprocess.Popen([*command, "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, MOTO_RECORDER_FILEPATH=recording))
     endpoint = f"http://127.0.0.1:{port}"
     saved = {k: os.environ.get(k) for k in _ENV}
     try:
@@ -100,6 +104,7 @@ def _moto(command: list[str]):
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+        shutil.rmtree(os.path.dirname(recording), ignore_errors=True)
 
 
 _ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",

@@ -62,6 +62,9 @@ CHECKPOINT_INTERVAL = 100
 # down). A Delta app transaction (``txn``) would fit in the delete's own commit, but reading it
 # back replays the log: 330 ms per save on the loopback S3 server.
 ID_HIGH_WATER = "lamina.idHighWater"
+# A commit lands at exactly the version after the snapshot it was planned on, or fails: no
+# rebase onto a newer version the plan never saw. (Also imported by the peer bench's fix-up.)
+_EXACT_NEXT_VERSION = CommitProperties(max_commit_retries=0)
 # Commit-info keys that ``ln.history()`` reads back (catalog/history.py).
 USER_KEY, OPERATION_KEY = "lamina_user", "lamina_operation"
 # Row groups of 16 Ki rows: DuckDB parallelises a scan and prunes by min/max statistics per
@@ -146,7 +149,9 @@ class TableStore:
         metadata = {USER_KEY: self.committer} if self.committer else {}
         if operation:
             metadata[OPERATION_KEY] = operation
-        return CommitProperties(max_commit_retries=0, custom_metadata=metadata or None)
+        if not metadata:
+            return _EXACT_NEXT_VERSION
+        return CommitProperties(max_commit_retries=0, custom_metadata=metadata)
 
     # ---- reading -------------------------------------------------------------------------
     def _latest(self) -> DeltaTable | None:
