@@ -3,11 +3,20 @@ storage roots (local folder and ``s3://``) on which catalog tests run."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import settings
 
 from lamina import testing
 
 from helpers import new_s3_root, reset_process_state
+
+# CI runs the property tests on the same examples every time, so a run that lands is
+# reproducible; elsewhere Hypothesis explores new ones (and keeps failures in .hypothesis/).
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 TEST_USER = {"LAMINA_USER_HANDLE": "testuser1", "LAMINA_USER_NAME": "Test User1"}
 
