@@ -10,6 +10,9 @@ Cases: ``import lamina``; ``import lamina`` then ``ln.Artifact`` (the registries
 engine loaded); ``ln.connect`` of a local root (no query); the first answer on a local root
 (import, ``ln.connect``, one ``count()``); the command line's ``--version`` and ``ls`` (a query).
 
+Where the first answer's import time goes: ``-X importtime`` of that case on the work tree, the
+self time of every module summed per top-level package, the minimum over N runs.
+
 ``--compare REV`` measures the same cases, in the same run, on the lamina package of a git
 revision (exported to a temporary folder), e.g. the commit before the imports became lazy.
 
@@ -90,6 +93,25 @@ def make_catalog(env: dict) -> str:
     return root
 
 
+def import_time_by_package(argv: list[str], source: str, env: dict, n: int) -> dict:
+    """Milliseconds of import (self time, summed per top-level package), minimum over ``n``."""
+    runs = []
+    for _ in range(n):
+        proc = subprocess.run([sys.executable, "-X", "importtime", *argv], cwd=source,
+                              env={**env, "PYTHONPATH": source}, check=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        totals: dict = {}
+        for line in proc.stderr.splitlines():
+            parts = line.removeprefix("import time:").split("|")
+            if len(parts) == 3 and parts[0].strip().isdigit():
+                package = parts[2].strip().split(".")[0]
+                totals[package] = totals.get(package, 0) + int(parts[0]) / 1000
+        runs.append(totals)
+    packages = {p for totals in runs for p in totals}
+    by_package = {p: round(min(t.get(p, 0) for t in runs), 1) for p in packages}
+    return dict(sorted(by_package.items(), key=lambda item: -item[1]))
+
+
 def summarize(samples: list[tuple[float, float, float]], baseline: dict | None) -> dict:
     row = {}
     for i, what in enumerate(("wall", "user", "cpu")):
@@ -127,6 +149,8 @@ def main() -> None:
         for label, path in sources.items():
             for case, argv in cases.items():
                 samples[(label, case)].append(run_once(argv, path, env))
+    results["first_answer_import_ms_by_package"] = import_time_by_package(
+        cases["first answer (local count)"], REPO, env, args.n)
     results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     for label in sources:
         baseline = summarize(samples[(label, "python -c pass")], None)
@@ -147,6 +171,8 @@ def main() -> None:
             print(f"| {case:<28} | {label:<10} | {row['wall_median_s']:>11.3f} | "
                   f"{row['wall_min_s']:>8.3f} | {row['user_median_s']:>11.3f} | "
                   f"{row['user_min_s']:>8.3f} | {row['cpu_median_s']:>15.3f} |")
+    top = list(results["first_answer_import_ms_by_package"].items())[:8]
+    print("first answer, import ms by package: " + ", ".join(f"{p} {ms}" for p, ms in top))
     print(f"raw results: {args.json}")
 
 
