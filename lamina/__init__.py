@@ -42,10 +42,13 @@ _LAZY_NAMES = {
     "settings": ".models.settings",
 }
 
-__all__ = sorted([
-    "DoesNotExist", "FieldError", "InstanceError", "InvalidPath", "LaminaError",
-    "MultipleResultsFound", "PermissionDenied", "ValidationError", *_LAZY_NAMES,
-])
+__all__ = [
+    "Artifact", "Branch", "Collection", "DoesNotExist", "Feature", "FieldError", "InstanceError",
+    "InvalidPath", "LaminaError", "MultipleResultsFound", "PermissionDenied", "Project", "Q",
+    "Record", "Run", "Schema", "Space", "Storage", "Transform", "ULabel", "User",
+    "ValidationError", "bionty", "connect", "current", "examples", "finish", "gc", "history",
+    "init", "save", "settings", "sql", "track", "view",
+]
 
 
 def __getattr__(name: str):
