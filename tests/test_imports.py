@@ -47,6 +47,16 @@ def test_registries_load_without_polars_anndata_or_fsspec():
     assert sorted(loaded & {"polars", "anndata", "fsspec", "s3fs"}) == []
 
 
+def test_a_first_query_loads_neither_polars_nor_anndata(local_root, tmp_path):
+    ln.init(storage=local_root)
+    ln.Artifact(write_file(tmp_path, "a.txt", "a"), key="raw/a.txt").save()
+    loaded = loaded_after(f"""
+ln.connect({local_root!r})
+assert ln.Artifact.filter(key__startswith="raw/").count() == 1
+print(ln.Artifact.filter(key__startswith="raw/").to_dataframe())""")
+    assert sorted(loaded & {"polars", "anndata"}) == []
+
+
 def test_every_public_name_resolves_to_its_defining_object():
     from lamina.catalog.instance import connect
     from lamina.engine.planner import Q
