@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _registry(name: str):
+    from . import bionty  # noqa: F401  (its registries join MODELS when imported)
     from .errors import ValidationError, did_you_mean
     from .models.base import MODELS
 

@@ -3,6 +3,7 @@ QuerySet, writes through the table store's ``transact``."""
 
 from __future__ import annotations
 
+import importlib
 import keyword
 import re
 
@@ -30,6 +31,10 @@ BOOKKEEPING = ("id", "created_at", "branch_id", "created_on_id", "space_id", "cr
 
 
 def model_for(spec: TableSpec) -> type[SQLRecord]:
+    if spec.qualified not in MODELS and spec.module != "core":
+        # A module's classes (bionty's) register when its package is imported, which
+        # `import lamina` no longer does up front; a row of that module may be read first.
+        importlib.import_module(f"lamina.{spec.module}")
     return MODELS[spec.qualified]
 
 
