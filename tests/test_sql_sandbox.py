@@ -10,9 +10,10 @@ import pytest
 
 import lamina as ln
 
-from helpers import filesystem, new_s3_root
+from helpers import every_root, filesystem, new_gcs_root, new_s3_root
 
 
+@every_root
 def test_every_registry_is_readable(instance):
     ln.Record(name="r1").save()
     for spec in instance.table_specs():
@@ -32,6 +33,7 @@ def test_a_local_file_is_refused_with_the_reason(instance, tmp_path):
         assert "hunter2" not in str(info.value)
 
 
+@every_root
 def test_artifact_files_of_the_instance_are_not_registries(instance, tmp_path):
     path = tmp_path / "table.parquet"
     pq.write_table(pa.table({"x": [1, 2]}), path)
@@ -42,6 +44,7 @@ def test_artifact_files_of_the_instance_are_not_registries(instance, tmp_path):
     assert artifact.open("duckdb").fetchall() == [(1,), (2,)]
 
 
+@every_root
 def test_a_path_escaping_the_catalog_is_refused(instance):
     escaping = instance.location.join(".lamina/catalog") + "/core/../../instance.json"
     with pytest.raises(ln.ValidationError, match="cannot read other files"):
@@ -54,9 +57,11 @@ def test_python_variables_are_not_readable(instance):
         ln.sql("SELECT * FROM leaked")
 
 
-def test_another_bucket_reachable_with_the_same_keys_is_refused(s3_endpoint):
-    ln.init(storage=new_s3_root())
-    other = new_s3_root("elsewhere")
+@pytest.mark.parametrize("new_root", [new_s3_root, new_gcs_root], ids=["s3", "gs"])
+def test_another_bucket_reachable_with_the_same_keys_is_refused(new_root, request):
+    request.getfixturevalue("gcs_endpoint" if new_root is new_gcs_root else "s3_endpoint")
+    ln.init(storage=new_root())
+    other = new_root("elsewhere")
     with filesystem(other).open(f"{other}/data.csv", "wb") as f:
         f.write(b"a\n1\n")
     # The keys can read it (so only the sandbox stands in the way).
