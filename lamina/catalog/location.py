@@ -133,20 +133,17 @@ class Location:
         return fsspec.get_filesystem_class("file" if self.is_local else self.type)
 
     def has_file(self, path: str) -> bool:
-        """Whether the file ``path`` exists: one stat, or one HEAD on an object store (fsspec's
-        ``info``/``exists`` follow a missing key on S3 with a LIST, to look for a folder)."""
+        """Whether the file ``path`` exists: one stat, or one request on an object store
+        (fsspec's ``info``/``exists`` also list, to look for a folder: gcsfs sends a GET, a
+        listing and a second GET for a commit that does not exist yet)."""
         if self.is_local:
             return os.path.isfile(path)
-        if self.type == "s3":
-            bucket, _, key = path.split("://", 1)[1].partition("/")
-            try:
-                self.fs.call_s3("head_object", Bucket=bucket, Key=key)
-            except FileNotFoundError:
-                return False
-            return True
-        self.fs.invalidate_cache(path)  # fsspec may answer from a cached listing
+        bucket, _, key = path.split("://", 1)[1].partition("/")
         try:
-            self.fs.info(path)
+            if self.type == "s3":
+                self.fs.call_s3("head_object", Bucket=bucket, Key=key)
+            else:  # the object's metadata, from GCS's JSON API
+                self.fs.call("GET", "b/{}/o/{}", bucket, key, json_out=True)
         except FileNotFoundError:
             return False
         return True
