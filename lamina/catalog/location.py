@@ -189,20 +189,25 @@ class Location:
         return fs
 
     def check_reachable(self, timeout: float = 3.0) -> None:
-        """Fail fast, with the reason, when an ``s3://`` root's endpoint cannot be reached
-        (botocore would retry for many seconds and end in a traceback of its own)."""
-        if self.type != "s3":
+        """Fail fast, with the reason, when an object-store root's endpoint cannot be reached
+        (botocore and gcsfs would retry for many seconds and end in a traceback of their own)."""
+        if self.type == "s3":
+            endpoint, default, store = _aws_endpoint(), "https://s3.amazonaws.com", "S3"
+            hint = ("; for an S3-compatible server set AWS_ENDPOINT_URL "
+                    "(credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
+        elif self.type == "gs":
+            endpoint, default, store = gcs_endpoint(), "https://storage.googleapis.com", "GCS"
+            hint = "; for a local GCS endpoint set STORAGE_EMULATOR_HOST"
+        else:
             return
-        endpoint = _aws_endpoint()
-        url = urlparse(endpoint or "https://s3.amazonaws.com")
+        url = urlparse(endpoint or default)
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
             socket.create_connection((url.hostname, port), timeout=timeout).close()
         except OSError as exc:
-            hint = ("" if endpoint else "; for an S3-compatible server set AWS_ENDPOINT_URL "
-                    "(credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
-            raise InstanceError(f"cannot reach the S3 endpoint {url.geturl()} for {self.root} "
-                                f"({exc.strerror or exc}){hint}") from None
+            raise InstanceError(f"cannot reach the {store} endpoint {url.geturl()} for "
+                                f"{self.root} ({exc.strerror or exc}){'' if endpoint else hint}"
+                                ) from None
 
     def arrow_path(self, uri: str) -> str:
         """``uri`` as :attr:`arrow_fs` names it (object stores: ``bucket/key``)."""
