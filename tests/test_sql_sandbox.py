@@ -10,7 +10,7 @@ import pytest
 
 import lamina as ln
 
-from helpers import every_root, filesystem, new_gcs_root, new_s3_root
+from helpers import every_root, filesystem, local_only, new_gcs_root, new_s3_root, python
 
 
 @every_root
@@ -20,6 +20,18 @@ def test_every_registry_is_readable(instance):
         frame = ln.sql(f'SELECT count(*) AS n FROM "{spec.view}"')
         assert frame["n"][0] >= 0, spec.view
     assert ln.sql("SELECT name FROM record")["name"].tolist() == ["r1"]
+
+
+@local_only
+def test_queries_print_no_progress_bar(instance):
+    # DuckDB prints one on stdout for a statement slower than 2 s, which a loaded machine makes
+    # of an ordinary query; a library must not write into its user's output. Asked in a child
+    # process writing to a pipe, as a script's would (under pytest's capture DuckDB differs).
+    out = python(f"""
+        ln.connect({instance.root!r})
+        print(bool(ln.sql("SELECT current_setting('enable_progress_bar') AS bar")["bar"][0]))
+    """).stdout.split()
+    assert out == ["False"]
 
 
 def test_a_local_file_is_refused_with_the_reason(instance, tmp_path):
