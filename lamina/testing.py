@@ -12,7 +12,7 @@ import json
 import tempfile
 import time
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 
 def _free_port() -> int:
@@ -109,6 +109,30 @@ def _moto(command: list[str]):
 
 _ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
         "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
+
+
+@contextmanager
+def gcs_server(s3_endpoint: str | None = None):
+    """A GCS endpoint on 127.0.0.1 (:mod:`lamina.testing_gcs`, GCS's APIs translated to S3)
+    in front of the S3 server ``s3_endpoint`` (a new one when None); ``STORAGE_EMULATOR_HOST``
+    points at it while it runs. Buckets are made on the S3 side
+    (:func:`create_bucket`). Yields the server: ``.url``, and ``.requests``, every request it
+    received."""
+    from . import testing_gcs
+
+    with (nullcontext(s3_endpoint) if s3_endpoint else s3_server()) as backend:
+        server = testing_gcs.serve(backend)
+        saved = os.environ.get("STORAGE_EMULATOR_HOST")
+        os.environ["STORAGE_EMULATOR_HOST"] = server.url
+        try:
+            yield server
+        finally:
+            if saved is None:
+                os.environ.pop("STORAGE_EMULATOR_HOST", None)
+            else:
+                os.environ["STORAGE_EMULATOR_HOST"] = saved
+            server.shutdown()
+            server.server_close()
 
 
 def create_bucket(name: str) -> None:

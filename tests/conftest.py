@@ -1,5 +1,6 @@
-"""Fixtures shared by every test: an isolated home and user, a loopback S3 server, and the
-storage roots (local folder and ``s3://``) on which catalog tests run."""
+"""Fixtures shared by every test: an isolated home and user, loopback S3 and GCS servers, and the
+storage roots (local folder, ``s3://`` and, for the tests that ask, ``gs://``) on which catalog
+tests run."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from hypothesis import settings
 
 from lamina import testing
 
-from helpers import new_s3_root, reset_process_state
+from helpers import new_gcs_root, new_s3_root, reset_process_state
 
 # CI runs the property tests on the same examples every time, so a run that lands is
 # reproducible; elsewhere Hypothesis explores new ones (and keeps failures in .hypothesis/).
@@ -42,11 +43,23 @@ def s3_endpoint():
         yield endpoint
 
 
+@pytest.fixture(scope="session")
+def gcs_endpoint(s3_endpoint):
+    """A GCS endpoint for the whole session, in front of the S3 server (lamina.testing_gcs);
+    STORAGE_EMULATOR_HOST points at it. The server: ``.url``, ``.requests``."""
+    with testing.gcs_server(s3_endpoint) as server:
+        yield server
+
+
 @pytest.fixture(params=["local", "s3"])
 def root(request, tmp_path_factory) -> str:
-    """A fresh, empty storage root: a local folder, or a prefix in a new bucket on moto."""
+    """A fresh, empty storage root: a local folder, or a prefix in a new bucket on moto (S3, or
+    GCS for tests parametrized with ``helpers.every_root``)."""
     if request.param == "local":
         return str(tmp_path_factory.mktemp("root"))
+    if request.param == "gs":
+        request.getfixturevalue("gcs_endpoint")
+        return new_gcs_root()
     request.getfixturevalue("s3_endpoint")
     return new_s3_root()
 

@@ -20,6 +20,9 @@ from lamina.engine import session as lamina_session
 # For tests whose subject does not depend on the kind of root (argument checks, identity rules):
 # run them on the local root only, which keeps the suite fast.
 local_only = pytest.mark.parametrize("root", ["local"], indirect=True)
+# For the tests that also run on a gs:// root (the GCS endpoint of lamina.testing_gcs): what
+# reaches GCS differently from S3 (instance files, commits, queries, several processes).
+every_root = pytest.mark.parametrize("root", ["local", "s3", "gs"], indirect=True)
 
 
 def reset_process_state() -> None:
@@ -37,6 +40,14 @@ def new_s3_root(prefix: str = "root") -> str:
     bucket = f"lamina-test-{uuid.uuid4().hex[:16]}"
     testing.create_bucket(bucket)
     return f"s3://{bucket}/{prefix}"
+
+
+def new_gcs_root(prefix: str = "root") -> str:
+    """A prefix in a new bucket on the test GCS endpoint (which must be running); the bucket
+    is made on the S3 server behind it."""
+    bucket = f"lamina-test-{uuid.uuid4().hex[:16]}"
+    testing.create_bucket(bucket)
+    return f"gs://{bucket}/{prefix}"
 
 @contextmanager
 def module_root(request, tmp_path_factory, user: dict):
@@ -83,7 +94,7 @@ def filesystem(root: str):
     location = Location.of(root)
     if location.is_local:
         return fsspec.filesystem("file")
-    return fsspec.filesystem(location.type, skip_instance_cache=True, use_listings_cache=False,
+    return location.fs_class(skip_instance_cache=True, use_listings_cache=False,
                              **location.fsspec_options)
 
 

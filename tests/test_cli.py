@@ -94,20 +94,24 @@ def test_a_missing_manifest_names_the_file(instance, tmp_path):
         ln.Artifact.from_manifest(str(tmp_path / "missing.parquet"))
 
 
-def test_an_unreachable_s3_endpoint_fails_fast(monkeypatch, capsys):
+@pytest.mark.parametrize("scheme, store, variable", [("s3", "S3", "AWS_ENDPOINT_URL"),
+                                                     ("gs", "GCS", "STORAGE_EMULATOR_HOST")])
+def test_an_unreachable_endpoint_fails_fast(monkeypatch, capsys, scheme, store, variable):
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-    code, _, err = run(capsys, "connect", "s3://some-bucket/root")
+    monkeypatch.setenv(variable, f"http://127.0.0.1:{port}")
+    code, _, err = run(capsys, "connect", f"{scheme}://some-bucket/root")
     assert code == 1
-    assert err.startswith(f"error: cannot reach the S3 endpoint http://127.0.0.1:{port} for "
-                          "s3://some-bucket/root")
+    assert err.startswith(f"error: cannot reach the {store} endpoint http://127.0.0.1:{port} "
+                          f"for {scheme}://some-bucket/root")
 
 
-def test_a_missing_bucket_is_named(s3_endpoint, capsys):
+@pytest.mark.parametrize("scheme, server", [("s3", "s3_endpoint"), ("gs", "gcs_endpoint")])
+def test_a_missing_bucket_is_named(capsys, request, scheme, server):
+    request.getfixturevalue(server)
     bucket = f"lamina-missing-{uuid.uuid4().hex[:12]}"
-    code, _, err = run(capsys, "connect", f"s3://{bucket}/root")
+    code, _, err = run(capsys, "connect", f"{scheme}://{bucket}/root")
     assert code == 1
-    assert err.strip() == (f"error: bucket '{bucket}' of s3://{bucket}/root does not exist; "
-                           "create it first")
+    assert err.strip() == (f"error: bucket '{bucket}' of {scheme}://{bucket}/root does not "
+                           "exist; create it first")

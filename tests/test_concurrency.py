@@ -13,7 +13,7 @@ import pytest
 import lamina as ln
 from lamina.catalog import settings
 
-from helpers import exists, objects_under, python, spawn
+from helpers import every_root, exists, objects_under, python, spawn
 
 # Each child waits for the go file, then saves ``n`` artifacts of its own content and prints
 # one JSON line {"uid", "id"} per save.
@@ -52,6 +52,7 @@ def assert_no_row_without_object(root: str):
         assert exists(root, path), f"row {row['uid']} points at missing {path}"
 
 
+@every_root
 @pytest.mark.parametrize("n_procs, n_each", [(3, 6)])
 def test_processes_saving_at_once_lose_nothing(instance, n_procs, n_each):
     root = instance.root
@@ -72,6 +73,7 @@ def test_processes_saving_at_once_lose_nothing(instance, n_procs, n_each):
     assert len(objects_under(root)) == n_procs * n_each
 
 
+@every_root
 def test_processes_saving_the_same_content_make_one_artifact(instance):
     """Each process saves the same bytes: de-duplication holds across racing writers, and
     the losers' uploads are removed."""
@@ -88,6 +90,7 @@ def test_processes_saving_the_same_content_make_one_artifact(instance):
     assert sorted(objects_under(root)) == sorted(f"{r['uid']}.txt" for r in rows)
 
 
+@every_root
 def test_processes_revising_one_artifact_make_distinct_versions(instance, tmp_path):
     """Versions made at the same time from one artifact get distinct uids, and exactly one
     of them is the latest."""

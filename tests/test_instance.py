@@ -11,7 +11,7 @@ import lamina as ln
 from lamina.catalog import instance as lamina_instance
 from lamina.catalog import settings
 
-from helpers import exists, python, read_bytes, reset_process_state, spawn
+from helpers import every_root, exists, python, read_bytes, reset_process_state, spawn
 
 
 def meta_path(root: str) -> str:
@@ -24,6 +24,7 @@ def write_file(tmp_path, name: str, content: bytes) -> str:
     return str(path)
 
 
+@every_root
 def test_init_creates_instance_metadata_and_bootstrap_rows(root):
     instance = ln.init(storage=root)
 
@@ -37,11 +38,12 @@ def test_init_creates_instance_metadata_and_bootstrap_rows(root):
     assert instance.user_id == user.id
     storage = ln.Storage.get(root=root)
     assert storage.instance_uid == instance.uid
-    assert storage.type == ("s3" if root.startswith("s3://") else "local")
+    assert storage.type == {"s3": "s3", "gs": "gs"}.get(root.split("://")[0], "local")
     assert instance.storage_id == storage.id
     assert settings.current_instance_root() == root
 
 
+@every_root
 def test_init_twice_by_the_same_user_connects_to_the_same_instance(root):
     first = ln.init(storage=root)
     before = read_bytes(root, meta_path(root))
@@ -56,6 +58,7 @@ def test_init_twice_by_the_same_user_connects_to_the_same_instance(root):
         "archive", "main", "trash"]
 
 
+@every_root
 def test_second_process_connects_and_sees_saved_artifacts(root, tmp_path):
     ln.init(storage=root)
     saved = {}
@@ -80,6 +83,7 @@ def test_second_process_connects_and_sees_saved_artifacts(root, tmp_path):
     assert ln.Artifact.filter().count() == 3
 
 
+@every_root
 def test_current_instance_is_remembered_across_processes(root, tmp_path):
     ln.init(storage=root)
     artifact = ln.Artifact(write_file(tmp_path, "a.csv", b"x,y\n1,2\n"), key="a.csv").save()
@@ -109,6 +113,7 @@ def test_no_instance_anywhere_is_a_clear_error():
         ln.Artifact.filter().count()
 
 
+@every_root
 def test_init_over_another_users_instance_is_refused(root, monkeypatch):
     original = ln.init(storage=root)
     ln.Record(name="owned by testuser1").save()
@@ -133,6 +138,7 @@ def test_init_over_another_users_instance_is_refused(root, monkeypatch):
         "intruder", "testuser1"]
 
 
+@every_root
 def test_init_with_other_modules_over_an_instance_is_refused(root):
     ln.init(storage=root)
     before = read_bytes(root, meta_path(root))
@@ -143,6 +149,7 @@ def test_init_with_other_modules_over_an_instance_is_refused(root):
     assert ln.connect(root).modules == []
 
 
+@every_root
 def test_connect_to_a_root_without_instance_is_a_clear_error(root, tmp_path_factory):
     remembered = str(tmp_path_factory.mktemp("remembered"))
     ln.init(storage=remembered)
@@ -154,12 +161,14 @@ def test_connect_to_a_root_without_instance_is_a_clear_error(root, tmp_path_fact
     assert ln.current().root == remembered
 
 
+@every_root
 def test_unknown_module_is_refused_before_anything_is_written(root):
     with pytest.raises(ln.InstanceError, match="bionty"):
         ln.init(storage=root, modules="biontyy")
     assert not exists(root, meta_path(root))
 
 
+@every_root
 def test_concurrent_inits_of_one_root_make_one_instance(root):
     """Exclusive create of instance.json: two processes racing to init one root agree."""
     code = f"""
@@ -199,6 +208,7 @@ def test_cli_init_remembers_and_refuses_other_users(tmp_path, monkeypatch):
     assert "already managed" in refused.stderr
 
 
+@every_root
 def test_disconnect_forgets_the_process_instance_but_not_the_settings(root):
     instance = ln.init(storage=root)
     lamina_instance.disconnect()
@@ -208,8 +218,9 @@ def test_disconnect_forgets_the_process_instance_but_not_the_settings(root):
     assert ln.current() is not instance
 
 
+@every_root
 def test_another_instance_root_is_linked_not_the_default_storage(tmp_path_factory, root):
-    other = ln.init(storage=root)  # the other instance, on a local or an S3 root
+    other = ln.init(storage=root)  # the other instance, on a local or an object-store root
     mine = ln.init(storage=str(tmp_path_factory.mktemp("mine")))
     with pytest.raises(ln.InstanceError, match=f"managed by instance {other.uid}.*linked"):
         ln.settings.storage = root

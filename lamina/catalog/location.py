@@ -6,12 +6,18 @@ DuckDB. S3 credentials are resolved afresh on every use: the environment variabl
 standard AWS chain (profiles, SSO, assumed roles, instance roles) through botocore, whose
 temporary credentials renew themselves before they expire. Each library is handed the
 credentials of the moment, and its client is rebuilt when they change, so rotated keys and new
-session tokens are picked up without reconnecting. Endpoints come from ``AWS_ENDPOINT_URL``;
-GCS uses ``GOOGLE_APPLICATION_CREDENTIALS`` through gcsfs.
+session tokens are picked up without reconnecting. Endpoints come from ``AWS_ENDPOINT_URL``.
+
+GCS: each library finds Google's credentials itself (``GOOGLE_APPLICATION_CREDENTIALS``, the
+gcloud user, the metadata server). ``STORAGE_EMULATOR_HOST`` (Google's convention for a local
+GCS endpoint, read by gcsfs too) sends every library to that endpoint, unauthenticated: gcsfs
+and pyarrow through GCS's JSON API, deltalake through its XML API, DuckDB through its
+S3-compatible one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import re
@@ -117,23 +123,32 @@ class Location:
 
         if self.is_local:
             return fsspec.filesystem("file", auto_mkdir=True)
-        return fsspec.filesystem(self.type, **self.fsspec_options)
+        return self.fs_class(**self.fsspec_options)
+
+    @property
+    def fs_class(self) -> type[fsspec.AbstractFileSystem]:
+        """The fsspec filesystem class for this root's kind of storage."""
+        if self.type == "gs" and gcs_endpoint():
+            # gcsfs's default class first asks GCS's gRPC control API for the bucket's layout,
+            # which a local endpoint does not serve: 60 s of retries per call, then it falls
+            # back to the JSON API this class speaks directly.
+            from gcsfs.core import GCSFileSystem
+
+            return GCSFileSystem
+        return fsspec.get_filesystem_class("file" if self.is_local else self.type)
 
     def has_file(self, path: str) -> bool:
-        """Whether the file ``path`` exists: one stat, or one HEAD on an object store (fsspec's
-        ``info``/``exists`` follow a missing key on S3 with a LIST, to look for a folder)."""
+        """Whether the file ``path`` exists: one stat, or one request on an object store
+        (fsspec's ``info``/``exists`` also list, to look for a folder: gcsfs sends a GET, a
+        listing and a second GET for a commit that does not exist yet)."""
         if self.is_local:
             return os.path.isfile(path)
-        if self.type == "s3":
-            bucket, _, key = path.split("://", 1)[1].partition("/")
-            try:
-                self.fs.call_s3("head_object", Bucket=bucket, Key=key)
-            except FileNotFoundError:
-                return False
-            return True
-        self.fs.invalidate_cache(path)  # fsspec may answer from a cached listing
+        bucket, _, key = path.split("://", 1)[1].partition("/")
         try:
-            self.fs.info(path)
+            if self.type == "s3":
+                self.fs.call_s3("head_object", Bucket=bucket, Key=key)
+            else:  # the object's metadata, from GCS's JSON API
+                self.fs.call("GET", "b/{}/o/{}", bucket, key, json_out=True)
         except FileNotFoundError:
             return False
         return True
@@ -147,8 +162,9 @@ class Location:
         back into Python, and one still releasing a file when the interpreter exits aborts the
         process ("terminate called without an active exception")."""
         credentials = self.aws_credentials()
+        reached_with = (credentials, gcs_endpoint() if self.type == "gs" else None)
         cached = self.__dict__.get("_arrow_fs")
-        if cached is not None and cached[0] == credentials:
+        if cached is not None and cached[0] == reached_with:
             return cached[1]
         if self.is_local:
             fs = pafs.LocalFileSystem()
@@ -166,26 +182,37 @@ class Location:
                                session_token=credentials.token)
             fs = pafs.S3FileSystem(**options)
         else:
-            fs = pafs.GcsFileSystem()
+            endpoint = gcs_endpoint()
+            if endpoint:
+                parsed = urlparse(endpoint)
+                fs = pafs.GcsFileSystem(anonymous=True, endpoint_override=parsed.netloc,
+                                        scheme=parsed.scheme)
+            else:
+                fs = pafs.GcsFileSystem()
         # The dataclass is frozen for its root; this cache is not part of its value.
-        self.__dict__["_arrow_fs"] = (credentials, fs)
+        self.__dict__["_arrow_fs"] = (reached_with, fs)
         return fs
 
     def check_reachable(self, timeout: float = 3.0) -> None:
-        """Fail fast, with the reason, when an ``s3://`` root's endpoint cannot be reached
-        (botocore would retry for many seconds and end in a traceback of its own)."""
-        if self.type != "s3":
+        """Fail fast, with the reason, when an object-store root's endpoint cannot be reached
+        (botocore and gcsfs would retry for many seconds and end in a traceback of their own)."""
+        if self.type == "s3":
+            endpoint, default, store = _aws_endpoint(), "https://s3.amazonaws.com", "S3"
+            hint = ("; for an S3-compatible server set AWS_ENDPOINT_URL "
+                    "(credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
+        elif self.type == "gs":
+            endpoint, default, store = gcs_endpoint(), "https://storage.googleapis.com", "GCS"
+            hint = "; for a local GCS endpoint set STORAGE_EMULATOR_HOST"
+        else:
             return
-        endpoint = _aws_endpoint()
-        url = urlparse(endpoint or "https://s3.amazonaws.com")
+        url = urlparse(endpoint or default)
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
             socket.create_connection((url.hostname, port), timeout=timeout).close()
         except OSError as exc:
-            hint = ("" if endpoint else "; for an S3-compatible server set AWS_ENDPOINT_URL "
-                    "(credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
-            raise InstanceError(f"cannot reach the S3 endpoint {url.geturl()} for {self.root} "
-                                f"({exc.strerror or exc}){hint}") from None
+            raise InstanceError(f"cannot reach the {store} endpoint {url.geturl()} for "
+                                f"{self.root} ({exc.strerror or exc}){'' if endpoint else hint}"
+                                ) from None
 
     def arrow_path(self, uri: str) -> str:
         """``uri`` as :attr:`arrow_fs` names it (object stores: ``bucket/key``)."""
@@ -242,6 +269,8 @@ class Location:
                 opts.update(key=credentials.key_id, secret=credentials.secret,
                             token=credentials.token)
             return opts
+        if self.type == "gs" and gcs_endpoint():
+            return {"endpoint_url": gcs_endpoint(), "token": "anon"}
         return {}
 
     @property
@@ -264,12 +293,20 @@ class Location:
                 if credentials.token:
                     opts["AWS_SESSION_TOKEN"] = credentials.token
             return opts
+        if self.type == "gs" and gcs_endpoint():
+            # object_store's way to an unauthenticated endpoint: a service-account key that
+            # names the endpoint and turns OAuth off.
+            key = {"gcs_base_url": gcs_endpoint(), "disable_oauth": True, "client_email": "",
+                   "private_key": "", "private_key_id": ""}
+            return {"google_service_account_key": json.dumps(key)}
         return None
 
     def duckdb_secret(self, name: str, scope: str | None = None) -> str | None:
         """A ``CREATE OR REPLACE SECRET`` statement letting DuckDB read S3 (only under
         ``scope`` when given) with the current credentials, or None when DuckDB needs none. The
         statement takes no parameters: every value in it is quoted as a SQL string literal."""
+        if self.type == "gs":
+            return _gcs_emulator_secret(name, scope)
         if self.type != "s3":
             return None
         options = {"REGION": _aws_region() or "us-east-1"}
@@ -334,6 +371,30 @@ _REFUSED_CREDENTIALS = ("InvalidAccessKeyId", "ExpiredToken", "InvalidToken",
 
 def _aws_endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+
+
+def gcs_endpoint() -> str | None:
+    """The local GCS endpoint ``STORAGE_EMULATOR_HOST`` names, as a URL (None when unset)."""
+    host = os.environ.get("STORAGE_EMULATOR_HOST")
+    if not host or host == "default":
+        return None
+    return host.rstrip("/") if "://" in host else f"http://{host.rstrip('/')}"
+
+
+def _gcs_emulator_secret(name: str, scope: str | None) -> str | None:
+    """DuckDB reads ``gs://`` through GCS's S3-compatible API: towards a local endpoint, with
+    no credentials. Without one, None: DuckDB's GCS secret takes HMAC keys or a bearer token,
+    and lamina does not yet turn Google's credentials into either (README, "Credentials")."""
+    endpoint = gcs_endpoint()
+    if endpoint is None:
+        return None
+    parsed = urlparse(endpoint)
+    options = {"ENDPOINT": parsed.netloc, "URL_STYLE": "path",
+               "USE_SSL": "true" if parsed.scheme == "https" else "false"}
+    if scope:
+        options["SCOPE"] = scope.rstrip("/") + "/"
+    body = ", ".join(f"{k} {_sql_literal(v)}" for k, v in options.items())
+    return f'CREATE OR REPLACE SECRET "{name}" (TYPE gcs, {body})'
 
 
 def _aws_region() -> str | None:

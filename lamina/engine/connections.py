@@ -58,6 +58,9 @@ def new_connection(location: Location) -> duckdb.DuckDBPyConnection:
     """A connection able to read ``location``'s kind of storage (httpfs for object stores),
     caching what it reads of the immutable Delta data files."""
     con = duckdb.connect(config={"threads": os.cpu_count() or 2})
+    # A query slower than 2 s (a loaded machine) would print DuckDB's progress bar on the
+    # user's stdout: in the middle of their output, or of a child process's JSON lines.
+    con.execute("SET enable_progress_bar = false")
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET parquet_metadata_cache = true")
     if not location.is_local:
