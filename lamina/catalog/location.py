@@ -128,6 +128,8 @@ class Location:
     @property
     def fs_class(self) -> type[fsspec.AbstractFileSystem]:
         """The fsspec filesystem class for this root's kind of storage."""
+        import fsspec
+
         if self.type == "gs" and gcs_endpoint():
             # gcsfs's default class first asks GCS's gRPC control API for the bucket's layout,
             # which a local endpoint does not serve: 60 s of retries per call, then it falls
