@@ -1,0 +1,93 @@
+"""What a session keeps per table version (small registries copied into memory, related ids
+looked up before the main statement, related rows of shown pages) stays right when another
+process commits: every answer below is checked after a real second process saved."""
+
+from __future__ import annotations
+
+import lamina as ln
+from lamina import bionty as bt
+
+from helpers import python, write_file
+
+
+def read_twice(call):
+    """A call made twice at one table version: the second read is the one served from memory."""
+    call()
+    return call()
+
+
+def test_a_small_registry_is_served_from_memory_and_sees_another_processes_save(instance):
+    ln.Record(name="first").save()
+    ln.Record(name="second").save()
+    assert read_twice(lambda: ln.Record.get(name="first")).name == "first"
+    # The repeated reads are answered without the registry's Parquet files.
+    assert "READ_PARQUET" not in ln.Record.filter(name="first").explain().upper()
+
+    python(f"""
+        ln.connect({instance.root!r})
+        ln.Record(name="third").save()
+        record = ln.Record.get(name="first")
+        record.name = "first, renamed"
+        record.save()
+    """)
+    for _ in range(3):  # from the files, then from memory
+        assert ln.Record.get(name="third").name == "third"
+        assert ln.Record.get(name="first, renamed").id == ln.Record.get(name="second").id - 1
+        assert ln.Record.filter(name="first").count() == 0
+    assert sorted(ln.Record.filter().values_list("name", flat=True)) == [
+        "first, renamed", "second", "third"]
+
+
+def test_included_related_fields_follow_another_processes_changes(instance, tmp_path):
+    artifact = ln.Artifact(write_file(tmp_path, "a.txt", "a"), key="a.txt").save()
+    dmso = ln.Record(name="DMSO").save()
+    artifact.records.add(dmso)
+    shown = read_twice(lambda: ln.Artifact.to_dataframe(include=["records__name",
+                                                                 "created_by__handle"]))
+    assert shown.loc[artifact.id, "records__name"] == {"DMSO"}
+    assert shown.loc[artifact.id, "created_by__handle"] == "testuser1"
+
+    python(f"""
+        ln.connect({instance.root!r})
+        record = ln.Record.get(name="DMSO")
+        record.name = "DMSO 0.1%"
+        record.save()
+        artifact = ln.Artifact.get(key="a.txt")
+        artifact.records.add(ln.Record(name="IFNG").save())
+    """)
+    for _ in range(3):  # from the files, then from memory
+        shown = ln.Artifact.to_dataframe(include=["records__name", "created_by__handle"])
+        assert shown.loc[artifact.id, "records__name"] == {"DMSO 0.1%", "IFNG"}
+
+
+def test_a_relation_looked_up_through_another_registry_follows_its_changes(root, tmp_path):
+    """``schemas__genes__symbol``: the schema ids come from the gene registry's rows too, so
+    a change to a gene alone (no schema or artifact commit) changes the answer."""
+    instance = ln.init(storage=root, modules="bionty")
+    genes = ln.save([bt.Gene(symbol="CD8A"), bt.Gene(symbol="CD4")])
+    with_cd8a = ln.Schema([genes[0]], itype="bionty.Gene.symbol", name="cd8a").save()
+    with_cd4 = ln.Schema([genes[1]], itype="bionty.Gene.symbol", name="cd4").save()
+    first = ln.Artifact(write_file(tmp_path, "1.txt", "1"), key="1.txt").save()
+    second = ln.Artifact(write_file(tmp_path, "2.txt", "2"), key="2.txt").save()
+    first.schemas.add(with_cd8a)
+    second.schemas.add(with_cd4)
+
+    def ids(**conditions) -> list[int]:
+        return sorted(ln.Artifact.filter(**conditions).values_list("id", flat=True))
+
+    assert read_twice(lambda: ids(schemas__genes__symbol="CD8A")) == [first.id]
+    assert read_twice(lambda: ids(schemas__in=ln.Schema.filter(genes__symbol="CD4"))) == [
+        second.id]
+    assert ln.Artifact.filter(schemas__genes__symbol="CD8A").count() == 1
+
+    python(f"""
+        from lamina import bionty as bt
+        ln.connect({instance.root!r})
+        gene = bt.Gene.get(symbol="CD4")
+        gene.symbol = "CD8A"
+        gene.save()
+    """)
+    for _ in range(3):  # from the files, then from memory
+        assert ids(schemas__genes__symbol="CD8A") == [first.id, second.id]
+        assert ln.Artifact.filter(schemas__genes__symbol="CD8A").count() == 2
+        assert ids(schemas__in=ln.Schema.filter(genes__symbol="CD4")) == []
