@@ -4,6 +4,8 @@ process commits: every answer below is checked after a real second process saved
 
 from __future__ import annotations
 
+import pytest
+
 import lamina as ln
 from lamina import bionty as bt
 
@@ -91,3 +93,25 @@ def test_a_relation_looked_up_through_another_registry_follows_its_changes(root,
         assert ids(schemas__genes__symbol="CD8A") == [first.id, second.id]
         assert ln.Artifact.filter(schemas__genes__symbol="CD8A").count() == 2
         assert ids(schemas__in=ln.Schema.filter(genes__symbol="CD4")) == []
+
+
+def test_get_from_memory_keeps_the_rules_of_the_statement(instance):
+    """get() on a registry served from memory answers as the SQL statement does: two matches
+    are an error, trashed rows are found only on their branch, values compare exactly."""
+    ln.Record(name="twin").save()
+    ln.Record(name="twin").save()
+    gone = ln.Record(name="gone").save()
+    gone.delete()
+    kept = ln.Record(name="Kept").save()
+    for _ in range(3):  # from the files, then from memory
+        with pytest.raises(ln.MultipleResultsFound):
+            ln.Record.get(name="twin")
+        with pytest.raises(ln.DoesNotExist):
+            ln.Record.get(name="gone")
+        with pytest.raises(ln.DoesNotExist):
+            ln.Record.get(name="kept")
+        assert ln.Record.get(name="gone", branch_id=-1).id == gone.id
+        assert ln.Record.get(kept.uid).name == "Kept"
+        assert ln.Record.get(id=kept.id, name="Kept").uid == kept.uid
+        with pytest.raises(ln.DoesNotExist):
+            ln.Record.get(id=kept.id, name="twin")

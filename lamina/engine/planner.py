@@ -310,6 +310,37 @@ class Compiler:
         return compare(f"{alias}.{column.name}", column.type, rest, _as_value(value, self), path,
                        f"{spec.model}.{column.name}")
 
+    def equalities(self, q: Q) -> dict | None:
+        """``{column: value}`` when ``q`` only asks columns of this registry to equal non-null
+        text, integers or booleans (``get(name=...)``, ``get(uid)``, ``get(key=...)`` with
+        ``is_latest=True``), with the default branch added as the statement would add it; what
+        an index of a registry's rows can answer. None for anything else."""
+        found: dict = {}
+
+        def plain(node: Q) -> bool:
+            if node.negated or node.connector != Q.AND:
+                return False
+            for child in node.children:
+                if isinstance(child, Q):
+                    if not plain(child):
+                        return False
+                    continue
+                path, value = child
+                name, _, lookup = path.partition(SEP)
+                column = self.spec.column(name)
+                if lookup not in ("", "exact") or column is None or column.json or not (
+                        column.display or name == "id") or not _same_kind(value, column.type):
+                    return False
+                if found.setdefault(name, value) != value:
+                    return False
+            return True
+
+        if not q or not plain(q):
+            return None
+        if self.spec.has_branch:
+            found.setdefault("branch_id", MAIN_BRANCH_ID)
+        return found
+
     def mentions_branch(self, q: Q) -> bool:
         return any(p.split(SEP)[0] in ("branch", "branch_id") for p in q.paths())
 
@@ -571,6 +602,16 @@ def _tests_null(rest: list[str], value) -> bool:
     if rest[-1] == "isnull":
         return value is True
     return value is None and (rest[-1] == "exact" or rest[-1] not in LOOKUPS)
+
+
+def _same_kind(value, arrow_type: pa.DataType) -> bool:
+    """Whether ``value`` is compared with a column of ``arrow_type`` as Python compares it:
+    text with text, integers with integers, booleans with booleans."""
+    if isinstance(value, bool):
+        return pa.types.is_boolean(arrow_type)
+    if isinstance(value, int):
+        return pa.types.is_integer(arrow_type)
+    return isinstance(value, str) and pa.types.is_string(arrow_type)
 
 
 def _subquery_specs(value) -> set:

@@ -16,7 +16,7 @@ from ..errors import (DoesNotExist, FieldError, MultipleResultsFound, Validation
 from .features import to_display
 from .frames import plain_text, to_pandas
 from .lookups import SubQuery, coerce
-from .planner import Compiler, Q, id_list_condition, id_list_params, relations
+from .planner import Compiler, Q, id_list_params, relations
 from .session import session_for
 
 
@@ -208,8 +208,12 @@ class QuerySet:
         wants_features = features or "features" in paths
         paths = [p for p in paths if p != "features"]
         one_hop = self._one_hop_includes(paths)
-        # The columns one-hop includes start from are read with the shown rows.
-        starts = sorted({hop.column for hop, _ in one_hop.values()} - set(columns))
+        shown_features = self._features_shown(
+            features if isinstance(features, (list, tuple)) else None) if wants_features else []
+        # The columns one-hop includes start from and the features' columns are read with
+        # the shown rows (one statement; the rows are not read again).
+        starts = sorted(({hop.column for hop, _ in one_hop.values()}
+                         | {f.column for f in shown_features}) - set(columns))
         # The rows are cut by ``limit`` only where the QuerySet has no smaller limit of its own;
         # one row more than shown tells whether anything was cut, so the count runs only then.
         cut_by_limit = limit is not None and (self._limit is None or limit < self._limit)
@@ -225,19 +229,16 @@ class QuerySet:
             base = frame
             frame = self._with_includes(frame, paths, one_hop, start_values)
             if wants_features:
-                chosen = features if isinstance(features, (list, tuple)) else None
-                frame = self._with_features(base, frame, chosen)
+                frame = self._with_features(base, frame, shown_features, start_values)
             plain_text(frame)
         return frame
 
-    def _with_features(self, base: pd.DataFrame, frame: pd.DataFrame,
-                       names: list[str] | None) -> pd.DataFrame:
-        """One column per feature with values on these rows: label names (a set when several),
-        numbers, dates and dicts as themselves."""
+    def _features_shown(self, names: list[str] | None) -> list:
+        """The features ``include="features"`` (or ``features=[names]``) shows: those with a
+        column in the registry's table."""
         if not self.spec.has_features:
             raise FieldError(f"{self.spec.model} has no features")
-        session = self._session()
-        resolver = session.features()
+        resolver = self._session().features()
         every = resolver.all()
         if names is None:
             chosen = every
@@ -247,19 +248,21 @@ class QuerySet:
             if missing:
                 raise FieldError(f"unknown feature(s) {missing}{did_you_mean(missing[0], known)}")
             chosen = [known[n] for n in names]
-        present = [f for f in chosen if resolver.has_column(self.spec, f)]
-        ids = [int(i) for i in base.index]
-        if not present or not ids:
+        return [f for f in chosen if resolver.has_column(self.spec, f)]
+
+    def _with_features(self, base: pd.DataFrame, frame: pd.DataFrame, present: list,
+                       start_values: dict) -> pd.DataFrame:
+        """One column per feature with values on these rows: label names (a set when several),
+        numbers, dates and dicts as themselves. ``start_values`` holds the features' columns
+        as read with the rows, in the frame's order."""
+        if not present or base.empty:
             return frame
-        columns = ", ".join(f"t.{f.column}" for f in present)
-        rows = session.arrow(f'SELECT t.id, {columns} FROM "{self.spec.view}" t '
-                             f"WHERE {id_list_condition('t')}", id_list_params(ids),
-                             [self.spec]).to_pylist()
-        by_id = {r["id"]: r for r in rows}
+        session = self._session()
+        rows = [dict(zip(start_values, values)) for values in zip(*start_values.values())]
         names_by_label = self._label_names(session, present, rows)
         for feature in present:
             labels = names_by_label.get(feature.dtype.label_spec, {})
-            values = [to_display(feature, by_id.get(i, {}).get(feature.column), labels) for i in ids]
+            values = [to_display(feature, row.get(feature.column), labels) for row in rows]
             if not any(v is not None for v in values):
                 continue
             column = pd.Series(values, index=frame.index, dtype=object)
@@ -272,7 +275,7 @@ class QuerySet:
 
     @staticmethod
     def _label_names(session, features, rows) -> dict:
-        """Names of every label the rows reference, one query per label registry."""
+        """Names of every label the rows reference, by label registry."""
         wanted: dict = {}
         for feature in features:
             if feature.dtype.is_categorical:
@@ -282,9 +285,8 @@ class QuerySet:
         found = {}
         for spec, ids in wanted.items():
             field = spec.name_field or "id"
-            table = session.arrow(f'SELECT id, {field} AS n FROM "{spec.view}" '
-                                  "WHERE id IN (SELECT unnest(?))", [sorted(ids)], [spec])
-            found[spec] = dict(zip(table["id"].to_pylist(), table["n"].to_pylist()))
+            labels = session.fields_by_id(spec, [field], sorted(ids))
+            found[spec] = {i: row[field] for i, row in labels.items()}
         return found
 
     def _one_hop_includes(self, paths: list[str]) -> dict:
@@ -426,8 +428,14 @@ class QuerySet:
         """The only matching row; DoesNotExist or MultipleResultsFound otherwise."""
         # Unordered: which of two rows comes first does not matter, and a sort (or the id
         # window of _newest) would cost a selective filter, get(key=...), a scan or several.
-        found = [self.model._from_row(row) for row in self._run(
-            *self._compile(order_by=(), limit=2)).to_pylist()]
+        rows = None
+        if self._limit is None and not self._offset:
+            equal = self._compiler(resolve_related=False).equalities(self.q)
+            if equal:
+                rows = self._session().rows_equal(self.spec, equal)
+        if rows is None:
+            rows = self._run(*self._compile(order_by=(), limit=2)).to_pylist()
+        found = [self.model._from_row(row) for row in rows[:2]]
         if not found:
             raise DoesNotExist(f"no {self.spec.model} matches {self.q!r}")
         if len(found) > 1:
