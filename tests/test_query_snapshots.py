@@ -9,7 +9,7 @@ import pytest
 import lamina as ln
 from lamina import bionty as bt
 
-from helpers import python, write_file
+from helpers import new_s3_root, python, s3_requests, write_file
 
 
 def read_twice(call):
@@ -115,3 +115,16 @@ def test_get_from_memory_keeps_the_rules_of_the_statement(instance):
         assert ln.Record.get(id=kept.id, name="Kept").uid == kept.uid
         with pytest.raises(ln.DoesNotExist):
             ln.Record.get(id=kept.id, name="twin")
+
+
+def test_on_s3_a_registry_served_from_memory_costs_one_freshness_check_a_query(s3_endpoint):
+    """The copy adds no request: once made, a query of the registry reads no data file, only
+    the HEAD that tells whether the table moved."""
+    ln.init(storage=new_s3_root())
+    ln.save([ln.Record(name=f"r{i}") for i in range(5)])
+    ln.Record(name="last").save()
+    read_twice(lambda: ln.Record.get(name="r3"))
+    requests = s3_requests(lambda: ln.Record.get(name="r3"))
+    assert [method for method, _ in requests] == ["HEAD"], requests
+    requests = s3_requests(lambda: ln.Record.filter(name__startswith="r").count())
+    assert [method for method, _ in requests] == ["HEAD"], requests

@@ -2,7 +2,9 @@
 
 Each registry is a view named after its table (``artifact``, ``bionty_celltype``) over the Parquet
 files of one Delta snapshot. Before a query runs, the views it touches are moved to the latest
-snapshot if a writer committed since; that check reads only the Delta log.
+snapshot if a writer committed since; that check reads only the Delta log. A small registry
+read twice at one version is served from a copy in memory instead (and get() from an index of
+its rows) until its version moves.
 """
 
 from __future__ import annotations
