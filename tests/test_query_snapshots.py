@@ -4,24 +4,38 @@ process commits: every answer below is checked after a real second process saved
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import lamina as ln
 from lamina import bionty as bt
+from lamina.engine import session
 
 from helpers import new_s3_root, python, s3_requests, write_file
 
 
-def read_twice(call):
-    """A call made twice at one table version: the second read is the one served from memory."""
+def settled(call):
+    """``call()`` made again once the table versions it reads have lasted long enough to be
+    served from memory; its second answer."""
     call()
+    time.sleep(session.IN_MEMORY_AFTER_SECONDS + 0.05)
     return call()
+
+
+def each_way(check):
+    """``check()`` on a version's files, then (once the version has lasted) on the copy in
+    memory, twice: the copy is made by the first of the two."""
+    check()
+    time.sleep(session.IN_MEMORY_AFTER_SECONDS + 0.05)
+    check()
+    check()
 
 
 def test_a_small_registry_is_served_from_memory_and_sees_another_processes_save(instance):
     ln.Record(name="first").save()
     ln.Record(name="second").save()
-    assert read_twice(lambda: ln.Record.get(name="first")).name == "first"
+    assert settled(lambda: ln.Record.get(name="first")).name == "first"
     # The repeated reads are answered without the registry's Parquet files.
     assert "READ_PARQUET" not in ln.Record.filter(name="first").explain().upper()
 
@@ -32,10 +46,12 @@ def test_a_small_registry_is_served_from_memory_and_sees_another_processes_save(
         record.name = "first, renamed"
         record.save()
     """)
-    for _ in range(3):  # from the files, then from memory
+    def check():
         assert ln.Record.get(name="third").name == "third"
         assert ln.Record.get(name="first, renamed").id == ln.Record.get(name="second").id - 1
         assert ln.Record.filter(name="first").count() == 0
+
+    each_way(check)
     assert sorted(ln.Record.filter().values_list("name", flat=True)) == [
         "first, renamed", "second", "third"]
 
@@ -44,7 +60,7 @@ def test_included_related_fields_follow_another_processes_changes(instance, tmp_
     artifact = ln.Artifact(write_file(tmp_path, "a.txt", "a"), key="a.txt").save()
     dmso = ln.Record(name="DMSO").save()
     artifact.records.add(dmso)
-    shown = read_twice(lambda: ln.Artifact.to_dataframe(include=["records__name",
+    shown = settled(lambda: ln.Artifact.to_dataframe(include=["records__name",
                                                                  "created_by__handle"]))
     assert shown.loc[artifact.id, "records__name"] == {"DMSO"}
     assert shown.loc[artifact.id, "created_by__handle"] == "testuser1"
@@ -57,9 +73,11 @@ def test_included_related_fields_follow_another_processes_changes(instance, tmp_
         artifact = ln.Artifact.get(key="a.txt")
         artifact.records.add(ln.Record(name="IFNG").save())
     """)
-    for _ in range(3):  # from the files, then from memory
+    def check():
         shown = ln.Artifact.to_dataframe(include=["records__name", "created_by__handle"])
         assert shown.loc[artifact.id, "records__name"] == {"DMSO 0.1%", "IFNG"}
+
+    each_way(check)
 
 
 def test_a_relation_looked_up_through_another_registry_follows_its_changes(root, tmp_path):
@@ -77,8 +95,8 @@ def test_a_relation_looked_up_through_another_registry_follows_its_changes(root,
     def ids(**conditions) -> list[int]:
         return sorted(ln.Artifact.filter(**conditions).values_list("id", flat=True))
 
-    assert read_twice(lambda: ids(schemas__genes__symbol="CD8A")) == [first.id]
-    assert read_twice(lambda: ids(schemas__in=ln.Schema.filter(genes__symbol="CD4"))) == [
+    assert settled(lambda: ids(schemas__genes__symbol="CD8A")) == [first.id]
+    assert settled(lambda: ids(schemas__in=ln.Schema.filter(genes__symbol="CD4"))) == [
         second.id]
     assert ln.Artifact.filter(schemas__genes__symbol="CD8A").count() == 1
 
@@ -89,10 +107,12 @@ def test_a_relation_looked_up_through_another_registry_follows_its_changes(root,
         gene.symbol = "CD8A"
         gene.save()
     """)
-    for _ in range(3):  # from the files, then from memory
+    def check():
         assert ids(schemas__genes__symbol="CD8A") == [first.id, second.id]
         assert ln.Artifact.filter(schemas__genes__symbol="CD8A").count() == 2
         assert ids(schemas__in=ln.Schema.filter(genes__symbol="CD4")) == []
+
+    each_way(check)
 
 
 def test_get_from_memory_keeps_the_rules_of_the_statement(instance):
@@ -103,7 +123,7 @@ def test_get_from_memory_keeps_the_rules_of_the_statement(instance):
     gone = ln.Record(name="gone").save()
     gone.delete()
     kept = ln.Record(name="Kept").save()
-    for _ in range(3):  # from the files, then from memory
+    def check():
         with pytest.raises(ln.MultipleResultsFound):
             ln.Record.get(name="twin")
         with pytest.raises(ln.DoesNotExist):
@@ -116,6 +136,8 @@ def test_get_from_memory_keeps_the_rules_of_the_statement(instance):
         with pytest.raises(ln.DoesNotExist):
             ln.Record.get(id=kept.id, name="twin")
 
+    each_way(check)
+
 
 def test_on_s3_a_registry_served_from_memory_costs_one_freshness_check_a_query(s3_endpoint):
     """The copy adds no request: once made, a query of the registry reads no data file, only
@@ -123,7 +145,7 @@ def test_on_s3_a_registry_served_from_memory_costs_one_freshness_check_a_query(s
     ln.init(storage=new_s3_root())
     ln.save([ln.Record(name=f"r{i}") for i in range(5)])
     ln.Record(name="last").save()
-    read_twice(lambda: ln.Record.get(name="r3"))
+    settled(lambda: ln.Record.get(name="r3"))
     requests = s3_requests(lambda: ln.Record.get(name="r3"))
     assert [method for method, _ in requests] == ["HEAD"], requests
     requests = s3_requests(lambda: ln.Record.filter(name__startswith="r").count())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from datetime import datetime
 
 import duckdb
@@ -33,6 +34,11 @@ LATE_MATERIALIZATION_ROWS = 1000
 # 5,000 artifacts with 10 features. The copy costs ~10 ms per 100,000 values (copies of 2,000
 # and 20,000 artifacts of 51 columns: 50 and 117 ms CPU at load 8.5).
 IN_MEMORY_VALUES = 250_000
+# ... and only once the version has been shown this long: the reads of one call (a save reads
+# the artifact registry four times within milliseconds) do not pay for a copy; the next
+# command a person types does. Copying inside each save made Artifact(...).save() 43 -> 73 ms
+# CPU (40 saves into a new instance, load ~9).
+IN_MEMORY_AFTER_SECONDS = 0.2
 
 
 _EXPLAIN = re.compile(r"^\s*EXPLAIN(?:\s+ANALY[SZ]E)?\s+(.*)$", re.IGNORECASE | re.DOTALL)
@@ -51,9 +57,11 @@ class Session:
         self._features: tuple[int, FeatureResolver] | None = None
         self._pinned: dict[str, Snapshot] = {}
         self._id_ranges: dict[str, tuple] = {}
-        # Queries run on each view's current version; the registries copied into memory.
-        self._reads: dict[str, int] = {}
+        # When each view's current version was first shown; whether the registry is copied
+        # into memory (True), left on its files (False), or not decided yet (absent).
+        self._shown_at: dict[str, float] = {}
         self._in_memory: set[str] = set()
+        self._copy_decided: set[str] = set()
         # (registry, version, columns) -> {id: row} of registries served from memory.
         self._by_id: dict[tuple, dict] = {}
         # (registry, version, column) -> {value: [row, ...]} of registries served from memory.
@@ -100,28 +108,30 @@ class Session:
         if qualified in self._in_memory:
             self.con.execute(f'DROP TABLE IF EXISTS "{_memory_table(snapshot.spec)}"')
             self._in_memory.discard(qualified)
-        self._reads[qualified] = 0
+        self._shown_at[qualified] = time.monotonic()
+        self._copy_decided.discard(qualified)
         self._snapshots[qualified] = snapshot
         self._versions[qualified] = snapshot.version
         self._columns[qualified] = frozenset(snapshot.schema.names)
 
     def _keep_in_memory(self, spec) -> None:
-        """Serve a small registry from a copy in DuckDB's memory once a second query reads the
-        same version of it.
+        """Serve a small registry from a copy in DuckDB's memory once a query reads a version
+        shown for IN_MEMORY_AFTER_SECONDS or more.
 
         Why: the small registries (records, users, features, schemas, ontology terms) are
         what get(), relation filters and includes read, and each statement over their Parquet
         files pays for opening every file (a registry saved row by row has one per save):
         ``Record.get(name=)`` on 81 records in 21 files took 11 ms from the files and 1.4 ms
         from the copy (1e5-artifact guide catalog). A snapshot never changes, so the copy is
-        right until the version moves, when _create_view drops it. Waiting for a second
-        read keeps a save-then-query loop (one read per version) from copying on every save;
-        the copy reads the files once, as the queries it replaces would have."""
+        right until the version moves, when _create_view drops it. Waiting until a version
+        has lasted keeps a loop of saves (each reads the registry several times, then moves
+        its version) from copying on every save; the copy reads the files once, as the
+        queries it replaces would have."""
         qualified = spec.qualified
-        reads = self._reads.get(qualified, 0) + 1
-        self._reads[qualified] = reads
-        if reads != 2 or qualified in self._in_memory:
+        if qualified in self._copy_decided or (
+                time.monotonic() - self._shown_at[qualified] < IN_MEMORY_AFTER_SECONDS):
             return
+        self._copy_decided.add(qualified)
         snapshot = self._snapshots[qualified]
         if not snapshot.files:
             return
