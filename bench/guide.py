@@ -40,6 +40,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+# The lamina beside this script, not whichever one the interpreter has installed (the build
+# runs in a child process, which inherits PYTHONPATH).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [os.path.dirname(HERE), *filter(None, [os.environ.get("PYTHONPATH")])])
+sys.path.insert(0, os.path.dirname(HERE))
 
 import ingest  # noqa: E402  (the manifest and the labels/features it needs)
 

@@ -369,21 +369,24 @@ class FeatureResolver:
 
     @property
     def label_ids(self):
-        """``label_ids(spec, condition, params)``: ids of the labels in ``spec``'s view that
-        meet ``condition`` (on alias ``l``), or None when this resolver cannot query."""
+        """``label_ids(spec, condition, params, reads=())``: ids of the rows in ``spec``'s
+        view that meet ``condition`` (on alias ``l``), which may also read the registries
+        ``reads`` (kept per version of each); None when this resolver cannot query."""
         if self._run is None:
             return None
 
-        def label_ids(spec: TableSpec, condition: str, params: list) -> list[int]:
+        def label_ids(spec: TableSpec, condition: str, params: list, reads=()) -> list[int]:
+            specs = sorted({spec, *reads}, key=lambda s: s.qualified)
             key = None
             if self._version is not None:
-                key = (spec.qualified, self._version(spec), condition, _hashable(params))
+                key = (tuple((s.qualified, self._version(s)) for s in specs), condition,
+                       _hashable(params))
                 try:
                     return list(self._label_cache[key])
                 except (KeyError, TypeError):  # TypeError: a parameter that cannot be hashed
                     pass
             table = self._run(f'SELECT DISTINCT l.id FROM "{spec.view}" l WHERE {condition}',
-                              params, [spec])
+                              params, specs)
             ids = table.column(0).to_pylist()
             if key is not None:
                 if len(self._label_cache) >= 256:

@@ -1,0 +1,152 @@
+"""What a session keeps per table version (small registries copied into memory, related ids
+looked up before the main statement, related rows of shown pages) stays right when another
+process commits: every answer below is checked after a real second process saved."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import lamina as ln
+from lamina import bionty as bt
+from lamina.engine import session
+
+from helpers import new_s3_root, python, s3_requests, write_file
+
+
+def settled(call):
+    """``call()`` made again once the table versions it reads have lasted long enough to be
+    served from memory; its second answer."""
+    call()
+    time.sleep(session.IN_MEMORY_AFTER_SECONDS + 0.05)
+    return call()
+
+
+def each_way(check):
+    """``check()`` on a version's files, then (once the version has lasted) on the copy in
+    memory, twice: the copy is made by the first of the two."""
+    check()
+    time.sleep(session.IN_MEMORY_AFTER_SECONDS + 0.05)
+    check()
+    check()
+
+
+def test_a_small_registry_is_served_from_memory_and_sees_another_processes_save(instance):
+    ln.Record(name="first").save()
+    ln.Record(name="second").save()
+    assert settled(lambda: ln.Record.get(name="first")).name == "first"
+    # The repeated reads are answered without the registry's Parquet files.
+    assert "READ_PARQUET" not in ln.Record.filter(name="first").explain().upper()
+
+    python(f"""
+        ln.connect({instance.root!r})
+        ln.Record(name="third").save()
+        record = ln.Record.get(name="first")
+        record.name = "first, renamed"
+        record.save()
+    """)
+    def check():
+        assert ln.Record.get(name="third").name == "third"
+        assert ln.Record.get(name="first, renamed").id == ln.Record.get(name="second").id - 1
+        assert ln.Record.filter(name="first").count() == 0
+
+    each_way(check)
+    assert sorted(ln.Record.filter().values_list("name", flat=True)) == [
+        "first, renamed", "second", "third"]
+
+
+def test_included_related_fields_follow_another_processes_changes(instance, tmp_path):
+    artifact = ln.Artifact(write_file(tmp_path, "a.txt", "a"), key="a.txt").save()
+    dmso = ln.Record(name="DMSO").save()
+    artifact.records.add(dmso)
+    shown = settled(lambda: ln.Artifact.to_dataframe(include=["records__name",
+                                                                 "created_by__handle"]))
+    assert shown.loc[artifact.id, "records__name"] == {"DMSO"}
+    assert shown.loc[artifact.id, "created_by__handle"] == "testuser1"
+
+    python(f"""
+        ln.connect({instance.root!r})
+        record = ln.Record.get(name="DMSO")
+        record.name = "DMSO 0.1%"
+        record.save()
+        artifact = ln.Artifact.get(key="a.txt")
+        artifact.records.add(ln.Record(name="IFNG").save())
+    """)
+    def check():
+        shown = ln.Artifact.to_dataframe(include=["records__name", "created_by__handle"])
+        assert shown.loc[artifact.id, "records__name"] == {"DMSO 0.1%", "IFNG"}
+
+    each_way(check)
+
+
+def test_a_relation_looked_up_through_another_registry_follows_its_changes(root, tmp_path):
+    """``schemas__genes__symbol``: the schema ids come from the gene registry's rows too, so
+    a change to a gene alone (no schema or artifact commit) changes the answer."""
+    instance = ln.init(storage=root, modules="bionty")
+    genes = ln.save([bt.Gene(symbol="CD8A"), bt.Gene(symbol="CD4")])
+    with_cd8a = ln.Schema([genes[0]], itype="bionty.Gene.symbol", name="cd8a").save()
+    with_cd4 = ln.Schema([genes[1]], itype="bionty.Gene.symbol", name="cd4").save()
+    first = ln.Artifact(write_file(tmp_path, "1.txt", "1"), key="1.txt").save()
+    second = ln.Artifact(write_file(tmp_path, "2.txt", "2"), key="2.txt").save()
+    first.schemas.add(with_cd8a)
+    second.schemas.add(with_cd4)
+
+    def ids(**conditions) -> list[int]:
+        return sorted(ln.Artifact.filter(**conditions).values_list("id", flat=True))
+
+    assert settled(lambda: ids(schemas__genes__symbol="CD8A")) == [first.id]
+    assert settled(lambda: ids(schemas__in=ln.Schema.filter(genes__symbol="CD4"))) == [
+        second.id]
+    assert ln.Artifact.filter(schemas__genes__symbol="CD8A").count() == 1
+
+    python(f"""
+        from lamina import bionty as bt
+        ln.connect({instance.root!r})
+        gene = bt.Gene.get(symbol="CD4")
+        gene.symbol = "CD8A"
+        gene.save()
+    """)
+    def check():
+        assert ids(schemas__genes__symbol="CD8A") == [first.id, second.id]
+        assert ln.Artifact.filter(schemas__genes__symbol="CD8A").count() == 2
+        assert ids(schemas__in=ln.Schema.filter(genes__symbol="CD4")) == []
+
+    each_way(check)
+
+
+def test_get_from_memory_keeps_the_rules_of_the_statement(instance):
+    """get() on a registry served from memory answers as the SQL statement does: two matches
+    are an error, trashed rows are found only on their branch, values compare exactly."""
+    ln.Record(name="twin").save()
+    ln.Record(name="twin").save()
+    gone = ln.Record(name="gone").save()
+    gone.delete()
+    kept = ln.Record(name="Kept").save()
+    def check():
+        with pytest.raises(ln.MultipleResultsFound):
+            ln.Record.get(name="twin")
+        with pytest.raises(ln.DoesNotExist):
+            ln.Record.get(name="gone")
+        with pytest.raises(ln.DoesNotExist):
+            ln.Record.get(name="kept")
+        assert ln.Record.get(name="gone", branch_id=-1).id == gone.id
+        assert ln.Record.get(kept.uid).name == "Kept"
+        assert ln.Record.get(id=kept.id, name="Kept").uid == kept.uid
+        with pytest.raises(ln.DoesNotExist):
+            ln.Record.get(id=kept.id, name="twin")
+
+    each_way(check)
+
+
+def test_on_s3_a_registry_served_from_memory_costs_one_freshness_check_a_query(s3_endpoint):
+    """The copy adds no request: once made, a query of the registry reads no data file, only
+    the HEAD that tells whether the table moved."""
+    ln.init(storage=new_s3_root())
+    ln.save([ln.Record(name=f"r{i}") for i in range(5)])
+    ln.Record(name="last").save()
+    settled(lambda: ln.Record.get(name="r3"))
+    requests = s3_requests(lambda: ln.Record.get(name="r3"))
+    assert [method for method, _ in requests] == ["HEAD"], requests
+    requests = s3_requests(lambda: ln.Record.filter(name__startswith="r").count())
+    assert [method for method, _ in requests] == ["HEAD"], requests
