@@ -28,6 +28,7 @@ from deltalake import (CommitProperties, DeltaTable, PostCommitHookProperties, W
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from ..errors import CommitConflict
+from . import append_commit
 from .location import Location
 from .tables import TableSpec
 
@@ -142,11 +143,15 @@ class TableStore:
         # Who commits through this store, written into each commit's info for the history.
         self.committer: str | None = None
 
-    def _commit_properties(self, operation: str | None = None) -> CommitProperties:
+    def _commit_metadata(self, operation: str | None = None) -> dict:
         metadata = {USER_KEY: self.committer} if self.committer else {}
         if operation:
             metadata[OPERATION_KEY] = operation
-        return CommitProperties(max_commit_retries=0, custom_metadata=metadata or None)
+        return metadata
+
+    def _commit_properties(self, operation: str | None = None) -> CommitProperties:
+        return CommitProperties(max_commit_retries=0,
+                                custom_metadata=self._commit_metadata(operation) or None)
 
     # ---- reading -------------------------------------------------------------------------
     def _latest(self) -> DeltaTable | None:
@@ -160,9 +165,25 @@ class TableStore:
                     self._options = options
                 except TableNotFoundError:
                     return None
-            elif self._moved_since(self._table.version()):
+            elif self._moved_since(self._known_version()):
                 self._table.update_incremental()
             return self._table
+
+    def _known_version(self) -> int:
+        """The newest version this store has seen: its DeltaTable's, or that of a commit this
+        store wrote itself (append_commit), which the DeltaTable is not told about until it
+        is needed (reading back our own log entry would cost a LIST and a GET on S3)."""
+        current = self._current
+        version = self._table.version() if self._table is not None else -1
+        return max(version, current.version) if current is not None else version
+
+    def _synced(self, table: DeltaTable | None) -> DeltaTable | None:
+        """``table`` brought up to the store's own latest commit, for what reads its log or
+        commits through deltalake."""
+        current = self._current
+        if table is not None and current is not None and table.version() < current.version:
+            table.update_incremental()
+        return table
 
     def _moved_since(self, version: int) -> bool:
         """Whether a version newer than ``version`` may exist, known from one stat (local) or
@@ -185,12 +206,11 @@ class TableStore:
         or HEAD, see _moved_since)."""
         with self._lock:
             table = self._latest()
-            latest = -1 if table is None else table.version()
-            if latest == version:
-                return None
             if table is None:
-                return Snapshot(self.spec, -1, (), self.spec.arrow_schema(), 0)
-            return self._latest_snapshot(table)
+                return None if version == -1 else Snapshot(self.spec, -1, (),
+                                                          self.spec.arrow_schema(), 0)
+            snapshot = self._latest_snapshot(table)
+            return None if snapshot.version == version else snapshot
 
     def known_columns(self) -> frozenset[str]:
         """The columns of the latest snapshot this process has seen, without any I/O (empty
@@ -200,7 +220,8 @@ class TableStore:
 
     def _latest_snapshot(self, table: DeltaTable) -> Snapshot:
         current = self._current
-        if current is None or current.version != table.version():
+        # A current snapshot ahead of the table is one this store committed itself.
+        if current is None or current.version < table.version():
             current = self._current = self._snapshot_of(table)
         return current
 
@@ -220,8 +241,8 @@ class TableStore:
         return replace(snapshot, max_id=max(max_id, high_water))
 
     def version(self) -> int:
-        table = self._latest()
-        return -1 if table is None else table.version()
+        with self._lock:
+            return -1 if self._latest() is None else self._known_version()
 
     # ---- writing -------------------------------------------------------------------------
     def ensure(self) -> DeltaTable:
@@ -256,23 +277,22 @@ class TableStore:
     def _transact(self, plan: Callable[[Snapshot], Change]) -> Change:
         for attempt in range(MAX_ATTEMPTS):
             started = time.perf_counter()
-            with self._lock, self._machine_turn():
+            # After a lost race a writer on an object store waits for its turn (a lease)
+            # instead of racing again; see turns.py.
+            with self._lock, self._turn(contended=attempt > 0):
                 table = self.ensure()
                 snapshot = self._latest_snapshot(table)
                 change = plan(snapshot)
                 if not change:
                     return change
                 try:
-                    self._commit(table, snapshot, change)
-                except CommitFailedError:
+                    n_files = self._commit(table, snapshot, change)
+                except (CommitFailedError, append_commit.LostRace):
                     # The next attempt reads just the commits we missed (update_incremental):
                     # reloading the whole log instead made every lost race cost a full replay.
                     lost = time.perf_counter() - started
                 else:
                     lost = None
-                    # The write advanced ``table`` to the version it committed, so counting
-                    # its files needs no second read of the log.
-                    n_files = len(table.file_uris())
                     self._checkpoint_if_due(table)
             if lost is not None:
                 time.sleep(_backoff(attempt, lost))
@@ -283,6 +303,9 @@ class TableStore:
             f"could not commit to {self.spec.qualified} after {MAX_ATTEMPTS} attempts; "
             "too many concurrent writers"
         )
+
+    def _turn(self, contended: bool):
+        return self._machine_turn()
 
     def _machine_turn(self):
         """On a local root, writers on this machine take turns (an flock held from reading the
@@ -298,15 +321,33 @@ class TableStore:
             turn = _TURNS.setdefault(path, _Turn(path))
         return turn.held()
 
-    def _commit(self, table: DeltaTable, snapshot: Snapshot, change: Change) -> None:
+    def _commit(self, table: DeltaTable, snapshot: Snapshot, change: Change) -> int:
+        """Commit ``change`` as the version after ``snapshot``'s; the number of data files the
+        table then has."""
+        schema = snapshot.schema
+        missing = {n: t for n, t in change.new_columns.items() if n not in schema.names}
+        if (len(change.append) and not change.replace and not change.delete_ids
+                and not missing and append_commit.supports(
+                    self.location, table.metadata().partition_columns, table.protocol())):
+            rows = to_arrow(change.append, schema)
+            uri = append_commit.commit_append(self.location, self.uri, snapshot.version + 1,
+                                              rows, self._commit_metadata())
+            max_id = pc.max(rows.column("id")).as_py() or 0
+            self._current = replace(snapshot, version=snapshot.version + 1,
+                                    files=(*snapshot.files, uri),
+                                    max_id=max(snapshot.max_id, max_id))
+            return len(self._current.files)
+        table = self._synced(table)
+        self._commit_through_deltalake(table, snapshot, change, missing)
+        return len(table.file_uris())
+
+    def _commit_through_deltalake(self, table: DeltaTable, snapshot: Snapshot, change: Change,
+                                  missing: dict) -> None:
         options = self.location.delta_options
         schema = snapshot.schema
-        evolve = {}
-        if change.new_columns:
-            missing = {n: t for n, t in change.new_columns.items() if n not in schema.names}
-            for name, arrow_type in missing.items():
-                schema = schema.append(pa.field(name, arrow_type))
-            evolve = {"schema_mode": "merge"} if missing else {}
+        for name, arrow_type in missing.items():
+            schema = schema.append(pa.field(name, arrow_type))
+        evolve = {"schema_mode": "merge"} if missing else {}
         if change.delete_ids:
             if len(change.append) or change.replace:
                 raise ValueError("a change either deletes rows or writes them, not both")
@@ -340,12 +381,12 @@ class TableStore:
                         **evolve)
 
     # ---- housekeeping --------------------------------------------------------------------
-    @staticmethod
-    def _checkpoint_if_due(table: DeltaTable) -> None:
+    def _checkpoint_if_due(self, table: DeltaTable) -> None:
         """Checkpoint the log every CHECKPOINT_INTERVAL versions, so a new reader loads one
         Parquet checkpoint and the commits after it instead of replaying every commit."""
-        if table.version() % CHECKPOINT_INTERVAL == 0:
-            table.create_checkpoint()
+        version = max(table.version(), self._known_version())
+        if version % CHECKPOINT_INTERVAL == 0:
+            self._synced(table).create_checkpoint()
             table.cleanup_metadata()
 
     def _maybe_compact(self, n_files: int) -> None:
@@ -370,7 +411,7 @@ class TableStore:
         every merged row in the table twice. Old files stay until vacuum, so readers of an
         older snapshot are never broken."""
         with self._lock, self._machine_turn():
-            table = self._latest()
+            table = self._synced(self._latest())
             if table is None:
                 return {}
             paths, small = _file_paths(table)
@@ -388,7 +429,7 @@ class TableStore:
                                     writer_properties=_WRITER,
                                     post_commithook_properties=_NO_HOOKS)
                 except CommitFailedError:
-                    table = self._latest()
+                    table = self._synced(self._latest())
                     if (table is None or not small <= _file_paths(table)[0]
                             or pa.schema(table.schema().to_arrow()) != rows.schema):
                         return {}  # merged or edited meanwhile, or new columns: next round
@@ -400,14 +441,14 @@ class TableStore:
 
     def vacuum(self, retention_hours: int = 168) -> list[str]:
         """Delete files no snapshot younger than ``retention_hours`` needs."""
-        table = self._latest()
+        table = self._synced(self._latest())
         if table is None:
             return []
         return table.vacuum(retention_hours=retention_hours, dry_run=False,
                             enforce_retention_duration=False)
 
     def history(self, limit: int | None = None) -> list[dict]:
-        table = self._latest()
+        table = self._synced(self._latest())
         return [] if table is None else table.history(limit)
 
 
