@@ -556,7 +556,7 @@ def _writer(kind: str, uri: str, who: int, k: int, barrier, results, env: dict):
                 attempts["n"] += 1
                 try:
                     return original(self, *args, **kwargs)
-                except store.CommitFailedError:
+                except (store.CommitFailedError, store.append_commit.LostRace):
                     attempts["conflicts"] += 1
                     raise
 

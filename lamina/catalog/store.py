@@ -9,10 +9,7 @@ without a server or a lock.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-import os
 import random
 import threading
 import time
@@ -28,14 +25,13 @@ from deltalake import (CommitProperties, DeltaTable, PostCommitHookProperties, W
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from ..errors import CommitConflict
-from . import append_commit
+from . import append_commit, turns
 from .location import Location
 from .tables import TableSpec
 
 logger = logging.getLogger("lamina")
 
 CATALOG_DIR = ".lamina/catalog"
-LOCKS_DIR = ".lamina/locks"
 MAX_ATTEMPTS = 60
 # After a lost race a writer waits up to this many times as long as its attempt took.
 BACKOFF_ATTEMPTS = 8
@@ -56,6 +52,11 @@ MAX_ID_RUNS = 1000
 # versions itself, which is what the hook would do with the default interval.
 _NO_HOOKS = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
 CHECKPOINT_INTERVAL = 100
+# A save plans on the version this store confirmed less than this long ago without asking the
+# store again (a warm save's lookups have just confirmed it); if another writer committed
+# meanwhile, the commit is refused and re-planned, which costs what the check would have
+# saved only in that case.
+SEEN_LATELY_SECONDS = 1.0
 # The highest id a table has ever held, as a table property: part of every snapshot's
 # metadata (checkpoints included, and read with it at no cost), so it outlives the rows. A
 # delete first raises it to the table's max id, then deletes; new ids continue after it, so an
@@ -142,6 +143,10 @@ class TableStore:
         self._lock = threading.RLock()
         # Who commits through this store, written into each commit's info for the history.
         self.committer: str | None = None
+        # Until when (time.monotonic) writers take turns on an object store (_turn).
+        self._contended_until = 0.0
+        # When (time.monotonic) the latest version was last confirmed (_seen_lately).
+        self._checked_at = float("-inf")
 
     def _commit_metadata(self, operation: str | None = None) -> dict:
         metadata = {USER_KEY: self.committer} if self.committer else {}
@@ -154,7 +159,9 @@ class TableStore:
                                 custom_metadata=self._commit_metadata(operation) or None)
 
     # ---- reading -------------------------------------------------------------------------
-    def _latest(self) -> DeltaTable | None:
+    def _latest(self, recheck: bool = True) -> DeltaTable | None:
+        """The table at its latest version; with ``recheck=False`` the version this store saw
+        last (a commit planned on it is refused if the table moved meanwhile)."""
         with self._lock:
             options = self.location.delta_options
             # A DeltaTable keeps the credentials it was opened with: open it again when they
@@ -165,9 +172,15 @@ class TableStore:
                     self._options = options
                 except TableNotFoundError:
                     return None
+            elif not recheck:
+                return self._table
             elif self._moved_since(self._known_version()):
                 self._table.update_incremental()
+            self._checked_at = time.monotonic()
             return self._table
+
+    def _seen_lately(self) -> bool:
+        return time.monotonic() - self._checked_at < SEEN_LATELY_SECONDS
 
     def _known_version(self) -> int:
         """The newest version this store has seen: its DeltaTable's, or that of a commit this
@@ -245,9 +258,9 @@ class TableStore:
             return -1 if self._latest() is None else self._known_version()
 
     # ---- writing -------------------------------------------------------------------------
-    def ensure(self) -> DeltaTable:
+    def ensure(self, recheck: bool = True) -> DeltaTable:
         """Create the table if it does not exist (idempotent under concurrent creators)."""
-        table = self._latest()
+        table = self._latest(recheck)
         if table is not None:
             return table
         try:
@@ -279,8 +292,13 @@ class TableStore:
             started = time.perf_counter()
             # After a lost race a writer on an object store waits for its turn (a lease)
             # instead of racing again; see turns.py.
-            with self._lock, self._turn(contended=attempt > 0):
-                table = self.ensure()
+            lease = self._wants_lease(lost_before=attempt > 0)
+            with self._lock, self._turn(lease):
+                # Without turns, a save plans on the version seen moments ago without asking
+                # the object store again (one request): if the table moved, the commit at the
+                # next version is refused and the next attempt reads what it missed.
+                table = self.ensure(recheck=lease or self.location.is_local
+                                    or not self._seen_lately())
                 snapshot = self._latest_snapshot(table)
                 change = plan(snapshot)
                 if not change:
@@ -304,22 +322,17 @@ class TableStore:
             "too many concurrent writers"
         )
 
-    def _turn(self, contended: bool):
-        return self._machine_turn()
+    def _wants_lease(self, lost_before: bool) -> bool:
+        """Whether a commit takes the table's lease on an object store: once this process
+        lost a race on the table within turns.CONTENDED_SECONDS."""
+        if lost_before:
+            self._contended_until = time.monotonic() + turns.CONTENDED_SECONDS
+        return time.monotonic() < self._contended_until
 
-    def _machine_turn(self):
-        """On a local root, writers on this machine take turns (an flock held from reading the
-        snapshot to the commit), so they do not lose races to each other: 8 racing processes
-        spent most of their time re-planning lost commits (p99 save 2.8 s, 0.75 s with turns).
-        Correctness does not depend on it: the commit is still put-if-absent at exactly the
-        next version, which is what guards against writers on other machines and on object
-        stores (where this is a no-op)."""
-        if not self.location.is_local:
-            return contextlib.nullcontext()
-        path = self.location.join(LOCKS_DIR, f"{self.spec.qualified}.lock")
-        with _TURNS_LOCK:
-            turn = _TURNS.setdefault(path, _Turn(path))
-        return turn.held()
+    def _turn(self, lease: bool):
+        """The turn a commit to this table is made in (turns.py): the machine's flock on a
+        local root; on S3 the table's lease when ``lease``."""
+        return turns.turn_for(self.location, self.spec.qualified, lease=lease)
 
     def _commit(self, table: DeltaTable, snapshot: Snapshot, change: Change) -> int:
         """Commit ``change`` as the version after ``snapshot``'s; the number of data files the
@@ -336,6 +349,7 @@ class TableStore:
             self._current = replace(snapshot, version=snapshot.version + 1,
                                     files=(*snapshot.files, uri),
                                     max_id=max(snapshot.max_id, max_id))
+            self._checked_at = time.monotonic()
             return len(self._current.files)
         table = self._synced(table)
         self._commit_through_deltalake(table, snapshot, change, missing)
@@ -401,16 +415,17 @@ class TableStore:
         overwrite on their ids, committed at exactly the next version. Before each attempt the
         small files must all still be in the table: other writers' appends are simply
         rebased over, but a concurrent compaction or an edit of one of those rows ends this
-        round (the next commit tries again). On a local root writers take turns
-        (``_machine_turn``), so it does not lose; on S3 each lost attempt rewrites the small
-        files again (8 racing writers: p99 save 12.8 s with one attempt, 27 s with five, but
-        with one the table kept growing past the threshold while writers raced).
+        round (the next commit tries again). It commits in the table's turn (turns.py: the
+        machine's flock locally, the lease on S3), so writers waiting for their turn do not
+        race it; before the S3 lease each lost attempt rewrote the small files again (8 racing
+        writers: p99 save 12.8 s with one attempt, 27 s with five, but with one the table kept
+        growing past the threshold while writers raced).
         deltalake's ``optimize.compact()`` is not used:
         two of them racing on the same files both commit (a concurrent removal with
         ``dataChange=false`` is not seen as a conflict; delta-rs #1348, #3982), which leaves
         every merged row in the table twice. Old files stay until vacuum, so readers of an
         older snapshot are never broken."""
-        with self._lock, self._machine_turn():
+        with self._lock, self._turn(lease=True):
             table = self._synced(self._latest())
             if table is None:
                 return {}
@@ -450,39 +465,6 @@ class TableStore:
     def history(self, limit: int | None = None) -> list[dict]:
         table = self._synced(self._latest())
         return [] if table is None else table.history(limit)
-
-
-class _Turn:
-    """One lock file's flock, shared by the threads and stores of this process: re-entrant
-    (a thread that holds it may commit again), and taken from the OS once per process (a
-    second ``open`` of the same file would wait for the first)."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self._lock = threading.RLock()
-        self._depth = 0
-        self._handle = None
-
-    @contextlib.contextmanager
-    def held(self):
-        with self._lock:
-            if self._depth == 0:
-                os.makedirs(os.path.dirname(self.path), exist_ok=True)
-                self._handle = open(self.path, "a")
-                fcntl.flock(self._handle, fcntl.LOCK_EX)
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-                if self._depth == 0:
-                    fcntl.flock(self._handle, fcntl.LOCK_UN)
-                    self._handle.close()
-                    self._handle = None
-
-
-_TURNS: dict[str, _Turn] = {}
-_TURNS_LOCK = threading.Lock()
 
 
 def _backoff(attempt: int, took: float) -> float:
