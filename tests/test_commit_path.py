@@ -1,9 +1,10 @@
-"""The commit path below a save: appends that lamina commits itself are ordinary Delta commits,
-a version is committed once, and writers on S3 take turns through a lease that a dead writer
-cannot keep."""
+"""The commit path below a save: appends and compactions that lamina commits itself are
+ordinary Delta commits, a version is committed once, and compactions on S3 take turns through a
+lease that a dead writer cannot keep."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -65,6 +66,36 @@ def test_a_version_is_committed_once_and_the_loser_leaves_no_file(root):
     table = record_table(root)
     assert table.version() == taken
     assert table.to_pyarrow_table(columns=["name"]).column("name").to_pylist() == ["first"]
+
+
+def test_a_compaction_is_a_delta_commit_that_changes_no_rows(root):
+    ln.init(storage=root)
+    saved = [ln.Record(name=f"r{i}").save() for i in range(5)]
+    before = record_table(root)
+    rows_before = sorted(before.to_pyarrow_table(columns=["id", "name"]).to_pylist(),
+                         key=lambda r: r["id"])
+
+    merged = current().store(RECORD).compact()
+
+    after = record_table(root)  # read by deltalake alone
+    assert merged["numFilesRemoved"] == 5
+    assert len(after.file_uris()) == 1
+    assert sorted(after.to_pyarrow_table(columns=["id", "name"]).to_pylist(),
+                  key=lambda r: r["id"]) == rows_before
+    actions = pa.table(after.get_add_actions(flatten=True)).to_pylist()
+    assert [(a["num_records"], a["min.id"], a["max.id"]) for a in actions] == \
+        [(5, saved[0].id, saved[-1].id)]
+    latest = after.history(1)[0]
+    assert latest["operation"] == "OPTIMIZE" and latest["lamina_operation"] == "compact"
+    # The version before still reads in full (time travel; the old files stay until vacuum).
+    before.load_as_version(after.version() - 1)
+    assert before.to_pyarrow_table(columns=["name"]).num_rows == 5
+    # Streaming readers skip a rearrangement: neither side of it is a data change.
+    entry = filesystem(root).cat_file(
+        Location.of(root).join(f".lamina/catalog/core/record/_delta_log/{after.version():020d}.json"))
+    actions = [json.loads(line) for line in entry.decode().splitlines()]
+    changes = [next(iter(a.values()))["dataChange"] for a in actions if "commitInfo" not in a]
+    assert len(changes) == 6 and not any(changes)
 
 
 @pytest.fixture

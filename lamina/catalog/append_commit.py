@@ -22,6 +22,7 @@ import math
 import os
 import time
 import uuid
+from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -50,29 +51,58 @@ def supports(location: Location, partition_by, protocol) -> bool:
 
 
 def commit_append(location: Location, table_uri: str, version: int, rows: pa.Table,
-                  commit_info: dict) -> str:
+                  commit_info: dict, before_commit: Callable[[], None] | None = None) -> str:
     """Commit ``rows`` as version ``version`` of the table at ``table_uri``; the URI of the
-    data file written. Raises LostRace when that version exists already."""
+    data file written. Raises LostRace when that version exists already. ``before_commit``
+    runs once the data file is written, before the log entry; what it raises aborts."""
+    add, data_uri = write_data_file(location, table_uri, rows)
+    try:
+        if before_commit is not None:
+            before_commit()
+        put_log_entry(location, table_uri, version, [add],
+                      {"operation": "WRITE", "operationParameters": {"mode": "Append"},
+                       **commit_info})
+    except BaseException:
+        remove_file(location, data_uri)
+        raise
+    return data_uri
+
+
+def write_data_file(location: Location, table_uri: str, rows: pa.Table,
+                    data_change: bool = True) -> tuple[dict, str]:
+    """Write ``rows`` as a new Parquet file of the table (invisible until a log entry adds
+    it); its ``add`` action and URI. ``data_change=False`` marks rows that were in the table
+    already (compaction), which streaming readers skip."""
     name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
     data_uri = f"{table_uri}/{name}"
     buffer = pa.BufferOutputStream()
     pq.write_table(rows, buffer, compression="snappy", row_group_size=ROW_GROUP_ROWS)
     data = buffer.getvalue().to_pybytes()
-    now_ms = int(time.time() * 1000)
-    add = {"path": name, "partitionValues": {}, "size": len(data), "modificationTime": now_ms,
-           "dataChange": True, "stats": json.dumps(file_stats(rows), separators=(",", ":"))}
-    info = {"timestamp": now_ms, "operation": "WRITE",
-            "operationParameters": {"mode": "Append"}, "clientVersion": CLIENT, **commit_info,
-            "operationMetrics": {"num_added_files": 1, "num_added_rows": rows.num_rows}}
-    entry = "\n".join(json.dumps(action, separators=(",", ":"))
-                      for action in ({"commitInfo": info}, {"add": add})) + "\n"
-    # The data file first: a reader that sees the log entry must find the file.
     _put(location, data_uri, data)
+    add = {"add": {"path": name, "partitionValues": {}, "size": len(data),
+                   "modificationTime": int(time.time() * 1000), "dataChange": data_change,
+                   "stats": json.dumps(file_stats(rows), separators=(",", ":"))}}
+    return add, data_uri
+
+
+def remove_action(path: str, size: int, data_change: bool = True) -> dict:
+    """The log action that takes the data file ``path`` (relative to the table) out."""
+    return {"remove": {"path": path, "deletionTimestamp": int(time.time() * 1000),
+                       "dataChange": data_change, "extendedFileMetadata": True,
+                       "partitionValues": {}, "size": size}}
+
+
+def put_log_entry(location: Location, table_uri: str, version: int, actions: list[dict],
+                  commit_info: dict) -> None:
+    """Put ``_delta_log/<version>.json`` holding ``actions`` and the commit info, unless that
+    version exists (LostRace). Data files the actions add must be written first: a reader
+    that sees the entry must find them."""
+    info = {"timestamp": int(time.time() * 1000), "clientVersion": CLIENT, **commit_info}
+    entry = "\n".join(json.dumps(action, separators=(",", ":"))
+                      for action in ({"commitInfo": info}, *actions)) + "\n"
     log_uri = f"{table_uri}/_delta_log/{version:020d}.json"
     if not _put_if_absent(location, log_uri, entry.encode()):
-        _remove(location, data_uri)
         raise LostRace(log_uri)
-    return data_uri
 
 
 def file_stats(rows: pa.Table) -> dict:
@@ -127,7 +157,7 @@ def _put_if_absent(location: Location, uri: str, data: bytes) -> bool:
     return True
 
 
-def _remove(location: Location, uri: str) -> None:
+def remove_file(location: Location, uri: str) -> None:
     """Best effort: a file no log entry names is invisible to readers (vacuum removes it)."""
     try:
         if location.is_local:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,8 +33,6 @@ logger = logging.getLogger("lamina")
 
 CATALOG_DIR = ".lamina/catalog"
 MAX_ATTEMPTS = 60
-# After a lost race a writer waits up to this many times as long as its attempt took.
-BACKOFF_ATTEMPTS = 8
 # Compaction merges small files once a table has this many; readers keep their snapshot.
 COMPACT_AFTER_FILES = 32
 # Only the commit that brings the count to the threshold, or to one of every this many files
@@ -45,13 +43,16 @@ COMPACT_RETRY_FILES = 8
 COMPACT_COMMIT_ATTEMPTS = 5
 # Files below this size are merged by compaction (a one-row commit writes a few KB).
 SMALL_FILE_BYTES = 16 * 2**20
-# A compaction rewrites rows by runs of consecutive ids; beyond this many runs it waits.
-MAX_ID_RUNS = 1000
 # deltalake's post-commit hook lists the whole log after every commit to decide whether to
 # checkpoint (one LIST per save on S3); the store checkpoints every CHECKPOINT_INTERVAL
 # versions itself, which is what the hook would do with the default interval.
 _NO_HOOKS = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
 CHECKPOINT_INTERVAL = 100
+# Appends of up to this many rows are committed by the store itself (append_commit.py): a
+# one-row save in ~1 ms of commit instead of ~10-14 ms through write_deltalake locally, two
+# requests instead of six on S3. Bulk appends stay with deltalake's writer (file splitting,
+# memory use), which bulk ingest was measured with.
+SMALL_APPEND_ROWS = 10_000
 # A save plans on the version this store confirmed less than this long ago without asking the
 # store again (a warm save's lookups have just confirmed it); if another writer committed
 # meanwhile, the commit is refused and re-planned, which costs what the check would have
@@ -88,9 +89,10 @@ class Snapshot:
     location: Location | None = field(default=None, repr=False, compare=False)
 
     def read(self, columns: list[str] | None = None, filter=None,
-             files: Sequence[str] | None = None) -> pa.Table:
+             files: Sequence[str] | None = None, threads: bool = False) -> pa.Table:
         """Rows of this snapshot, or of some of its ``files`` (a ``pyarrow.compute`` filter is
-        pushed down to Parquet). Files written before a column existed read it as NULL."""
+        pushed down to Parquet). Files written before a column existed read it as NULL.
+        ``threads`` reads the files in parallel (many small files on an object store)."""
         import pyarrow.dataset as ds
 
         files = self.files if files is None else files
@@ -100,7 +102,7 @@ class Snapshot:
         location = self.location
         dataset = ds.dataset([location.arrow_path(f) for f in files], schema=self.schema,
                              format="parquet", filesystem=location.arrow_fs)
-        return dataset.to_table(columns=columns, filter=filter, use_threads=False)
+        return dataset.to_table(columns=columns, filter=filter, use_threads=threads)
 
     @property
     def next_id(self) -> int:
@@ -143,8 +145,6 @@ class TableStore:
         self._lock = threading.RLock()
         # Who commits through this store, written into each commit's info for the history.
         self.committer: str | None = None
-        # Until when (time.monotonic) writers take turns on an object store (_turn).
-        self._contended_until = 0.0
         # When (time.monotonic) the latest version was last confirmed (_seen_lately).
         self._checked_at = float("-inf")
 
@@ -280,31 +280,32 @@ class TableStore:
         assert table is not None
         return table
 
-    def transact(self, plan: Callable[[Snapshot], Change]) -> Change:
+    def transact(self, plan: Callable[[Snapshot], Change],
+                 before_commit: Callable[[], None] | None = None) -> Change:
         """Plan a change on the latest snapshot and commit it as the next version, re-planning
-        on the newer snapshot whenever another writer won the race. Credentials that may not
-        write raise PermissionDenied before anything is committed."""
+        on the newer snapshot whenever another writer won the race. ``before_commit`` is
+        called before each commit (after the change's data file is written, where the store
+        writes it itself); what it raises aborts the commit. Credentials that may not write
+        raise PermissionDenied before anything is committed."""
         with self.location.writing(self.uri):
-            return self._transact(plan)
+            return self._transact(plan, before_commit)
 
-    def _transact(self, plan: Callable[[Snapshot], Change]) -> Change:
+    def _transact(self, plan: Callable[[Snapshot], Change],
+                  before_commit: Callable[[], None] | None) -> Change:
         for attempt in range(MAX_ATTEMPTS):
-            started = time.perf_counter()
-            # After a lost race a writer on an object store waits for its turn (a lease)
-            # instead of racing again; see turns.py.
-            lease = self._wants_lease(lost_before=attempt > 0)
-            with self._lock, self._turn(lease):
-                # Without turns, a save plans on the version seen moments ago without asking
-                # the object store again (one request): if the table moved, the commit at the
-                # next version is refused and the next attempt reads what it missed.
-                table = self.ensure(recheck=lease or self.location.is_local
+            with self._lock, self._turn(lease=False):
+                started = time.perf_counter()
+                # A first attempt on an object store plans on the version confirmed moments
+                # ago without asking again (one request): if the table moved, the commit at
+                # the next version is refused and the next attempt reads what it missed.
+                table = self.ensure(recheck=attempt > 0 or self.location.is_local
                                     or not self._seen_lately())
                 snapshot = self._latest_snapshot(table)
                 change = plan(snapshot)
                 if not change:
                     return change
                 try:
-                    n_files = self._commit(table, snapshot, change)
+                    n_files = self._commit(table, snapshot, change, before_commit)
                 except (CommitFailedError, append_commit.LostRace):
                     # The next attempt reads just the commits we missed (update_incremental):
                     # reloading the whole log instead made every lost race cost a full replay.
@@ -313,7 +314,7 @@ class TableStore:
                     lost = None
                     self._checkpoint_if_due(table)
             if lost is not None:
-                time.sleep(_backoff(attempt, lost))
+                time.sleep(_backoff(lost))
                 continue
             self._maybe_compact(n_files)
             return change
@@ -322,29 +323,24 @@ class TableStore:
             "too many concurrent writers"
         )
 
-    def _wants_lease(self, lost_before: bool) -> bool:
-        """Whether a commit takes the table's lease on an object store: once this process
-        lost a race on the table within turns.CONTENDED_SECONDS."""
-        if lost_before:
-            self._contended_until = time.monotonic() + turns.CONTENDED_SECONDS
-        return time.monotonic() < self._contended_until
-
     def _turn(self, lease: bool):
         """The turn a commit to this table is made in (turns.py): the machine's flock on a
-        local root; on S3 the table's lease when ``lease``."""
+        local root; on S3 the table's lease when ``lease`` (compaction: writers racing an
+        append are cheaper than writers polling a lease, see turns.py)."""
         return turns.turn_for(self.location, self.spec.qualified, lease=lease)
 
-    def _commit(self, table: DeltaTable, snapshot: Snapshot, change: Change) -> int:
+    def _commit(self, table: DeltaTable, snapshot: Snapshot, change: Change,
+                before_commit: Callable[[], None] | None = None) -> int:
         """Commit ``change`` as the version after ``snapshot``'s; the number of data files the
         table then has."""
         schema = snapshot.schema
         missing = {n: t for n, t in change.new_columns.items() if n not in schema.names}
-        if (len(change.append) and not change.replace and not change.delete_ids
-                and not missing and append_commit.supports(
+        if (0 < len(change.append) <= SMALL_APPEND_ROWS and not change.replace
+                and not change.delete_ids and not missing and append_commit.supports(
                     self.location, table.metadata().partition_columns, table.protocol())):
             rows = to_arrow(change.append, schema)
             uri = append_commit.commit_append(self.location, self.uri, snapshot.version + 1,
-                                              rows, self._commit_metadata())
+                                              rows, self._commit_metadata(), before_commit)
             max_id = pc.max(rows.column("id")).as_py() or 0
             self._current = replace(snapshot, version=snapshot.version + 1,
                                     files=(*snapshot.files, uri),
@@ -352,6 +348,8 @@ class TableStore:
             self._checked_at = time.monotonic()
             return len(self._current.files)
         table = self._synced(table)
+        if before_commit is not None:
+            before_commit()
         self._commit_through_deltalake(table, snapshot, change, missing)
         return len(table.file_uris())
 
@@ -411,47 +409,55 @@ class TableStore:
     def compact(self) -> dict:
         """Merge the table's small files into one, as an ordinary commit.
 
-        The rows of the small files are read once and written back unchanged by a predicate
-        overwrite on their ids, committed at exactly the next version. Before each attempt the
-        small files must all still be in the table: other writers' appends are simply
-        rebased over, but a concurrent compaction or an edit of one of those rows ends this
-        round (the next commit tries again). It commits in the table's turn (turns.py: the
-        machine's flock locally, the lease on S3), so writers waiting for their turn do not
-        race it; before the S3 lease each lost attempt rewrote the small files again (8 racing
-        writers: p99 save 12.8 s with one attempt, 27 s with five, but with one the table kept
-        growing past the threshold while writers raced).
-        deltalake's ``optimize.compact()`` is not used:
-        two of them racing on the same files both commit (a concurrent removal with
-        ``dataChange=false`` is not seen as a conflict; delta-rs #1348, #3982), which leaves
-        every merged row in the table twice. Old files stay until vacuum, so readers of an
-        older snapshot are never broken."""
+        The rows of the small files are read once and written to one new file; the commit
+        removes the small files and adds it (``dataChange: false``, as Delta's OPTIMIZE), at
+        exactly the next version. After a lost race the same file is committed again at the
+        next version, provided the small files are all still in the table: other writers'
+        appends are rebased over at the cost of one log PUT, while a concurrent compaction or
+        an edit of one of those rows ends this round (the next commit tries again). It
+        commits in the table's turn (turns.py: the machine's flock locally, the lease on S3).
+        Before, a compaction rewrote through a predicate overwrite, which on S3 re-read every
+        small file and rewrote them again after each lost race: 8 racing writers, p99 save
+        27 s (bench/README.md). deltalake's ``optimize.compact()`` is not used: two of them
+        racing on the same files both commit (a concurrent removal with ``dataChange=false``
+        is not seen as a conflict; delta-rs #1348, #3982), which leaves every merged row in
+        the table twice. Old files stay until vacuum, so readers of an older snapshot are
+        never broken."""
         with self._lock, self._turn(lease=True):
             table = self._synced(self._latest())
             if table is None:
                 return {}
-            paths, small = _file_paths(table)
-            if len(small) < 2:
+            sizes = _small_files(table)
+            if len(sizes) < 2 or not append_commit.supports(
+                    self.location, table.metadata().partition_columns, table.protocol()):
                 return {}
-            rows = self._snapshot_of(table).read(files=[f"{self.uri}/{p}" for p in small])
-            predicate = _id_runs_predicate(rows.column("id"))
-            if predicate is None:
-                return {}
+            small = set(sizes)
+            schema = pa.schema(table.schema().to_arrow())
+            # In id order, as appends left them: the newest rows stay in the last row groups.
+            rows = self._snapshot_of(table).read(files=[f"{self.uri}/{p}" for p in small],
+                                                 threads=not self.location.is_local
+                                                 ).sort_by("id")
+            add, merged_uri = append_commit.write_data_file(self.location, self.uri, rows,
+                                                            data_change=False)
+            removes = [append_commit.remove_action(p, sizes[p], data_change=False)
+                       for p in sorted(small)]
+            info = {"operation": "OPTIMIZE", "operationParameters": {},
+                    **self._commit_metadata("compact")}
             for _ in range(COMPACT_COMMIT_ATTEMPTS):
                 try:
-                    write_deltalake(table, rows, mode="overwrite", predicate=predicate,
-                                    commit_properties=self._commit_properties("compact"),
-                                    storage_options=self.location.delta_options,
-                                    writer_properties=_WRITER,
-                                    post_commithook_properties=_NO_HOOKS)
-                except CommitFailedError:
-                    table = self._synced(self._latest())
-                    if (table is None or not small <= _file_paths(table)[0]
-                            or pa.schema(table.schema().to_arrow()) != rows.schema):
-                        return {}  # merged or edited meanwhile, or new columns: next round
+                    append_commit.put_log_entry(self.location, self.uri, table.version() + 1,
+                                                [add, *removes], info)
+                except append_commit.LostRace:
+                    table.update_incremental()
+                    if (not small <= set(_small_files(table))
+                            or pa.schema(table.schema().to_arrow()) != schema):
+                        break  # merged or edited meanwhile, or new columns: next round
                     continue
+                table.update_incremental()
                 self._checkpoint_if_due(table)
                 return {"numFilesRemoved": len(small), "numRowsRewritten": rows.num_rows,
                         "version": table.version()}
+            append_commit.remove_file(self.location, merged_uri)
             return {}
 
     def vacuum(self, retention_hours: int = 168) -> list[str]:
@@ -467,12 +473,15 @@ class TableStore:
         return [] if table is None else table.history(limit)
 
 
-def _backoff(attempt: int, took: float) -> float:
-    """Seconds to wait after losing the commit race for the ``attempt``-th time, when the lost
-    attempt took ``took`` seconds: a random share of a window as long as a few attempts, so
-    racing writers spread out over the time a commit takes on this storage (5 ms locally,
-    100 ms on S3) instead of a fixed schedule tuned for one of them. Outside the store's lock."""
-    return random.uniform(0, took * min(2 ** attempt, BACKOFF_ATTEMPTS))
+def _backoff(took: float) -> float:
+    """Seconds to wait after losing the commit race, when the lost attempt took ``took``
+    seconds: a random share of one attempt, so racing writers spread out over the time a
+    commit takes on this storage (5 ms locally, 50-100 ms on S3). The window does not grow
+    with the number of lost attempts: a writer that keeps losing would wait longer and longer while writers
+    that just won try again at once (8 writers on S3, one run each at load 12-13: p99 20 s
+    with a window doubling up to 8 attempts, 13 s with one attempt; bench/README.md). Outside
+    the store's lock."""
+    return random.uniform(0, took)
 
 
 def to_arrow(rows: Sequence[dict] | pa.Table, schema: pa.Schema) -> pa.Table:
@@ -489,27 +498,14 @@ def _ids_predicate(ids: Sequence[int]) -> str:
     return "id IN (" + ", ".join(str(int(i)) for i in ids) + ")"
 
 
-def _file_paths(table: DeltaTable) -> tuple[set[str], set[str]]:
-    """The data files of ``table``'s version, all and the small ones, as paths relative to
-    the table (the add actions hold them percent-encoded once more)."""
+def _small_files(table: DeltaTable) -> dict[str, int]:
+    """The data files of ``table``'s version below SMALL_FILE_BYTES: path relative to the
+    table, as its log names it, and size. Paths with characters that the log would
+    percent-encode (partition folders; never lamina's own names) are left out."""
     actions = pa.table(table.get_add_actions(flatten=True))
-    paths = [unquote(p) for p in actions.column("path").to_pylist()]
-    sizes = actions.column("size_bytes").to_pylist()
-    return set(paths), {p for p, size in zip(paths, sizes) if size < SMALL_FILE_BYTES}
+    return {path: size for path, size in zip(actions.column("path").to_pylist(),
+                                             actions.column("size_bytes").to_pylist())
+            if size < SMALL_FILE_BYTES and _PLAIN_PATH.fullmatch(path)}
 
 
-def _id_runs_predicate(ids: pa.ChunkedArray) -> str | None:
-    """A predicate matching exactly ``ids``, as ranges of consecutive ids."""
-    if not len(ids) or ids.null_count:
-        return None
-    values = sorted(set(ids.to_pylist()))
-    runs = [[values[0], values[0]]]
-    for value in values[1:]:
-        if value == runs[-1][1] + 1:
-            runs[-1][1] = value
-        else:
-            runs.append([value, value])
-    if len(runs) > MAX_ID_RUNS:
-        return None
-    return " OR ".join(f"id = {int(lo)}" if lo == hi else f"(id >= {int(lo)} AND id <= {int(hi)})"
-                       for lo, hi in runs)
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9._-]+")
