@@ -61,6 +61,8 @@ def commit_append(location: Location, table_uri: str, version: int, rows: pa.Tab
             before_commit()
         put_log_entry(location, table_uri, version, [add],
                       {"operation": "WRITE", "operationParameters": {"mode": "Append"},
+                       "operationMetrics": {"num_added_files": 1,
+                                            "num_added_rows": rows.num_rows},
                        **commit_info})
     except BaseException:
         remove_file(location, data_uri)

@@ -441,7 +441,9 @@ class TableStore:
                                                             data_change=False)
             removes = [append_commit.remove_action(p, sizes[p], data_change=False)
                        for p in sorted(small)]
+            # No rows change: ln.history() shows a compaction with 0 rows.
             info = {"operation": "OPTIMIZE", "operationParameters": {},
+                    "operationMetrics": {"num_added_files": 1, "num_removed_files": len(small)},
                     **self._commit_metadata("compact")}
             for _ in range(COMPACT_COMMIT_ATTEMPTS):
                 try:
