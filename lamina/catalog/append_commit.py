@@ -10,9 +10,12 @@ deltalake follows (its ``create_write_transaction`` silently re-bases onto a new
 which would commit ids planned on an old snapshot). Two requests on S3; figures in
 bench/README.md ("Commit path").
 
-Only the plain case is taken here: appending rows with the table's own columns to an
-unpartitioned table whose protocol (reader 1, writer 2) asks nothing more of a writer. Schema
-changes, replaces and deletes stay with deltalake.
+Compaction uses the same pieces (:func:`write_data_file`, :func:`remove_action`,
+:func:`put_log_entry`) to commit its merged file and the removal of the small ones.
+
+Only the plain case is taken here: unpartitioned tables whose protocol (reader 1, writer 2)
+asks nothing more of a writer, rows with the table's own columns. Schema changes, replaces and
+deletes stay with deltalake.
 """
 
 from __future__ import annotations
