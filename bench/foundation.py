@@ -306,6 +306,8 @@ def instrument() -> Breakdown:
     b.wrap(deltalake.DeltaTable, "update_incremental", "read the Delta log (update_incremental)")
     b.wrap(deltalake.DeltaTable, "__init__", "open a Delta table (DeltaTable())")
     b.wrap(store, "write_deltalake", "Delta commit (write_deltalake)")
+    b.wrap(store.append_commit, "write_data_file", "data file of an append (pyarrow, PUT)")
+    b.wrap(store.append_commit, "put_log_entry", "Delta log entry (put-if-absent)")
     b.wrap(store.Snapshot, "read", "dup-hash check in the plan (Snapshot.read)")
     b.wrap(store.TableStore, "_snapshot_of", "snapshot metadata (add actions, schema)")
     b.wrap(store.TableStore, "compact", "compaction (every 32 files)")
@@ -556,7 +558,7 @@ def _writer(kind: str, uri: str, who: int, k: int, barrier, results, env: dict):
                 attempts["n"] += 1
                 try:
                     return original(self, *args, **kwargs)
-                except store.CommitFailedError:
+                except (store.CommitFailedError, store.append_commit.LostRace):
                     attempts["conflicts"] += 1
                     raise
 

@@ -8,6 +8,9 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .location import Location
@@ -110,6 +113,27 @@ def suffix_of(path: str) -> str:
 def object_key(uid: str, suffix: str) -> str:
     """Where a managed artifact lives under the root; a folder is a prefix."""
     return f"{OBJECTS_DIR}/{uid}{suffix}"
+
+
+def start_upload(location: Location, local: Path, key: str,
+                 exclusive: bool = False) -> Callable[[], None]:
+    """:func:`upload`, running in the background on an object store: returns a function that
+    waits for it (raising what it raised). A save uploads its object while it writes the row's
+    data file, and commits once both are there: one round trip less per save. On a local root
+    the copy is done before this returns (a thread would cost more than it overlaps)."""
+    if location.is_local:
+        upload(location, local, key, exclusive=exclusive)
+        return lambda: None
+    global _UPLOADS
+    with _UPLOADS_LOCK:
+        if _UPLOADS is None:
+            _UPLOADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lamina-upload")
+    future = _UPLOADS.submit(upload, location, local, key, exclusive=exclusive)
+    return lambda: future.result()
+
+
+_UPLOADS: ThreadPoolExecutor | None = None
+_UPLOADS_LOCK = threading.Lock()
 
 
 def upload(location: Location, local: Path, key: str, progress=None,

@@ -61,11 +61,13 @@ def fill_defaults(spec: tables.TableSpec, row: dict, user_id: int | None,
 
 
 # ---- the commit -------------------------------------------------------------------------
-def transact(instance, spec: tables.TableSpec, plan: Callable[[Snapshot], Change]) -> Change:
+def transact(instance, spec: tables.TableSpec, plan: Callable[[Snapshot], Change],
+             before_commit: Callable[[], None] | None = None) -> Change:
     """Commit what ``plan`` makes of the latest snapshot (re-planned after a lost race). For the
     changes the functions below do not cover (artifact versions, bulk ingest); new ids must
-    come from ``snapshot.next_id``."""
-    return instance.store(spec).transact(plan)
+    come from ``snapshot.next_id``. ``before_commit`` must return before the commit (an
+    upload the row will point at)."""
+    return instance.store(spec).transact(plan, before_commit)
 
 
 # ---- inserts ------------------------------------------------------------------------------

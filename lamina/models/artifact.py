@@ -179,31 +179,35 @@ class Artifact(HasFeatures, SQLRecord):
             data["run_id"] = run._lamina_id()
         while True:
             object_key = objects.object_key(data["uid"], data["suffix"])
-            # Upload first, commit the row after: a row never points at a missing object.
+            # The object is uploaded before the row is committed (on an object store while
+            # the row's data file is written): a row never points at a missing object.
             # A version's uid is predictable, so its object must not replace another's.
+            uploaded = None
             try:
-                objects.upload(location, self._local_path, object_key,
-                               exclusive=revises is not None)
-            except FileExistsError:
+                uploaded = objects.start_upload(location, self._local_path, object_key,
+                                                exclusive=revises is not None)
+                result = writer.transact(instance, self._spec, self._plan_insert,
+                                         before_commit=uploaded).result
+            except FileExistsError:  # this version's object exists: nothing was committed
                 data["uid"] = next_version_uid(data["uid"], [data["uid"][-4:]])
                 continue
-            try:
-                result = writer.transact(instance, self._spec, self._plan_insert).result
             except _VersionTaken as taken:
                 # A row holds this version (its object is gone): ours, uploaded exclusively,
                 # goes; upload again as the next version.
-                objects.remove(location, object_key)
+                if _upload_succeeded(uploaded):
+                    objects.remove(location, object_key)
                 data["uid"] = taken.uid
                 continue
             except BaseException:
                 # No row points at the upload unless the commit went through (and only the
                 # housekeeping after it failed): then keep it, else leave no orphan object.
-                if not _committed(instance, self._spec, data["uid"]):
+                if (_upload_succeeded(uploaded)
+                        and not _committed(instance, self._spec, data["uid"])):
                     objects.remove(location, object_key)
                 raise
             break
         created = result["uid"] == data["uid"]
-        if not created:  # another writer saved the same content first
+        if not created and _upload_succeeded(uploaded):  # the same content was saved first
             objects.remove(location, object_key)
         data.update(result)
         object.__setattr__(self, "_saved", dict(data))
@@ -344,6 +348,19 @@ class _VersionTaken(Exception):
     def __init__(self, uid: str):
         super().__init__(uid)
         self.uid = uid
+
+
+def _upload_succeeded(uploaded) -> bool:
+    """Wait for an upload (removing its object while it runs would leave the object behind);
+    whether the object at its key is ours. An exclusive upload that found the key taken
+    must leave that object alone."""
+    if uploaded is None:
+        return False
+    try:
+        uploaded()
+    except Exception:
+        return False
+    return True
 
 
 def _committed(instance, spec, uid: str) -> bool:

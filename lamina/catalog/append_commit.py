@@ -1,0 +1,173 @@
+"""A small append committed by lamina itself: one Parquet file and one Delta log entry.
+
+``write_deltalake`` costs 10–14 ms for a one-row append on a local root and, on S3, a LIST
+before the commit and a LIST and two GETs of the entry it has just written after it (six
+requests in all). A save knows everything that commit needs: the rows, the version it planned
+on, the commit info. So it writes the Parquet file with pyarrow and puts
+``_delta_log/<version + 1>.json`` — an ``add`` action with the file's statistics and the
+``commitInfo`` — with put-if-absent: exactly the next version or nothing, the same protocol
+deltalake follows (its ``create_write_transaction`` silently re-bases onto a newer version,
+which would commit ids planned on an old snapshot). Two requests on S3; figures in
+bench/README.md ("Commit path").
+
+Compaction uses the same pieces (:func:`write_data_file`, :func:`remove_action`,
+:func:`put_log_entry`) to commit its merged file and the removal of the small ones.
+
+Only the plain case is taken here: unpartitioned tables whose protocol (reader 1, writer 2)
+asks nothing more of a writer, rows with the table's own columns. Schema changes, replaces and
+deletes stay with deltalake.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .location import Location
+
+# The Delta protocol versions whose writers need nothing beyond add actions and commit info
+# (no table features, invariants or column mapping).
+PLAIN_PROTOCOL = (1, 2)
+# Same row groups and codec as the store's deltalake writes (store._WRITER).
+ROW_GROUP_ROWS = 16_384
+CLIENT = "lamina"
+
+
+class LostRace(Exception):
+    """Another writer committed this version first; nothing of ours is in the table."""
+
+
+def supports(location: Location, partition_by, protocol) -> bool:
+    """Whether an append to this table can be committed here (else through deltalake)."""
+    versions = (protocol.min_reader_version, protocol.min_writer_version)
+    return (location.type in ("local", "s3") and not partition_by
+            and versions[0] <= PLAIN_PROTOCOL[0] and versions[1] <= PLAIN_PROTOCOL[1]
+            and not protocol.writer_features and not protocol.reader_features)
+
+
+def commit_append(location: Location, table_uri: str, version: int, rows: pa.Table,
+                  commit_info: dict, before_commit: Callable[[], None] | None = None) -> str:
+    """Commit ``rows`` as version ``version`` of the table at ``table_uri``; the URI of the
+    data file written. Raises LostRace when that version exists already. ``before_commit``
+    runs once the data file is written, before the log entry; what it raises aborts."""
+    add, data_uri = write_data_file(location, table_uri, rows)
+    try:
+        if before_commit is not None:
+            before_commit()
+        put_log_entry(location, table_uri, version, [add],
+                      {"operation": "WRITE", "operationParameters": {"mode": "Append"},
+                       "operationMetrics": {"num_added_files": 1,
+                                            "num_added_rows": rows.num_rows},
+                       **commit_info})
+    except BaseException:
+        remove_file(location, data_uri)
+        raise
+    return data_uri
+
+
+def write_data_file(location: Location, table_uri: str, rows: pa.Table,
+                    data_change: bool = True) -> tuple[dict, str]:
+    """Write ``rows`` as a new Parquet file of the table (invisible until a log entry adds
+    it); its ``add`` action and URI. ``data_change=False`` marks rows that were in the table
+    already (compaction), which streaming readers skip."""
+    name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+    data_uri = f"{table_uri}/{name}"
+    buffer = pa.BufferOutputStream()
+    pq.write_table(rows, buffer, compression="snappy", row_group_size=ROW_GROUP_ROWS)
+    data = buffer.getvalue().to_pybytes()
+    _put(location, data_uri, data)
+    add = {"add": {"path": name, "partitionValues": {}, "size": len(data),
+                   "modificationTime": int(time.time() * 1000), "dataChange": data_change,
+                   "stats": json.dumps(file_stats(rows), separators=(",", ":"))}}
+    return add, data_uri
+
+
+def remove_action(path: str, size: int, data_change: bool = True) -> dict:
+    """The log action that takes the data file ``path`` (relative to the table) out."""
+    return {"remove": {"path": path, "deletionTimestamp": int(time.time() * 1000),
+                       "dataChange": data_change, "extendedFileMetadata": True,
+                       "partitionValues": {}, "size": size}}
+
+
+def put_log_entry(location: Location, table_uri: str, version: int, actions: list[dict],
+                  commit_info: dict) -> None:
+    """Put ``_delta_log/<version>.json`` holding ``actions`` and the commit info, unless that
+    version exists (LostRace). Data files the actions add must be written first: a reader
+    that sees the entry must find them."""
+    info = {"timestamp": int(time.time() * 1000), "clientVersion": CLIENT, **commit_info}
+    entry = "\n".join(json.dumps(action, separators=(",", ":"))
+                      for action in ({"commitInfo": info}, *actions)) + "\n"
+    log_uri = f"{table_uri}/_delta_log/{version:020d}.json"
+    if not _put_if_absent(location, log_uri, entry.encode()):
+        raise LostRace(log_uri)
+
+
+def file_stats(rows: pa.Table) -> dict:
+    """Delta ``stats`` of a data file holding ``rows``: the row count, and per top-level
+    column of a number, boolean or string type its null count, minimum and maximum (what
+    readers prune files with; ``id``'s maximum is the store's id high-water mark). Other
+    types get none, which tells a reader to look inside the file."""
+    minimum, maximum, nulls = {}, {}, {}
+    for field, column in zip(rows.schema, rows.columns):
+        kind = field.type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)
+                or pa.types.is_boolean(kind) or pa.types.is_string(kind)
+                or pa.types.is_large_string(kind)):
+            continue
+        nulls[field.name] = column.null_count
+        if column.null_count == len(column):
+            continue
+        low, high = pc.min_max(column).values()
+        low, high = low.as_py(), high.as_py()
+        if isinstance(low, float) and not (math.isfinite(low) and math.isfinite(high)):
+            continue  # NaN and infinities have no place in JSON statistics
+        minimum[field.name], maximum[field.name] = low, high
+    return {"numRecords": rows.num_rows, "minValues": minimum, "maxValues": maximum,
+            "nullCount": nulls}
+
+
+def _put(location: Location, uri: str, data: bytes) -> None:
+    if location.is_local:
+        with open(uri, "wb") as f:
+            f.write(data)
+    else:
+        location.fs.pipe_file(uri, data)
+
+
+def _put_if_absent(location: Location, uri: str, data: bytes) -> bool:
+    """Write ``uri`` unless it exists (atomically: a reader sees all of it or nothing)."""
+    if location.is_local:
+        tmp = os.path.join(os.path.dirname(uri), f".{uuid.uuid4()}.json.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        try:
+            os.link(tmp, uri)  # fails if the target exists
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        return True
+    try:
+        location.fs.pipe_file(uri, data, mode="create")
+    except FileExistsError:
+        return False
+    return True
+
+
+def remove_file(location: Location, uri: str) -> None:
+    """Best effort: a file no log entry names is invisible to readers (vacuum removes it)."""
+    try:
+        if location.is_local:
+            os.unlink(uri)
+        else:
+            location.fs.rm_file(uri)
+    except OSError:
+        pass

@@ -1,0 +1,167 @@
+"""The commit path below a save: appends and compactions that lamina commits itself are
+ordinary Delta commits, a version is committed once, and compactions on S3 take turns through a
+lease that a dead writer cannot keep."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+import lamina as ln
+from lamina.catalog import append_commit, tables, turns
+from lamina.catalog.instance import current
+from lamina.catalog.location import Location
+
+from helpers import filesystem, new_s3_root, spawn
+
+RECORD = tables.get("core.record")
+
+
+def record_table(root: str) -> DeltaTable:
+    location = Location.of(root)
+    return DeltaTable(location.join(".lamina/catalog/core/record"),
+                      storage_options=location.delta_options)
+
+
+def test_saved_rows_are_delta_commits_any_reader_sees(root):
+    ln.init(storage=root)
+    saved = [ln.Record(name=name).save() for name in ["a", "b", "c"]]
+
+    table = record_table(root)  # deltalake on its own, not lamina's store
+    rows = table.to_pyarrow_table(columns=["id", "name"]).to_pylist()
+    assert sorted((r["id"], r["name"]) for r in rows) == sorted((s.id, s.name) for s in saved)
+    # Each save added one file whose statistics say what it holds (readers prune by them).
+    actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+    assert sorted((a["num_records"], a["min.id"], a["max.id"]) for a in actions) == \
+        sorted((1, s.id, s.id) for s in saved)
+    history = table.history()
+    writes = [h for h in history if h["operation"] == "WRITE"]
+    assert len(writes) == 3
+    assert all(h.get("lamina_user") == "testuser1" for h in writes)
+    assert [h["version"] for h in history] == list(range(len(history)))[::-1]
+
+
+def test_a_version_is_committed_once_and_the_loser_leaves_no_file(root):
+    ln.init(storage=root)
+    ln.Record(name="first").save()
+    location = Location.of(root)
+    uri = location.join(".lamina/catalog/core/record")
+    taken = record_table(root).version()
+    fs = filesystem(root)
+    files_before = sorted(fs.ls(uri, detail=False))
+    rows = pa.Table.from_pylist([{"id": 99, "name": "late"}], schema=pa.schema(
+        [("id", pa.int64()), ("name", pa.string())]))
+
+    with pytest.raises(append_commit.LostRace):
+        append_commit.commit_append(location, uri, taken, rows, {})
+
+    assert sorted(fs.ls(uri, detail=False)) == files_before
+    table = record_table(root)
+    assert table.version() == taken
+    assert table.to_pyarrow_table(columns=["name"]).column("name").to_pylist() == ["first"]
+
+
+def test_a_compaction_is_a_delta_commit_that_changes_no_rows(root):
+    ln.init(storage=root)
+    saved = [ln.Record(name=f"r{i}").save() for i in range(5)]
+    before = record_table(root)
+    rows_before = sorted(before.to_pyarrow_table(columns=["id", "name"]).to_pylist(),
+                         key=lambda r: r["id"])
+
+    merged = current().store(RECORD).compact()
+
+    after = record_table(root)  # read by deltalake alone
+    assert merged["numFilesRemoved"] == 5
+    assert len(after.file_uris()) == 1
+    assert sorted(after.to_pyarrow_table(columns=["id", "name"]).to_pylist(),
+                  key=lambda r: r["id"]) == rows_before
+    actions = pa.table(after.get_add_actions(flatten=True)).to_pylist()
+    assert [(a["num_records"], a["min.id"], a["max.id"]) for a in actions] == \
+        [(5, saved[0].id, saved[-1].id)]
+    latest = after.history(1)[0]
+    assert latest["operation"] == "OPTIMIZE" and latest["lamina_operation"] == "compact"
+    # The version before still reads in full (time travel; the old files stay until vacuum).
+    before.load_as_version(after.version() - 1)
+    assert before.to_pyarrow_table(columns=["name"]).num_rows == 5
+    # Streaming readers skip a rearrangement: neither side of it is a data change.
+    entry = filesystem(root).cat_file(
+        Location.of(root).join(f".lamina/catalog/core/record/_delta_log/{after.version():020d}.json"))
+    actions = [json.loads(line) for line in entry.decode().splitlines()]
+    changes = [next(iter(a.values()))["dataChange"] for a in actions if "commitInfo" not in a]
+    assert len(changes) == 6 and not any(changes)
+
+
+@pytest.fixture
+def lease_uri(s3_endpoint):
+    """An instance on the S3 root, and where its record table's lease lives."""
+    location = Location.of(ln.init(storage=new_s3_root()).root)
+    return location, location.join(turns.LOCKS_DIR, "core.record.lease")
+
+
+def test_writers_holding_the_lease_take_turns(lease_uri):
+    location, uri = lease_uri
+    events = []
+    first = turns.Lease(location, uri)
+    etag = first.acquire()
+
+    def second():
+        with turns.Lease(location, uri).held():
+            events.append("second holds")
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    time.sleep(0.5)  # the second writer is waiting for the lease meanwhile
+    events.append("first releases")
+    first.release(etag)
+    thread.join(timeout=30)
+
+    assert events == ["first releases", "second holds"]
+    assert not filesystem(location.root).exists(uri)  # released after use
+
+
+def test_an_expired_lease_is_taken_over_and_its_late_release_spares_the_new_holder(
+        lease_uri, monkeypatch):
+    location, uri = lease_uri
+    monkeypatch.setattr(turns, "LEASE_SECONDS", 1.0)
+    stalled = turns.Lease(location, uri)
+    stalled_etag = stalled.acquire()
+
+    taker = turns.Lease(location, uri)
+    taker_etag = taker.acquire()  # waits until the stalled writer's lease is too old
+    stalled.release(stalled_etag)  # the stalled writer wakes up and releases "its" lease
+
+    head = location.fs.call_s3("head_object", Bucket=taker.bucket, Key=taker.key)
+    assert head["ETag"] == taker_etag != stalled_etag
+    taker.release(taker_etag)
+    assert not filesystem(location.root).exists(uri)
+
+
+def test_a_writer_killed_while_holding_the_lease_does_not_block_others(lease_uri):
+    location, uri = lease_uri
+    for name in ["a", "b", "c"]:
+        ln.Record(name=name).save()
+    holder = spawn(f"""
+        from lamina.catalog import turns
+        from lamina.catalog.location import Location
+        turns.Lease(Location.of({location.root!r}), {uri!r}).acquire()
+        print("held", flush=True)
+        import time; time.sleep(600)
+    """)
+    assert holder.stdout.readline().strip() == "held"
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait(timeout=30)
+    assert filesystem(location.root).exists(uri)  # the dead writer's lease is still there
+
+    # Compaction always commits in the lease: it waits for the dead writer's lease to expire.
+    merged = current().store(RECORD).compact()
+
+    assert merged["numFilesRemoved"] == 3
+    assert sorted(r.name for r in ln.Record.filter()) == ["a", "b", "c"]
+    assert not filesystem(location.root).exists(uri)
