@@ -215,13 +215,14 @@ class QuerySet:
         starts = sorted(({hop.column for hop, _ in one_hop.values()}
                          | {f.column for f in shown_features}) - set(columns))
         # The rows are cut by ``limit`` only where the QuerySet has no smaller limit of its own;
-        # one row more than shown tells whether anything was cut, so the count runs only then.
+        # one row more than shown tells whether anything was cut, without counting what
+        # matches (the count was 71 of 100 ms CPU of a filtered display at 1e6 artifacts).
         cut_by_limit = limit is not None and (self._limit is None or limit < self._limit)
         row_limit = limit + 1 if cut_by_limit else self._limit
         table = self._rows(columns + starts, order, row_limit)
         if cut_by_limit and table.num_rows > limit:
             table = table.slice(0, limit)
-            log.info(f"showing {limit} of {self.count()} {self.spec.model} rows; "
+            log.info(f"showing {limit} {self.spec.model} rows, more match; "
                      "to_dataframe(limit=None) returns all of them")
         start_values = {c: table.column(c).to_pylist() for c in starts}
         frame = to_pandas(table.drop_columns(starts)).set_index("id")
