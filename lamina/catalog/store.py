@@ -28,6 +28,7 @@ from deltalake import (CommitProperties, DeltaTable, PostCommitHookProperties, W
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from ..errors import CommitConflict
+from .delta_log import DeltaLogReader, LogState, UnsupportedLog
 from .location import Location
 from .tables import TableSpec
 
@@ -84,6 +85,9 @@ class Snapshot:
     max_id: int
     # Reads the files; None for a table that does not exist yet (no files).
     location: Location | None = field(default=None, repr=False, compare=False)
+    # Each file's size in bytes when the log was read by this process's reader: a read then
+    # needs no HEAD per file to find its footer.
+    sizes: tuple[int, ...] | None = field(default=None, repr=False, compare=False)
 
     def read(self, columns: list[str] | None = None, filter=None,
              files: Sequence[str] | None = None) -> pa.Table:
@@ -96,8 +100,11 @@ class Snapshot:
             empty = self.schema.empty_table()
             return empty.select(columns) if columns else empty
         location = self.location
-        dataset = ds.dataset([location.arrow_path(f) for f in files], schema=self.schema,
-                             format="parquet", filesystem=location.arrow_fs)
+        known = dict(zip(self.files, self.sizes)) if self.sizes is not None else {}
+        parquet = ds.ParquetFileFormat()
+        fragments = [parquet.make_fragment(location.arrow_path(f), location.arrow_fs,
+                                           file_size=known.get(f)) for f in files]
+        dataset = ds.FileSystemDataset(fragments, self.schema, parquet, location.arrow_fs)
         return dataset.to_table(columns=columns, filter=filter, use_threads=False)
 
     @property
@@ -134,6 +141,9 @@ class TableStore:
         self.spec = spec
         self.uri = location.join(CATALOG_DIR, spec.module, spec.name)
         self._table: DeltaTable | None = None
+        # Reads go through the log reader (few requests); writes through ``_table``.
+        self._reader = DeltaLogReader(location, self.uri)
+        self._log: LogState | None = None
         # The latest table's snapshot, kept until the version moves: a save and the query
         # that follows it would otherwise each list the add actions of the same version.
         self._current: Snapshot | None = None
@@ -181,16 +191,55 @@ class TableStore:
         return self._snapshot_of(table)
 
     def snapshot_newer_than(self, version: int | None) -> Snapshot | None:
-        """The latest snapshot, or None when it is ``version`` still (then known from one stat
-        or HEAD, see _moved_since)."""
+        """The latest snapshot, or None when it is ``version`` still. The log is read once per
+        process and then only what was committed since (see delta_log.py); a log the reader
+        does not support is read with deltalake."""
         with self._lock:
-            table = self._latest()
-            latest = -1 if table is None else table.version()
+            try:
+                state = self._latest_log()
+            except UnsupportedLog as exc:
+                logger.debug("reading %s with deltalake: %s", self.uri, exc)
+                return self._snapshot_newer_than_deltalake(version)
+            latest = -1 if state is None else state.version
             if latest == version:
                 return None
-            if table is None:
+            if state is None:
                 return Snapshot(self.spec, -1, (), self.spec.arrow_schema(), 0)
-            return self._latest_snapshot(table)
+            current = self._current
+            if current is None or current.version != state.version or current.sizes is None:
+                current = self._current = self._snapshot_of_log(state)
+            return current
+
+    def _latest_log(self) -> LogState | None:
+        if self._log is None:
+            self._log = self._reader.load()
+        else:
+            self._log = self._reader.update(self._log) or self._log
+        return self._log
+
+    def _snapshot_of_log(self, state: LogState) -> Snapshot:
+        from deltalake import Schema
+
+        files = tuple(f.uri for f in state.files.values())
+        sizes = tuple(f.size for f in state.files.values())
+        schema = pa.schema(Schema.from_json(state.schema_string).to_arrow())
+        high_water = int(state.configuration.get(ID_HIGH_WATER, 0))
+        snapshot = Snapshot(self.spec, state.version, files, schema, high_water, self.location,
+                            sizes)
+        ids = [f.max_id for f in state.files.values()]
+        if None in ids:  # no statistics: scan the ids
+            ids = pc.max(snapshot.read(["id"]).column("id")).as_py()
+            ids = [ids or 0]
+        return replace(snapshot, max_id=max([high_water, *ids]))
+
+    def _snapshot_newer_than_deltalake(self, version: int | None) -> Snapshot | None:
+        table = self._latest()
+        latest = -1 if table is None else table.version()
+        if latest == version:
+            return None
+        if table is None:
+            return Snapshot(self.spec, -1, (), self.spec.arrow_schema(), 0)
+        return self._latest_snapshot(table)
 
     def known_columns(self) -> frozenset[str]:
         """The columns of the latest snapshot this process has seen, without any I/O (empty
