@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Protocol
 
 import pandas as pd
@@ -54,6 +55,15 @@ class _LazyFeatures:
         if self._resolver is None:
             self._resolver = self._session.features()
         return getattr(self._resolver, name)
+
+
+def _one_view(method):
+    """Run a reading method with each table checked for new commits once (Session.one_view)."""
+    @functools.wraps(method)
+    def reading(self, *args, **kwargs):
+        with self._session().one_view():
+            return method(self, *args, **kwargs)
+    return reading
 
 
 class QuerySet:
@@ -180,6 +190,7 @@ class QuerySet:
         return self._session().arrow(sql, params, specs)
 
     # ---- results -------------------------------------------------------------------------
+    @_one_view
     def to_arrow(self, columns: list[str] | None = None) -> pa.Table:
         """Every matching row (no default limit) as an Arrow table, ordered by id unless
         ordered otherwise."""
@@ -193,6 +204,7 @@ class QuerySet:
 
         return pl.from_arrow(self.to_arrow(columns or ["id", *self.spec.display_columns]))
 
+    @_one_view
     def to_dataframe(self, include: str | list[str] | None = None, features=False,
                      limit: int | None = DEFAULT_DATAFRAME_LIMIT) -> pd.DataFrame:
         """The matching rows as a pandas DataFrame indexed by id, newest first unless ordered.
@@ -301,6 +313,7 @@ class QuerySet:
 
     df = to_dataframe
 
+    @_one_view
     def _records(self, limit=None, offset=None, order_by=None) -> list[Model]:
         rows = self._rows(order_by=order_by or self._order_by or ("id",), limit=limit,
                           offset=offset).to_pylist()
@@ -313,6 +326,7 @@ class QuerySet:
     def __iter__(self):
         return iter(self._records())
 
+    @_one_view
     def count(self) -> int:
         """How many distinct rows match (one COUNT query; no rows are fetched)."""
         inner, params, specs = self._compile(columns=["id"], order_by=())
@@ -321,6 +335,7 @@ class QuerySet:
     def __len__(self) -> int:
         return self.count()
 
+    @_one_view
     def exists(self) -> bool:
         """Whether any row matches."""
         inner, params, specs = self._compile(columns=["id"], order_by=(), limit=1)
@@ -363,6 +378,7 @@ class QuerySet:
         found = self._records(limit=1, order_by=reversed_order)
         return found[0] if found else None
 
+    @_one_view
     def one(self) -> Model:
         """The only matching row; DoesNotExist or MultipleResultsFound otherwise."""
         # Unordered: which of two rows comes first does not matter, and a sort (or the id
@@ -383,6 +399,7 @@ class QuerySet:
         except DoesNotExist:
             return None
 
+    @_one_view
     def get(self, idlike=None, **conditions) -> Model:
         """The one record matching ``idlike`` (id, uid or uid prefix) and ``conditions``."""
         return self.model._get_from(self, idlike, **conditions)
@@ -420,6 +437,7 @@ class QuerySet:
             return 0
         ids = self.to_arrow(columns=["id"]).column("id").to_pylist()
         return writer.update_many(current(), spec, ids, patch)
+    @_one_view
     def values_list(self, *fields: str, flat: bool = False) -> list:
         """The values of ``fields`` for every matching row, as tuples in the QuerySet's order
         (by id unless ordered); ``flat=True`` with one field gives the values themselves:

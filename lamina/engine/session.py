@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+from contextlib import contextmanager
 from datetime import datetime
 
 import duckdb
@@ -55,6 +56,8 @@ class Session:
         self._snapshots: dict[str, Snapshot] = {}
         self._sandbox = SqlSandbox(instance.location)
         self._objects: tuple[duckdb.DuckDBPyConnection, CredentialSecret] | None = None
+        # Per thread: the tables checked for new commits during the current call (one_view).
+        self._call = threading.local()
 
     @property
     def lock(self) -> threading.RLock:
@@ -63,13 +66,34 @@ class Session:
         return self._lock
 
     # ---- views -------------------------------------------------------------------------
+    @contextmanager
+    def one_view(self):
+        """Within, each table is checked for new commits once, however many statements the
+        call runs (one LIST on an object store instead of one per statement: a default
+        to_dataframe() of a label filter listed the artifact log 7 times), and the call sees
+        one version of it throughout. Re-entrant; per thread."""
+        checked = getattr(self._call, "checked", None)
+        if checked is not None:
+            yield
+            return
+        self._call.checked = set()
+        try:
+            yield
+        finally:
+            self._call.checked = None
+
     def refresh(self, specs) -> None:
         """Point the views of ``specs`` at their latest snapshots (unless pinned)."""
+        checked = getattr(self._call, "checked", None)
         with self._lock:
             self._credentials.install(self.con)
             for spec in specs:
                 if spec.qualified in self._pinned:
                     continue
+                if checked is not None:
+                    if spec.qualified in checked and spec.qualified in self._versions:
+                        continue
+                    checked.add(spec.qualified)
                 store = self.instance.store(spec)
                 snapshot = store.snapshot_newer_than(self._versions.get(spec.qualified))
                 if snapshot is not None:
@@ -79,7 +103,7 @@ class Session:
         self.refresh(tables.BY_QUALIFIED.values())
 
     def _create_view(self, snapshot: Snapshot) -> None:
-        create_view(self.con, snapshot)
+        create_view(self.con, snapshot, in_memory=True)
         self._snapshots[snapshot.spec.qualified] = snapshot
         self._versions[snapshot.spec.qualified] = snapshot.version
         self._columns[snapshot.spec.qualified] = frozenset(snapshot.schema.names)
