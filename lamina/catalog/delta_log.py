@@ -55,7 +55,7 @@ class LogState:
     """A table's state at ``version``: its live data files and latest metadata."""
 
     version: int
-    files: dict[str, DataFile] = field(default_factory=dict)  # by path as in the log
+    files: dict[str, DataFile] = field(default_factory=dict)  # by decoded path in the log
     schema_string: str = ""
     configuration: dict[str, str] = field(default_factory=dict)
 
@@ -129,7 +129,7 @@ class DeltaLogReader:
             if "add" in action:
                 self._add(state, action["add"])
             elif "remove" in action:
-                state.files.pop(action["remove"]["path"], None)
+                state.files.pop(unquote(action["remove"]["path"]), None)
             elif "metaData" in action:
                 self._metadata(state, action["metaData"])
             elif "protocol" in action:
@@ -156,7 +156,7 @@ class DeltaLogReader:
             raise UnsupportedLog("partition values")
         stats = json.loads(add["stats"]) if add.get("stats") else {}
         max_id = (stats.get("maxValues") or {}).get("id")
-        path = add["path"]
+        path = unquote(add["path"])
         state.files[path] = DataFile(self._file_uri(path), int(add["size"]),
                                      None if max_id is None else int(max_id))
 
@@ -167,12 +167,31 @@ class DeltaLogReader:
         state.schema_string = meta["schemaString"]
         state.configuration = dict(meta.get("configuration") or {})
 
+    def adopt(self, table) -> LogState:
+        """The state of ``table``, a deltalake table this process holds (it has just committed
+        through it), without a request: the version it wrote need not be fetched back."""
+        import pyarrow as pa
+
+        actions = pa.table(table.get_add_actions(flatten=True))
+        ids = (actions.column("max.id").to_pylist() if "max.id" in actions.column_names
+               else [None] * actions.num_rows)
+        files = {}
+        for path, size, max_id in zip(actions.column("path").to_pylist(),
+                                      actions.column("size_bytes").to_pylist(), ids):
+            path = unquote(path)
+            files[path] = DataFile(self._file_uri(path), int(size),
+                                   None if max_id is None else int(max_id))
+        metadata = table.metadata()
+        if metadata.partition_columns:
+            raise UnsupportedLog("partition columns")
+        return LogState(table.version(), files, table.schema().to_json(),
+                        dict(metadata.configuration))
+
     def _file_uri(self, path: str) -> str:
-        # Paths in the log are URIs relative to the table, percent-encoded.
+        """The URI of a data file from its path in the log (relative to the table, decoded)."""
         if "://" in path:
-            return unquote(path)
-        return f"{self.uri}/{unquote(path)}" if not self.location.is_local else os.path.join(
-            self.uri, unquote(path))
+            return path
+        return os.path.join(self.uri, path) if self.location.is_local else f"{self.uri}/{path}"
 
 
 

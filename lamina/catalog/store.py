@@ -211,6 +211,10 @@ class TableStore:
             return current
 
     def _latest_log(self) -> LogState | None:
+        written = self._table
+        if written is not None and written.version() > (-1 if self._log is None
+                                                       else self._log.version):
+            self._log = self._reader.adopt(written)  # what this process committed
         if self._log is None:
             self._log = self._reader.load()
         else:
