@@ -5,10 +5,11 @@ fetches every commit file since the last checkpoint twice and reads a one-file c
 six ranged GETs, twice (24 requests for a table of 11 commits, 13 for one with a fresh
 checkpoint); each is a network round trip. This reader makes, for a table it has not seen:
 
-- one GET of ``_delta_log/_last_checkpoint`` (absent until the writer's first checkpoint),
-- one LIST of the log from that checkpoint on (so thousands of older commits cost nothing),
-- one GET per file it lists: the checkpoint (whole, in one request) and each newer commit,
-  issued concurrently;
+- one LIST of the log (a log of more than 1000 files, which only a table with hundreds of
+  commits since its logs were last cleaned up has: one GET of ``_delta_log/_last_checkpoint``
+  and one LIST from that checkpoint on instead, so thousands of older commits cost nothing),
+- one GET per file it needs: the newest checkpoint (whole, in one request) and each commit
+  after it, issued concurrently;
 
 and to bring a table it has seen up to date, one LIST of the commits after the version it holds
 (an empty answer: nothing moved), then one GET per new commit. Commit files are whole objects
@@ -70,15 +71,16 @@ class DeltaLogReader:
 
     def load(self) -> LogState | None:
         """The latest state; None when the table does not exist (no commit file)."""
-        hint = self._last_checkpoint_version()
-        names = self.location.list_names(
-            self.log_uri, after=None if hint is None else f"{hint:020d}")
+        names, complete = self.location.list_names(self.log_uri, first_page=True)
+        if not complete:
+            # More than a page of log files: start at the checkpoint ``_last_checkpoint``
+            # names (a hint: without that checkpoint, replay the whole log).
+            hint = self._last_checkpoint_version()
+            if hint is not None:
+                names, _ = self.location.list_names(self.log_uri, after=f"{hint:020d}")
+            if hint is None or _newest_checkpoint(names) is None:
+                names, _ = self.location.list_names(self.log_uri)
         base = _newest_checkpoint(names)
-        if base is None and hint is not None:
-            # ``_last_checkpoint`` is a hint, not a promise: without the checkpoint it names,
-            # replay the whole log.
-            names = self.location.list_names(self.log_uri)
-            base = _newest_checkpoint(names)
         commits = _commit_versions(names)
         wanted = _contiguous(commits, -1 if base is None else base)
         if base is None and not wanted:
@@ -100,7 +102,7 @@ class DeltaLogReader:
     def update(self, state: LogState) -> LogState | None:
         """``state`` brought to the latest version; None when nothing was committed since (one
         LIST of the commits after ``state.version``)."""
-        names = self.location.list_names(self.log_uri, after=f"{state.version:020d}.json")
+        names, _ = self.location.list_names(self.log_uri, after=f"{state.version:020d}.json")
         wanted = _contiguous(_commit_versions(names), state.version)
         if not wanted:
             return None

@@ -133,16 +133,18 @@ class Location:
             return False
         return True
 
-    def list_names(self, folder: str, after: str | None = None) -> list[str]:
+    def list_names(self, folder: str, after: str | None = None,
+                   first_page: bool = False) -> tuple[list[str], bool]:
         """The names of the files directly in ``folder`` sorting after ``after`` (all when
-        None), sorted: one LIST request on S3 per 1000 names (``StartAfter`` skips the older
-        ones on the server)."""
+        None), sorted, and whether that is all of them: one LIST request on S3 per 1000 names
+        (``StartAfter`` skips the older ones on the server). ``first_page``: stop after one
+        request (then the answer may be incomplete)."""
         folder = folder.rstrip("/")
         if self.is_local:
             try:
                 names = os.listdir(folder)
             except FileNotFoundError:
-                return []
+                return [], True
         elif self.type == "s3":
             bucket, _, key = folder.split("://", 1)[1].partition("/")
             prefix = key + "/"
@@ -155,6 +157,8 @@ class Location:
                 names += [o["Key"][len(prefix):] for o in page.get("Contents", ())]
                 if not page.get("IsTruncated"):
                     break
+                if first_page:
+                    return sorted(names), False
                 request["ContinuationToken"] = page["NextContinuationToken"]
         else:
             self.fs.invalidate_cache(folder)  # fsspec may answer from a cached listing
@@ -162,8 +166,8 @@ class Location:
                 names = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(folder,
                                                                                 detail=False)]
             except FileNotFoundError:
-                return []
-        return sorted(n for n in names if after is None or n > after)
+                return [], True
+        return sorted(n for n in names if after is None or n > after), True
 
     def read_many(self, paths: list[str]) -> dict[str, bytes]:
         """The contents of ``paths``, fetched concurrently on object stores (one GET each, no

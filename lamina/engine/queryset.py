@@ -45,15 +45,16 @@ class _LazyFeatures:
     never checks the feature table for a new version (one Delta log read fewer per compile;
     on S3 that is a request each)."""
 
-    __slots__ = ("_session", "_resolver")
+    __slots__ = ("_session", "_resolver", "_fresh")
 
-    def __init__(self, session):
+    def __init__(self, session, fresh: bool = True):
         self._session = session
         self._resolver = None
+        self._fresh = fresh
 
     def __getattr__(self, name):
         if self._resolver is None:
-            self._resolver = self._session.features()
+            self._resolver = self._session.features(fresh=self._fresh)
         return getattr(self._resolver, name)
 
 
@@ -92,13 +93,13 @@ class QuerySet:
         comparator or value fails here, before any SQL runs."""
         added = Q(*queries, **conditions)
         # Compile now so that a bad field, comparator or value fails here, before any SQL runs.
-        self._compiler(resolve_related=False).where(added)
+        self._check(added)
         return self._clone(q=Q.chain(self.q, added) if self.q else added)
 
     def exclude(self, *queries: Q, **conditions) -> QuerySet:
         """This QuerySet without the rows matching the conditions."""
         added = ~Q(*queries, **conditions)
-        self._compiler(resolve_related=False).where(added)
+        self._check(added)
         return self._clone(q=Q.chain(self.q, added) if self.q else added)
 
     def order_by(self, *fields: str) -> QuerySet:
@@ -116,9 +117,20 @@ class QuerySet:
         return self._clone()
 
     # ---- compiling -----------------------------------------------------------------------
-    def _compiler(self, resolve_related: bool = True) -> Compiler:
-        features = _LazyFeatures(self._session()) if self.spec.has_features else None
+    def _compiler(self, resolve_related: bool = True, fresh: bool = True) -> Compiler:
+        features = (_LazyFeatures(self._session(), fresh) if self.spec.has_features
+                    else None)
         return Compiler(self.spec, features=features, resolve_related=resolve_related)
+
+    def _check(self, q: Q) -> None:
+        """Compile ``q`` to fail early on a bad field, comparator or value: first against the
+        features and columns this process has seen (no request to the bucket; the query
+        checks for new commits when it runs), and, if a name is unknown there, once more
+        against the latest ones (another process may have just added the feature)."""
+        try:
+            self._compiler(resolve_related=False, fresh=False).where(q)
+        except FieldError:
+            self._compiler(resolve_related=False).where(q)
 
     def _compile(self, columns=None, order_by=None, limit=None, offset=None, id_bound=None):
         compiler = self._compiler()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -41,7 +42,8 @@ class Session:
         self._lock = threading.RLock()
         self._versions: dict[str, int] = {}
         self._columns: dict[str, frozenset] = {}
-        self._features: tuple[int, FeatureResolver] | None = None
+        # (version, resolver, resolver on the columns last seen: see features(fresh=False))
+        self._features: tuple[int, FeatureResolver, FeatureResolver] | None = None
         self._pinned: dict[str, Snapshot] = {}
         self._id_ranges: dict[str, tuple] = {}
         # Top-N queries (to_dataframe's default limit of 100, order_by + limit) first find the
@@ -72,8 +74,7 @@ class Session:
         call runs (one LIST on an object store instead of one per statement: a default
         to_dataframe() of a label filter listed the artifact log 7 times), and the call sees
         one version of it throughout. Re-entrant; per thread."""
-        checked = getattr(self._call, "checked", None)
-        if checked is not None:
+        if getattr(self._call, "checked", None) is not None:
             yield
             return
         self._call.checked = set()
@@ -83,10 +84,12 @@ class Session:
             self._call.checked = None
 
     def refresh(self, specs) -> None:
-        """Point the views of ``specs`` at their latest snapshots (unless pinned)."""
+        """Point the views of ``specs`` at their latest snapshots (unless pinned); on an object
+        store the tables are checked concurrently (one round trip for all of them)."""
         checked = getattr(self._call, "checked", None)
         with self._lock:
             self._credentials.install(self.con)
+            due = []
             for spec in specs:
                 if spec.qualified in self._pinned:
                     continue
@@ -94,10 +97,20 @@ class Session:
                     if spec.qualified in checked and spec.qualified in self._versions:
                         continue
                     checked.add(spec.qualified)
-                store = self.instance.store(spec)
-                snapshot = store.snapshot_newer_than(self._versions.get(spec.qualified))
+                due.append(spec)
+            for snapshot in self._newer_snapshots(due):
                 if snapshot is not None:
                     self._create_view(snapshot)
+
+    def _newer_snapshots(self, specs) -> list:
+        def newer(spec):
+            store = self.instance.store(spec)
+            return store.snapshot_newer_than(self._versions.get(spec.qualified))
+
+        if len(specs) < 2 or self.instance.location.is_local:
+            return [newer(spec) for spec in specs]
+        with ThreadPoolExecutor(len(specs)) as pool:
+            return list(pool.map(newer, specs))
 
     def refresh_all(self) -> None:
         self.refresh(tables.BY_QUALIFIED.values())
@@ -138,20 +151,32 @@ class Session:
             self.refresh([spec])
             return self._columns[spec.qualified]
 
-    def features(self) -> FeatureResolver:
-        """The features of the current feature snapshot, read once per version."""
+    def features(self, fresh: bool = True) -> FeatureResolver:
+        """The features of the current feature snapshot, read once per version. With
+        ``fresh=False``, those this session has already seen, and table columns as last seen,
+        without checking for new commits (for checks that are retried fresh when they fail)."""
         spec = tables.get("core.feature")
         with self._lock:
+            if not fresh and self._features is not None:
+                return self._features[2]
             self.refresh([spec])
             version = self._versions[spec.qualified]
             if self._features is None or self._features[0] != version:
                 rows = self.con.execute(
                     f'SELECT id, name, _dtype_str, is_type FROM "{spec.view}" '
                     "WHERE branch_id = 1 ORDER BY id").to_arrow_table().to_pylist()
-                resolver = FeatureResolver(features_of(rows), self.columns, self.arrow,
-                                           self.current_version)
-                self._features = (version, resolver)
+                found = features_of(rows)
+                self._features = (
+                    version, FeatureResolver(found, self.columns, self.arrow,
+                                             self.current_version),
+                    FeatureResolver(found, self._seen_columns))
             return self._features[1]
+
+    def _seen_columns(self, spec) -> frozenset:
+        """The columns of ``spec``'s view as last refreshed (refreshed if never)."""
+        with self._lock:
+            seen = self._columns.get(spec.qualified)
+            return seen if seen is not None else self.columns(spec)
 
     def pin(self, spec, version: int | datetime) -> Snapshot:
         """Time travel: serve ``spec`` from a past snapshot until :meth:`unpin`."""
