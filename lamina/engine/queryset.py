@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any, Protocol
 
 import pandas as pd
@@ -58,11 +59,21 @@ class _LazyFeatures:
         return getattr(self._resolver, name)
 
 
+# A query built and run in one go (``ln.Artifact.filter(temperature__gt=25).count()``) reads
+# the tables its filter() already checked for new commits as of that check, when it runs within
+# this many seconds of it: the query is taken to start when it is built. Without this, the
+# first query of a process listed the feature and artifact logs right after reading them (two
+# requests of ten). A QuerySet kept for longer checks again when it runs.
+BUILT_AND_RUN_S = 1.0
+
+
 def _one_view(method):
     """Run a reading method with each table checked for new commits once (Session.one_view)."""
     @functools.wraps(method)
     def reading(self, *args, **kwargs):
-        with self._session().one_view():
+        checked_at, tables_checked = self._checked
+        fresh = tables_checked if time.monotonic() - checked_at <= BUILT_AND_RUN_S else ()
+        with self._session().one_view(fresh):
             return method(self, *args, **kwargs)
     return reading
 
@@ -80,12 +91,21 @@ class QuerySet:
         self._limit = limit
         self._offset = offset
         self._distinct = distinct
+        # (when, which tables) building this QuerySet checked for new commits; see _one_view
+        self._checked: tuple[float, frozenset] = (0.0, frozenset())
 
-    def _clone(self, **changes) -> QuerySet:
+    def _clone(self, checked: frozenset = frozenset(), **changes) -> QuerySet:
         state = {"q": self.q, "order_by": self._order_by, "limit": self._limit,
                  "offset": self._offset, "distinct": self._distinct}
         state.update(changes)
-        return type(self)(self.model, **state)
+        clone = type(self)(self.model, **state)
+        clone._checked = self._checked
+        if checked:
+            since, before = self._checked
+            if time.monotonic() - since > BUILT_AND_RUN_S:
+                since, before = time.monotonic(), frozenset()
+            clone._checked = (since, before | checked)
+        return clone
 
     # ---- building ------------------------------------------------------------------------
     def filter(self, *queries: Q, **conditions) -> QuerySet:
@@ -93,14 +113,14 @@ class QuerySet:
         comparator or value fails here, before any SQL runs."""
         added = Q(*queries, **conditions)
         # Compile now so that a bad field, comparator or value fails here, before any SQL runs.
-        self._check(added)
-        return self._clone(q=Q.chain(self.q, added) if self.q else added)
+        checked = self._check(added)
+        return self._clone(q=Q.chain(self.q, added) if self.q else added, checked=checked)
 
     def exclude(self, *queries: Q, **conditions) -> QuerySet:
         """This QuerySet without the rows matching the conditions."""
         added = ~Q(*queries, **conditions)
-        self._check(added)
-        return self._clone(q=Q.chain(self.q, added) if self.q else added)
+        checked = self._check(added)
+        return self._clone(q=Q.chain(self.q, added) if self.q else added, checked=checked)
 
     def order_by(self, *fields: str) -> QuerySet:
         """Rows ordered by fields (``"-size"`` descending; relations as ``"created_by__name"``)."""
@@ -122,15 +142,18 @@ class QuerySet:
                     else None)
         return Compiler(self.spec, features=features, resolve_related=resolve_related)
 
-    def _check(self, q: Q) -> None:
+    def _check(self, q: Q) -> frozenset:
         """Compile ``q`` to fail early on a bad field, comparator or value: first against the
         features and columns this process has seen (no request to the bucket; the query
         checks for new commits when it runs), and, if a name is unknown there, once more
-        against the latest ones (another process may have just added the feature)."""
-        try:
-            self._compiler(resolve_related=False, fresh=False).where(q)
-        except FieldError:
-            self._compiler(resolve_related=False).where(q)
+        against the latest ones (another process may have just added the feature). The
+        tables it checked for new commits (read for the first time, mostly)."""
+        with self._session().one_view() as checked:
+            try:
+                self._compiler(resolve_related=False, fresh=False).where(q)
+            except FieldError:
+                self._compiler(resolve_related=False).where(q)
+            return frozenset(checked)
 
     def _compile(self, columns=None, order_by=None, limit=None, offset=None, id_bound=None):
         compiler = self._compiler()

@@ -69,17 +69,19 @@ class Session:
 
     # ---- views -------------------------------------------------------------------------
     @contextmanager
-    def one_view(self):
+    def one_view(self, checked=()):
         """Within, each table is checked for new commits once, however many statements the
         call runs (one LIST on an object store instead of one per statement: a default
         to_dataframe() of a label filter listed the artifact log 7 times), and the call sees
-        one version of it throughout. Re-entrant; per thread."""
-        if getattr(self._call, "checked", None) is not None:
-            yield
+        one version of it throughout; tables in ``checked`` count as checked already. Yields
+        the set of tables checked. Re-entrant; per thread."""
+        outer = getattr(self._call, "checked", None)
+        if outer is not None:
+            yield outer
             return
-        self._call.checked = set()
+        self._call.checked = set(checked)
         try:
-            yield
+            yield self._call.checked
         finally:
             self._call.checked = None
 
