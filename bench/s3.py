@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -142,6 +141,8 @@ def main() -> None:
     args = parser.parse_args()
     n, records = (10_000, 1_000) if args.quick else (100_000, 10_000)
 
+    from ingest import machine
+
     from lamina import testing
 
     results = {"machine": machine(), "n_artifacts": n, "n_records": records,
@@ -189,16 +190,6 @@ def print_table(results: dict, latency_ms: float) -> None:
         print(f"| `{row['call']}` | {cold['cold_requests']} ({k['GET']}/{k['HEAD']}/{k['LIST']}) "
               f"| {cold['cold_s']} s | {lat['cold_s']} s | {cold['warm_requests']} "
               f"| {cold['warm_ms']} ms | {lat['warm_ms']} ms |")
-
-
-def machine() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor()
-    return f"{os.cpu_count()} cores ({cpu}), python {platform.python_version()}"
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ import pandas as pd
 import pyarrow as pa
 
 from .. import log
-from ..catalog import writer
+from ..catalog import tables, writer
 from ..catalog.instance import current
 from ..catalog.tables import TableSpec
-from ..errors import (DoesNotExist, FieldError, MultipleResultsFound, ValidationError,
-                      did_you_mean, unknown_field)
+from ..errors import (DoesNotExist, FieldError, LaminaError, MultipleResultsFound,
+                      ValidationError, did_you_mean, unknown_field)
 from .features import to_display
 from .frames import plain_text, to_pandas
 from .lookups import SubQuery, coerce
@@ -35,6 +35,7 @@ class Model(Protocol):
     def _get_from(cls, qs: QuerySet, idlike, **conditions) -> Any: ...
 
 
+FEATURE_SPEC = tables.get("core.feature")
 DEFAULT_DATAFRAME_LIMIT = 100
 # Ids a first read of the newest rows covers at least (see QuerySet._newest).
 NEWEST_WINDOW = 1024
@@ -73,7 +74,10 @@ def _one_view(method):
     def reading(self, *args, **kwargs):
         checked_at, tables_checked = self._checked
         fresh = tables_checked if time.monotonic() - checked_at <= BUILT_AND_RUN_S else ()
-        with self._session().one_view(fresh):
+        session = self._session()
+        with session.one_view(fresh):
+            if not session.instance.location.is_local:
+                session.refresh(self._tables_read())
             return method(self, *args, **kwargs)
     return reading
 
@@ -141,6 +145,19 @@ class QuerySet:
         features = (_LazyFeatures(self._session(), fresh) if self.spec.has_features
                     else None)
         return Compiler(self.spec, features=features, resolve_related=resolve_related)
+
+    def _tables_read(self) -> list[TableSpec]:
+        """The tables this query reads, as far as the features and columns already seen tell
+        (no request), so that on an object store they are checked for new commits at once,
+        in one round trip, instead of one after the other as compiling reaches them."""
+        features = _LazyFeatures(self._session(), fresh=False) if self.spec.has_features else None
+        compiler = Compiler(self.spec, features=features, resolve_related=False)
+        try:
+            compiler.where(self.q)
+        except LaminaError:  # the query itself reports it when it runs
+            return [self.spec]
+        used_features = features is not None and features._resolver is not None
+        return [self.spec, *compiler.specs, *([FEATURE_SPEC] if used_features else [])]
 
     def _check(self, q: Q) -> frozenset:
         """Compile ``q`` to fail early on a bad field, comparator or value: first against the

@@ -92,7 +92,7 @@ class Session:
         with self._lock:
             self._credentials.install(self.con)
             due = []
-            for spec in specs:
+            for spec in {spec.qualified: spec for spec in specs}.values():
                 if spec.qualified in self._pinned:
                     continue
                 if checked is not None:
