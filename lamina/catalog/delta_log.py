@@ -101,7 +101,11 @@ class DeltaLogReader:
 
     def update(self, state: LogState) -> LogState | None:
         """``state`` brought to the latest version; None when nothing was committed since (one
-        LIST of the commits after ``state.version``)."""
+        LIST of the commits after ``state.version``; locally one stat of the next commit file,
+        cheaper than listing a folder of hundreds of files)."""
+        if self.location.is_local and not os.path.exists(
+                f"{self.log_uri}/{state.version + 1:020d}.json"):
+            return None
         names, _ = self.location.list_names(self.log_uri, after=f"{state.version:020d}.json")
         wanted = _contiguous(_commit_versions(names), state.version)
         if not wanted:
