@@ -101,17 +101,21 @@ class QuerySet:
         # (when, which tables) building this QuerySet checked for new commits; see _one_view
         self._checked: tuple[float, frozenset] = (0.0, frozenset())
 
-    def _clone(self, checked: frozenset = frozenset(), **changes) -> QuerySet:
+    def _clone(self, **changes) -> QuerySet:
         state = {"q": self.q, "order_by": self._order_by, "limit": self._limit,
                  "offset": self._offset, "distinct": self._distinct}
         state.update(changes)
         clone = type(self)(self.model, **state)
         clone._checked = self._checked
-        if checked:
-            since, before = self._checked
-            if time.monotonic() - since > BUILT_AND_RUN_S:
-                since, before = time.monotonic(), frozenset()
-            clone._checked = (since, before | checked)
+        return clone
+
+    def _narrowed(self, added: Q, checked: frozenset) -> QuerySet:
+        """A clone with ``added`` conditions, remembering the tables checking them read."""
+        clone = self._clone(q=Q.chain(self.q, added) if self.q else added)
+        since, before = self._checked
+        if time.monotonic() - since > BUILT_AND_RUN_S:
+            since, before = time.monotonic(), frozenset()
+        clone._checked = (since, before | checked)
         return clone
 
     # ---- building ------------------------------------------------------------------------
@@ -120,14 +124,12 @@ class QuerySet:
         comparator or value fails here, before any SQL runs."""
         added = Q(*queries, **conditions)
         # Compile now so that a bad field, comparator or value fails here, before any SQL runs.
-        checked = self._check(added)
-        return self._clone(q=Q.chain(self.q, added) if self.q else added, checked=checked)
+        return self._narrowed(added, self._check(added))
 
     def exclude(self, *queries: Q, **conditions) -> QuerySet:
         """This QuerySet without the rows matching the conditions."""
         added = ~Q(*queries, **conditions)
-        checked = self._check(added)
-        return self._clone(q=Q.chain(self.q, added) if self.q else added, checked=checked)
+        return self._narrowed(added, self._check(added))
 
     def order_by(self, *fields: str) -> QuerySet:
         """Rows ordered by fields (``"-size"`` descending; relations as ``"created_by__name"``)."""
