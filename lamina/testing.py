@@ -3,16 +3,20 @@ optionally enforcing IAM policies (users, keys, roles and session tokens made wi
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import json
 import tempfile
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager, nullcontext
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse
 
 
 def _free_port() -> int:
@@ -133,6 +137,123 @@ def gcs_server(s3_endpoint: str | None = None):
                 os.environ["STORAGE_EMULATOR_HOST"] = saved
             server.shutdown()
             server.server_close()
+# ---- a slower network ----------------------------------------------------------------------
+# Loopback answers in microseconds; a bucket in the same region in 20-50 ms. The proxy puts that
+# latency in front of the test server, so request counts show up in times as they would there.
+
+_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
+               "trailer", "upgrade", "expect"}
+
+
+class LatencyProxy:
+    """An HTTP proxy in front of ``upstream`` that waits ``latency_ms`` before forwarding each
+    request (bodies, headers and responses passed through, responses streamed), and records
+    every request it forwards as (method, path)."""
+
+    def __init__(self, upstream: str, latency_ms: float):
+        self.upstream = urlparse(upstream)
+        self.latency = latency_ms / 1000
+        self.requests: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> LatencyProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    def _record(self, method: str, path: str) -> None:
+        with self._lock:
+            self.requests.append((method, path))
+
+    def _handler(self):
+        proxy = self
+
+        class Forward(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as clients of a real store expect
+            upstream: http.client.HTTPConnection | None = None
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _body(self) -> bytes | None:
+                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                    chunks = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            break
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                    return b"".join(chunks)
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else None
+
+            def _forward(self):
+                body = self._body()
+                proxy._record(self.command, self.path)
+                time.sleep(proxy.latency)
+                if self.upstream is None:
+                    self.upstream = http.client.HTTPConnection(
+                        proxy.upstream.hostname, proxy.upstream.port, timeout=120)
+                self.upstream.putrequest(self.command, self.path, skip_host=True,
+                                         skip_accept_encoding=True)
+                for name, value in self.headers.items():
+                    if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
+                        self.upstream.putheader(name, value)
+                if body is not None:
+                    self.upstream.putheader("Content-Length", str(len(body)))
+                self.upstream.endheaders(body)
+                response = self.upstream.getresponse()
+                self.send_response_only(response.status, response.reason)
+                length = response.getheader("Content-Length")
+                for name, value in response.getheaders():
+                    if name.lower() not in _HOP_BY_HOP:
+                        self.send_header(name, value)
+                if self.command == "HEAD" or length is not None:
+                    self.end_headers()
+                    while chunk := response.read(1 << 16):
+                        self.wfile.write(chunk)
+                else:  # no length given: pass the body on chunked
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    while chunk := response.read(1 << 16):
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.write(b"0\r\n\r\n")
+                response.close()
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
+
+        return Forward
+
+
+@contextmanager
+def latency_proxy(latency_ms: float, upstream: str | None = None):
+    """A :class:`LatencyProxy` in front of ``upstream`` (default: the S3 server the environment
+    points at), with ``AWS_ENDPOINT_URL`` pointing at the proxy until the block ends."""
+    upstream = upstream or os.environ["AWS_ENDPOINT_URL"]
+    proxy = LatencyProxy(upstream, latency_ms).start()
+    saved = os.environ.get("AWS_ENDPOINT_URL")
+    os.environ["AWS_ENDPOINT_URL"] = proxy.endpoint
+    try:
+        yield proxy
+    finally:
+        if saved is None:
+            os.environ.pop("AWS_ENDPOINT_URL", None)
+        else:
+            os.environ["AWS_ENDPOINT_URL"] = saved
+        proxy.stop()
 
 
 def create_bucket(name: str) -> None:

@@ -54,9 +54,10 @@ def supports(location: Location, partition_by, protocol) -> bool:
 
 
 def commit_append(location: Location, table_uri: str, version: int, rows: pa.Table,
-                  commit_info: dict, before_commit: Callable[[], None] | None = None) -> str:
-    """Commit ``rows`` as version ``version`` of the table at ``table_uri``; the URI of the
-    data file written. Raises LostRace when that version exists already. ``before_commit``
+                  commit_info: dict, before_commit: Callable[[], None] | None = None
+                  ) -> tuple[dict, str]:
+    """Commit ``rows`` as version ``version`` of the table at ``table_uri``; the ``add``
+    action committed and the URI of the data file written. Raises LostRace when that version exists already. ``before_commit``
     runs once the data file is written, before the log entry; what it raises aborts."""
     add, data_uri = write_data_file(location, table_uri, rows)
     try:
@@ -70,7 +71,7 @@ def commit_append(location: Location, table_uri: str, version: int, rows: pa.Tab
     except BaseException:
         remove_file(location, data_uri)
         raise
-    return data_uri
+    return add, data_uri
 
 
 def write_data_file(location: Location, table_uri: str, rows: pa.Table,

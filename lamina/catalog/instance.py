@@ -174,8 +174,8 @@ def _read_meta(location: Location) -> dict | None:
     """The instance metadata in ``location``; None when there is none. A bucket that does not
     exist or a store that refuses the read is an InstanceError saying so."""
     try:
-        with location.fs.open(location.join(META_FILE), "rb") as f:
-            return json.loads(f.read())
+        # One GET (opening a file object would HEAD it first).
+        return json.loads(location.read_many([location.join(META_FILE)])[location.join(META_FILE)])
     except FileNotFoundError:
         if not location.is_local:
             bucket = location.root.split("://", 1)[1].split("/", 1)[0]

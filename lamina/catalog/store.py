@@ -26,6 +26,7 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from ..errors import CommitConflict
 from . import append_commit, turns
+from .delta_log import DeltaLogReader, LogState, UnsupportedLog
 from .location import Location
 from .tables import TableSpec
 
@@ -92,6 +93,9 @@ class Snapshot:
     max_id: int
     # Reads the files; None for a table that does not exist yet (no files).
     location: Location | None = field(default=None, repr=False, compare=False)
+    # Each file's size in bytes when the log was read by this process's reader: a read then
+    # needs no HEAD per file to find its footer.
+    sizes: tuple[int, ...] | None = field(default=None, repr=False, compare=False)
 
     def read(self, columns: list[str] | None = None, filter=None,
              files: Sequence[str] | None = None, threads: bool = False) -> pa.Table:
@@ -105,8 +109,11 @@ class Snapshot:
             empty = self.schema.empty_table()
             return empty.select(columns) if columns else empty
         location = self.location
-        dataset = ds.dataset([location.arrow_path(f) for f in files], schema=self.schema,
-                             format="parquet", filesystem=location.arrow_fs)
+        known = dict(zip(self.files, self.sizes)) if self.sizes is not None else {}
+        parquet = ds.ParquetFileFormat()
+        fragments = [parquet.make_fragment(location.arrow_path(f), location.arrow_fs,
+                                           file_size=known.get(f)) for f in files]
+        dataset = ds.FileSystemDataset(fragments, self.schema, parquet, location.arrow_fs)
         return dataset.to_table(columns=columns, filter=filter, use_threads=threads)
 
     @property
@@ -143,6 +150,9 @@ class TableStore:
         self.spec = spec
         self.uri = location.join(CATALOG_DIR, spec.module, spec.name)
         self._table: DeltaTable | None = None
+        # Reads go through the log reader (few requests); writes through ``_table``.
+        self._reader = DeltaLogReader(location, self.uri)
+        self._log: LogState | None = None
         # The latest table's snapshot, kept until the version moves: a save and the query
         # that follows it would otherwise each list the add actions of the same version.
         self._current: Snapshot | None = None
@@ -222,15 +232,58 @@ class TableStore:
         return self._snapshot_of(table)
 
     def snapshot_newer_than(self, version: int | None) -> Snapshot | None:
-        """The latest snapshot, or None when it is ``version`` still (then known from one stat
-        or HEAD, see _moved_since)."""
+        """The latest snapshot, or None when it is ``version`` still. The log is read once per
+        process and then only what was committed since (see delta_log.py); a log the reader
+        does not support is read with deltalake."""
         with self._lock:
-            table = self._latest()
-            if table is None:
-                return None if version == -1 else Snapshot(self.spec, -1, (),
-                                                          self.spec.arrow_schema(), 0)
-            snapshot = self._latest_snapshot(table)
-            return None if snapshot.version == version else snapshot
+            try:
+                state = self._latest_log()
+            except UnsupportedLog as exc:
+                logger.debug("reading %s with deltalake: %s", self.uri, exc)
+                return self._snapshot_newer_than_deltalake(version)
+            latest = -1 if state is None else state.version
+            if latest == version:
+                return None
+            if state is None:
+                return Snapshot(self.spec, -1, (), self.spec.arrow_schema(), 0)
+            current = self._current
+            if current is None or current.version != state.version or current.sizes is None:
+                current = self._current = self._snapshot_of_log(state)
+            return current
+
+    def _latest_log(self) -> LogState | None:
+        written = self._table
+        if written is not None and written.version() > (-1 if self._log is None
+                                                       else self._log.version):
+            self._log = self._reader.adopt(written)  # what this process committed
+        if self._log is None:
+            self._log = self._reader.load()
+        else:
+            self._log = self._reader.update(self._log) or self._log
+        return self._log
+
+    def _snapshot_of_log(self, state: LogState) -> Snapshot:
+        from deltalake import Schema
+
+        files = tuple(f.uri for f in state.files.values())
+        sizes = tuple(f.size for f in state.files.values())
+        schema = pa.schema(Schema.from_json(state.schema_string).to_arrow())
+        high_water = int(state.configuration.get(ID_HIGH_WATER, 0))
+        snapshot = Snapshot(self.spec, state.version, files, schema, high_water, self.location,
+                            sizes)
+        ids = [f.max_id for f in state.files.values()]
+        if None in ids:  # no statistics: scan the ids
+            ids = pc.max(snapshot.read(["id"]).column("id")).as_py()
+            ids = [ids or 0]
+        return replace(snapshot, max_id=max([high_water, *ids]))
+
+    def _snapshot_newer_than_deltalake(self, version: int | None) -> Snapshot | None:
+        table = self._latest()
+        if table is None:
+            return None if version == -1 else Snapshot(self.spec, -1, (),
+                                                      self.spec.arrow_schema(), 0)
+        snapshot = self._latest_snapshot(table)
+        return None if snapshot.version == version else snapshot
 
     def known_columns(self) -> frozenset[str]:
         """The columns of the latest snapshot this process has seen, without any I/O (empty
@@ -346,15 +399,23 @@ class TableStore:
                 and not change.delete_ids and not missing and append_commit.supports(
                     self.location, table.metadata().partition_columns, table.protocol())):
             rows = to_arrow(change.append, schema)
-            uri = append_commit.commit_append(self.location, self.uri, snapshot.version + 1,
-                                              rows, self._commit_metadata(), before_commit)
+            add, uri = append_commit.commit_append(self.location, self.uri,
+                                                   snapshot.version + 1, rows,
+                                                   self._commit_metadata(), before_commit)
             max_id = pc.max(rows.column("id")).as_py() or 0
+            sizes = None if snapshot.sizes is None else (*snapshot.sizes, add["add"]["size"])
             self._current = replace(snapshot, version=snapshot.version + 1,
-                                    files=(*snapshot.files, uri),
+                                    files=(*snapshot.files, uri), sizes=sizes,
                                     max_id=max(snapshot.max_id, max_id))
+            if self._log is not None and self._log.version == snapshot.version:
+                self._log = self._reader.committed(self._log, [add])
             self._checked_at = time.monotonic()
             return len(self._current.files)
-        table = self._synced(table)
+        if table.version() != snapshot.version:
+            # The plan was made on a snapshot newer than this DeltaTable (a commit of our own,
+            # or one the log reader saw): deltalake commits after the version its table holds,
+            # which must be exactly the planned one, not whatever is latest by now.
+            table.load_as_version(snapshot.version)
         if before_commit is not None:
             before_commit()
         self._commit_through_deltalake(table, snapshot, change, missing)

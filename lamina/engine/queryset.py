@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import time
 from typing import Any, Protocol
 
 import pandas as pd
 import pyarrow as pa
 
 from .. import log
-from ..catalog import writer
+from ..catalog import tables, writer
 from ..catalog.instance import current
 from ..catalog.tables import TableSpec
-from ..errors import (DoesNotExist, FieldError, MultipleResultsFound, ValidationError,
-                      did_you_mean, unknown_field)
+from ..errors import (DoesNotExist, FieldError, LaminaError, MultipleResultsFound,
+                      ValidationError, did_you_mean, unknown_field)
 from .features import to_display
 from .frames import plain_text, to_pandas
 from .lookups import SubQuery, coerce
@@ -33,6 +35,7 @@ class Model(Protocol):
     def _get_from(cls, qs: QuerySet, idlike, **conditions) -> Any: ...
 
 
+FEATURE_SPEC = tables.get("core.feature")
 DEFAULT_DATAFRAME_LIMIT = 100
 # Ids a first read of the newest rows covers at least (see QuerySet._newest).
 NEWEST_WINDOW = 1024
@@ -44,16 +47,42 @@ class _LazyFeatures:
     never checks the feature table for a new version (one Delta log read fewer per compile;
     on S3 that is a request each)."""
 
-    __slots__ = ("_session", "_resolver")
+    __slots__ = ("_session", "_resolver", "_fresh")
 
-    def __init__(self, session):
+    def __init__(self, session, fresh: bool = True):
         self._session = session
         self._resolver = None
+        self._fresh = fresh
 
     def __getattr__(self, name):
         if self._resolver is None:
-            self._resolver = self._session.features()
+            self._resolver = self._session.features(fresh=self._fresh)
         return getattr(self._resolver, name)
+
+
+# On an object store, a query built and run in one go
+# (``ln.Artifact.filter(temperature__gt=25).count()``) reads the tables its filter() already
+# checked for new commits as of that check, when it runs within this many seconds of it: the
+# query is taken to start when it is built. Without this, the first query of a process listed
+# the feature and artifact logs right after reading them (two requests of ten). A QuerySet kept
+# for longer checks again when it runs.
+BUILT_AND_RUN_S = 1.0
+
+
+def _one_view(method):
+    """Run a reading method with each table checked for new commits once (Session.one_view)."""
+    @functools.wraps(method)
+    def reading(self, *args, **kwargs):
+        session = self._session()
+        if session.instance.location.is_local:  # a check is one stat: always check
+            with session.one_view():
+                return method(self, *args, **kwargs)
+        checked_at, tables_checked = self._checked
+        fresh = tables_checked if time.monotonic() - checked_at <= BUILT_AND_RUN_S else ()
+        with session.one_view(fresh):
+            session.refresh(self._tables_read())
+            return method(self, *args, **kwargs)
+    return reading
 
 
 class QuerySet:
@@ -69,12 +98,25 @@ class QuerySet:
         self._limit = limit
         self._offset = offset
         self._distinct = distinct
+        # (when, which tables) building this QuerySet checked for new commits; see _one_view
+        self._checked: tuple[float, frozenset] = (0.0, frozenset())
 
     def _clone(self, **changes) -> QuerySet:
         state = {"q": self.q, "order_by": self._order_by, "limit": self._limit,
                  "offset": self._offset, "distinct": self._distinct}
         state.update(changes)
-        return type(self)(self.model, **state)
+        clone = type(self)(self.model, **state)
+        clone._checked = self._checked
+        return clone
+
+    def _narrowed(self, added: Q, checked: frozenset) -> QuerySet:
+        """A clone with ``added`` conditions, remembering the tables checking them read."""
+        clone = self._clone(q=Q.chain(self.q, added) if self.q else added)
+        since, before = self._checked
+        if time.monotonic() - since > BUILT_AND_RUN_S:
+            since, before = time.monotonic(), frozenset()
+        clone._checked = (since, before | checked)
+        return clone
 
     # ---- building ------------------------------------------------------------------------
     def filter(self, *queries: Q, **conditions) -> QuerySet:
@@ -82,14 +124,12 @@ class QuerySet:
         comparator or value fails here, before any SQL runs."""
         added = Q(*queries, **conditions)
         # Compile now so that a bad field, comparator or value fails here, before any SQL runs.
-        self._compiler(resolve_related=False).where(added)
-        return self._clone(q=Q.chain(self.q, added) if self.q else added)
+        return self._narrowed(added, self._check(added))
 
     def exclude(self, *queries: Q, **conditions) -> QuerySet:
         """This QuerySet without the rows matching the conditions."""
         added = ~Q(*queries, **conditions)
-        self._compiler(resolve_related=False).where(added)
-        return self._clone(q=Q.chain(self.q, added) if self.q else added)
+        return self._narrowed(added, self._check(added))
 
     def order_by(self, *fields: str) -> QuerySet:
         """Rows ordered by fields (``"-size"`` descending; relations as ``"created_by__name"``)."""
@@ -106,9 +146,36 @@ class QuerySet:
         return self._clone()
 
     # ---- compiling -----------------------------------------------------------------------
-    def _compiler(self, resolve_related: bool = True) -> Compiler:
-        features = _LazyFeatures(self._session()) if self.spec.has_features else None
+    def _compiler(self, resolve_related: bool = True, fresh: bool = True) -> Compiler:
+        features = (_LazyFeatures(self._session(), fresh) if self.spec.has_features
+                    else None)
         return Compiler(self.spec, features=features, resolve_related=resolve_related)
+
+    def _tables_read(self) -> list[TableSpec]:
+        """The tables this query reads, as far as the features and columns already seen tell
+        (no request), so that on an object store they are checked for new commits at once,
+        in one round trip, instead of one after the other as compiling reaches them."""
+        features = _LazyFeatures(self._session(), fresh=False) if self.spec.has_features else None
+        compiler = Compiler(self.spec, features=features, resolve_related=False)
+        try:
+            compiler.where(self.q)
+        except LaminaError:  # the query itself reports it when it runs
+            return [self.spec]
+        used_features = features is not None and features._resolver is not None
+        return [self.spec, *compiler.specs, *([FEATURE_SPEC] if used_features else [])]
+
+    def _check(self, q: Q) -> frozenset:
+        """Compile ``q`` to fail early on a bad field, comparator or value: first against the
+        features and columns this process has seen (no request to the bucket; the query
+        checks for new commits when it runs), and, if a name is unknown there, once more
+        against the latest ones (another process may have just added the feature). The
+        tables it checked for new commits (read for the first time, mostly)."""
+        with self._session().one_view() as checked:
+            try:
+                self._compiler(resolve_related=False, fresh=False).where(q)
+            except FieldError:
+                self._compiler(resolve_related=False).where(q)
+            return frozenset(checked)
 
     def _compile(self, columns=None, order_by=None, limit=None, offset=None, id_bound=None):
         compiler = self._compiler()
@@ -180,6 +247,7 @@ class QuerySet:
         return self._session().arrow(sql, params, specs)
 
     # ---- results -------------------------------------------------------------------------
+    @_one_view
     def to_arrow(self, columns: list[str] | None = None) -> pa.Table:
         """Every matching row (no default limit) as an Arrow table, ordered by id unless
         ordered otherwise."""
@@ -193,6 +261,7 @@ class QuerySet:
 
         return pl.from_arrow(self.to_arrow(columns or ["id", *self.spec.display_columns]))
 
+    @_one_view
     def to_dataframe(self, include: str | list[str] | None = None, features=False,
                      limit: int | None = DEFAULT_DATAFRAME_LIMIT) -> pd.DataFrame:
         """The matching rows as a pandas DataFrame indexed by id, newest first unless ordered.
@@ -363,6 +432,7 @@ class QuerySet:
 
     df = to_dataframe
 
+    @_one_view
     def _records(self, limit=None, offset=None, order_by=None) -> list[Model]:
         rows = self._rows(order_by=order_by or self._order_by or ("id",), limit=limit,
                           offset=offset).to_pylist()
@@ -375,6 +445,7 @@ class QuerySet:
     def __iter__(self):
         return iter(self._records())
 
+    @_one_view
     def count(self) -> int:
         """How many distinct rows match (one COUNT query; no rows are fetched)."""
         inner, params, specs = self._compile(columns=["id"], order_by=())
@@ -383,6 +454,7 @@ class QuerySet:
     def __len__(self) -> int:
         return self.count()
 
+    @_one_view
     def exists(self) -> bool:
         """Whether any row matches."""
         inner, params, specs = self._compile(columns=["id"], order_by=(), limit=1)
@@ -425,6 +497,7 @@ class QuerySet:
         found = self._records(limit=1, order_by=reversed_order)
         return found[0] if found else None
 
+    @_one_view
     def one(self) -> Model:
         """The only matching row; DoesNotExist or MultipleResultsFound otherwise."""
         # Unordered: which of two rows comes first does not matter, and a sort (or the id
@@ -451,6 +524,7 @@ class QuerySet:
         except DoesNotExist:
             return None
 
+    @_one_view
     def get(self, idlike=None, **conditions) -> Model:
         """The one record matching ``idlike`` (id, uid or uid prefix) and ``conditions``."""
         return self.model._get_from(self, idlike, **conditions)
@@ -488,6 +562,7 @@ class QuerySet:
             return 0
         ids = self.to_arrow(columns=["id"]).column("id").to_pylist()
         return writer.update_many(current(), spec, ids, patch)
+    @_one_view
     def values_list(self, *fields: str, flat: bool = False) -> list:
         """The values of ``fields`` for every matching row, as tuples in the QuerySet's order
         (by id unless ordered); ``flat=True`` with one field gives the values themselves:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime
 
 import duckdb
@@ -54,7 +56,8 @@ class Session:
         self._lock = threading.RLock()
         self._versions: dict[str, int] = {}
         self._columns: dict[str, frozenset] = {}
-        self._features: tuple[int, FeatureResolver] | None = None
+        # (version, resolver, resolver on the columns last seen: see features(fresh=False))
+        self._features: tuple[int, FeatureResolver, FeatureResolver] | None = None
         self._pinned: dict[str, Snapshot] = {}
         self._id_ranges: dict[str, tuple] = {}
         # When each view's current version was first shown; whether the registry is copied
@@ -78,6 +81,8 @@ class Session:
         self._snapshots: dict[str, Snapshot] = {}
         self._sandbox = SqlSandbox(instance.location)
         self._objects: tuple[duckdb.DuckDBPyConnection, CredentialSecret] | None = None
+        # Per thread: the tables checked for new commits during the current call (one_view).
+        self._call = threading.local()
 
     @property
     def lock(self) -> threading.RLock:
@@ -86,25 +91,59 @@ class Session:
         return self._lock
 
     # ---- views -------------------------------------------------------------------------
+    @contextmanager
+    def one_view(self, checked=()):
+        """Within, each table is checked for new commits once, however many statements the
+        call runs (one LIST on an object store instead of one per statement: a default
+        to_dataframe() of a label filter listed the artifact log 7 times), and the call sees
+        one version of it throughout; tables in ``checked`` count as checked already. Yields
+        the set of tables checked. Re-entrant; per thread."""
+        outer = getattr(self._call, "checked", None)
+        if outer is not None:
+            yield outer
+            return
+        self._call.checked = set(checked)
+        try:
+            yield self._call.checked
+        finally:
+            self._call.checked = None
+
     def refresh(self, specs) -> None:
-        """Point the views of ``specs`` at their latest snapshots (unless pinned)."""
+        """Point the views of ``specs`` at their latest snapshots (unless pinned); on an object
+        store the tables are checked concurrently (one round trip for all of them)."""
+        checked = getattr(self._call, "checked", None)
         with self._lock:
             self._credentials.install(self.con)
-            for spec in specs:
+            due = []
+            for spec in {spec.qualified: spec for spec in specs}.values():
                 if spec.qualified in self._pinned:
                     continue
-                store = self.instance.store(spec)
-                snapshot = store.snapshot_newer_than(self._versions.get(spec.qualified))
+                if checked is not None:
+                    if spec.qualified in checked and spec.qualified in self._versions:
+                        continue
+                    checked.add(spec.qualified)
+                due.append(spec)
+            for spec, snapshot in zip(due, self._newer_snapshots(due)):
                 if snapshot is not None:
                     self._create_view(snapshot)
                 self._keep_in_memory(spec)
+
+    def _newer_snapshots(self, specs) -> list:
+        def newer(spec):
+            store = self.instance.store(spec)
+            return store.snapshot_newer_than(self._versions.get(spec.qualified))
+
+        if len(specs) < 2 or self.instance.location.is_local:
+            return [newer(spec) for spec in specs]
+        with ThreadPoolExecutor(len(specs)) as pool:
+            return list(pool.map(newer, specs))
 
     def refresh_all(self) -> None:
         self.refresh(tables.BY_QUALIFIED.values())
 
     def _create_view(self, snapshot: Snapshot) -> None:
         qualified = snapshot.spec.qualified
-        create_view(self.con, snapshot)
+        create_view(self.con, snapshot, in_memory=True)
         if qualified in self._in_memory:
             self.con.execute(f'DROP TABLE IF EXISTS "{_memory_table(snapshot.spec)}"')
             self._in_memory.discard(qualified)
@@ -224,20 +263,32 @@ class Session:
             self.refresh([spec])
             return self._columns[spec.qualified]
 
-    def features(self) -> FeatureResolver:
-        """The features of the current feature snapshot, read once per version."""
+    def features(self, fresh: bool = True) -> FeatureResolver:
+        """The features of the current feature snapshot, read once per version. With
+        ``fresh=False``, those this session has already seen, and table columns as last seen,
+        without checking for new commits (for checks that are retried fresh when they fail)."""
         spec = tables.get("core.feature")
         with self._lock:
+            if not fresh and self._features is not None:
+                return self._features[2]
             self.refresh([spec])
             version = self._versions[spec.qualified]
             if self._features is None or self._features[0] != version:
                 rows = self.con.execute(
                     f'SELECT id, name, _dtype_str, is_type FROM "{spec.view}" '
                     "WHERE branch_id = 1 ORDER BY id").to_arrow_table().to_pylist()
-                resolver = FeatureResolver(features_of(rows), self.columns, self.arrow,
-                                           self.current_version)
-                self._features = (version, resolver)
+                found = features_of(rows)
+                self._features = (
+                    version, FeatureResolver(found, self.columns, self.arrow,
+                                             self.current_version),
+                    FeatureResolver(found, self._seen_columns))
             return self._features[1]
+
+    def _seen_columns(self, spec) -> frozenset:
+        """The columns of ``spec``'s view as last refreshed (refreshed if never)."""
+        with self._lock:
+            seen = self._columns.get(spec.qualified)
+            return seen if seen is not None else self.columns(spec)
 
     def pin(self, spec, version: int | datetime) -> Snapshot:
         """Time travel: serve ``spec`` from a past snapshot until :meth:`unpin`."""

@@ -1,0 +1,241 @@
+"""Request budgets of reads on S3 (issue 15): each request to the bucket is a network round
+trip, so a first answer in a fresh process, and a warm repeat, may make only so many. Counted
+with moto's request recorder, which sees every request the server gets; a change that adds a
+round trip fails here. Expected answers come from the manifest, never from lamina."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+import pandas as pd
+import pytest
+
+import lamina as ln
+from lamina import testing
+
+from helpers import (filesystem, new_s3_root, python, reset_process_state, s3_requests,
+                     spawn)
+
+N_ARTIFACTS = 300
+PERTURBATIONS = ["DMSO", "IFNG", "TNF"]
+
+
+def manifest(root: str) -> pd.DataFrame:
+    """Artifacts linked in place under the root (size and hash known: nothing is uploaded),
+    with a float feature and a categorical one."""
+    n = N_ARTIFACTS
+    return pd.DataFrame({
+        "path": [f"{root}/atlas/cells_{i:04d}.h5ad" for i in range(n)],
+        "key": [f"atlas/cells_{i:04d}.h5ad" for i in range(n)],
+        "size": [1000 + i for i in range(n)],
+        "hash": [f"{i:022d}" for i in range(n)],
+        "temperature": [15 + (i % 16) for i in range(n)],
+        "perturbation": [[PERTURBATIONS[i % 3]] if i % 4 else [PERTURBATIONS[i % 3], "TNF"]
+                         for i in range(n)],
+    })
+
+
+@pytest.fixture(scope="module")
+def catalog(request, tmp_path_factory):
+    """A new S3 catalog as a bulk load makes it: records and features in one save each, then
+    the artifacts with their feature values from a manifest. Yields (root, manifest)."""
+    request.getfixturevalue("s3_endpoint")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LAMINA_HOME", str(tmp_path_factory.mktemp("requests-home")))
+        root = new_s3_root()
+        ln.init(storage=root)
+        ln.save([ln.Record(name=name) for name in [*PERTURBATIONS,
+                                                  *(f"record-{i:03d}" for i in range(50))]])
+        ln.save([ln.Feature(name="temperature", dtype="float"),
+                 ln.Feature(name="perturbation", dtype="cat[Record]")])
+        frame = manifest(root)
+        report = ln.save(ln.Artifact.from_manifest(frame, progress=False))
+        assert report.new == N_ARTIFACTS
+        reset_process_state()
+        yield root, frame
+
+
+def fresh_process(root: str, call: str) -> tuple[object, list[tuple[str, str]]]:
+    """The answer of ``call`` in a new Python process that connects to ``root`` first, and
+    every request the server saw from that process."""
+    found = {}
+
+    def run():
+        proc = python(f"ln.connect({root!r})\nprint(json.dumps({call}))")
+        found["answer"] = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    requests = s3_requests(run)
+    return found["answer"], requests
+
+
+def shown(requests) -> str:
+    return "\n".join(f"{m} {u.split('/', 3)[-1]}" for m, u in requests)
+
+
+def kinds(requests) -> Counter:
+    return Counter("LIST" if m == "GET" and "list-type=" in u else m for m, u in requests)
+
+
+# ---- first answers in a fresh process ----------------------------------------------------
+def test_connect_reads_the_instance_file_only(catalog):
+    root, _ = catalog
+    requests = s3_requests(lambda: ln.connect(root))
+    assert [(m, u.rsplit("/", 2)[-2:]) for m, u in requests] == [
+        ("GET", [".lamina", "instance.json"])]
+
+
+def test_a_field_filter_answers_in_six_requests(catalog):
+    root, frame = catalog
+    answer, requests = fresh_process(
+        root, 'ln.Artifact.filter(key__startswith="atlas/cells_01").count()')
+    assert answer == frame.key.str.startswith("atlas/cells_01").sum()
+    # instance.json; the artifact log: one LIST, its two commits; the table's one data file
+    assert len(requests) <= 6, shown(requests)
+    assert kinds(requests)["HEAD"] == 0, requests
+
+
+def test_record_get_answers_in_six_requests(catalog):
+    root, _ = catalog
+    answer, requests = fresh_process(root, 'ln.Record.get(name="record-007").name')
+    assert answer == "record-007"
+    assert len(requests) <= 6, shown(requests)
+
+
+def test_a_feature_filter_answers_in_ten_requests(catalog):
+    root, frame = catalog
+    answer, requests = fresh_process(root, "ln.Artifact.filter(temperature__gt=25).count()")
+    assert answer == (frame.temperature > 25).sum()
+    # the field filter's requests, and the feature table's LIST, two commits and data file
+    assert len(requests) <= 10, shown(requests)
+
+
+def test_a_label_filter_dataframe_answers_in_fourteen_requests(catalog):
+    root, frame = catalog
+    answer, requests = fresh_process(
+        root, 'sorted(ln.Artifact.filter(perturbation="DMSO").to_dataframe(limit=None).key)')
+    assert answer == sorted(frame.key[frame.perturbation.map(lambda p: "DMSO" in p)])
+    # the feature filter's requests, the record table's LIST, two commits and data file
+    assert len(requests) <= 14, shown(requests)
+
+
+def test_a_process_reads_no_file_twice(catalog):
+    """Log and data files are immutable: once read, a process keeps them until the table
+    moves. Only the checks for new commits (LISTs) repeat."""
+    root, _ = catalog
+    _, requests = fresh_process(root, " ".join("""[
+        ln.Artifact.filter(temperature__gt=20).count(),
+        ln.Artifact.filter(perturbation="TNF").count(),
+        len(ln.Artifact.filter(perturbation="DMSO").to_dataframe()),
+        ln.Record.get(name="record-001").name,
+        ln.Artifact.filter(key__startswith="atlas/cells_02").count()]""".split()))
+    fetched = Counter(u for m, u in requests if m in ("GET", "HEAD") and "list-type=" not in u)
+    assert [u for u, times in fetched.items() if times > 1] == []
+
+
+# ---- warm repeats -------------------------------------------------------------------------
+def test_a_warm_repeat_checks_each_table_once_for_new_commits(catalog):
+    root, frame = catalog
+    ln.connect(root)
+    query = lambda: ln.Artifact.filter(temperature__gt=25).count()  # noqa: E731
+    assert query() == (frame.temperature > 25).sum()
+    requests = s3_requests(query)
+    # one LIST of the feature log (names checked) and one of the artifact log, nothing else
+    assert sorted(u.split("prefix=")[1].split("&")[0] for _, u in requests) == sorted(
+        f"{root.split('/', 3)[3]}/.lamina/catalog/core/{t}/_delta_log/"
+        for t in ("artifact", "feature"))
+    assert set(kinds(requests)) == {"LIST"}
+
+
+def test_a_warm_repeat_sees_a_commit_another_process_made(catalog):
+    root, _ = catalog
+    ln.connect(root)
+    before = ln.Record.filter(name__startswith="late-").count()
+    python(f"""
+        ln.connect({root!r})
+        ln.Record(name="late-1").save()
+    """)
+    assert ln.Record.filter(name__startswith="late-").count() == before + 1
+
+
+# ---- the latency proxy --------------------------------------------------------------------
+def test_the_latency_proxy_forwards_every_request_of_a_query(catalog):
+    root, frame = catalog
+    with testing.latency_proxy(5) as proxy:
+        answer, requests = fresh_process(
+            root, 'ln.Artifact.filter(key__startswith="atlas/cells_00").count()')
+        assert proxy.endpoint == os.environ["AWS_ENDPOINT_URL"]
+    assert answer == frame.key.str.startswith("atlas/cells_00").sum()
+    # what the server saw came through the proxy, request for request (the recorder's own
+    # calls aside)
+    forwarded = [(m, p) for m, p in proxy.requests if not p.startswith("/moto-api/")]
+    assert len(forwarded) == len(requests) > 0
+    assert [m for m, _ in forwarded] == [m for m, _ in requests]
+
+
+# ---- a long-lived table -------------------------------------------------------------------
+COMMITS = 1_050
+
+
+def test_a_table_of_a_thousand_commits_answers_in_few_requests(s3_endpoint, tmp_path):
+    """A log of 1,050 commits (checkpoints every 100: more than one LIST page of files) is
+    read from its newest checkpoint on: the commits before it cost nothing. A new table with
+    as many commits after its start as this one has after its checkpoint costs at most three
+    requests fewer (the checkpoint, and the hint that finds it past the first page)."""
+    from deltalake import DeltaTable, write_deltalake
+    import pyarrow as pa
+
+    from lamina.catalog import tables
+    from lamina.catalog.store import CATALOG_DIR, CHECKPOINT_INTERVAL, to_arrow
+
+    # Built on a local root (a commit there takes milliseconds) with one-row commits that
+    # each replace the row, then copied to the bucket as it is, without the replaced files.
+    local = str(tmp_path / "root")
+    ln.init(storage=local)
+    ln.Record(name="first").save()
+    spec = tables.get("core.record")
+    uri = os.path.join(local, CATALOG_DIR, spec.module, spec.name)
+    table = DeltaTable(uri)
+    schema = pa.schema(table.schema().to_arrow())
+    for i in range(table.version() + 1, COMMITS):
+        row = {"id": i, "uid": f"{i:016d}", "name": f"r{i}", "branch_id": 1}
+        write_deltalake(table, to_arrow([row], schema), mode="overwrite")
+        if table.version() % CHECKPOINT_INTERVAL == 0:
+            table.create_checkpoint()
+    table.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    latest = DeltaTable(uri).version()  # vacuum commits too
+    assert latest >= COMMITS - 1
+    assert len(os.listdir(os.path.join(uri, "_delta_log"))) > 1000
+    root = new_s3_root()
+    filesystem(root).put(local + "/", root.split("://", 1)[1] + "/", recursive=True)
+    reset_process_state()
+
+    answer, requests = fresh_process(root, f'ln.Record.get(name="r{COMMITS - 1}").name')
+    assert answer == f"r{COMMITS - 1}"
+    since_checkpoint = latest % CHECKPOINT_INTERVAL
+    fetched_logs = [u for m, u in requests if "_delta_log/0" in u and "list-type" not in u]
+    assert len(fetched_logs) == 1 + since_checkpoint, shown(requests)  # checkpoint, commits after it
+    new_table = 1 + 1 + (1 + since_checkpoint) + 1  # instance, LIST, commits, one data file
+    assert len(requests) <= new_table + 3, (len(requests), kinds(requests))
+
+
+# ---- consistency ---------------------------------------------------------------------------
+def test_a_reader_sees_whole_commits_only_while_a_writer_commits(catalog):
+    """Another process saves records in batches of five, one commit each; every count this
+    process reads meanwhile is a whole number of batches."""
+    root, _ = catalog
+    ln.connect(root)
+    writer = spawn(f"""
+        ln.connect({root!r})
+        for batch in range(8):
+            ln.save([ln.Record(name=f"batch-{{batch}}-{{i}}") for i in range(5)])
+        print("done", flush=True)
+    """)
+    seen = []
+    while writer.poll() is None:
+        seen.append(ln.Record.filter(name__startswith="batch-").count())
+    assert writer.returncode == 0, writer.stderr.read()
+    seen.append(ln.Record.filter(name__startswith="batch-").count())
+    assert all(n % 5 == 0 for n in seen), seen
+    assert seen == sorted(seen) and seen[-1] == 40
