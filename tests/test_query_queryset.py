@@ -217,23 +217,6 @@ def test_to_dataframe_defaults_and_limit(oracle):
     assert empty.empty and list(empty.columns) == ln.Artifact._spec.display_columns
 
 
-def test_a_cut_display_says_so_without_counting_what_matches(oracle, sql_calls, caplog):
-    visible = oracle.ids(ln.Artifact)
-    assert len(visible) > 5
-    with caplog.at_level("INFO", logger="lamina"):
-        sql_calls.clear()
-        shown = ln.Artifact.filter().to_dataframe(limit=5)
-        cut_statements = list(sql_calls)
-        sql_calls.clear()
-        whole = ln.Artifact.filter().to_dataframe(limit=len(visible))
-    assert len(shown) == 5 and len(whole) == len(visible)
-    said = [r.getMessage() for r in caplog.records if "more match" in r.getMessage()]
-    assert len(said) == 1 and "showing 5 Artifact rows" in said[0]  # the cut one only
-    # One more row than shown tells that more match: no count(*) of them.
-    assert not any("count(" in sql.lower() for sql in cut_statements)
-    assert len(cut_statements) == len(sql_calls)
-
-
 @pytest.mark.parametrize("window", [3, 40, 100_000])
 def test_rows_by_id_read_the_newest_ids_first_and_widen(oracle, monkeypatch, sql_calls,
                                                          window):

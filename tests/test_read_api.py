@@ -36,14 +36,18 @@ def counts(monkeypatch) -> list:
     return calls
 
 
-def test_a_cut_frame_says_how_many_rows_matched(six_artifacts, caplog, counts):
+def test_a_cut_frame_says_more_rows_match_without_counting_them(six_artifacts, caplog,
+                                                                 counts):
+    # One row more than shown tells that more match; counting them (the seed system does not
+    # either) was 71 of 100 ms CPU of a filtered display at 1e6 artifacts.
     with caplog.at_level("INFO", logger="lamina"):
         frame = ln.Artifact.filter(key__startswith="dir/").to_dataframe(limit=4)
     assert len(frame) == 4
     assert list(frame.index) == [a.id for a in six_artifacts][::-1][:4]
     messages = [r.getMessage() for r in caplog.records]
-    assert any("4 of 6 Artifact rows" in m and "limit=None" in m for m in messages), messages
-    assert len(counts) == 1
+    assert any("showing 4 Artifact rows, more match" in m and "limit=None" in m
+               for m in messages), messages
+    assert counts == []
 
 
 def test_a_whole_frame_runs_no_count_and_says_nothing(six_artifacts, caplog, counts):
@@ -52,7 +56,7 @@ def test_a_whole_frame_runs_no_count_and_says_nothing(six_artifacts, caplog, cou
         assert len(ln.Artifact.to_dataframe(limit=None)) == 6
         # A slice is the user's own limit: nothing was cut behind their back.
         assert len(ln.Artifact.filter()[:2].to_dataframe()) == 2
-    assert not [r for r in caplog.records if "rows;" in r.getMessage()]
+    assert not [r for r in caplog.records if "more match" in r.getMessage()]
     assert counts == []
 
 
