@@ -80,7 +80,6 @@ def _moto(command: list[str]):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, MOTO_RECORDER_FILEPATH=recording))
     endpoint = f"http://127.0.0.1:{port}"
-    saved = {k: os.environ.get(k) for k in _ENV}
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -91,18 +90,11 @@ def _moto(command: list[str]):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("moto_server did not start") from None
                 time.sleep(0.1)
-        os.environ.update({
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": endpoint,
-        })
-        yield endpoint
+        with _environ(_ENV, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                      AWS_REGION="us-east-1", AWS_DEFAULT_REGION="us-east-1",
+                      AWS_ENDPOINT_URL=endpoint):
+            yield endpoint
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         proc.terminate()
         try:
             proc.wait(timeout=10)
@@ -126,15 +118,10 @@ def gcs_server(s3_endpoint: str | None = None):
 
     with (nullcontext(s3_endpoint) if s3_endpoint else s3_server()) as backend:
         server = testing_gcs.serve(backend)
-        saved = os.environ.get("STORAGE_EMULATOR_HOST")
-        os.environ["STORAGE_EMULATOR_HOST"] = server.url
         try:
-            yield server
+            with _environ(STORAGE_EMULATOR_HOST=server.url):
+                yield server
         finally:
-            if saved is None:
-                os.environ.pop("STORAGE_EMULATOR_HOST", None)
-            else:
-                os.environ["STORAGE_EMULATOR_HOST"] = saved
             server.shutdown()
             server.server_close()
 # ---- a slower network ----------------------------------------------------------------------
@@ -244,16 +231,27 @@ def latency_proxy(latency_ms: float, upstream: str | None = None):
     points at), with ``AWS_ENDPOINT_URL`` pointing at the proxy until the block ends."""
     upstream = upstream or os.environ["AWS_ENDPOINT_URL"]
     proxy = LatencyProxy(upstream, latency_ms).start()
-    saved = os.environ.get("AWS_ENDPOINT_URL")
-    os.environ["AWS_ENDPOINT_URL"] = proxy.endpoint
     try:
-        yield proxy
+        with _environ(AWS_ENDPOINT_URL=proxy.endpoint):
+            yield proxy
     finally:
-        if saved is None:
-            os.environ.pop("AWS_ENDPOINT_URL", None)
-        else:
-            os.environ["AWS_ENDPOINT_URL"] = saved
         proxy.stop()
+
+
+@contextmanager
+def _environ(restored=(), **values: str):
+    """``os.environ`` with ``values`` set until the block ends; then those and the variables
+    named in ``restored`` are as they were."""
+    saved = {key: os.environ.get(key) for key in (*restored, *values)}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def create_bucket(name: str) -> None:
