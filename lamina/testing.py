@@ -74,11 +74,12 @@ def iam_s3_server():
 @contextmanager
 def _moto(command: list[str]):
     port = _free_port()
-    # moto's request recorder writes to ./moto_recording unless told otherwise.
+    # moto's request recorder writes to ./moto_recording unless told otherwise (a caller that
+    # reads the file itself sets MOTO_RECORDER_FILEPATH).
     recording = os.path.join(tempfile.mkdtemp(prefix="lamina-moto-"), "recording")
     proc = subprocess.Popen([*command, "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, MOTO_RECORDER_FILEPATH=recording))
+                            env={"MOTO_RECORDER_FILEPATH": recording, **os.environ})
     endpoint = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
