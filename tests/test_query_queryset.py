@@ -217,6 +217,26 @@ def test_to_dataframe_defaults_and_limit(oracle):
     assert empty.empty and list(empty.columns) == ln.Artifact._spec.display_columns
 
 
+def test_first_and_last_of_an_equality_filter_take_one_statement(oracle, monkeypatch,
+                                                                  sql_calls):
+    """``filter(hash=...).first()`` is how a new artifact checks its content: selective, so no
+    id window that would widen through the table to find nothing."""
+    from lamina.engine import queryset
+
+    monkeypatch.setattr(queryset, "NEWEST_WINDOW", 3)  # a window would have to widen
+    A = ln.Artifact
+    rows = oracle.rows["core.artifact"]
+    for conditions in [{"key": rows[min(rows)]["key"]}, {"hash": rows[max(rows)]["hash"]},
+                       {"key": rows[max(rows)]["key"], "is_latest": True},
+                       {"key": "none such"}, {"suffix": ".csv", "hash": "none such"}]:
+        expected = oracle.ids(A, **conditions)
+        sql_calls.clear()
+        first, last = A.filter(**conditions).first(), A.filter(**conditions).last()
+        assert (first.id if first else None) == (expected[0] if expected else None)
+        assert (last.id if last else None) == (expected[-1] if expected else None)
+        assert len(sql_calls) <= 2, (conditions, sql_calls)  # none from a copy in memory
+
+
 @pytest.mark.parametrize("window", [3, 40, 100_000])
 def test_rows_by_id_read_the_newest_ids_first_and_widen(oracle, monkeypatch, sql_calls,
                                                          window):
