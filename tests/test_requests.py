@@ -239,3 +239,18 @@ def test_a_reader_sees_whole_commits_only_while_a_writer_commits(catalog):
     seen.append(ln.Record.filter(name__startswith="batch-").count())
     assert all(n % 5 == 0 for n in seen), seen
     assert seen == sorted(seen) and seen[-1] == 40
+
+
+def test_a_query_after_a_save_fetches_only_the_data_file_the_save_added(s3_endpoint):
+    """A small registry is read whole into memory per version; its data files never change, so
+    after a save the next query fetches the one new file, not every file again."""
+    ln.init(storage=new_s3_root())
+    for i in range(5):
+        ln.Record(name=f"r{i}").save()
+    assert ln.Record.filter(name__startswith="r").count() == 5
+    ln.Record(name="r-new").save()
+    requests = s3_requests(lambda: ln.Record.filter(name__startswith="r").count())
+    data_files = [url for method, url in requests
+                  if method == "GET" and url.split("?")[0].endswith(".parquet")]
+    assert len(data_files) == 1, requests
+    assert ln.Record.filter(name__startswith="r").count() == 6

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 
 import duckdb
 import pyarrow as pa
@@ -124,14 +125,30 @@ def _small_remote(snapshot: Snapshot) -> bool:
 
 def read_whole(snapshot: Snapshot) -> pa.Table:
     """Every row of ``snapshot``, its files fetched concurrently in one GET each; files written
-    before a column existed read it as NULL."""
+    before a column existed read it as NULL. Data files never change (each commit adds new
+    ones), so a file read for an earlier version is not fetched again: a save moves the version
+    and the next query reads only the file it added (it re-read every small file before)."""
     import pyarrow.parquet as pq
 
-    blobs = snapshot.location.read_many(list(snapshot.files))
-    parts = [pq.read_table(io.BytesIO(blobs[f])) for f in snapshot.files]
+    with _FILES_LOCK:
+        missing = [f for f in snapshot.files if f not in _FILES]
+        if missing:
+            blobs = snapshot.location.read_many(missing)
+            for uri in missing:
+                _FILES[uri] = pq.read_table(io.BytesIO(blobs[uri]))
+            wanted = set(snapshot.files)
+            while (len(_FILES) > len(wanted)
+                   and sum(t.nbytes for t in _FILES.values()) > FILE_CACHE_BYTES):
+                _FILES.pop(next(f for f in _FILES if f not in wanted))
+        parts = [_FILES[f] for f in snapshot.files]
     schema = snapshot.schema
-    return pa.concat_tables(
-        [_conform(part, schema) for part in parts]).combine_chunks()
+    return pa.concat_tables([_conform(part, schema) for part in parts]).combine_chunks()
+
+
+# Small registries' data files as read (by URI, in the order read), up to this many bytes.
+FILE_CACHE_BYTES = 64 * 2**20
+_FILES: dict[str, pa.Table] = {}
+_FILES_LOCK = threading.Lock()
 
 
 def _conform(part: pa.Table, schema: pa.Schema) -> pa.Table:
