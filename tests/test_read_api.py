@@ -39,7 +39,7 @@ def counts(monkeypatch) -> list:
 def test_a_cut_frame_says_more_rows_match_without_counting_them(six_artifacts, caplog,
                                                                  counts):
     # One row more than shown tells that more match; counting them (the seed system does not
-    # either) was 71 of 100 ms CPU of a filtered display at 1e6 artifacts.
+    # either) was most of a filtered display's time at 1e6 artifacts.
     with caplog.at_level("INFO", logger="lamina"):
         frame = ln.Artifact.filter(key__startswith="dir/").to_dataframe(limit=4)
     assert len(frame) == 4

@@ -285,7 +285,7 @@ class QuerySet:
                          | {f.column for f in shown_features}) - set(columns))
         # The rows are cut by ``limit`` only where the QuerySet has no smaller limit of its own;
         # one row more than shown tells whether anything was cut, without counting what
-        # matches (the count was 71 of 100 ms CPU of a filtered display at 1e6 artifacts).
+        # matches (the count was most of a filtered display's time at 1e6 artifacts).
         cut_by_limit = limit is not None and (self._limit is None or limit < self._limit)
         row_limit = limit + 1 if cut_by_limit else self._limit
         table = self._rows(columns + starts, order, row_limit)

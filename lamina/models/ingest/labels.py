@@ -71,7 +71,7 @@ def list_column(n: int, parts: list[tuple[np.ndarray, np.ndarray]]) -> pa.Array:
         parents, ids = parents[order], ids[order]
     key = parents * (1 << 32) + ids
     # Rows are runs already: nearly sorted, which a stable sort (timsort) merges in linear
-    # time; the default introsort does not notice (8x slower on a 100,000-row chunk).
+    # time; the default introsort does not notice.
     ordered = np.sort(key, kind="stable")
     if (ordered[1:] == ordered[:-1]).any():  # a label twice in a row: keep the first
         import pandas as pd

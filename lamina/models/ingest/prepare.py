@@ -148,7 +148,7 @@ def _duplicates(df: pl.DataFrame, column: str, seen: dict, issues: Issues) -> No
     h1, h2 = keys["_h1"].to_numpy(), keys["_h2"].to_numpy()
     earlier = np.full(len(h1), -1, dtype=np.int64)
     if "h1" in seen and len(seen["h1"]):
-        # Probing in sorted order walks the sorted table once (3x faster than random probes).
+        # Probing in sorted order walks the sorted table once (random probes miss the cache).
         probe = np.argsort(h1)
         at = np.empty(len(h1), dtype=np.int64)
         at[probe] = np.searchsorted(seen["h1"], h1[probe])
