@@ -530,7 +530,7 @@ def test_ctrl_c_stops_the_save_says_what_was_committed_and_a_rerun_resumes(
     _, rest = child.communicate(timeout=120)
     output = "".join(lines) + rest
     assert child.returncode != 0, output
-    assert "Traceback" not in output.split("interrupted:")[0]
+    assert "Traceback" not in output.split("interrupted:")[0], output
     message = next(line for line in output.splitlines() if "interrupted:" in line)
     committed = int(message.split("interrupted: ")[1].split(" new artifacts")[0].replace(",", ""))
     assert "Run the same ln.save again to resume" in message

@@ -215,12 +215,7 @@ class IngestBatch:
                              f"artifacts; {report.new + report.existing:,} of {to_commit:,} "
                              "rows saved so far")
         except KeyboardInterrupt:
-            message = (f"interrupted: {report.new:,} new artifacts in {report.chunks} committed "
-                       f"chunk(s) are saved{_id_span(report)}; the chunk in progress was not "
-                       "committed. Run the same ln.save again to resume: it skips what is "
-                       "saved.")
-            log.warning(message)
-            raise KeyboardInterrupt(message) from None
+            raise KeyboardInterrupt(_say_interrupted(report)) from None
         finally:
             for bar in bars.values():
                 bar.close()
@@ -264,6 +259,22 @@ def _without(df: pl.DataFrame, rows: np.ndarray) -> pl.DataFrame:
 def _cache_budget() -> int:
     """Bytes of prepared chunks validation may keep for the save (``LAMINA_INGEST_CACHE_MB``)."""
     return int(float(os.environ.get("LAMINA_INGEST_CACHE_MB", CACHE_MB)) * 2**20)
+
+
+def _say_interrupted(report: IngestReport) -> str:
+    """Log what an interrupted save committed. One Ctrl-C can arrive twice: Polars raises its
+    own KeyboardInterrupt for a signal that Python then raises again, so a second interrupt
+    while saying this is absorbed (as is a user pressing Ctrl-C again)."""
+    while True:
+        try:
+            message = (f"interrupted: {report.new:,} new artifacts in {report.chunks} committed "
+                       f"chunk(s) are saved{_id_span(report)}; the chunk in progress was not "
+                       "committed. Run the same ln.save again to resume: it skips what is "
+                       "saved.")
+            log.warning(message)
+            return message
+        except KeyboardInterrupt:
+            continue
 
 
 def _id_span(report: IngestReport) -> str:
