@@ -172,7 +172,7 @@ class DeltaLogReader:
     def _apply_checkpoint(self, state: LogState, blob: bytes) -> None:
         import pyarrow.parquet as pq
 
-        # ParquetFile, not read_table, which imports pandas through pyarrow.dataset.
+        # ParquetFile: read_table goes through pyarrow.dataset, one more module to import.
         parquet = pq.ParquetFile(io.BytesIO(blob))
         columns = [c for c in ("add", "remove", "metaData", "protocol", "txn")
                    if c in parquet.schema_arrow.names]

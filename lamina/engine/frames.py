@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # loaded by the first DataFrame, not by a count() or get()
+if TYPE_CHECKING:  # imported where a DataFrame is built, not when lamina.engine loads
     import pandas as pd
     import pyarrow as pa
 

@@ -13,7 +13,7 @@ from ..errors import ValidationError
 from .base import SQLRecord, model_for
 from .features import Feature
 
-if TYPE_CHECKING:  # validating a DataFrame loads pandas; a query does not need it
+if TYPE_CHECKING:  # imported where a DataFrame is validated, not when the registries load
     import pandas as pd
 
 GENE_ITYPE = "bionty.Gene.ensembl_gene_id"
