@@ -168,6 +168,8 @@ def _column_problems(feature: Feature, column: pd.Series) -> list[str]:
 def annotate_from_dataset(artifact, schema: Schema, data) -> None:
     """After saving a validated dataset: link the schemas of what it holds (the features and
     genes present) and annotate the artifact with its categorical values."""
+    import pandas as pd
+
     slots = schema.slots or {"": schema}
     members, values = [], {}
     gene = model_for(tables.get("bionty.gene"))
