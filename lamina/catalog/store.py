@@ -549,6 +549,10 @@ class TableStore:
                             or pa.schema(table.schema().to_arrow()) != schema):
                         break  # merged or edited meanwhile, or new columns: next round
                     continue
+                # The log state moves with our own entry too, so the checkpoint is written
+                # from it (a reload of the log on S3: a LIST and up to ten GETs).
+                if self._log is not None and self._log.version == table.version():
+                    self._log = self._reader.committed(self._log, [add, *removes])
                 table.update_incremental()
                 self._checkpoint_if_due(table)
                 return {"numFilesRemoved": len(small), "numRowsRewritten": rows.num_rows,
