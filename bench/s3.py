@@ -50,22 +50,29 @@ CALLS = {
 WARM_REPEATS = 5
 SAVES = 20
 
-# Single saves in one process (after a query, as a session that looks and then adds does), each
-# save's requests; then what deltalake's own create_checkpoint costs on the same table.
-SAVING = """
-import json, os, urllib.request
+# The start of each child: moto's request recorder (``record``), and ``requests()``, what the
+# server saw since recording started (recording stops).
+RECORDER = """
+import json, os, time, urllib.request
 recorder = os.environ["BENCH_RECORDER"]
 def record(path):
     method = "GET" if path == "download-recording" else "POST"
     request = urllib.request.Request(recorder + path, data=None if method == "GET" else b"",
                                      method=method)
     return urllib.request.urlopen(request).read()
-def counted(action):
-    record("reset-recording"); record("start-recording")
-    action()
+def requests():
     record("stop-recording")
     lines = record("download-recording").decode().splitlines()
     return [(r["method"], r["url"]) for r in map(json.loads, filter(str.strip, lines))]
+"""
+
+# Single saves in one process (after a query, as a session that looks and then adds does), each
+# save's requests; then what deltalake's own create_checkpoint costs on the same table.
+SAVING = RECORDER + """
+def counted(action):
+    record("reset-recording"); record("start-recording")
+    action()
+    return requests()
 import lamina as ln
 from lamina.catalog import tables
 from lamina.catalog.store import CATALOG_DIR
@@ -97,18 +104,7 @@ report = ln.save(ln.Artifact.from_manifest(manifest, progress=False))
 assert report.new == n, report
 """
 
-CHILD = """
-import time, json, os, urllib.request
-recorder = os.environ["BENCH_RECORDER"]
-def record(path):
-    method = "GET" if path == "download-recording" else "POST"
-    request = urllib.request.Request(recorder + path, data=None if method == "GET" else b"",
-                                     method=method)
-    return urllib.request.urlopen(request).read()
-def requests():
-    record("stop-recording")
-    lines = record("download-recording").decode().splitlines()
-    return [(r["method"], r["url"]) for r in map(json.loads, filter(str.strip, lines))]
+CHILD = RECORDER + """
 import lamina as ln
 ln.connect({root!r})
 answer = {call}
@@ -170,7 +166,8 @@ def run_saves(root: str, moto: str, env: dict) -> dict:
     """SAVES single saves in a fresh process: requests of each (and whether it checkpointed),
     and the requests of deltalake's create_checkpoint on the same table."""
     proc = subprocess.run([sys.executable, "-c", SAVING.format(root=root, saves=SAVES)],
-                          env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+                          check=False, env=env, capture_output=True, text=True, timeout=600,
+                          cwd=REPO)
     if proc.returncode:
         raise RuntimeError(proc.stderr)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
