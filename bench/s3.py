@@ -85,7 +85,8 @@ spec = tables.get("core.record")
 uri = {root!r} + f"/{{CATALOG_DIR}}/{{spec.module}}/{{spec.name}}"
 from lamina.catalog.location import Location
 options = Location.of({root!r}).delta_options
-deltalake_checkpoint = counted(lambda: DeltaTable(uri, storage_options=options).create_checkpoint())
+deltalake_checkpoint = counted(
+    lambda: DeltaTable(uri, storage_options=options).create_checkpoint())
 print(json.dumps({{"saves": saves, "deltalake_checkpoint": deltalake_checkpoint}}))
 """
 

@@ -476,22 +476,28 @@ class TableStore:
     def _checkpoint_if_due(self, table: DeltaTable) -> None:
         """Checkpoint the log every CHECKPOINT_INTERVAL versions (REMOTE_CHECKPOINT_INTERVAL on
         an object store), so a new reader loads one Parquet checkpoint and the commits after
-        it instead of replaying every commit. Written from the log state this store holds, or
-        reads with delta_log.py (a LIST and the commits since the last checkpoint); deltalake
-        checkpoints a log that reader does not support."""
+        it. Written from the log state this store holds, else from the log as delta_log.py
+        reads it (a LIST, the commits since the last checkpoint); by deltalake for a log that
+        reader does not support. The commit has landed: a checkpoint that cannot be written
+        is skipped (readers replay a few more commits), not reported as a failed save."""
         version = max(table.version(), self._known_version())
         interval = CHECKPOINT_INTERVAL if self.location.is_local else REMOTE_CHECKPOINT_INTERVAL
         if version % interval:
             return
         state = self._log
-        if state is None or state.version != version or not checkpoint.can_checkpoint(state):
-            try:
-                state = self._log = self._reader.load()
-            except UnsupportedLog:
-                state = None
-        if checkpoint.can_checkpoint(state):
-            checkpoint.write_checkpoint(self.location, self.uri, state)
-        elif version % CHECKPOINT_INTERVAL == 0:
+        try:
+            if state is None or state.version != version or not checkpoint.can_checkpoint(state):
+                try:
+                    state = self._log = self._reader.load()
+                except UnsupportedLog:
+                    state = None
+            if checkpoint.can_checkpoint(state):
+                checkpoint.write_checkpoint(self.location, self.uri, state)
+                return
+        except OSError as exc:
+            logger.warning("no checkpoint of %s at version %d: %s", self.uri, version, exc)
+            return
+        if version % CHECKPOINT_INTERVAL == 0:
             self._synced(table).create_checkpoint()
             table.cleanup_metadata()
 
