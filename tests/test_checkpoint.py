@@ -90,3 +90,26 @@ def test_a_state_adopted_from_deltalake_is_not_checkpointed(local_root):
     grown(location, uri)
     adopted = DeltaLogReader(location, uri).adopt(DeltaTable(uri))
     assert not can_checkpoint(adopted)
+
+
+def test_a_checkpoint_keeps_the_tombstones_younger_than_the_retention(local_root):
+    """Removed files are kept in a checkpoint for vacuum only within the table's
+    ``delta.deletedFileRetentionDuration`` (7 days by default), as Delta specifies."""
+    import time
+
+    import pyarrow.parquet as pq
+
+    location = Location.of(local_root)
+    uri = location.join("tables", "t")
+    grown(location, uri)
+    state = DeltaLogReader(location, uri).load()
+    recent = set(state.removed)
+    assert recent  # the delete of id 1
+    month_ago = int((time.time() - 30 * 86400) * 1000)
+    state.removed["part-old.parquet"] = {"path": "part-old.parquet", "dataChange": True,
+                                         "deletionTimestamp": month_ago}
+    write_checkpoint(location, uri, state)
+    written = pq.read_table(os.path.join(uri, "_delta_log",
+                                         f"{state.version:020d}.checkpoint.parquet"))
+    removes = {r["path"] for r in written.column("remove").to_pylist() if r is not None}
+    assert removes == recent

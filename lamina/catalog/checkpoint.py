@@ -20,6 +20,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import time
 import uuid
 
 import pyarrow as pa
@@ -115,7 +117,11 @@ def write_checkpoint(location: Location, table_uri: str, state: LogState) -> Non
     rows = [{"protocol": state.protocol}, {"metaData": metadata}]
     rows += [{"add": {**f.action, "partitionValues": f.action.get("partitionValues") or {}}}
              for f in state.files.values()]
-    rows += [{"remove": remove} for remove in state.removed.values()]
+    # Tombstones tell vacuum when a file left the table; like deltalake, a checkpoint keeps
+    # only those younger than the table's retention, so it does not grow with every compaction.
+    oldest = time.time() * 1000 - _retention_ms(state.configuration)
+    rows += [{"remove": remove} for remove in state.removed.values()
+             if remove.get("deletionTimestamp", oldest) >= oldest]
     table = pa.Table.from_pylist([_map_items(row) for row in rows], schema=SCHEMA)
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
@@ -129,6 +135,19 @@ def write_checkpoint(location: Location, table_uri: str, state: LogState) -> Non
 
 
 _MAP_FIELDS = ("partitionValues", "tags", "configuration", "options")
+# Delta's default for ``delta.deletedFileRetentionDuration``, and the units its value may use.
+_DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
+_UNIT_MS = {"millisecond": 1, "second": 1000, "minute": 60_000, "hour": 3_600_000,
+            "day": 86_400_000, "week": 604_800_000}
+
+
+def _retention_ms(configuration: dict[str, str]) -> float:
+    """The table's ``delta.deletedFileRetentionDuration`` ("interval 7 days") in ms."""
+    value = configuration.get("delta.deletedFileRetentionDuration", "")
+    match = re.fullmatch(r"\s*interval\s+(\d+)\s+(\w+?)s?\s*", value, re.IGNORECASE)
+    if match is None or match[2].lower() not in _UNIT_MS:
+        return _DEFAULT_RETENTION_MS
+    return int(match[1]) * _UNIT_MS[match[2].lower()]
 
 
 def _map_items(row: dict) -> dict:
