@@ -48,6 +48,47 @@ CALLS = {
     "Record.get(name=)": 'ln.Record.get(name="record-00042").id',
 }
 WARM_REPEATS = 5
+SAVES = 20
+
+# The start of each child: moto's request recorder (``record``), and ``requests()``, what the
+# server saw since recording started (recording stops).
+RECORDER = """
+import json, os, time, urllib.request
+recorder = os.environ["BENCH_RECORDER"]
+def record(path):
+    method = "GET" if path == "download-recording" else "POST"
+    request = urllib.request.Request(recorder + path, data=None if method == "GET" else b"",
+                                     method=method)
+    return urllib.request.urlopen(request).read()
+def requests():
+    record("stop-recording")
+    lines = record("download-recording").decode().splitlines()
+    return [(r["method"], r["url"]) for r in map(json.loads, filter(str.strip, lines))]
+"""
+
+# Single saves in one process (after a query, as a session that looks and then adds does), each
+# save's requests; then what deltalake's own create_checkpoint costs on the same table.
+SAVING = RECORDER + """
+def counted(action):
+    record("reset-recording"); record("start-recording")
+    action()
+    return requests()
+import lamina as ln
+from lamina.catalog import tables
+from lamina.catalog.store import CATALOG_DIR
+ln.connect({root!r})
+ln.Record.filter(name__startswith="record-").count()
+ln.Record(name="saved-first").save()  # a process's first save reads what saves need
+saves = [counted(lambda i=i: ln.Record(name=f"saved-{{i}}").save()) for i in range({saves})]
+from deltalake import DeltaTable
+spec = tables.get("core.record")
+uri = {root!r} + f"/{{CATALOG_DIR}}/{{spec.module}}/{{spec.name}}"
+from lamina.catalog.location import Location
+options = Location.of({root!r}).delta_options
+deltalake_checkpoint = counted(
+    lambda: DeltaTable(uri, storage_options=options).create_checkpoint())
+print(json.dumps({{"saves": saves, "deltalake_checkpoint": deltalake_checkpoint}}))
+"""
 
 BUILD = """
 import os, sys
@@ -64,18 +105,7 @@ report = ln.save(ln.Artifact.from_manifest(manifest, progress=False))
 assert report.new == n, report
 """
 
-CHILD = """
-import time, json, os, urllib.request
-recorder = os.environ["BENCH_RECORDER"]
-def record(path):
-    method = "GET" if path == "download-recording" else "POST"
-    request = urllib.request.Request(recorder + path, data=None if method == "GET" else b"",
-                                     method=method)
-    return urllib.request.urlopen(request).read()
-def requests():
-    record("stop-recording")
-    lines = record("download-recording").decode().splitlines()
-    return [(r["method"], r["url"]) for r in map(json.loads, filter(str.strip, lines))]
+CHILD = RECORDER + """
 import lamina as ln
 ln.connect({root!r})
 answer = {call}
@@ -133,6 +163,26 @@ def run_call(root: str, call: str, moto: str, env: dict) -> dict:
             "warm_ms": round(statistics.median(out["warm_times"]) * 1000, 1)}
 
 
+def run_saves(root: str, moto: str, env: dict) -> dict:
+    """SAVES single saves in a fresh process: requests of each (and whether it checkpointed),
+    and the requests of deltalake's create_checkpoint on the same table."""
+    proc = subprocess.run([sys.executable, "-c", SAVING.format(root=root, saves=SAVES)],
+                          check=False, env=env, capture_output=True, text=True, timeout=600,
+                          cwd=REPO)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    saves = [{"requests": len(r), "by_kind": by_kind(r),
+              "checkpoint": any(".checkpoint." in u for _, u in r)} for r in out["saves"]]
+    plain = [s["requests"] for s in saves if not s["checkpoint"]]
+    return {"saves": saves, "mean_requests_per_save": round(
+                sum(s["requests"] for s in saves) / len(saves), 2),
+            "plain_save_requests": sorted(set(plain)),
+            "checkpointing_save_requests": [s["requests"] for s in saves if s["checkpoint"]],
+            "deltalake_create_checkpoint_requests": len(out["deltalake_checkpoint"]),
+            "deltalake_create_checkpoint_by_kind": by_kind(out["deltalake_checkpoint"])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -170,6 +220,8 @@ def main() -> None:
             results["calls"][name] = row
             log(f"{name}: {row['0ms']['cold_requests']} requests, "
                 f"{row['0ms']['cold_s']} s / {slow['cold_s']} s with latency")
+        # Last: the saves change the record table the calls above read.
+        results["single_saves"] = run_saves(root, moto, env)
     results["load_after"] = os.getloadavg()
     print_table(results, args.latency_ms)
     with open(args.json, "w") as f:
@@ -190,6 +242,11 @@ def print_table(results: dict, latency_ms: float) -> None:
         print(f"| `{row['call']}` | {cold['cold_requests']} ({k['GET']}/{k['HEAD']}/{k['LIST']}) "
               f"| {cold['cold_s']} s | {lat['cold_s']} s | {cold['warm_requests']} "
               f"| {cold['warm_ms']} ms | {lat['warm_ms']} ms |")
+    saves = results["single_saves"]
+    print(f"\n{SAVES} single Record saves in one process: {saves['mean_requests_per_save']} "
+          f"requests per save (plain {saves['plain_save_requests']}, checkpointing "
+          f"{saves['checkpointing_save_requests']}); deltalake's create_checkpoint on the same "
+          f"table: {saves['deltalake_create_checkpoint_requests']} requests")
 
 
 if __name__ == "__main__":

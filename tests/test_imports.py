@@ -41,10 +41,11 @@ def test_import_lamina_loads_no_heavy_library():
     assert ours == ["lamina.errors"]
 
 
-def test_registries_load_without_polars_anndata_or_fsspec():
+def test_registries_load_without_polars_anndata_fsspec_or_pandas():
     loaded = loaded_after("ln.Artifact, ln.Record, ln.Feature, ln.Q, ln.connect")
     assert {"duckdb", "deltalake", "pyarrow"} <= loaded  # what any query needs
-    assert sorted(loaded & {"polars", "anndata", "fsspec", "s3fs"}) == []
+    # pandas comes with the first query (DuckDB imports it to bind a parameter) or DataFrame
+    assert sorted(loaded & {"polars", "anndata", "fsspec", "s3fs", "pandas"}) == []
 
 
 def test_a_first_query_loads_neither_polars_nor_anndata(local_root, tmp_path):

@@ -254,3 +254,103 @@ def test_a_query_after_a_save_fetches_only_the_data_file_the_save_added(s3_endpo
                   if method == "GET" and url.split("?")[0].endswith(".parquet")]
     assert len(data_files) == 1, requests
     assert ln.Record.filter(name__startswith="r").count() == 6
+
+
+# ---- a catalog grown by single saves -------------------------------------------------------
+SINGLE_SAVES = 125
+
+
+def log_reads(requests) -> list[str]:
+    """The names of the Delta log files fetched (checkpoints and commits; not LISTs)."""
+    return [u.split("?")[0].rsplit("/", 1)[1] for m, u in requests
+            if m == "GET" and "list-type=" not in u and "/_delta_log/0" in u]
+
+
+@pytest.fixture(scope="module")
+def saved_one_by_one(request, tmp_path_factory):
+    """An S3 catalog whose record table grew by SINGLE_SAVES single saves, each in a process
+    of its own (as people add records by hand). Yields (root, names)."""
+    request.getfixturevalue("s3_endpoint")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LAMINA_HOME", str(tmp_path_factory.mktemp("single-saves-home")))
+        root = new_s3_root()
+        ln.init(storage=root)
+        reset_process_state()
+        names = [f"hand-{i:03d}" for i in range(SINGLE_SAVES)]
+        # a few saves per process: a process that only saves holds no log state of its own
+        for start in range(0, SINGLE_SAVES, 25):
+            python(f"""
+                ln.connect({root!r})
+                for name in {names[start:start + 25]!r}:
+                    ln.Record(name=name).save()
+            """)
+        yield root, names
+
+
+def test_a_catalog_grown_by_single_saves_is_read_from_a_recent_checkpoint(saved_one_by_one):
+    root, names = saved_one_by_one
+    answer, requests = fresh_process(root, f'ln.Record.get(name={names[-1]!r}).name')
+    assert answer == names[-1]
+    fetched = log_reads(requests)
+    checkpoints = [n for n in fetched if n.endswith(".checkpoint.parquet")]
+    commits = sorted(int(n.split(".")[0]) for n in fetched if n.endswith(".json"))
+    # one checkpoint, and only the commits after it (fewer than the interval between two)
+    assert len(checkpoints) == 1, shown(requests)
+    since = int(checkpoints[0].split(".")[0])
+    assert commits == list(range(since + 1, since + 1 + len(commits)))
+    assert len(commits) < 10, shown(requests)
+    # instance.json, the LIST, the log files, the data files: nothing else
+    data_files = [u for m, u in requests if u.split("?")[0].endswith(".snappy.parquet")]
+    assert len(requests) == 2 + len(fetched) + len(data_files), shown(requests)
+
+
+def test_a_save_that_checkpoints_writes_two_files_and_reads_nothing(saved_one_by_one):
+    """At every tenth version a save also writes the checkpoint and ``_last_checkpoint`` from
+    the log state the process holds: two PUTs more, no read of the log."""
+    root, _ = saved_one_by_one
+    ln.connect(root)
+    ln.Record(name="later").save()  # a process's first save reads what saves need
+    saves = []
+    while not saves or not any(".checkpoint." in u for _, u in saves[-1]):
+        assert len(saves) < 10  # a checkpoint every ten versions
+        saves.append(s3_requests(lambda: ln.Record(name=f"later-{len(saves)}").save()))
+    version = int(next(u for m, u in saves[-1] if m == "PUT" and u.endswith(".json"))
+                  .rsplit("/", 1)[1].split(".")[0])
+    assert version % 10 == 0
+    *plain, checkpointing = saves
+    written = [u.split("?")[0].rsplit("/", 1)[1] for m, u in checkpointing if m == "PUT"]
+    assert sorted(n for n in written if not n.startswith("part-")) == [
+        f"{version:020d}.checkpoint.parquet", f"{version:020d}.json", "_last_checkpoint"]
+    assert [u for m, u in checkpointing if m != "PUT"] == []
+    assert all(len(r) == len(checkpointing) - 2 for r in plain), [shown(r) for r in saves]
+
+
+def test_a_new_reader_sees_whole_versions_while_a_writer_checkpoints(saved_one_by_one):
+    """Readers that start from a checkpoint while another process commits and checkpoints
+    see exactly the files of some version, as deltalake reads that version."""
+    from deltalake import DeltaTable
+
+    from lamina.catalog import tables
+    from lamina.catalog.delta_log import DeltaLogReader
+    from lamina.catalog.location import Location
+    from lamina.catalog.store import CATALOG_DIR
+
+    root, _ = saved_one_by_one
+    location = Location.of(root)
+    spec = tables.get("core.record")
+    uri = location.join(CATALOG_DIR, spec.module, spec.name)
+    writer = spawn(f"""
+        ln.connect({root!r})
+        for i in range(25):
+            ln.Record(name=f"racing-{{i}}").save()
+    """)
+    seen = {}
+    while writer.poll() is None:
+        state = DeltaLogReader(location, uri).load()
+        seen[state.version] = {f.uri for f in state.files.values()}
+    assert writer.returncode == 0, writer.stderr.read()
+    assert len(seen) > 1
+    for version, files in seen.items():
+        table = DeltaTable(uri, storage_options=location.delta_options)
+        table.load_as_version(version)
+        assert files == set(table.file_uris()), version

@@ -44,21 +44,35 @@ class UnsupportedLog(Exception):
 @dataclass(frozen=True)
 class DataFile:
     """One data file of a version: its URI, size in bytes and largest ``id`` (None when the
-    commit carried no statistics)."""
+    commit carried no statistics), and the ``add`` action that added it (None when the state
+    was not read from the log), which a checkpoint repeats."""
 
     uri: str
     size: int
     max_id: int | None
+    action: dict | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
 class LogState:
-    """A table's state at ``version``: its live data files and latest metadata."""
+    """A table's state at ``version``: its live data files and latest metadata; with
+    ``complete``, also every action a checkpoint of this version holds (checkpoint.py)."""
 
     version: int
     files: dict[str, DataFile] = field(default_factory=dict)  # by decoded path in the log
     schema_string: str = ""
     configuration: dict[str, str] = field(default_factory=dict)
+    protocol: dict | None = None
+    metadata: dict | None = None
+    # Removed files, by decoded path: their ``remove`` actions (tombstones, kept for vacuum).
+    removed: dict[str, dict] = field(default_factory=dict)
+    complete: bool = True
+
+    def next(self) -> LogState:
+        """A copy to apply the following commits to."""
+        return LogState(self.version, dict(self.files), self.schema_string,
+                        dict(self.configuration), self.protocol, self.metadata,
+                        dict(self.removed), self.complete)
 
 
 class DeltaLogReader:
@@ -112,8 +126,7 @@ class DeltaLogReader:
             return None
         paths = [f"{self.log_uri}/{v:020d}.json" for v in wanted]
         blobs = self.location.read_many(paths)
-        updated = LogState(state.version, dict(state.files), state.schema_string,
-                           dict(state.configuration))
+        updated = state.next()
         for version, path in zip(wanted, paths):
             self._apply_commit(updated, blobs[path])
             updated.version = version
@@ -130,8 +143,8 @@ class DeltaLogReader:
     def committed(self, state: LogState, actions: list[dict]) -> LogState:
         """``state`` at the next version, which this process has just committed with
         ``actions``: its own log entry need not be read back."""
-        updated = LogState(state.version + 1, dict(state.files), state.schema_string,
-                           dict(state.configuration))
+        updated = state.next()
+        updated.version = state.version + 1
         for action in actions:
             self._apply_action(updated, action)
         return updated
@@ -145,25 +158,40 @@ class DeltaLogReader:
         if "add" in action:
             self._add(state, action["add"])
         elif "remove" in action:
-            state.files.pop(unquote(action["remove"]["path"]), None)
+            path = unquote(action["remove"]["path"])
+            state.files.pop(path, None)
+            state.removed[path] = action["remove"]
         elif "metaData" in action:
             self._metadata(state, action["metaData"])
         elif "protocol" in action:
             _check_protocol(action["protocol"])
+            state.protocol = action["protocol"]
+        elif "commitInfo" not in action and "cdc" not in action:
+            state.complete = False  # app transactions, domain metadata: not carried over
 
     def _apply_checkpoint(self, state: LogState, blob: bytes) -> None:
         import pyarrow.parquet as pq
 
-        rows = pq.read_table(io.BytesIO(blob), columns=["add", "metaData", "protocol"])
-        for row in rows.to_pylist():
-            if row["add"] is not None:
-                self._add(state, row["add"])
-            elif row["metaData"] is not None:
-                meta = dict(row["metaData"])
-                meta["configuration"] = dict(meta.get("configuration") or [])
+        # ParquetFile: read_table goes through pyarrow.dataset, one more module to import.
+        parquet = pq.ParquetFile(io.BytesIO(blob))
+        columns = [c for c in ("add", "remove", "metaData", "protocol", "txn")
+                   if c in parquet.schema_arrow.names]
+        for row in parquet.read(columns=columns).to_pylist():
+            if row.get("add") is not None:
+                self._add(state, _as_action(row["add"]))
+            elif row.get("remove") is not None:
+                remove = _as_action(row["remove"])
+                state.removed[unquote(remove["path"])] = remove
+            elif row.get("metaData") is not None:
+                meta = _as_action(row["metaData"])
+                meta["format"] = _as_action(meta["format"])
                 self._metadata(state, meta)
-            elif row["protocol"] is not None:
-                _check_protocol(row["protocol"])
+            elif row.get("protocol") is not None:
+                protocol = _as_action(row["protocol"])
+                _check_protocol(protocol)
+                state.protocol = protocol
+            elif row.get("txn") is not None:
+                state.complete = False
 
     def _add(self, state: LogState, add: dict) -> None:
         if add.get("deletionVector"):
@@ -174,7 +202,8 @@ class DeltaLogReader:
         max_id = (stats.get("maxValues") or {}).get("id")
         path = unquote(add["path"])
         state.files[path] = DataFile(self._file_uri(path), int(add["size"]),
-                                     None if max_id is None else int(max_id))
+                                     None if max_id is None else int(max_id), add)
+        state.removed.pop(path, None)
 
     @staticmethod
     def _metadata(state: LogState, meta: dict) -> None:
@@ -182,6 +211,7 @@ class DeltaLogReader:
             raise UnsupportedLog("partition columns")
         state.schema_string = meta["schemaString"]
         state.configuration = dict(meta.get("configuration") or {})
+        state.metadata = meta
 
     def adopt(self, table) -> LogState:
         """The state of ``table``, a deltalake table this process holds (it has just committed
@@ -200,8 +230,9 @@ class DeltaLogReader:
         metadata = table.metadata()
         if metadata.partition_columns:
             raise UnsupportedLog("partition columns")
+        # Without the log's actions: a checkpoint is not written from this state.
         return LogState(table.version(), files, table.schema().to_json(),
-                        dict(metadata.configuration))
+                        dict(metadata.configuration), complete=False)
 
     def _file_uri(self, path: str) -> str:
         """The URI of a data file from its path in the log (relative to the table, decoded)."""
@@ -209,6 +240,16 @@ class DeltaLogReader:
             return path
         return os.path.join(self.uri, path) if self.location.is_local else f"{self.uri}/{path}"
 
+
+
+# Map columns of a checkpoint, read back as lists of (key, value) pairs.
+_MAPS = ("partitionValues", "tags", "configuration", "options")
+
+
+def _as_action(row: dict) -> dict:
+    """A checkpoint row's struct as the log's JSON has it: maps as dicts, unset fields left
+    out."""
+    return {k: (dict(v) if k in _MAPS else v) for k, v in row.items() if v is not None}
 
 
 def _newest_checkpoint(names: list[str]) -> int | None:

@@ -25,7 +25,7 @@ from deltalake import (CommitProperties, DeltaTable, PostCommitHookProperties, W
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from ..errors import CommitConflict
-from . import append_commit, turns
+from . import append_commit, checkpoint, turns
 from .delta_log import DeltaLogReader, LogState, UnsupportedLog
 from .location import Location
 from .tables import TableSpec
@@ -47,10 +47,14 @@ SMALL_FILE_BYTES = 16 * 2**20
 # A delete or overwrite names up to this many ranges of ids; beyond, it rewrites their span.
 MAX_ID_RUNS = 1000
 # deltalake's post-commit hook lists the whole log after every commit to decide whether to
-# checkpoint (one LIST per save on S3); the store checkpoints every CHECKPOINT_INTERVAL
-# versions itself, which is what the hook would do with the default interval.
+# checkpoint (one LIST per save on S3); the store checkpoints itself (_checkpoint_if_due).
 _NO_HOOKS = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
+# Versions between checkpoints. On an object store a new reader GETs every commit since the
+# last checkpoint, and a checkpoint the store writes from the state it holds costs two PUTs
+# (checkpoint.py): every 10 versions bounds a reader at 9 commit GETs for 0.2 requests per
+# save (bench/README.md, "S3"). Locally a commit read is a file read: the default interval.
 CHECKPOINT_INTERVAL = 100
+REMOTE_CHECKPOINT_INTERVAL = 10
 # Appends of up to this many rows are committed by the store itself (append_commit.py): a
 # one-row save in ~1 ms of commit instead of ~10-14 ms through write_deltalake locally, two
 # requests instead of six on S3. Bulk appends stay with deltalake's writer (file splitting,
@@ -470,9 +474,29 @@ class TableStore:
 
     # ---- housekeeping --------------------------------------------------------------------
     def _checkpoint_if_due(self, table: DeltaTable) -> None:
-        """Checkpoint the log every CHECKPOINT_INTERVAL versions, so a new reader loads one
-        Parquet checkpoint and the commits after it instead of replaying every commit."""
+        """Checkpoint the log every CHECKPOINT_INTERVAL versions (REMOTE_CHECKPOINT_INTERVAL on
+        an object store), so a new reader loads one Parquet checkpoint and the commits after
+        it. Written from the log state this store holds, else from the log as delta_log.py
+        reads it (a LIST, the commits since the last checkpoint); by deltalake for a log that
+        reader does not support. The commit has landed: a checkpoint that cannot be written
+        is skipped (readers replay a few more commits), not reported as a failed save."""
         version = max(table.version(), self._known_version())
+        interval = CHECKPOINT_INTERVAL if self.location.is_local else REMOTE_CHECKPOINT_INTERVAL
+        if version % interval:
+            return
+        state = self._log
+        try:
+            if state is None or state.version != version or not checkpoint.can_checkpoint(state):
+                try:
+                    state = self._log = self._reader.load()
+                except UnsupportedLog:
+                    state = None
+            if checkpoint.can_checkpoint(state):
+                checkpoint.write_checkpoint(self.location, self.uri, state)
+                return
+        except OSError as exc:
+            logger.warning("no checkpoint of %s at version %d: %s", self.uri, version, exc)
+            return
         if version % CHECKPOINT_INTERVAL == 0:
             self._synced(table).create_checkpoint()
             table.cleanup_metadata()
@@ -531,6 +555,10 @@ class TableStore:
                             or pa.schema(table.schema().to_arrow()) != schema):
                         break  # merged or edited meanwhile, or new columns: next round
                     continue
+                # The log state moves with our own entry too, so the checkpoint is written
+                # from it (a reload of the log on S3: a LIST and up to ten GETs).
+                if self._log is not None and self._log.version == table.version():
+                    self._log = self._reader.committed(self._log, [add, *removes])
                 table.update_incremental()
                 self._checkpoint_if_due(table)
                 return {"numFilesRemoved": len(small), "numRowsRewritten": rows.num_rows,

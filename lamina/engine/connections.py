@@ -17,13 +17,16 @@ the credentials in force change.
 
 from __future__ import annotations
 
-import io
+import atexit
+import functools
+import itertools
 import json
 import os
+import shutil
+import tempfile
 import threading
 
 import duckdb
-import pyarrow as pa
 
 from ..catalog.location import Location
 from ..catalog.store import CATALOG_DIR, Snapshot
@@ -80,36 +83,39 @@ def catalog_scope(location: Location) -> str:
 
 
 def confine_to_catalog(con: duckdb.DuckDBPyConnection, location: Location) -> None:
-    """Let ``con`` read files under the catalog folder only, for good."""
-    con.execute("SET allowed_directories = [" + quote(catalog_scope(location)) + "]")
+    """Let ``con`` read files under the catalog folder only (and, for an object store, the
+    local copies of its small registries' files this process made), for good."""
+    allowed = [catalog_scope(location)]
+    if not location.is_local:
+        allowed.append(_copies_dir() + os.sep)
+    con.execute("SET allowed_directories = [" + ", ".join(map(quote, allowed)) + "]")
     con.execute("SET enable_external_access = false")
 
 
-# On an object store, a registry whose data files add up to at most this many bytes is read
-# whole into memory once per version: one concurrent GET per file, where DuckDB's httpfs sends a
-# HEAD and a GET per file for every version it binds (the feature and record tables of a
-# catalog built by single saves are tens of small files: 20-44 requests per first query).
-# Larger registries stay Parquet scans that read only the row groups a query needs.
-IN_MEMORY_BYTES = 4 * 2**20
+# On an object store, a registry whose data files add up to at most this many bytes is copied
+# to local disk once per file and read there: one concurrent GET per file, where DuckDB's
+# httpfs sends a HEAD and then a ranged GET per column chunk it reads (the feature and record
+# tables of a catalog built by single saves are tens of small files: 20-44 requests per first
+# query; the 11 MB artifact file of 1e5 artifacts took 12 requests for one count, 5 in all
+# with the whole file fetched; bench/README.md, "S3"). Larger registries stay Parquet scans
+# that read only the row groups a query needs.
+LOCAL_COPY_BYTES = 16 * 2**20
 
 
 def create_view(con: duckdb.DuckDBPyConnection, snapshot: Snapshot,
-                in_memory: bool = False) -> None:
+                local_copy: bool = False) -> None:
     """(Re)point the view of ``snapshot``'s registry at that snapshot's data files; with
-    ``in_memory``, a small registry on an object store at its rows (see IN_MEMORY_BYTES)."""
+    ``local_copy``, a small registry on an object store at local copies of its files (see
+    LOCAL_COPY_BYTES)."""
     spec = snapshot.spec
-    if in_memory and _small_remote(snapshot):
-        rows = f"_rows_{spec.view}"
-        con.register(rows, read_whole(snapshot))
-        con.execute(f'CREATE OR REPLACE VIEW "{spec.view}" AS SELECT * FROM "{rows}"')
-        return
-    if snapshot.files:
-        files = ", ".join(quote(f) for f in snapshot.files)
-        # File paths come from the Delta log of our own root, quoted as literals.
-        # Files written before a feature column was added lack it: unite them by name.
-        # One file has one schema, and union_by_name costs a little on every bind.
-        union = ", union_by_name = true" if len(snapshot.files) > 1 else ""
-        source = f"read_parquet([{files}]{union})"
+    files = local_copies(snapshot) if local_copy and _small_remote(snapshot) else snapshot.files
+    if files:
+        # File paths come from the Delta log of our own root (or are our copies of those
+        # files), quoted as literals. Files written before a feature column was added lack
+        # it: unite them by name. One file has one schema, and union_by_name costs a little
+        # on every bind.
+        union = ", union_by_name = true" if len(files) > 1 else ""
+        source = f"read_parquet([{', '.join(map(quote, files))}]{union})"
     else:
         empty = f"_empty_{spec.view}"
         con.register(empty, snapshot.schema.empty_table())
@@ -120,41 +126,49 @@ def create_view(con: duckdb.DuckDBPyConnection, snapshot: Snapshot,
 def _small_remote(snapshot: Snapshot) -> bool:
     location = snapshot.location
     return (bool(snapshot.files) and snapshot.sizes is not None and location is not None
-            and not location.is_local and sum(snapshot.sizes) <= IN_MEMORY_BYTES)
+            and not location.is_local and sum(snapshot.sizes) <= LOCAL_COPY_BYTES)
 
 
-def read_whole(snapshot: Snapshot) -> pa.Table:
-    """Every row of ``snapshot``, its files fetched concurrently in one GET each; files written
-    before a column existed read it as NULL. Data files never change (each commit adds new
-    ones), so a file read for an earlier version is not fetched again: a save moves the version
-    and the next query reads only the file it added (it re-read every small file before)."""
-    import pyarrow.parquet as pq
+def local_copies(snapshot: Snapshot) -> list[str]:
+    """Local copies of ``snapshot``'s data files, the missing ones fetched concurrently in one
+    GET each. Data files never change (each commit adds new ones), so a file copied for an
+    earlier version is not fetched again: a save moves the version and the next query fetches
+    only the file it added.
 
-    with _FILES_LOCK:
-        missing = [f for f in snapshot.files if f not in _FILES]
+    Why files on disk and not Arrow tables handed to DuckDB: from a file DuckDB reads only the
+    columns and row groups a query needs, where an Arrow table is decoded whole first (~0.3 s
+    of CPU for the 11 MB artifact file of 1e5 artifacts, for a count that reads one column)."""
+    with _COPIES_LOCK:
+        missing = [f for f in snapshot.files if f not in _COPIES]
         if missing:
-            blobs = snapshot.location.read_many(missing)
-            for uri in missing:
-                _FILES[uri] = pq.read_table(io.BytesIO(blobs[uri]))
+            folder = _copies_dir()
+            for uri, blob in snapshot.location.read_many(missing).items():
+                path = os.path.join(folder, f"{next(_NAMES)}.parquet")
+                with open(path, "wb") as f:
+                    f.write(blob)
+                _COPIES[uri] = (path, len(blob))
             wanted = set(snapshot.files)
-            while (len(_FILES) > len(wanted)
-                   and sum(t.nbytes for t in _FILES.values()) > FILE_CACHE_BYTES):
-                _FILES.pop(next(f for f in _FILES if f not in wanted))
-        parts = [_FILES[f] for f in snapshot.files]
-    schema = snapshot.schema
-    return pa.concat_tables([_conform(part, schema) for part in parts]).combine_chunks()
+            while (len(_COPIES) > len(wanted)
+                   and sum(size for _, size in _COPIES.values()) > FILE_CACHE_BYTES):
+                # Forgotten, not deleted: a view of an older version may still read it (the
+                # folder goes when the process exits).
+                _COPIES.pop(next(f for f in _COPIES if f not in wanted))
+        return [_COPIES[f][0] for f in snapshot.files]
 
 
-# Small registries' data files as read (by URI, in the order read), up to this many bytes.
+# Copies of small registries' data files (by URI, in the order copied), up to this many bytes.
 FILE_CACHE_BYTES = 64 * 2**20
-_FILES: dict[str, pa.Table] = {}
-_FILES_LOCK = threading.Lock()
+_COPIES: dict[str, tuple[str, int]] = {}  # URI -> (local path, size)
+_NAMES = itertools.count()
+_COPIES_LOCK = threading.Lock()
 
 
-def _conform(part: pa.Table, schema: pa.Schema) -> pa.Table:
-    columns = [part.column(f.name).cast(f.type) if f.name in part.column_names
-               else pa.nulls(part.num_rows, f.type) for f in schema]
-    return pa.Table.from_arrays(columns, schema=schema)
+@functools.lru_cache(maxsize=1)
+def _copies_dir() -> str:
+    """This process's folder of copies, removed when it exits."""
+    folder = os.path.realpath(tempfile.mkdtemp(prefix="lamina-copies-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 class SqlSandbox:

@@ -6,8 +6,11 @@ checks ``is None`` (as the seed guide does) works whichever pandas is installed.
 
 from __future__ import annotations
 
-import pandas as pd
-import pyarrow as pa
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where a DataFrame is built, not when lamina.engine loads
+    import pandas as pd
+    import pyarrow as pa
 
 
 def to_pandas(table: pa.Table) -> pd.DataFrame:
@@ -16,6 +19,8 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
 
 def plain_text(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with its text columns as object columns holding str or None (in place)."""
+    import pandas as pd
+
     for name, dtype in frame.dtypes.items():
         if isinstance(dtype, pd.StringDtype):
             column = frame[name]

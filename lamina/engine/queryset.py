@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import pandas as pd
 import pyarrow as pa
 
 from .. import log
@@ -20,6 +19,9 @@ from .frames import plain_text, to_pandas
 from .lookups import SubQuery, coerce
 from .planner import Compiler, Q, id_list_params, relations
 from .session import session_for
+
+if TYPE_CHECKING:  # imported where a DataFrame is built, not when the registries load
+    import pandas as pd
 
 
 class Model(Protocol):
@@ -327,6 +329,8 @@ class QuerySet:
         as read with the rows, in the frame's order."""
         if not present or base.empty:
             return frame
+        import pandas as pd
+
         session = self._session()
         rows = [dict(zip(start_values, values)) for values in zip(*start_values.values())]
         names_by_label = self._label_names(session, present, rows)

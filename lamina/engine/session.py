@@ -143,7 +143,7 @@ class Session:
 
     def _create_view(self, snapshot: Snapshot) -> None:
         qualified = snapshot.spec.qualified
-        create_view(self.con, snapshot, in_memory=True)
+        create_view(self.con, snapshot, local_copy=True)
         if qualified in self._in_memory:
             self.con.execute(f'DROP TABLE IF EXISTS "{_memory_table(snapshot.spec)}"')
             self._in_memory.discard(qualified)

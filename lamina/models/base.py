@@ -9,7 +9,7 @@ import re
 
 import pyarrow.compute as pc
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..catalog import tables, writer
 from ..catalog.instance import MAIN_BRANCH_ID, TRASH_BRANCH_ID, Instance, current
@@ -21,7 +21,9 @@ from ..engine.planner import Hop, relations
 from ..engine.queryset import DEFAULT_DATAFRAME_LIMIT, QuerySet
 from ..errors import DoesNotExist, FieldError, ValidationError, did_you_mean, unknown_field
 from .describe import describe
-from .search import SearchResult, search_records
+
+if TYPE_CHECKING:  # search ranks with pandas and numpy: loaded by the first search()
+    from .search import SearchResult
 
 MODELS: dict[str, type[SQLRecord]] = {}
 
@@ -311,6 +313,8 @@ class SQLRecord:
         """Rows ranked for ``string``: exact name/id > exact synonym > whole words > prefix >
         BM25 > typo (see ``lamina.search``). Returns a QuerySet in ranking order:
         ``.to_dataframe()`` gives the rows, ``.scores`` the ranking with a ``score`` column."""
+        from .search import search_records
+
         return search_records(cls, string, field=field, limit=limit,
                               case_sensitive=case_sensitive)
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ..catalog import tables
 from ..engine.features import parse_dtype
 from ..errors import ValidationError
 from .base import SQLRecord, model_for
 from .features import Feature
+
+if TYPE_CHECKING:  # imported where a DataFrame is validated, not when the registries load
+    import pandas as pd
 
 GENE_ITYPE = "bionty.Gene.ensembl_gene_id"
 
@@ -98,6 +100,8 @@ class Schema(SQLRecord):
         return []
 
     def _feature_problems(self, df: pd.DataFrame) -> list[str]:
+        import pandas as pd
+
         if not isinstance(df, pd.DataFrame):
             return [f"expected a DataFrame, got {type(df).__name__}"]
         problems = []
@@ -135,6 +139,8 @@ def _unknown_genes(data) -> list[str]:
 
 
 def _column_problems(feature: Feature, column: pd.Series) -> list[str]:
+    import pandas as pd
+
     dtype = parse_dtype(feature.dtype)
     values = column.dropna()
     if dtype.is_categorical:
@@ -162,6 +168,8 @@ def _column_problems(feature: Feature, column: pd.Series) -> list[str]:
 def annotate_from_dataset(artifact, schema: Schema, data) -> None:
     """After saving a validated dataset: link the schemas of what it holds (the features and
     genes present) and annotate the artifact with its categorical values."""
+    import pandas as pd
+
     slots = schema.slots or {"": schema}
     members, values = [], {}
     gene = model_for(tables.get("bionty.gene"))

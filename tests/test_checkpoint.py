@@ -1,0 +1,115 @@
+"""Checkpoints lamina writes from the log state it holds (catalog/checkpoint.py) are Delta
+checkpoints: deltalake opens a table from one and sees the same version, files and schema as it
+does by replaying the log, and keeps writing to it; lamina's own reader starts from them.
+The expected answers come from deltalake, which replays the JSON commits itself."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+
+from lamina.catalog.checkpoint import can_checkpoint, write_checkpoint
+from lamina.catalog.delta_log import DeltaLogReader
+from lamina.catalog.location import Location
+
+
+def replayed(uri: str, location: Location) -> tuple[int, set[str], list[str], dict]:
+    """What deltalake sees with every checkpoint hidden from it: a copy of the log holding
+    only the JSON commits (local roots only)."""
+    table = DeltaTable(uri, storage_options=location.delta_options)
+    return (table.version(), set(table.file_uris()), table.schema().to_arrow().names,
+            dict(table.metadata().configuration))
+
+
+def checkpoints(uri: str) -> list[str]:
+    return sorted(n for n in os.listdir(os.path.join(uri, "_delta_log"))
+                  if n.endswith(".checkpoint.parquet"))
+
+
+def grown(location: Location, uri: str) -> None:
+    """Appends, a deleted row, a new column and a table property: every kind of action a
+    checkpoint repeats (add, remove, metaData, protocol)."""
+    options = location.delta_options
+    write_deltalake(uri, pa.table({"id": [1, 2], "x": ["a", "b"]}), storage_options=options)
+    for i in range(3, 6):
+        write_deltalake(uri, pa.table({"id": [i], "x": [str(i)]}), mode="append",
+                        storage_options=options)
+    DeltaTable(uri, storage_options=options).delete("id = 1")
+    write_deltalake(uri, pa.table({"id": [6], "x": ["f"], "y": [1.5]}), mode="append",
+                    schema_mode="merge", storage_options=options)
+    DeltaTable(uri, storage_options=options).alter.set_table_properties(
+        {"lamina.idHighWater": "6"}, raise_if_not_exists=False)
+
+
+def test_deltalake_opens_a_table_from_a_checkpoint_lamina_wrote(local_root):
+    location = Location.of(local_root)
+    uri = location.join("tables", "t")
+    grown(location, uri)
+    expected = replayed(uri, location)
+    state = DeltaLogReader(location, uri).load()
+    assert can_checkpoint(state)
+    write_checkpoint(location, uri, state)
+    assert checkpoints(uri) == [f"{expected[0]:020d}.checkpoint.parquet"]
+    # Without the commits before the checkpoint's version (as after deltalake's log cleanup),
+    # deltalake can only have read the checkpoint.
+    for version in range(expected[0]):
+        os.remove(os.path.join(uri, "_delta_log", f"{version:020d}.json"))
+    assert replayed(uri, location) == expected
+    table = DeltaTable(uri)
+    assert sorted(table.to_pyarrow_table().column("id").to_pylist()) == [2, 3, 4, 5, 6]
+    # ... and keeps committing on top of it, through its own writer
+    write_deltalake(uri, pa.table({"id": [7], "x": ["g"], "y": [2.5]}), mode="append")
+    DeltaTable(uri).delete("id = 2")
+    assert sorted(DeltaTable(uri).to_pyarrow_table().column("id").to_pylist()) == [3, 4, 5, 6, 7]
+
+
+def test_the_log_reader_starts_from_a_checkpoint_lamina_wrote(root):
+    location = Location.of(root)
+    uri = location.join("tables", "t")
+    grown(location, uri)
+    reader = DeltaLogReader(location, uri)
+    before = reader.load()
+    write_checkpoint(location, uri, before)
+    write_deltalake(uri, pa.table({"id": [7], "x": ["g"], "y": [2.5]}), mode="append",
+                    storage_options=location.delta_options)
+    after = reader.load()
+    expected = DeltaTable(uri, storage_options=location.delta_options)
+    assert after.version == expected.version() == before.version + 1
+    assert {f.uri for f in after.files.values()} == set(expected.file_uris())
+    assert after.configuration["lamina.idHighWater"] == "6"
+    # the tombstones of removed files carry over, so a checkpoint of the new version has them
+    assert set(after.removed) == set(before.removed) and before.removed
+    assert can_checkpoint(after)
+
+
+def test_a_state_adopted_from_deltalake_is_not_checkpointed(local_root):
+    location = Location.of(local_root)
+    uri = location.join("tables", "t")
+    grown(location, uri)
+    adopted = DeltaLogReader(location, uri).adopt(DeltaTable(uri))
+    assert not can_checkpoint(adopted)
+
+
+def test_a_checkpoint_keeps_the_tombstones_younger_than_the_retention(local_root):
+    """Removed files are kept in a checkpoint for vacuum only within the table's
+    ``delta.deletedFileRetentionDuration`` (7 days by default), as Delta specifies."""
+    import time
+
+    import pyarrow.parquet as pq
+
+    location = Location.of(local_root)
+    uri = location.join("tables", "t")
+    grown(location, uri)
+    state = DeltaLogReader(location, uri).load()
+    recent = set(state.removed)
+    assert recent  # the delete of id 1
+    month_ago = int((time.time() - 30 * 86400) * 1000)
+    state.removed["part-old.parquet"] = {"path": "part-old.parquet", "dataChange": True,
+                                         "deletionTimestamp": month_ago}
+    write_checkpoint(location, uri, state)
+    written = pq.read_table(os.path.join(uri, "_delta_log",
+                                         f"{state.version:020d}.checkpoint.parquet"))
+    removes = {r["path"] for r in written.column("remove").to_pylist() if r is not None}
+    assert removes == recent
