@@ -269,10 +269,11 @@ class Compiler:
 
     # ---- statements --------------------------------------------------------------------
     def select(self, q: Q, *, columns: list[str] | None = None, order_by=(), limit=None,
-               offset=None, distinct=False, id_bound: tuple[str, int] | None = None
-               ) -> tuple[str, list]:
+               offset=None, distinct=False, id_bound: tuple[str, int] | None = None,
+               rows_from: str | None = None) -> tuple[str, list]:
         """``id_bound``, e.g. ``(">", 99000)``: only rows whose id is beyond it (see
-        QuerySet._newest)."""
+        QuerySet._newest); ``rows_from``: a table of the session holding those rows of the
+        registry's current version (Session.newest_rows), read instead of its view."""
         where, params = self.where(q, "t")
         conditions = [where] if where else []
         if id_bound is not None:
@@ -283,7 +284,8 @@ class Compiler:
         if self.spec.has_branch and not self.mentions_branch(q):
             conditions.insert(0, f"t.branch_id = {MAIN_BRANCH_ID}")
         cols = ", ".join(f"t.{c}" for c in self.column_names(columns)) if columns else "t.*"
-        sql = f'SELECT {"DISTINCT " if distinct else ""}{cols} FROM "{self.spec.view}" t'
+        source = rows_from or self.spec.view
+        sql = f'SELECT {"DISTINCT " if distinct else ""}{cols} FROM "{source}" t'
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
         if order_by:

@@ -177,14 +177,15 @@ class QuerySet:
                 self._compiler(resolve_related=False).where(q)
             return frozenset(checked)
 
-    def _compile(self, columns=None, order_by=None, limit=None, offset=None, id_bound=None):
+    def _compile(self, columns=None, order_by=None, limit=None, offset=None, id_bound=None,
+                 rows_from=None):
         compiler = self._compiler()
         order = self._order_by if order_by is None else order_by
         sql, params = compiler.select(
             self.q, columns=columns, order_by=order,
             limit=self._limit if limit is None else limit,
             offset=self._offset if offset is None else offset, distinct=self._distinct,
-            id_bound=id_bound)
+            id_bound=id_bound, rows_from=rows_from)
         return sql, params, compiler.specs
 
     def _rows(self, columns=None, order_by=(), limit=None, offset=None) -> pa.Table:
@@ -206,26 +207,39 @@ class QuerySet:
         its heap on nearly every row. The window grows until it holds ``limit`` rows
         or the whole table, by what the rows it found say it needs; rows outside it are all
         further along the order, so its first rows are the query's (rows committed meanwhile
-        have larger ids: in the window)."""
-        span = self._session().id_range(self.spec)
+        have larger ids: in the window). The first window of a descending read is the
+        session's copy of the newest rows, when it keeps one (Session.newest_rows)."""
+        session = self._session()
+        span = session.id_range(self.spec)
         if span is None:
             return self._run(*self._compile(columns=columns, order_by=("-id",) if descending
                                             else ("id",), limit=limit, offset=offset))
         low, high = span
         width = max(NEWEST_WINDOW, limit + offset)
+        newest = session.newest_rows(self.spec) if descending else None
+        if newest is not None and self.q:
+            # A filter keeps a fraction of the rows: one statement over the whole copy costs
+            # less than a small window and then the copy (~2.5 vs 2 x 2.5 ms at 1e5, loaded).
+            width = max(width, high - newest[1])
         while True:
             bound = ((">", high - width) if descending else ("<", low + width))
             whole = high - width < low if descending else low + width > high
+            in_memory = newest is not None and high - width >= newest[1]
             sql, params, specs = self._compile(
                 columns=columns, order_by=("-id",) if descending else ("id",), limit=limit,
-                offset=offset, id_bound=None if whole else bound)
+                offset=offset, id_bound=bound if in_memory or not whole else None,
+                rows_from=newest[0] if in_memory else None)
             table = self._run(sql, params, specs)
             if whole or table.num_rows >= limit:
                 return table
             # Widen to what the rows found so far say the limit needs, twice over.
             found = table.num_rows + (offset if table.num_rows else 0)
             growth = 2 * (limit + offset) / found if found else 16
-            width = int(width * min(max(growth, 2), 64))
+            wider = int(width * min(max(growth, 2), 64))
+            # The whole copy of the newest rows is tried before the files.
+            if newest is not None and width < high - newest[1] < wider:
+                wider = high - newest[1]
+            width = wider
 
     def to_sql(self) -> tuple[str, list]:
         """The SQL and bound parameters that fetching the rows runs."""
