@@ -10,7 +10,7 @@ import pytest
 
 import lamina as ln
 from lamina import bionty as bt
-from lamina.engine import session
+from lamina.engine import queryset, session
 
 from helpers import new_s3_root, python, s3_requests, write_file
 
@@ -151,3 +151,44 @@ def test_on_s3_a_registry_served_from_memory_costs_one_freshness_check_a_query(s
                  lambda: ln.Record.filter(name__startswith="r").count()):
         requests = s3_requests(call)
         assert len(requests) == 1 and "/record/_delta_log/" in requests[0][1], requests
+
+
+def test_displays_from_the_newest_rows_in_memory_follow_another_processes_commits(
+        instance, tmp_path, monkeypatch):
+    """A registry too large to copy whole keeps its newest rows in memory for displays; after
+    another process saves, renames and trashes artifacts, the displays show the new version,
+    and a filter matching older rows than the copy holds still finds them. (Sizes scaled
+    down: the copy holds 4 ids, the displays show 2 rows.)"""
+    monkeypatch.setattr(session, "IN_MEMORY_VALUES", 1)  # nothing is copied whole
+    monkeypatch.setattr(session, "NEWEST_IN_MEMORY_IDS", 4)
+    monkeypatch.setattr(queryset, "NEWEST_WINDOW", 1)
+    keys = ["old/0.txt", "old/1.txt", "new/2.txt", "new/3.txt", "new/4.txt"]
+    saved = [ln.Artifact(write_file(tmp_path, f"{i}.txt", str(i)), key=key).save()
+             for i, key in enumerate(keys)]
+    ids = [a.id for a in saved]
+
+    shown = settled(lambda: ln.Artifact.to_dataframe(limit=2))
+    assert list(shown.index) == [ids[4], ids[3]]
+    assert session.session_for(instance).newest_rows(ln.Artifact._spec) is not None
+
+    python(f"""
+        ln.connect({instance.root!r})
+        ln.Artifact.get(key="new/4.txt").delete()
+        renamed = ln.Artifact.get(key="new/3.txt")
+        renamed.key = "new/3-renamed.txt"
+        renamed.save()
+        ln.Artifact({str(write_file(tmp_path, "5.txt", "5"))!r}, key="new/5.txt").save()
+    """)
+    def check():
+        frame = ln.Artifact.to_dataframe(limit=2)
+        newest = ln.Artifact.get(key="new/5.txt").id
+        assert list(frame.index) == [newest, ids[3]]
+        assert frame.loc[ids[3], "key"] == "new/3-renamed.txt"
+        assert list(ln.Artifact.filter(key__startswith="new/").to_dataframe(limit=2).index) == [
+            newest, ids[3]]
+        assert list(ln.Artifact.filter(key__startswith="old/").to_dataframe(limit=2).index) == [
+            ids[1], ids[0]]
+        assert list(ln.Artifact.filter(key__contains="renamed").to_dataframe(limit=2).index) == [
+            ids[3]]
+
+    each_way(check)
