@@ -6,6 +6,7 @@ import functools
 import time
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -178,15 +179,26 @@ class QuerySet:
             return frozenset(checked)
 
     def _compile(self, columns=None, order_by=None, limit=None, offset=None, id_bound=None,
-                 rows_from=None):
-        compiler = self._compiler()
+                 rows_from=None, ids=None, compiler=None):
+        compiler = compiler or self._compiler()
         order = self._order_by if order_by is None else order_by
         sql, params = compiler.select(
             self.q, columns=columns, order_by=order,
             limit=self._limit if limit is None else limit,
             offset=self._offset if offset is None else offset, distinct=self._distinct,
-            id_bound=id_bound, rows_from=rows_from)
+            id_bound=id_bound, rows_from=rows_from, ids=ids)
         return sql, params, compiler.specs
+
+    def _candidate_ids(self, compiler: Compiler) -> np.ndarray | None:
+        """The sorted ids of the rows passing the list tests of the statement ``compiler``
+        compiled last (``records=r``, ``schemas__genes__symbol=``, ``perturbation=``), from
+        the session's indexes of list columns (Session.rows_holding): every matching row
+        is among them, and they are exactly the matching rows when the statement has no
+        other condition. None when there are no such tests, the query names a branch, or
+        the session has no index yet."""
+        if not compiler.list_tests or compiler.mentions_branch(self.q):
+            return None
+        return self._session().rows_holding(self.spec, compiler.list_tests)
 
     def _rows(self, columns=None, order_by=(), limit=None, offset=None) -> pa.Table:
         """The rows of the query, first ordered by ``order_by`` then cut by limit and offset."""
@@ -215,12 +227,29 @@ class QuerySet:
             return self._run(*self._compile(columns=columns, order_by=("-id",) if descending
                                             else ("id",), limit=limit, offset=offset))
         low, high = span
-        width = max(NEWEST_WINDOW, limit + offset)
+        width = needed = max(NEWEST_WINDOW, limit + offset)
         newest = session.newest_rows(self.spec) if descending else None
         if newest is not None and self.q:
             # A filter keeps a fraction of the rows: one statement over the whole copy costs
             # less than a small window and then the copy (~2.5 vs 2 x 2.5 ms at 1e5, loaded).
             width = max(width, high - newest[1])
+        compiler = self._compiler()
+        self._compile(compiler=compiler)
+        candidates = self._candidate_ids(compiler)
+        if candidates is not None:
+            needed = limit + offset
+            if not compiler.other_conditions or len(candidates) <= needed:
+                # The winners are known: read those rows only (their conditions are checked
+                # again, on them alone).
+                shown = candidates[-needed:] if descending else candidates[:needed]
+                in_memory = newest is not None and len(shown) and shown[0] > newest[1]
+                return self._run(*self._compile(
+                    columns=columns, order_by=("-id",) if descending else ("id",),
+                    limit=limit, offset=offset, ids=shown.tolist(),
+                    rows_from=newest[0] if in_memory else None))
+            # The window must hold the ``needed`` newest (oldest) candidates at least.
+            edge = int(candidates[-needed] if descending else candidates[needed - 1])
+            width = max(width, high - edge + 1 if descending else edge - low + 1)
         while True:
             bound = ((">", high - width) if descending else ("<", low + width))
             whole = high - width < low if descending else low + width > high
@@ -481,7 +510,12 @@ class QuerySet:
     @_one_view
     def count(self) -> int:
         """How many distinct rows match (one COUNT query; no rows are fetched)."""
-        inner, params, specs = self._compile(columns=["id"], order_by=())
+        compiler = self._compiler()
+        inner, params, specs = self._compile(columns=["id"], order_by=(), compiler=compiler)
+        if not compiler.other_conditions and self._limit is None and not self._offset:
+            candidates = self._candidate_ids(compiler)
+            if candidates is not None:
+                return len(candidates)
         return self._session().scalar(f"SELECT count(*) AS n FROM ({inner})", params, specs)
 
     def __len__(self) -> int:

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from ..catalog import tables
 from ..catalog.tables import ForeignKey, ManyToMany, TableSpec
-from .lookups import LOOKUPS, In, SubQuery, list_holds_any
+from .lookups import LOOKUPS, In, SubQuery, list_holds_any, list_test
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,16 @@ class Hop:
         if self.kind == "fk" and lookup in ("exact", "in"):
             return LOOKUPS[lookup](f"{alias}.{self.column}", value, pa.int64(), where).as_sql()
         if self.kind == "m2m" and lookup == "exact" and value is not None:
-            return f"coalesce(list_contains({alias}.{self.column}, ?), false)", [value]
+            return list_test(f"coalesce(list_contains({alias}.{self.column}, ?), false)",
+                             [value], self.column, [value])
         if self.kind == "m2m" and lookup == "in":
             lookup_in = In("x", value, pa.int64(), where)
             if isinstance(lookup_in.value, SubQuery):
                 sub = lookup_in.value
                 return self.has_any(alias, f"SELECT * FROM ({sub.sql})"), sub.params
             values = [v for v in lookup_in.value if v is not None]
-            return self.has_any(alias, "SELECT unnest(?::BIGINT[])"), [values]
+            return list_test(self.has_any(alias, "SELECT unnest(?::BIGINT[])"), [values],
+                             self.column, values)
         return None
 
 
