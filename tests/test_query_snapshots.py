@@ -192,3 +192,44 @@ def test_displays_from_the_newest_rows_in_memory_follow_another_processes_commit
             ids[3]]
 
     each_way(check)
+
+
+def test_relation_counts_and_displays_from_list_indexes_follow_another_processes_commits(
+        instance, tmp_path):
+    """Counts and displays of ``records=``, ``records__name=`` and ``records__in=`` are
+    answered from an index of the artifacts' record lists once a version has lasted; after
+    another process links, unlinks, trashes and saves, they give the new version's answer."""
+    a, b = ln.Record(name="A").save(), ln.Record(name="B").save()
+    arts = [ln.Artifact(write_file(tmp_path, f"{i}.txt", str(i)), key=f"{i}.txt").save()
+            for i in range(4)]
+    arts[0].records.add(a)
+    arts[1].records.add(a, b)
+    arts[2].records.add(b)
+
+    def shown(**conditions) -> list[int]:
+        return list(ln.Artifact.filter(**conditions).to_dataframe().index)
+
+    assert settled(lambda: ln.Artifact.filter(records=a).count()) == 2
+    assert settled(lambda: shown(records__name="A")) == [arts[1].id, arts[0].id]
+    assert ln.Artifact.filter(records__in=[a, b]).count() == 3
+    assert ln.Artifact.filter(records=a).filter(records=b).count() == 1
+
+    python(f"""
+        ln.connect({instance.root!r})
+        a = ln.Record.get(name="A")
+        ln.Artifact.get(key="0.txt").records.remove(a)
+        ln.Artifact.get(key="1.txt").delete()
+        ln.Artifact.get(key="2.txt").records.add(a)
+        new = ln.Artifact({str(write_file(tmp_path, "4.txt", "4"))!r}, key="4.txt").save()
+        new.records.add(a)
+    """)
+    def check():
+        newest = ln.Artifact.get(key="4.txt").id
+        assert ln.Artifact.filter(records=a).count() == 2
+        assert shown(records__name="A") == [newest, arts[2].id]
+        assert shown(records=a, key="2.txt") == [arts[2].id]
+        assert ln.Artifact.filter(records__in=[a, b]).count() == 2
+        assert ln.Artifact.filter(records=a).filter(records=b).count() == 1
+        assert shown(records=b) == [arts[2].id]
+
+    each_way(check)
