@@ -233,3 +233,42 @@ def test_relation_counts_and_displays_from_list_indexes_follow_another_processes
         assert shown(records=b) == [arts[2].id]
 
     each_way(check)
+
+
+def test_counts_from_list_indexes_equal_what_the_links_say(local_root, tmp_path):
+    """Counts of relation filters alone, combined, negated, with another condition, or asking
+    for no linked record, as an index of the lists or a statement answers them, against what
+    the links saved say (computed here, from the links as written)."""
+    ln.init(storage=local_root)
+    records = ln.save([ln.Record(name=name) for name in "ABCD"])
+    arts = [ln.Artifact(write_file(tmp_path, f"{i}.txt", str(i)), key=f"{i}.txt").save()
+            for i in range(7)]
+    links = {0: "A", 1: "AB", 2: "B", 3: "", 4: "ABC", 5: "C", 6: "A"}
+    by_name = {r.name: r for r in records}
+    for i, names in links.items():
+        if names:
+            arts[i].records.add(*[by_name[n] for n in names])
+    arts[6].delete()  # trashed: counted on no filter of the main branch
+    live = {i: set(n) for i, n in links.items() if i != 6}
+
+    def expected(test) -> int:
+        return sum(1 for names in live.values() if test(names))
+
+    def check():
+        A, B, C, D = (by_name[n] for n in "ABCD")
+        count = lambda *q, **kw: ln.Artifact.filter(*q, **kw).count()  # noqa: E731
+        assert count(records=A) == expected(lambda s: "A" in s)
+        assert count(records=D) == 0
+        assert count(records__name="B") == expected(lambda s: "B" in s)
+        assert count(records__in=[B, C]) == expected(lambda s: s & {"B", "C"})
+        assert count(records__name__in=["A", "C"]) == expected(lambda s: s & {"A", "C"})
+        assert ln.Artifact.filter(records=A).filter(records=B).count() == expected(
+            lambda s: {"A", "B"} <= s)
+        assert count(records=A, key="0.txt") == 1
+        assert count(ln.Q(records=A) | ln.Q(records=C)) == expected(lambda s: s & {"A", "C"})
+        assert ln.Artifact.filter(records=A).exclude(records=B).count() == expected(
+            lambda s: "A" in s and "B" not in s)
+        assert count(records__isnull=True) == expected(lambda s: not s)
+        assert ln.Artifact.filter(records=A, branch_id=-1).count() == 1
+
+    each_way(check)
