@@ -256,7 +256,9 @@ def test_counts_from_list_indexes_equal_what_the_links_say(local_root, tmp_path)
 
     def check():
         A, B, C, D = (by_name[n] for n in "ABCD")
-        count = lambda *q, **kw: ln.Artifact.filter(*q, **kw).count()  # noqa: E731
+        def count(*q, **kw):
+            return ln.Artifact.filter(*q, **kw).count()
+
         assert count(records=A) == expected(lambda s: "A" in s)
         assert count(records=D) == 0
         assert count(records__name="B") == expected(lambda s: "B" in s)
