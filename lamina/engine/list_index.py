@@ -7,8 +7,8 @@ Why: a filter on a many-to-many relation or a categorical feature tests every ro
 lists of one table version never change, so the session keeps them once per version
 (Session.rows_holding) as two flat arrays (each element, and the row holding it), and the rows
 of an id are found once, by one comparison over the elements, then kept: a count becomes a
-lookup. Sorting the elements up front instead (a full inverted index) cost 3x more to build
-at 1e6 artifacts (2.8 million links), for the few ids people ask for.
+lookup. Its build cost and size: bench/display_caches.py (bench/README.md, "Guide"). It does not
+sort every element up front (a full inverted index): people ask for a few ids per version.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ class ListIndex:
         small = len(ids) == 0 or int(ids.max()) < 2**31
         self._held = held.astype(np.int32 if small and held.max(initial=0) < 2**31 else np.int64)
         self._rows = rows.astype(np.int32) if small else rows
-        # The answer of each set of ids asked for (a union over 3 ids at 1e6 cost ~10 ms).
+        # The answer of each set of ids asked for: a union over several ids is a pass over
+        # every element, too much to repeat on every call at 1e6 rows.
         self._found: dict[tuple, np.ndarray] = {}
 
     def rows_holding(self, ids) -> np.ndarray:

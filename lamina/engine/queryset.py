@@ -230,8 +230,8 @@ class QuerySet:
         width = needed = max(NEWEST_WINDOW, limit + offset)
         newest = session.newest_rows(self.spec) if descending else None
         if newest is not None and self.q:
-            # A filter keeps a fraction of the rows: one statement over the whole copy costs
-            # less than a small window and then the copy (~2.5 vs 2 x 2.5 ms at 1e5, loaded).
+            # A filter keeps a fraction of the rows: one statement over the whole copy, in
+            # memory, rather than a small window first and then, often, the copy.
             width = max(width, high - newest[1])
         compiler = self._compiler()
         self._compile(compiler=compiler)

@@ -202,10 +202,10 @@ class Session:
         been shown for IN_MEMORY_AFTER_SECONDS; None otherwise. Dropped when the version moves.
 
         Why: a display (to_dataframe's newest 100 rows of a filter) read from the Parquet
-        files decodes every column of the row groups its id window touches, ~5 ms at 1e5
-        artifacts on an idle machine even for one row group; the same statement on the copy
-        of the newest 16,384 rows skips the decoding (bench/README.md, "Guide"). Ids grow with
-        every commit, so the newest rows are where displays look first."""
+        files decodes every column of the row groups its id window touches; the same
+        statement on the copy of the newest 16,384 rows skips the decoding (before and after:
+        bench/README.md, "Guide"). Ids grow with every commit, so the newest rows are where
+        displays look first."""
         with self._lock:
             self.refresh([spec])
             qualified = spec.qualified
