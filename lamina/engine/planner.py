@@ -102,7 +102,7 @@ class Compiler:
     resolve_related: bool = True
     specs: set = field(default_factory=set)
     # Of the last select(): its conditions that test a list column against ids (ListTest),
-    # and whether it has others too (see QuerySet._rows_holding).
+    # and whether it has others too (see QuerySet._candidate_ids).
     list_tests: list = field(default_factory=list)
     other_conditions: bool = False
     _aliases: itertools.count = field(default_factory=lambda: itertools.count(1))

@@ -227,14 +227,15 @@ class QuerySet:
             return self._run(*self._compile(columns=columns, order_by=("-id",) if descending
                                             else ("id",), limit=limit, offset=offset))
         low, high = span
-        width = needed = max(NEWEST_WINDOW, limit + offset)
+        width = max(NEWEST_WINDOW, limit + offset)
         newest = session.newest_rows(self.spec) if descending else None
         if newest is not None and self.q:
             # A filter keeps a fraction of the rows: one statement over the whole copy, in
             # memory, rather than a small window first and then, often, the copy.
             width = max(width, high - newest[1])
         compiler = self._compiler()
-        self._compile(compiler=compiler)
+        if self.q:
+            self._compile(compiler=compiler)
         candidates = self._candidate_ids(compiler)
         if candidates is not None:
             needed = limit + offset
@@ -242,7 +243,7 @@ class QuerySet:
                 # The winners are known: read those rows only (their conditions are checked
                 # again, on them alone).
                 shown = candidates[-needed:] if descending else candidates[:needed]
-                in_memory = newest is not None and len(shown) and shown[0] > newest[1]
+                in_memory = newest is not None and len(shown) > 0 and shown[0] > newest[1]
                 return self._run(*self._compile(
                     columns=columns, order_by=("-id",) if descending else ("id",),
                     limit=limit, offset=offset, ids=shown.tolist(),
