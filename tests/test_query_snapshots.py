@@ -10,7 +10,7 @@ import pytest
 
 import lamina as ln
 from lamina import bionty as bt
-from lamina.engine import session
+from lamina.engine import queryset, session
 
 from helpers import new_s3_root, python, s3_requests, write_file
 
@@ -151,3 +151,126 @@ def test_on_s3_a_registry_served_from_memory_costs_one_freshness_check_a_query(s
                  lambda: ln.Record.filter(name__startswith="r").count()):
         requests = s3_requests(call)
         assert len(requests) == 1 and "/record/_delta_log/" in requests[0][1], requests
+
+
+def test_displays_from_the_newest_rows_in_memory_follow_another_processes_commits(
+        instance, tmp_path, monkeypatch):
+    """A registry too large to copy whole keeps its newest rows in memory for displays; after
+    another process saves, renames and trashes artifacts, the displays show the new version,
+    and a filter matching older rows than the copy holds still finds them. (Sizes scaled
+    down: the copy holds 4 ids, the displays show 2 rows.)"""
+    monkeypatch.setattr(session, "IN_MEMORY_VALUES", 1)  # nothing is copied whole
+    monkeypatch.setattr(session, "NEWEST_IN_MEMORY_IDS", 4)
+    monkeypatch.setattr(queryset, "NEWEST_WINDOW", 1)
+    keys = ["old/0.txt", "old/1.txt", "new/2.txt", "new/3.txt", "new/4.txt"]
+    saved = [ln.Artifact(write_file(tmp_path, f"{i}.txt", str(i)), key=key).save()
+             for i, key in enumerate(keys)]
+    ids = [a.id for a in saved]
+
+    shown = settled(lambda: ln.Artifact.to_dataframe(limit=2))
+    assert list(shown.index) == [ids[4], ids[3]]
+    assert session.session_for(instance).newest_rows(ln.Artifact._spec) is not None
+
+    python(f"""
+        ln.connect({instance.root!r})
+        ln.Artifact.get(key="new/4.txt").delete()
+        renamed = ln.Artifact.get(key="new/3.txt")
+        renamed.key = "new/3-renamed.txt"
+        renamed.save()
+        ln.Artifact({str(write_file(tmp_path, "5.txt", "5"))!r}, key="new/5.txt").save()
+    """)
+    def check():
+        frame = ln.Artifact.to_dataframe(limit=2)
+        newest = ln.Artifact.get(key="new/5.txt").id
+        assert list(frame.index) == [newest, ids[3]]
+        assert frame.loc[ids[3], "key"] == "new/3-renamed.txt"
+        assert list(ln.Artifact.filter(key__startswith="new/").to_dataframe(limit=2).index) == [
+            newest, ids[3]]
+        assert list(ln.Artifact.filter(key__startswith="old/").to_dataframe(limit=2).index) == [
+            ids[1], ids[0]]
+        assert list(ln.Artifact.filter(key__contains="renamed").to_dataframe(limit=2).index) == [
+            ids[3]]
+
+    each_way(check)
+
+
+def test_relation_counts_and_displays_from_list_indexes_follow_another_processes_commits(
+        instance, tmp_path):
+    """Counts and displays of ``records=``, ``records__name=`` and ``records__in=`` are
+    answered from an index of the artifacts' record lists once a version has lasted; after
+    another process links, unlinks, trashes and saves, they give the new version's answer."""
+    a, b = ln.Record(name="A").save(), ln.Record(name="B").save()
+    arts = [ln.Artifact(write_file(tmp_path, f"{i}.txt", str(i)), key=f"{i}.txt").save()
+            for i in range(4)]
+    arts[0].records.add(a)
+    arts[1].records.add(a, b)
+    arts[2].records.add(b)
+
+    def shown(**conditions) -> list[int]:
+        return list(ln.Artifact.filter(**conditions).to_dataframe().index)
+
+    assert settled(lambda: ln.Artifact.filter(records=a).count()) == 2
+    assert settled(lambda: shown(records__name="A")) == [arts[1].id, arts[0].id]
+    assert ln.Artifact.filter(records__in=[a, b]).count() == 3
+    assert ln.Artifact.filter(records=a).filter(records=b).count() == 1
+
+    python(f"""
+        ln.connect({instance.root!r})
+        a = ln.Record.get(name="A")
+        ln.Artifact.get(key="0.txt").records.remove(a)
+        ln.Artifact.get(key="1.txt").delete()
+        ln.Artifact.get(key="2.txt").records.add(a)
+        new = ln.Artifact({str(write_file(tmp_path, "4.txt", "4"))!r}, key="4.txt").save()
+        new.records.add(a)
+    """)
+    def check():
+        newest = ln.Artifact.get(key="4.txt").id
+        assert ln.Artifact.filter(records=a).count() == 2
+        assert shown(records__name="A") == [newest, arts[2].id]
+        assert shown(records=a, key="2.txt") == [arts[2].id]
+        assert ln.Artifact.filter(records__in=[a, b]).count() == 2
+        assert ln.Artifact.filter(records=a).filter(records=b).count() == 1
+        assert shown(records=b) == [arts[2].id]
+
+    each_way(check)
+
+
+def test_counts_from_list_indexes_equal_what_the_links_say(local_root, tmp_path):
+    """Counts of relation filters alone, combined, negated, with another condition, or asking
+    for no linked record, as an index of the lists or a statement answers them, against what
+    the links saved say (computed here, from the links as written)."""
+    ln.init(storage=local_root)
+    records = ln.save([ln.Record(name=name) for name in "ABCD"])
+    arts = [ln.Artifact(write_file(tmp_path, f"{i}.txt", str(i)), key=f"{i}.txt").save()
+            for i in range(7)]
+    links = {0: "A", 1: "AB", 2: "B", 3: "", 4: "ABC", 5: "C", 6: "A"}
+    by_name = {r.name: r for r in records}
+    for i, names in links.items():
+        if names:
+            arts[i].records.add(*[by_name[n] for n in names])
+    arts[6].delete()  # trashed: counted on no filter of the main branch
+    live = {i: set(n) for i, n in links.items() if i != 6}
+
+    def expected(test) -> int:
+        return sum(1 for names in live.values() if test(names))
+
+    def check():
+        A, B, C, D = (by_name[n] for n in "ABCD")
+        def count(*q, **kw):
+            return ln.Artifact.filter(*q, **kw).count()
+
+        assert count(records=A) == expected(lambda s: "A" in s)
+        assert count(records=D) == 0
+        assert count(records__name="B") == expected(lambda s: "B" in s)
+        assert count(records__in=[B, C]) == expected(lambda s: s & {"B", "C"})
+        assert count(records__name__in=["A", "C"]) == expected(lambda s: s & {"A", "C"})
+        assert ln.Artifact.filter(records=A).filter(records=B).count() == expected(
+            lambda s: {"A", "B"} <= s)
+        assert count(records=A, key="0.txt") == 1
+        assert count(ln.Q(records=A) | ln.Q(records=C)) == expected(lambda s: s & {"A", "C"})
+        assert ln.Artifact.filter(records=A).exclude(records=B).count() == expected(
+            lambda s: "A" in s and "B" not in s)
+        assert count(records__isnull=True) == expected(lambda s: not s)
+        assert ln.Artifact.filter(records=A, branch_id=-1).count() == 1
+
+    each_way(check)

@@ -25,7 +25,8 @@ from ..catalog import tables
 from ..catalog.tables import TableSpec
 from ..catalog.tables.spec import BOOL, DATE, DATETIME, FLOAT, IDS, INT, STR
 from ..errors import FieldError, ValidationError
-from .lookups import LOOKUPS, SubQuery, coerce, compare, list_holds_any, unknown_comparator
+from .lookups import (LOOKUPS, ListTest, SubQuery, coerce, compare, list_holds_any,
+                      unknown_comparator)
 
 FEATURE_ID_PATH = "_feature_id_"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -309,14 +310,15 @@ def contains_any(column: str, ids: list[int], name: str, table: str | None
     holds one of ``ids``; NULL lists hold none. See MAX_CONTAINS for the forms."""
     ids = sorted({int(i) for i in ids})
     if not ids:
-        return "false", []
+        return ListTest("false", [], name, ids)
     if len(ids) <= MAX_CONTAINS:
         tests = " OR ".join(f"list_contains({column}, ?)" for _ in ids)
-        return f"coalesce({tests}, false)", ids
+        return ListTest(f"coalesce({tests}, false)", ids, name, ids)
     if len(ids) <= MAX_LAMBDA or table is None:
-        return (f"coalesce(len(list_filter({column}, lambda x: list_contains(?::BIGINT[], x)))"
-                " > 0, false)"), [ids]
-    return list_holds_any(column.rsplit(".", 1)[0], name, table, "SELECT unnest(?::BIGINT[])"), [ids]
+        return ListTest(f"coalesce(len(list_filter({column}, lambda x: "
+                        "list_contains(?::BIGINT[], x))) > 0, false)", [ids], name, ids)
+    return ListTest(list_holds_any(column.rsplit(".", 1)[0], name, table,
+                                   "SELECT unnest(?::BIGINT[])"), [ids], name, ids)
 
 
 def has_subquery(value) -> bool:

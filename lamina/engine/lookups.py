@@ -23,6 +23,29 @@ class SubQuery:
         self.sql, self.params, self.specs = sql, list(params), tuple(specs)
 
 
+class ListTest(tuple):
+    """``(sql, params)`` of a condition true where the list ``column`` of the queried row holds
+    one of ``ids`` (NULL lists hold none): what an index of that column answers without a
+    statement (Session.list_index)."""
+
+    column: str
+    ids: tuple
+
+    def __new__(cls, sql: str, params: list, column: str, ids):
+        made = super().__new__(cls, (sql, params))
+        made.column, made.ids = column, tuple(ids)
+        return made
+
+
+def list_test(sql: str, params: list, column: str, ids) -> tuple[str, list]:
+    """A :class:`ListTest` when every one of ``ids`` is an integer id; plain ``(sql, params)``
+    otherwise (DuckDB then compares or rejects the values)."""
+    ids = list(ids)
+    if all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        return ListTest(sql, params, column, ids)
+    return sql, params
+
+
 def _type_name(t: pa.DataType) -> str:
     if pa.types.is_integer(t) or pa.types.is_floating(t):
         return "a number"

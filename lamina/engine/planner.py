@@ -25,7 +25,7 @@ from ..catalog.tables import TableSpec
 from ..errors import FieldError, did_you_mean, unknown_field
 from .features import (FEATURE_ID_PATH, FeatureResolver, contains_any, feature_condition,
                        has_subquery, is_feature_path, json_condition, split_lookup)
-from .lookups import LOOKUPS, SubQuery, compare
+from .lookups import LOOKUPS, ListTest, SubQuery, compare
 from .relations import Hop, field_names, relations
 
 SEP = "__"
@@ -101,6 +101,10 @@ class Compiler:
     # so building a QuerySet runs no query.
     resolve_related: bool = True
     specs: set = field(default_factory=set)
+    # Of the last select(): its conditions that test a list column against ids (ListTest),
+    # and whether it has others too (see QuerySet._candidate_ids).
+    list_tests: list = field(default_factory=list)
+    other_conditions: bool = False
     _aliases: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self):
@@ -110,27 +114,29 @@ class Compiler:
         return f"t{next(self._aliases)}"
 
     # ---- conditions --------------------------------------------------------------------
-    def where(self, q: Q, alias: str = "t", spec: TableSpec | None = None) -> tuple[str, list]:
+    def where(self, q: Q, alias: str = "t", spec: TableSpec | None = None,
+              top: bool = False) -> tuple[str, list]:
+        """``top``: ``q`` is (a conjunct of) the statement's condition; its ListTest
+        conjuncts are collected in ``list_tests``."""
         spec = spec or self.spec
         parts, params = [], []
         children = q.children
+        if top and children and (q.connector != Q.AND or q.negated):
+            self.other_conditions = True
+            top = False
         if q.connector == Q.AND and not q.chained:
             children = _one_related_row(spec, _flatten_and(children))
         for child in children:
             if isinstance(child, Q):
-                sql, p = self.where(child, alias, spec)
-            elif isinstance(child, _SameRelatedRow):
-                self.specs.add(child.hop.target)
-                resolved = self._related_ids(child.hop, alias, lambda inner: inner.where(
-                    child.conditions, "l", child.hop.target))
-                if resolved is not None:
-                    sql, p = resolved
-                else:
-                    inner_alias = self.alias()
-                    sql, p = self.where(child.conditions, inner_alias, child.hop.target)
-                    sql = child.hop.semi_join(alias, inner_alias, sql)
+                sql, p = self.where(child, alias, spec, top)
             else:
-                sql, p = self.condition(spec, child[0], child[1], alias)
+                compiled = self._leaf(child, spec, alias)
+                sql, p = compiled
+                if top:
+                    if isinstance(compiled, ListTest):
+                        self.list_tests.append(compiled)
+                    elif sql:
+                        self.other_conditions = True
             if sql:
                 parts.append(f"({sql})")
                 params.extend(p)
@@ -140,6 +146,19 @@ class Compiler:
             # (Same truth table as NOT coalesce(x, false); DuckDB evaluates it ~20 % faster.)
             sql = f"({sql}) IS NOT TRUE"
         return sql, params
+
+    def _leaf(self, child, spec: TableSpec, alias: str) -> tuple[str, list]:
+        """A condition, or the conditions on one related row (_SameRelatedRow)."""
+        if not isinstance(child, _SameRelatedRow):
+            return self.condition(spec, child[0], child[1], alias)
+        self.specs.add(child.hop.target)
+        resolved = self._related_ids(child.hop, alias, lambda inner: inner.where(
+            child.conditions, "l", child.hop.target))
+        if resolved is not None:
+            return resolved
+        inner_alias = self.alias()
+        sql, params = self.where(child.conditions, inner_alias, child.hop.target)
+        return child.hop.semi_join(alias, inner_alias, sql), params
 
     def condition(self, spec: TableSpec, path: str, value, alias: str) -> tuple[str, list]:
         parts = path.split(SEP)
@@ -269,21 +288,29 @@ class Compiler:
 
     # ---- statements --------------------------------------------------------------------
     def select(self, q: Q, *, columns: list[str] | None = None, order_by=(), limit=None,
-               offset=None, distinct=False, id_bound: tuple[str, int] | None = None
+               offset=None, distinct=False, id_bound: tuple[str, int] | None = None,
+               rows_from: str | None = None, ids: list[int] | None = None
                ) -> tuple[str, list]:
         """``id_bound``, e.g. ``(">", 99000)``: only rows whose id is beyond it (see
-        QuerySet._newest)."""
-        where, params = self.where(q, "t")
+        QuerySet._newest); ``rows_from``: a table of the session holding those rows of the
+        registry's current version (Session.newest_rows), read instead of its view; ``ids``:
+        only the rows with these ids."""
+        self.list_tests, self.other_conditions = [], False
+        where, params = self.where(q, "t", top=True)
         conditions = [where] if where else []
         if id_bound is not None:
             operator, bound = id_bound
             if operator not in ("<", ">"):
                 raise ValueError(f"id_bound takes '<' or '>', got {operator!r}")
             conditions.insert(0, f"t.id {operator} {int(bound)}")
+        if ids is not None:
+            conditions.insert(0, id_list_condition("t"))
+            params = [*id_list_params(ids), *params]
         if self.spec.has_branch and not self.mentions_branch(q):
             conditions.insert(0, f"t.branch_id = {MAIN_BRANCH_ID}")
         cols = ", ".join(f"t.{c}" for c in self.column_names(columns)) if columns else "t.*"
-        sql = f'SELECT {"DISTINCT " if distinct else ""}{cols} FROM "{self.spec.view}" t'
+        source = rows_from or self.spec.view
+        sql = f'SELECT {"DISTINCT " if distinct else ""}{cols} FROM "{source}" t'
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
         if order_by:

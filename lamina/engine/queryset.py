@@ -6,6 +6,7 @@ import functools
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 import pyarrow as pa
 
 from .. import log
@@ -179,15 +180,27 @@ class QuerySet:
                 self._compiler(resolve_related=False).where(q)
             return frozenset(checked)
 
-    def _compile(self, columns=None, order_by=None, limit=None, offset=None, id_bound=None):
-        compiler = self._compiler()
+    def _compile(self, columns=None, order_by=None, limit=None, offset=None, id_bound=None,
+                 rows_from=None, ids=None, compiler=None):
+        compiler = compiler or self._compiler()
         order = self._order_by if order_by is None else order_by
         sql, params = compiler.select(
             self.q, columns=columns, order_by=order,
             limit=self._limit if limit is None else limit,
             offset=self._offset if offset is None else offset, distinct=self._distinct,
-            id_bound=id_bound)
+            id_bound=id_bound, rows_from=rows_from, ids=ids)
         return sql, params, compiler.specs
+
+    def _candidate_ids(self, compiler: Compiler) -> np.ndarray | None:
+        """The sorted ids of the rows passing the list tests of the statement ``compiler``
+        compiled last (``records=r``, ``schemas__genes__symbol=``, ``perturbation=``), from
+        the session's indexes of list columns (Session.rows_holding): every matching row
+        is among them, and they are exactly the matching rows when the statement has no
+        other condition. None when there are no such tests, the query names a branch, or
+        the session has no index yet."""
+        if not compiler.list_tests or compiler.mentions_branch(self.q):
+            return None
+        return self._session().rows_holding(self.spec, compiler.list_tests)
 
     def _rows(self, columns=None, order_by=(), limit=None, offset=None) -> pa.Table:
         """The rows of the query, first ordered by ``order_by`` then cut by limit and offset."""
@@ -208,26 +221,57 @@ class QuerySet:
         its heap on nearly every row. The window grows until it holds ``limit`` rows
         or the whole table, by what the rows it found say it needs; rows outside it are all
         further along the order, so its first rows are the query's (rows committed meanwhile
-        have larger ids: in the window)."""
-        span = self._session().id_range(self.spec)
+        have larger ids: in the window). The first window of a descending read is the
+        session's copy of the newest rows, when it keeps one (Session.newest_rows)."""
+        session = self._session()
+        span = session.id_range(self.spec)
         if span is None:
             return self._run(*self._compile(columns=columns, order_by=("-id",) if descending
                                             else ("id",), limit=limit, offset=offset))
         low, high = span
         width = max(NEWEST_WINDOW, limit + offset)
+        newest = session.newest_rows(self.spec) if descending else None
+        if newest is not None and self.q:
+            # A filter keeps a fraction of the rows: one statement over the whole copy, in
+            # memory, rather than a small window first and then, often, the copy.
+            width = max(width, high - newest[1])
+        compiler = self._compiler()
+        if self.q:
+            self._compile(compiler=compiler)
+        candidates = self._candidate_ids(compiler)
+        if candidates is not None:
+            needed = limit + offset
+            if not compiler.other_conditions or len(candidates) <= needed:
+                # The winners are known: read those rows only (their conditions are checked
+                # again, on them alone).
+                shown = candidates[-needed:] if descending else candidates[:needed]
+                in_memory = newest is not None and len(shown) > 0 and shown[0] > newest[1]
+                return self._run(*self._compile(
+                    columns=columns, order_by=("-id",) if descending else ("id",),
+                    limit=limit, offset=offset, ids=shown.tolist(),
+                    rows_from=newest[0] if in_memory else None))
+            # The window must hold the ``needed`` newest (oldest) candidates at least.
+            edge = int(candidates[-needed] if descending else candidates[needed - 1])
+            width = max(width, high - edge + 1 if descending else edge - low + 1)
         while True:
             bound = ((">", high - width) if descending else ("<", low + width))
             whole = high - width < low if descending else low + width > high
+            in_memory = newest is not None and high - width >= newest[1]
             sql, params, specs = self._compile(
                 columns=columns, order_by=("-id",) if descending else ("id",), limit=limit,
-                offset=offset, id_bound=None if whole else bound)
+                offset=offset, id_bound=bound if in_memory or not whole else None,
+                rows_from=newest[0] if in_memory else None)
             table = self._run(sql, params, specs)
             if whole or table.num_rows >= limit:
                 return table
             # Widen to what the rows found so far say the limit needs, twice over.
             found = table.num_rows + (offset if table.num_rows else 0)
             growth = 2 * (limit + offset) / found if found else 16
-            width = int(width * min(max(growth, 2), 64))
+            wider = int(width * min(max(growth, 2), 64))
+            # The whole copy of the newest rows is tried before the files.
+            if newest is not None and width < high - newest[1] < wider:
+                wider = high - newest[1]
+            width = wider
 
     def to_sql(self) -> tuple[str, list]:
         """The SQL and bound parameters that fetching the rows runs."""
@@ -471,7 +515,12 @@ class QuerySet:
     @_one_view
     def count(self) -> int:
         """How many distinct rows match (one COUNT query; no rows are fetched)."""
-        inner, params, specs = self._compile(columns=["id"], order_by=())
+        compiler = self._compiler()
+        inner, params, specs = self._compile(columns=["id"], order_by=(), compiler=compiler)
+        if not compiler.other_conditions and self._limit is None and not self._offset:
+            candidates = self._candidate_ids(compiler)
+            if candidates is not None:
+                return len(candidates)
         return self._session().scalar(f"SELECT count(*) AS n FROM ({inner})", params, specs)
 
     def __len__(self) -> int:

@@ -3,13 +3,16 @@ ids, and both reversed) and the SQL that tests a row against its related rows.""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import pyarrow as pa
 
 from ..catalog import tables
 from ..catalog.tables import ForeignKey, ManyToMany, TableSpec
-from .lookups import LOOKUPS, In, SubQuery, list_holds_any
+from .lookups import LOOKUPS, In, SubQuery, list_holds_any, list_test
 
 
 @dataclass(frozen=True)
@@ -59,19 +62,23 @@ class Hop:
         if self.kind == "fk" and lookup in ("exact", "in"):
             return LOOKUPS[lookup](f"{alias}.{self.column}", value, pa.int64(), where).as_sql()
         if self.kind == "m2m" and lookup == "exact" and value is not None:
-            return f"coalesce(list_contains({alias}.{self.column}, ?), false)", [value]
+            return list_test(f"coalesce(list_contains({alias}.{self.column}, ?), false)",
+                             [value], self.column, [value])
         if self.kind == "m2m" and lookup == "in":
             lookup_in = In("x", value, pa.int64(), where)
             if isinstance(lookup_in.value, SubQuery):
                 sub = lookup_in.value
                 return self.has_any(alias, f"SELECT * FROM ({sub.sql})"), sub.params
             values = [v for v in lookup_in.value if v is not None]
-            return self.has_any(alias, "SELECT unnest(?::BIGINT[])"), [values]
+            return list_test(self.has_any(alias, "SELECT unnest(?::BIGINT[])"), [values],
+                             self.column, values)
         return None
 
 
-def relations(spec: TableSpec) -> dict[str, Hop]:
-    """Every relation name usable in a filter on ``spec``, forward and reverse."""
+@functools.cache
+def relations(spec: TableSpec) -> Mapping[str, Hop]:
+    """Every relation name usable in a filter on ``spec``, forward and reverse. Worked out once
+    per registry (the declarations never change): every condition of a filter asks."""
     found: dict[str, Hop] = {}
     for fk in spec.foreign_keys:
         found[fk.name] = Hop("fk", spec, tables.get(fk.target), fk.column)
@@ -84,7 +91,7 @@ def relations(spec: TableSpec) -> dict[str, Hop]:
             found[name] = Hop("reverse_fk", spec, other, rel.column)
         elif isinstance(rel, ManyToMany):
             found[name] = Hop("reverse_m2m", spec, other, rel.name)
-    return found
+    return MappingProxyType(found)
 
 
 def field_names(spec: TableSpec) -> list[str]:

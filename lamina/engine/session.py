@@ -17,15 +17,17 @@ from contextlib import contextmanager
 from datetime import datetime
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from ..catalog import tables
-from ..catalog.instance import Instance
+from ..catalog.instance import MAIN_BRANCH_ID, Instance
 from ..catalog.store import CATALOG_DIR, Snapshot
 from ..errors import ValidationError
 from .connections import (CredentialSecret, SqlSandbox, catalog_scope, confine_to_catalog,
                           create_view, new_connection)
 from .features import FeatureResolver, features_of
+from .list_index import ListIndex
 from .planner import id_list_condition, id_list_params
 
 
@@ -41,6 +43,9 @@ IN_MEMORY_VALUES = 250_000
 # command a person types does. Copying inside each save made Artifact(...).save() 43 -> 73 ms
 # CPU (40 saves into a new instance, load ~9).
 IN_MEMORY_AFTER_SECONDS = 0.2
+# A registry too large to copy whole keeps this many of its newest ids in memory instead (see
+# Session.newest_rows): one Parquet row group as the store writes them.
+NEWEST_IN_MEMORY_IDS = 16_384
 
 
 _EXPLAIN = re.compile(r"^\s*EXPLAIN(?:\s+ANALY[SZ]E)?\s+(.*)$", re.IGNORECASE | re.DOTALL)
@@ -69,6 +74,11 @@ class Session:
         self._by_id: dict[tuple, dict] = {}
         # (registry, version, column) -> {value: [row, ...]} of registries served from memory.
         self._indexes: dict[tuple, dict] = {}
+        # registry -> (version, in-memory table, lowest id left out) of the newest rows of a
+        # registry too large to copy whole (table None: not worth a copy).
+        self._newest: dict[str, tuple[int, str | None, int]] = {}
+        # (registry, list column) -> (version, ListIndex) of the rows on the main branch.
+        self._list_indexes: dict[tuple[str, str], tuple[int, ListIndex]] = {}
         # Top-N queries (to_dataframe's default limit of 100, order_by + limit) first find the
         # winning rows from the filter and sort columns only, then read the other columns of
         # just those rows. DuckDB does this up to LIMIT 50 by default; at 1e6 artifacts it cuts
@@ -147,6 +157,9 @@ class Session:
         if qualified in self._in_memory:
             self.con.execute(f'DROP TABLE IF EXISTS "{_memory_table(snapshot.spec)}"')
             self._in_memory.discard(qualified)
+        if self._newest.pop(qualified, (None, None))[1] is not None:
+            self.con.execute(f'DROP TABLE IF EXISTS "{_newest_table(snapshot.spec)}"')
+        self._list_indexes = {k: v for k, v in self._list_indexes.items() if k[0] != qualified}
         self._shown_at[qualified] = time.monotonic()
         self._copy_decided.discard(qualified)
         self._snapshots[qualified] = snapshot
@@ -182,6 +195,68 @@ class Session:
         self.con.execute(f'CREATE OR REPLACE TEMP TABLE "{memory}" AS SELECT * FROM "{spec.view}"')
         self.con.execute(f'CREATE OR REPLACE VIEW "{spec.view}" AS SELECT * FROM "{memory}"')
         self._in_memory.add(qualified)
+
+    def newest_rows(self, spec) -> tuple[str, int] | None:
+        """``(table, low)``: an in-memory table holding every row of ``spec``'s current version
+        whose id is above ``low``, for a registry too large to copy whole, once its version has
+        been shown for IN_MEMORY_AFTER_SECONDS; None otherwise. Dropped when the version moves.
+
+        Why: a display (to_dataframe's newest 100 rows of a filter) read from the Parquet
+        files decodes every column of the row groups its id window touches; the same
+        statement on the copy of the newest 16,384 rows skips the decoding (before and after:
+        bench/README.md, "Guide"). Ids grow with every commit, so the newest rows are where
+        displays look first."""
+        with self._lock:
+            self.refresh([spec])
+            qualified = spec.qualified
+            version = self._versions.get(qualified)
+            kept = self._newest.get(qualified)
+            if kept is not None and kept[0] == version:
+                return None if kept[1] is None else kept[1:]
+            if qualified in self._in_memory or (
+                    time.monotonic() - self._shown_at[qualified] < IN_MEMORY_AFTER_SECONDS):
+                return None
+            span = self.id_range(spec)
+            if span is None:
+                self._newest[qualified] = (version, None, 0)
+                return None
+            table, low = _newest_table(spec), span[1] - NEWEST_IN_MEMORY_IDS
+            self.con.execute(f'CREATE OR REPLACE TEMP TABLE "{table}" AS SELECT * FROM '
+                             f'"{spec.view}" WHERE id > ?', [low])
+            self._newest[qualified] = (version, table, low)
+            return table, low
+
+    def rows_holding(self, spec, tests) -> np.ndarray | None:
+        """The sorted ids of the rows on the main branch of ``spec``'s current version that
+        pass every one of ``tests`` (ListTest: a list column holds one of some ids), from an
+        index of each list column built once per version (list_index.py); None while the
+        version is younger than IN_MEMORY_AFTER_SECONDS (a loop of saves builds none)."""
+        with self._lock:
+            self.refresh([spec])
+            qualified = spec.qualified
+            version = self._versions.get(qualified)
+            if time.monotonic() - self._shown_at[qualified] < IN_MEMORY_AFTER_SECONDS:
+                return None
+            columns = self._columns[qualified]
+            if any(test.column not in columns for test in tests):
+                return None
+            found = None
+            for test in sorted(tests, key=lambda t: len(t.ids)):
+                rows = self._list_index(spec, version, test.column).rows_holding(test.ids)
+                found = rows if found is None else np.intersect1d(found, rows,
+                                                                  assume_unique=True)
+            return found
+
+    def _list_index(self, spec, version: int, column: str) -> ListIndex:
+        key = (spec.qualified, column)
+        kept = self._list_indexes.get(key)
+        if kept is None or kept[0] != version:
+            branch = f" WHERE branch_id = {MAIN_BRANCH_ID}" if spec.has_branch else ""
+            rows = self.con.execute(f'SELECT id, "{column}" FROM "{spec.view}"{branch}'
+                                    ).to_arrow_table()
+            kept = self._list_indexes[key] = (version, ListIndex(rows.column(0),
+                                                                 rows.column(1)))
+        return kept[1]
 
     def id_range(self, spec) -> tuple[int, int] | None:
         """The lowest and highest id in ``spec``'s view (None when empty), once per version:
@@ -378,6 +453,10 @@ class Session:
 
 def _memory_table(spec) -> str:
     return f"_memory_{spec.view}"
+
+
+def _newest_table(spec) -> str:
+    return f"_newest_{spec.view}"
 
 
 _sessions: dict[int, Session] = {}
