@@ -98,7 +98,7 @@ def create_view(con: duckdb.DuckDBPyConnection, snapshot: Snapshot,
     """(Re)point the view of ``snapshot``'s registry at that snapshot's data files; with
     ``in_memory``, a small registry on an object store at its rows (see IN_MEMORY_BYTES)."""
     spec = snapshot.spec
-    if in_memory and _small_remote(snapshot):
+    if in_memory and small_remote(snapshot):
         rows = f"_rows_{spec.view}"
         con.register(rows, read_whole(snapshot))
         con.execute(f'CREATE OR REPLACE VIEW "{spec.view}" AS SELECT * FROM "{rows}"')
@@ -117,7 +117,8 @@ def create_view(con: duckdb.DuckDBPyConnection, snapshot: Snapshot,
     con.execute(f'CREATE OR REPLACE VIEW "{spec.view}" AS SELECT * FROM {source}')
 
 
-def _small_remote(snapshot: Snapshot) -> bool:
+def small_remote(snapshot: Snapshot) -> bool:
+    """Whether create_view(in_memory=True) reads ``snapshot``'s rows whole into memory."""
     location = snapshot.location
     return (bool(snapshot.files) and snapshot.sizes is not None and location is not None
             and not location.is_local and sum(snapshot.sizes) <= IN_MEMORY_BYTES)

@@ -24,9 +24,10 @@ from ..catalog.instance import Instance
 from ..catalog.store import CATALOG_DIR, Snapshot
 from ..errors import ValidationError
 from .connections import (CredentialSecret, SqlSandbox, catalog_scope, confine_to_catalog,
-                          create_view, new_connection)
+                          create_view, new_connection, small_remote)
 from .features import FeatureResolver, features_of
 from .planner import id_list_condition, id_list_params
+from .row_index import RowIndex
 
 
 # Top-N queries up to this LIMIT read their non-sort columns for the winning rows only.
@@ -69,6 +70,8 @@ class Session:
         self._by_id: dict[tuple, dict] = {}
         # (registry, version, column) -> {value: [row, ...]} of registries served from memory.
         self._indexes: dict[tuple, dict] = {}
+        # Of registries read from their files: ids by value per data file, and rows read.
+        self._row_index = RowIndex()
         # Top-N queries (to_dataframe's default limit of 100, order_by + limit) first find the
         # winning rows from the filter and sort columns only, then read the other columns of
         # just those rows. DuckDB does this up to LIMIT 50 by default; at 1e6 artifacts it cuts
@@ -222,7 +225,8 @@ class Session:
     def rows_equal(self, spec, equal: dict) -> list[dict] | None:
         """The rows of ``spec`` whose columns equal the values in ``equal`` (see
         Compiler.equalities), from an index of the registry's rows when it is served from
-        memory; None when it is not (the caller runs a statement).
+        memory, else from the index of its data files when ``equal`` names a text value or
+        the id; None otherwise (the caller runs a statement).
 
         Why: ``get(name=...)`` is the call people type most, and one DuckDB statement costs
         ~1-1.5 ms even on the in-memory copy; a dict lookup costs microseconds. The index is
@@ -231,7 +235,7 @@ class Session:
             self.refresh([spec])
             qualified = spec.qualified
             if qualified not in self._in_memory:
-                return None
+                return self._rows_equal_in_files(spec, equal)
             # Index the most telling column: a name or key rather than a flag or the branch.
             column = min(equal, key=lambda c: (c == "branch_id", isinstance(equal[c], bool)))
             key = (qualified, self._versions[qualified], column)
@@ -246,6 +250,32 @@ class Session:
                 self._indexes[key] = index
             return [dict(row) for row in index.get(equal[column], ())
                     if all(row[c] == v for c, v in equal.items())]
+
+    def _rows_equal_in_files(self, spec, equal: dict) -> list[dict] | None:
+        """rows_equal for a registry read from its data files (see row_index.py): the ids of
+        the rows holding the text value (or the id), then those rows, each read once per data
+        file. None when ``equal`` has neither, or the registry's rows are in memory already
+        (a small registry on an object store: indexing its files would fetch them again)."""
+        snapshot = self._snapshots[spec.qualified]
+        texts = [c for c, v in equal.items() if isinstance(v, str)]
+        column = texts[0] if texts else "id" if "id" in equal else None
+        if column is None or small_remote(snapshot):
+            return None
+        found = self._row_index.candidates(snapshot, column, equal[column])
+        rows, unread = [], []
+        for row_id, file in found.items():
+            row = self._row_index.cached_row(file, row_id)
+            (unread.append(row_id) if row is None else rows.append(row))
+        if unread:
+            table = self.con.execute(f'SELECT * FROM "{spec.view}" t '
+                                     f"WHERE {id_list_condition('t')}", id_list_params(unread))
+            for row in table.to_arrow_table().to_pylist():
+                self._row_index.keep_row(found[row["id"]], row)
+                rows.append(row)
+        # A row read at an older version lacks the columns added since (NULL in the view).
+        columns = dict.fromkeys(self._columns[spec.qualified])
+        return [{**columns, **row} for row in rows
+                if all(row.get(c) == v for c, v in equal.items())]
 
     def current_version(self, spec) -> int | None:
         """The version the view of ``spec`` shows once refreshed (pinned: the pinned one)."""
