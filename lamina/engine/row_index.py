@@ -87,7 +87,9 @@ class RowIndex:
 
     def __init__(self):
         self._columns: dict[tuple[str, str], _FileColumn] = {}
-        # table -> the files indexed for it (to forget those its snapshots no longer hold)
+        # table -> the columns asked of it, and the files indexed for it (to forget those
+        # its snapshots no longer hold)
+        self._asked: dict[str, set[str]] = {}
         self._files: dict[str, set[str]] = {}
         self._rows: OrderedDict[tuple[str, int], dict] = OrderedDict()
 
@@ -95,9 +97,16 @@ class RowIndex:
         """``{id: file}`` of the rows of ``snapshot`` whose ``column`` may equal ``value``
         (a superset: the rows themselves decide)."""
         self._forget_files_not_in(snapshot)
-        missing = [f for f in snapshot.files if (f, column) not in self._columns]
+        asked = self._asked.setdefault(snapshot.spec.qualified, set())
+        asked.add(column)
+        # A file new to the index is read once for every column asked of its table so far
+        # (the content check and the key lookup of Artifact(...) read the new file of the
+        # last save once, not twice).
+        missing = {f: [c for c in sorted(asked) if (f, c) not in self._columns]
+                   for f in snapshot.files}
+        missing = {f: columns for f, columns in missing.items() if columns}
         if missing:
-            self._index(snapshot, column, missing)
+            self._index(snapshot, missing)
         computed = []
 
         def key():
@@ -108,10 +117,12 @@ class RowIndex:
         return {row_id: f for f in snapshot.files
                 for row_id in self._columns[(f, column)].ids(value, key)}
 
-    def _index(self, snapshot: Snapshot, column: str, files: list[str]) -> None:
+    def _index(self, snapshot: Snapshot, missing: dict[str, list[str]]) -> None:
         def read(file: str) -> pa.Table:
-            return snapshot.read(columns=list(dict.fromkeys(["id", column])), files=[file])
+            columns = list(dict.fromkeys(["id", *missing[file]]))
+            return snapshot.read(columns=columns, files=[file])
 
+        files = list(missing)
         local = snapshot.location is None or snapshot.location.is_local
         if local or len(files) < 2:
             tables = [read(f) for f in files]
@@ -119,8 +130,10 @@ class RowIndex:
             with ThreadPoolExecutor(min(len(files), 16)) as pool:
                 tables = list(pool.map(read, files))
         for file, table in zip(files, tables):
-            self._columns[(file, column)] = _FileColumn(
-                table.column("id").combine_chunks(), table.column(column).combine_chunks())
+            ids = table.column("id").combine_chunks()
+            for column in missing[file]:
+                self._columns[(file, column)] = _FileColumn(
+                    ids, table.column(column).combine_chunks())
             self._files.setdefault(snapshot.spec.qualified, set()).add(file)
 
     def _forget_files_not_in(self, snapshot: Snapshot) -> None:

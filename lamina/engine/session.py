@@ -82,6 +82,10 @@ class Session:
         self._credentials.install(self.con)
         confine_to_catalog(self.con, instance.location)
         self._snapshots: dict[str, Snapshot] = {}
+        # Snapshots taken as current whose views still show an older one (see refresh), and
+        # those of them whose view is a copy in memory to drop when re-pointed.
+        self._behind: dict[str, Snapshot] = {}
+        self._in_memory_behind: set[str] = set()
         self._sandbox = SqlSandbox(instance.location)
         self._objects: tuple[duckdb.DuckDBPyConnection, CredentialSecret] | None = None
         # Per thread: the tables checked for new commits during the current call (one_view).
@@ -111,14 +115,18 @@ class Session:
         finally:
             self._call.checked = None
 
-    def refresh(self, specs) -> None:
-        """Point the views of ``specs`` at their latest snapshots (unless pinned); on an object
-        store the tables are checked concurrently (one round trip for all of them)."""
+    def refresh(self, specs, views: bool = True) -> None:
+        """Move ``specs`` to their latest snapshots (unless pinned) and point their views at
+        them; on an object store the tables are checked concurrently (one round trip for all
+        of them). With ``views=False`` a view is re-pointed only when its registry is due to
+        be copied into memory, else when a statement first needs it (_point_view): a lookup
+        answered from the row index (the two of Artifact(...) after each save) runs none."""
         checked = getattr(self._call, "checked", None)
         with self._lock:
             self._credentials.install(self.con)
             due = []
-            for spec in {spec.qualified: spec for spec in specs}.values():
+            specs = {spec.qualified: spec for spec in specs}.values()
+            for spec in specs:
                 if spec.qualified in self._pinned:
                     continue
                 if checked is not None:
@@ -128,9 +136,13 @@ class Session:
                 due.append(spec)
             for spec, snapshot in zip(due, self._newer_snapshots(due)):
                 if snapshot is not None:
-                    self._create_view(snapshot)
-                self._keep_in_memory(spec)
-
+                    self._move_to(snapshot)
+                if views or self._copy_due(spec.qualified):
+                    self._point_view(spec)
+                    self._keep_in_memory(spec)
+            if views:
+                for spec in specs:
+                    self._point_view(spec)
     def _newer_snapshots(self, specs) -> list:
         def newer(spec):
             store = self.instance.store(spec)
@@ -144,17 +156,33 @@ class Session:
     def refresh_all(self) -> None:
         self.refresh(tables.BY_QUALIFIED.values())
 
-    def _create_view(self, snapshot: Snapshot) -> None:
+    def _move_to(self, snapshot: Snapshot) -> None:
+        """Take ``snapshot`` as its registry's current version; its view follows when a
+        statement needs it (_point_view)."""
         qualified = snapshot.spec.qualified
-        create_view(self.con, snapshot, in_memory=True)
-        if qualified in self._in_memory:
-            self.con.execute(f'DROP TABLE IF EXISTS "{_memory_table(snapshot.spec)}"')
-            self._in_memory.discard(qualified)
+        self._behind[qualified] = snapshot
+        self._in_memory_behind |= {qualified} & self._in_memory
+        self._in_memory.discard(qualified)
         self._shown_at[qualified] = time.monotonic()
         self._copy_decided.discard(qualified)
         self._snapshots[qualified] = snapshot
         self._versions[qualified] = snapshot.version
         self._columns[qualified] = frozenset(snapshot.schema.names)
+
+    def _point_view(self, spec) -> None:
+        """Point the view of ``spec`` at its current snapshot if it still shows an older one."""
+        snapshot = self._behind.pop(spec.qualified, None)
+        if snapshot is None:
+            return
+        create_view(self.con, snapshot, in_memory=True)
+        if spec.qualified in self._in_memory_behind:
+            self.con.execute(f'DROP TABLE IF EXISTS "{_memory_table(spec)}"')
+            self._in_memory_behind.discard(spec.qualified)
+
+    def _copy_due(self, qualified: str) -> bool:
+        """Whether _keep_in_memory would decide about ``qualified`` now."""
+        return qualified not in self._copy_decided and (
+            time.monotonic() - self._shown_at[qualified] >= IN_MEMORY_AFTER_SECONDS)
 
     def _keep_in_memory(self, spec) -> None:
         """Serve a small registry from a copy in DuckDB's memory once a query reads a version
@@ -165,13 +193,12 @@ class Session:
         files pays for opening every file (a registry saved row by row has one per save):
         ``Record.get(name=)`` on 81 records in 21 files took 11 ms from the files and 1.4 ms
         from the copy (1e5-artifact guide catalog). A snapshot never changes, so the copy is
-        right until the version moves, when _create_view drops it. Waiting until a version
+        right until the version moves, when _point_view drops it. Waiting until a version
         has lasted keeps a loop of saves (each reads the registry several times, then moves
         its version) from copying on every save; the copy reads the files once, as the
         queries it replaces would have."""
         qualified = spec.qualified
-        if qualified in self._copy_decided or (
-                time.monotonic() - self._shown_at[qualified] < IN_MEMORY_AFTER_SECONDS):
+        if not self._copy_due(qualified):
             return
         self._copy_decided.add(qualified)
         snapshot = self._snapshots[qualified]
@@ -232,7 +259,7 @@ class Session:
         ~1-1.5 ms even on the in-memory copy; a dict lookup costs microseconds. The index is
         of one version and is rebuilt when the version moves."""
         with self._lock:
-            self.refresh([spec])
+            self.refresh([spec], views=False)
             qualified = spec.qualified
             if qualified not in self._in_memory:
                 return self._rows_equal_in_files(spec, equal)
@@ -260,6 +287,7 @@ class Session:
         texts = [c for c, v in equal.items() if isinstance(v, str)]
         column = texts[0] if texts else "id" if "id" in equal else None
         if column is None or small_remote(snapshot):
+            self._point_view(spec)
             return None
         found = self._row_index.candidates(snapshot, column, equal[column])
         rows, unread = [], []
@@ -267,6 +295,7 @@ class Session:
             row = self._row_index.cached_row(file, row_id)
             (unread.append(row_id) if row is None else rows.append(row))
         if unread:
+            self._point_view(spec)
             table = self.con.execute(f'SELECT * FROM "{spec.view}" t '
                                      f"WHERE {id_list_condition('t')}", id_list_params(unread))
             for row in table.to_arrow_table().to_pylist():
@@ -324,7 +353,8 @@ class Session:
         """Time travel: serve ``spec`` from a past snapshot until :meth:`unpin`."""
         with self._lock:
             snapshot = self.instance.store(spec).snapshot(version)
-            self._create_view(snapshot)
+            self._move_to(snapshot)
+            self._point_view(spec)
             self._pinned[spec.qualified] = snapshot
             return snapshot
 
