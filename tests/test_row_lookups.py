@@ -111,3 +111,20 @@ def test_a_warm_get_and_a_new_files_lookups_run_no_statement(instance, on_files,
     statements.sql.clear()
     assert ln.Artifact.get(key="k/2.txt").key == "k/2.txt"
     assert len(statements.sql) == 1
+
+
+def test_a_query_after_lookups_from_the_index_reads_the_version_they_saw(instance, on_files,
+                                                                         tmp_path):
+    ln.Artifact(write_file(tmp_path, "1.txt", "1"), key="1.txt").save()
+    assert ln.Artifact.filter().count() == 1
+    python(f"""
+        ln.connect({instance.root!r})
+        ln.Artifact({write_file(tmp_path, "2.txt", "2")!r}, key="2.txt").save()
+    """)
+    # Answered from the index without a statement: the view of the registry is re-pointed
+    # by the next statement, also within one call that checked the table once.
+    with session.session_for(instance).one_view():
+        assert ln.Artifact.filter(key="3.txt").first() is None
+        assert ln.Artifact.filter().count() == 2
+    assert sorted(ln.Artifact.filter().values_list("key", flat=True)) == ["1.txt", "2.txt"]
+    assert set(ln.Artifact.to_dataframe()["key"]) == {"1.txt", "2.txt"}
