@@ -49,7 +49,7 @@ def _key(value: str | int):
 class _FileColumn:
     """The ids of one data file's rows by their value in one text or integer column."""
 
-    __slots__ = ("_by_value", "_keys", "_ids")
+    __slots__ = ("_by_value", "_ids", "_keys")
 
     def __init__(self, ids: pa.Array, values: pa.Array):
         present = pc.is_valid(values)
