@@ -25,19 +25,35 @@ def on_files(request, monkeypatch):
 
 class Statements:
     """The queries the session's DuckDB connection runs (not the views it points at a new
-    version)."""
+    version), and the rows each returned as Arrow."""
 
     def __init__(self, con):
         self._con = con
         self.sql: list[str] = []
+        self.rows: list[int] = []
 
     def execute(self, sql, *args):
-        if sql.lstrip().upper().startswith("SELECT"):
-            self.sql.append(sql)
-        return self._con.execute(sql, *args)
+        result = self._con.execute(sql, *args)
+        if not sql.lstrip().upper().startswith("SELECT"):
+            return result
+        self.sql.append(sql)
+        return _Counted(result, self.rows)
 
     def __getattr__(self, name):
         return getattr(self._con, name)
+
+
+class _Counted:
+    def __init__(self, result, rows: list[int]):
+        self._result, self._rows = result, rows
+
+    def to_arrow_table(self):
+        table = self._result.to_arrow_table()
+        self._rows.append(table.num_rows)
+        return table
+
+    def __getattr__(self, name):
+        return getattr(self._result, name)
 
 
 @pytest.fixture
@@ -128,3 +144,17 @@ def test_a_query_after_lookups_from_the_index_reads_the_version_they_saw(instanc
         assert ln.Artifact.filter().count() == 2
     assert sorted(ln.Artifact.filter().values_list("key", flat=True)) == ["1.txt", "2.txt"]
     assert set(ln.Artifact.to_dataframe()["key"]) == {"1.txt", "2.txt"}
+
+
+def test_a_common_value_is_left_to_one_statement(instance, on_files, statements, tmp_path,
+                                                 monkeypatch):
+    monkeypatch.setattr(session, "ROW_INDEX_CANDIDATES", 2)
+    saved = [ln.Artifact(write_file(tmp_path, f"{i}.txt", str(i)), key=f"c/{i}.txt").save()
+             for i in range(3)]
+    statements.sql.clear()
+    assert ln.Artifact.filter(suffix=".txt").first().id == saved[0].id
+    assert ln.Artifact.filter(suffix=".txt").last().id == saved[-1].id
+    # One statement and one row each, not a fetch of every matching row.
+    assert len(statements.sql) == 2 and statements.rows == [1, 1]
+    with pytest.raises(ln.errors.MultipleResultsFound):
+        ln.Artifact.get(suffix=".txt")

@@ -61,7 +61,7 @@ class _FileColumn:
                 self._by_value.setdefault(value, []).append(row_id)
             return
         keys = _keys(values)
-        order = np.argsort(keys, kind="stable")
+        order = np.argsort(keys)  # ties (one hash, several rows) are all returned
         self._keys = keys[order]
         self._ids = ids.to_numpy()[order]
 

@@ -42,6 +42,9 @@ IN_MEMORY_VALUES = 250_000
 # command a person types does. Copying inside each save made Artifact(...).save() 43 -> 73 ms
 # CPU (40 saves into a new instance, load ~9).
 IN_MEMORY_AFTER_SECONDS = 0.2
+# A lookup through the row index fetches the rows of at most this many candidates (the
+# versions under one key, say); a more common value is left to one statement.
+ROW_INDEX_CANDIDATES = 64
 
 
 _EXPLAIN = re.compile(r"^\s*EXPLAIN(?:\s+ANALY[SZ]E)?\s+(.*)$", re.IGNORECASE | re.DOTALL)
@@ -143,6 +146,7 @@ class Session:
             if views:
                 for spec in specs:
                     self._point_view(spec)
+
     def _newer_snapshots(self, specs) -> list:
         def newer(spec):
             store = self.instance.store(spec)
@@ -281,19 +285,29 @@ class Session:
     def _rows_equal_in_files(self, spec, equal: dict) -> list[dict] | None:
         """rows_equal for a registry read from its data files (see row_index.py): the ids of
         the rows holding the text value (or the id), then those rows, each read once per data
-        file. None when ``equal`` has neither, or the registry's rows are in memory already
-        (a small registry on an object store: indexing its files would fetch them again)."""
+        file. None when ``equal`` has neither, when the value is too common to fetch its rows
+        one by one (``filter(suffix=".h5ad").first()``: the statement reads one), or when the
+        registry's rows are in memory already (a small registry on an object store: indexing
+        its files would fetch them again)."""
         snapshot = self._snapshots[spec.qualified]
-        texts = [c for c, v in equal.items() if isinstance(v, str)]
+        # The column that names a row, when there is one: a uid, key or hash before a name,
+        # a name before a suffix or a kind.
+        texts = sorted((c for c, v in equal.items() if isinstance(v, str)),
+                       key=lambda c: (c not in ("uid", "key", "hash"), c != spec.name_field))
         column = texts[0] if texts else "id" if "id" in equal else None
-        if column is None or small_remote(snapshot):
+        found = None
+        if column is not None and not small_remote(snapshot):
+            found = self._row_index.candidates(snapshot, column, equal[column])
+        if found is None or len(found) > ROW_INDEX_CANDIDATES:
             self._point_view(spec)
             return None
-        found = self._row_index.candidates(snapshot, column, equal[column])
         rows, unread = [], []
         for row_id, file in found.items():
             row = self._row_index.cached_row(file, row_id)
-            (unread.append(row_id) if row is None else rows.append(row))
+            if row is None:
+                unread.append(row_id)
+            else:
+                rows.append(row)
         if unread:
             self._point_view(spec)
             table = self.con.execute(f'SELECT * FROM "{spec.view}" t '
