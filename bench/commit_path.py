@@ -27,6 +27,9 @@ import urllib.request
 from datetime import datetime, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The lamina beside this script, not the one the interpreter has installed: run from a
+# worktree, it measured the main checkout's editable install.
+sys.path.insert(0, os.path.dirname(HERE))
 
 
 def load() -> str:

@@ -108,7 +108,7 @@ def create_view(con: duckdb.DuckDBPyConnection, snapshot: Snapshot,
     ``local_copy``, a small registry on an object store at local copies of its files (see
     LOCAL_COPY_BYTES)."""
     spec = snapshot.spec
-    files = local_copies(snapshot) if local_copy and _small_remote(snapshot) else snapshot.files
+    files = local_copies(snapshot) if local_copy and small_remote(snapshot) else snapshot.files
     if files:
         # File paths come from the Delta log of our own root (or are our copies of those
         # files), quoted as literals. Files written before a feature column was added lack
@@ -123,7 +123,8 @@ def create_view(con: duckdb.DuckDBPyConnection, snapshot: Snapshot,
     con.execute(f'CREATE OR REPLACE VIEW "{spec.view}" AS SELECT * FROM {source}')
 
 
-def _small_remote(snapshot: Snapshot) -> bool:
+def small_remote(snapshot: Snapshot) -> bool:
+    """Whether create_view(in_memory=True) reads ``snapshot``'s rows whole into memory."""
     location = snapshot.location
     return (bool(snapshot.files) and snapshot.sizes is not None and location is not None
             and not location.is_local and sum(snapshot.sizes) <= LOCAL_COPY_BYTES)

@@ -25,10 +25,11 @@ from ..catalog.instance import MAIN_BRANCH_ID, Instance
 from ..catalog.store import CATALOG_DIR, Snapshot
 from ..errors import ValidationError
 from .connections import (CredentialSecret, SqlSandbox, catalog_scope, confine_to_catalog,
-                          create_view, new_connection)
+                          create_view, new_connection, small_remote)
 from .features import FeatureResolver, features_of
 from .list_index import ListIndex
 from .planner import id_list_condition, id_list_params
+from .row_index import RowIndex
 
 
 # Top-N queries up to this LIMIT read their non-sort columns for the winning rows only.
@@ -46,6 +47,9 @@ IN_MEMORY_AFTER_SECONDS = 0.2
 # A registry too large to copy whole keeps this many of its newest ids in memory instead (see
 # Session.newest_rows): one Parquet row group as the store writes them.
 NEWEST_IN_MEMORY_IDS = 16_384
+# A lookup through the row index fetches the rows of at most this many candidates (the
+# versions under one key, say); a more common value is left to one statement.
+ROW_INDEX_CANDIDATES = 64
 
 
 _EXPLAIN = re.compile(r"^\s*EXPLAIN(?:\s+ANALY[SZ]E)?\s+(.*)$", re.IGNORECASE | re.DOTALL)
@@ -79,6 +83,8 @@ class Session:
         self._newest: dict[str, tuple[int, str | None, int]] = {}
         # (registry, list column) -> (version, ListIndex) of the rows on the main branch.
         self._list_indexes: dict[tuple[str, str], tuple[int, ListIndex]] = {}
+        # Of registries read from their files: ids by value per data file, and rows read.
+        self._row_index = RowIndex()
         # Top-N queries (to_dataframe's default limit of 100, order_by + limit) first find the
         # winning rows from the filter and sort columns only, then read the other columns of
         # just those rows. DuckDB does this up to LIMIT 50 by default; at 1e6 artifacts it cuts
@@ -89,6 +95,12 @@ class Session:
         self._credentials.install(self.con)
         confine_to_catalog(self.con, instance.location)
         self._snapshots: dict[str, Snapshot] = {}
+        # Snapshots taken as current whose views still show an older one (see refresh), and
+        # those of them whose view is a copy in memory, or whose newest rows are, to drop when
+        # re-pointed.
+        self._behind: dict[str, Snapshot] = {}
+        self._in_memory_behind: set[str] = set()
+        self._newest_behind: set[str] = set()
         self._sandbox = SqlSandbox(instance.location)
         self._objects: tuple[duckdb.DuckDBPyConnection, CredentialSecret] | None = None
         # Per thread: the tables checked for new commits during the current call (one_view).
@@ -118,14 +130,18 @@ class Session:
         finally:
             self._call.checked = None
 
-    def refresh(self, specs) -> None:
-        """Point the views of ``specs`` at their latest snapshots (unless pinned); on an object
-        store the tables are checked concurrently (one round trip for all of them)."""
+    def refresh(self, specs, views: bool = True) -> None:
+        """Move ``specs`` to their latest snapshots (unless pinned) and point their views at
+        them; on an object store the tables are checked concurrently (one round trip for all
+        of them). With ``views=False`` a view is re-pointed only when its registry is due to
+        be copied into memory, else when a statement first needs it (_point_view): a lookup
+        answered from the row index (the two of Artifact(...) after each save) runs none."""
         checked = getattr(self._call, "checked", None)
         with self._lock:
             self._credentials.install(self.con)
             due = []
-            for spec in {spec.qualified: spec for spec in specs}.values():
+            specs = {spec.qualified: spec for spec in specs}.values()
+            for spec in specs:
                 if spec.qualified in self._pinned:
                     continue
                 if checked is not None:
@@ -135,8 +151,13 @@ class Session:
                 due.append(spec)
             for spec, snapshot in zip(due, self._newer_snapshots(due)):
                 if snapshot is not None:
-                    self._create_view(snapshot)
-                self._keep_in_memory(spec)
+                    self._move_to(snapshot)
+                if views or self._copy_due(spec.qualified):
+                    self._point_view(spec)
+                    self._keep_in_memory(spec)
+            if views:
+                for spec in specs:
+                    self._point_view(spec)
 
     def _newer_snapshots(self, specs) -> list:
         def newer(spec):
@@ -151,20 +172,39 @@ class Session:
     def refresh_all(self) -> None:
         self.refresh(tables.BY_QUALIFIED.values())
 
-    def _create_view(self, snapshot: Snapshot) -> None:
+    def _move_to(self, snapshot: Snapshot) -> None:
+        """Take ``snapshot`` as its registry's current version; its view follows when a
+        statement needs it (_point_view)."""
         qualified = snapshot.spec.qualified
-        create_view(self.con, snapshot, local_copy=True)
-        if qualified in self._in_memory:
-            self.con.execute(f'DROP TABLE IF EXISTS "{_memory_table(snapshot.spec)}"')
-            self._in_memory.discard(qualified)
+        self._behind[qualified] = snapshot
+        self._in_memory_behind |= {qualified} & self._in_memory
+        self._in_memory.discard(qualified)
         if self._newest.pop(qualified, (None, None))[1] is not None:
-            self.con.execute(f'DROP TABLE IF EXISTS "{_newest_table(snapshot.spec)}"')
+            self._newest_behind.add(qualified)
         self._list_indexes = {k: v for k, v in self._list_indexes.items() if k[0] != qualified}
         self._shown_at[qualified] = time.monotonic()
         self._copy_decided.discard(qualified)
         self._snapshots[qualified] = snapshot
         self._versions[qualified] = snapshot.version
         self._columns[qualified] = frozenset(snapshot.schema.names)
+
+    def _point_view(self, spec) -> None:
+        """Point the view of ``spec`` at its current snapshot if it still shows an older one."""
+        snapshot = self._behind.pop(spec.qualified, None)
+        if snapshot is None:
+            return
+        create_view(self.con, snapshot, local_copy=True)
+        if spec.qualified in self._in_memory_behind:
+            self.con.execute(f'DROP TABLE IF EXISTS "{_memory_table(spec)}"')
+            self._in_memory_behind.discard(spec.qualified)
+        if spec.qualified in self._newest_behind:
+            self.con.execute(f'DROP TABLE IF EXISTS "{_newest_table(spec)}"')
+            self._newest_behind.discard(spec.qualified)
+
+    def _copy_due(self, qualified: str) -> bool:
+        """Whether _keep_in_memory would decide about ``qualified`` now."""
+        return qualified not in self._copy_decided and (
+            time.monotonic() - self._shown_at[qualified] >= IN_MEMORY_AFTER_SECONDS)
 
     def _keep_in_memory(self, spec) -> None:
         """Serve a small registry from a copy in DuckDB's memory once a query reads a version
@@ -175,13 +215,12 @@ class Session:
         files pays for opening every file (a registry saved row by row has one per save):
         ``Record.get(name=)`` on 81 records in 21 files took 11 ms from the files and 1.4 ms
         from the copy (1e5-artifact guide catalog). A snapshot never changes, so the copy is
-        right until the version moves, when _create_view drops it. Waiting until a version
+        right until the version moves, when _point_view drops it. Waiting until a version
         has lasted keeps a loop of saves (each reads the registry several times, then moves
         its version) from copying on every save; the copy reads the files once, as the
         queries it replaces would have."""
         qualified = spec.qualified
-        if qualified in self._copy_decided or (
-                time.monotonic() - self._shown_at[qualified] < IN_MEMORY_AFTER_SECONDS):
+        if not self._copy_due(qualified):
             return
         self._copy_decided.add(qualified)
         snapshot = self._snapshots[qualified]
@@ -297,16 +336,17 @@ class Session:
     def rows_equal(self, spec, equal: dict) -> list[dict] | None:
         """The rows of ``spec`` whose columns equal the values in ``equal`` (see
         Compiler.equalities), from an index of the registry's rows when it is served from
-        memory; None when it is not (the caller runs a statement).
+        memory, else from the index of its data files when ``equal`` names a text value or
+        the id; None otherwise (the caller runs a statement).
 
         Why: ``get(name=...)`` is the call people type most, and one DuckDB statement costs
         ~1-1.5 ms even on the in-memory copy; a dict lookup costs microseconds. The index is
         of one version and is rebuilt when the version moves."""
         with self._lock:
-            self.refresh([spec])
+            self.refresh([spec], views=False)
             qualified = spec.qualified
             if qualified not in self._in_memory:
-                return None
+                return self._rows_equal_in_files(spec, equal)
             # Index the most telling column: a name or key rather than a flag or the branch.
             column = min(equal, key=lambda c: (c == "branch_id", isinstance(equal[c], bool)))
             key = (qualified, self._versions[qualified], column)
@@ -321,6 +361,44 @@ class Session:
                 self._indexes[key] = index
             return [dict(row) for row in index.get(equal[column], ())
                     if all(row[c] == v for c, v in equal.items())]
+
+    def _rows_equal_in_files(self, spec, equal: dict) -> list[dict] | None:
+        """rows_equal for a registry read from its data files (see row_index.py): the ids of
+        the rows holding the text value (or the id), then those rows, each read once per data
+        file. None when ``equal`` has neither, when the value is too common to fetch its rows
+        one by one (``filter(suffix=".h5ad").first()``: the statement reads one), or when the
+        registry's rows are in memory already (a small registry on an object store: indexing
+        its files would fetch them again)."""
+        snapshot = self._snapshots[spec.qualified]
+        # The column that names a row, when there is one: a uid, key or hash before a name,
+        # a name before a suffix or a kind.
+        texts = sorted((c for c, v in equal.items() if isinstance(v, str)),
+                       key=lambda c: (c not in ("uid", "key", "hash"), c != spec.name_field))
+        column = texts[0] if texts else "id" if "id" in equal else None
+        found = None
+        if column is not None and not small_remote(snapshot):
+            found = self._row_index.candidates(snapshot, column, equal[column])
+        if found is None or len(found) > ROW_INDEX_CANDIDATES:
+            self._point_view(spec)
+            return None
+        rows, unread = [], []
+        for row_id, file in found.items():
+            row = self._row_index.cached_row(file, row_id)
+            if row is None:
+                unread.append(row_id)
+            else:
+                rows.append(row)
+        if unread:
+            self._point_view(spec)
+            table = self.con.execute(f'SELECT * FROM "{spec.view}" t '
+                                     f"WHERE {id_list_condition('t')}", id_list_params(unread))
+            for row in table.to_arrow_table().to_pylist():
+                self._row_index.keep_row(found[row["id"]], row)
+                rows.append(row)
+        # A row read at an older version lacks the columns added since (NULL in the view).
+        columns = dict.fromkeys(self._columns[spec.qualified])
+        return [{**columns, **row} for row in rows
+                if all(row.get(c) == v for c, v in equal.items())]
 
     def current_version(self, spec) -> int | None:
         """The version the view of ``spec`` shows once refreshed (pinned: the pinned one)."""
@@ -369,7 +447,8 @@ class Session:
         """Time travel: serve ``spec`` from a past snapshot until :meth:`unpin`."""
         with self._lock:
             snapshot = self.instance.store(spec).snapshot(version)
-            self._create_view(snapshot)
+            self._move_to(snapshot)
+            self._point_view(spec)
             self._pinned[spec.qualified] = snapshot
             return snapshot
 

@@ -1,0 +1,160 @@
+"""One-row lookups of a registry read from its data files (get by key, uid, hash or id;
+``first()`` of a text equality; the two lookups of ``Artifact(file, key=)``) are answered from
+an index of each data file and the rows already read (engine/row_index.py). Every answer must
+still follow what another process commits: checked after a real second process saved."""
+
+from __future__ import annotations
+
+import pytest
+
+import lamina as ln
+from lamina.engine import connections, row_index, session
+
+from helpers import python, write_file
+
+
+@pytest.fixture(params=["dict", "hashed"])
+def on_files(request, monkeypatch):
+    """Registries stay on their data files (no copy in memory, no whole read of a small
+    remote registry); each file indexed by a dict of its values, or by sorted hashes as a
+    large file is."""
+    monkeypatch.setattr(session, "IN_MEMORY_VALUES", 0)
+    monkeypatch.setattr(connections, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(row_index, "DICT_ROWS", 4096 if request.param == "dict" else 0)
+
+
+class Statements:
+    """The queries the session's DuckDB connection runs (not the views it points at a new
+    version), and the rows each returned as Arrow."""
+
+    def __init__(self, con):
+        self._con = con
+        self.sql: list[str] = []
+        self.rows: list[int] = []
+
+    def execute(self, sql, *args):
+        result = self._con.execute(sql, *args)
+        if not sql.lstrip().upper().startswith("SELECT"):
+            return result
+        self.sql.append(sql)
+        return _Counted(result, self.rows)
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)
+
+
+class _Counted:
+    def __init__(self, result, rows: list[int]):
+        self._result, self._rows = result, rows
+
+    def to_arrow_table(self):
+        table = self._result.to_arrow_table()
+        self._rows.append(table.num_rows)
+        return table
+
+    def __getattr__(self, name):
+        return getattr(self._result, name)
+
+
+@pytest.fixture
+def statements(instance):
+    current = session.session_for(instance)
+    counting = Statements(current.con)
+    current.con = counting
+    yield counting
+    current.con = counting._con
+
+
+def test_get_by_key_uid_hash_and_id_follow_another_processes_commits(instance, on_files,
+                                                                     tmp_path):
+    first = ln.Artifact(write_file(tmp_path, "a.txt", "a1"), key="a.txt").save()
+    other = ln.Artifact(write_file(tmp_path, "b.txt", "b"), key="b.txt").save()
+    for _ in range(2):  # a row read once is then served from what was read
+        assert ln.Artifact.get(key="a.txt").id == first.id
+        assert ln.Artifact.get(first.uid).key == "a.txt"
+        assert ln.Artifact.get(other.id).key == "b.txt"
+        assert ln.Artifact.filter(hash=other.hash).first().id == other.id
+        assert ln.Artifact.get(key="a.txt").is_latest is True
+
+    python(f"""
+        ln.connect({instance.root!r})
+        ln.Artifact({write_file(tmp_path, "a2.txt", "a2")!r}, key="a.txt").save()
+        ln.Artifact({write_file(tmp_path, "c.txt", "c")!r}, key="c.txt").save()
+        ln.Artifact.get(key="b.txt").delete()
+    """)
+    newest = ln.Artifact.get(key="a.txt")
+    assert newest.id > other.id and newest.is_latest is True
+    # The row of the first version changed in the other process (no longer the latest).
+    assert ln.Artifact.get(first.uid).is_latest is False
+    assert ln.Artifact.get(first.id).is_latest is False
+    assert ln.Artifact.filter(key="a.txt").order_by("id").first().id == first.id
+    assert ln.Artifact.filter(key="a.txt").order_by("-id").first().id == newest.id
+    assert ln.Artifact.get(key="c.txt").key == "c.txt"
+    with pytest.raises(ln.errors.DoesNotExist):
+        ln.Artifact.get(key="b.txt")  # in the trash
+    with pytest.raises(ln.errors.DoesNotExist):
+        ln.Artifact.get(other.id)
+    assert ln.Artifact.filter(hash=other.hash).first() is None
+
+
+def test_get_keeps_the_rules_of_the_statement_on_files(instance, on_files, tmp_path):
+    a = ln.Artifact(write_file(tmp_path, "x.txt", "same"), key="x.txt").save()
+    ln.Artifact(write_file(tmp_path, "y.txt", "other"), key="y.txt").save()
+    with pytest.raises(ln.errors.DoesNotExist):
+        ln.Artifact.get(key="nothing.txt")
+    with pytest.raises(ln.errors.DoesNotExist):
+        ln.Artifact.get(key="x.txt", description="not this one")
+    assert ln.Artifact.filter(key="x.txt", is_latest=False).first() is None
+    # The same content under another key is the same artifact.
+    again = ln.Artifact(write_file(tmp_path, "copy.txt", "same"), key="copy.txt")
+    assert again.id == a.id
+
+
+def test_a_warm_get_and_a_new_files_lookups_run_no_statement(instance, on_files, statements,
+                                                             tmp_path):
+    for i in range(3):
+        ln.Artifact(write_file(tmp_path, f"{i}.txt", str(i)), key=f"k/{i}.txt").save()
+    ln.Artifact.get(key="k/1.txt")
+    statements.sql.clear()
+    assert ln.Artifact.get(key="k/1.txt").key == "k/1.txt"
+    assert ln.Artifact.filter(key="k/1.txt", is_latest=True).first().key == "k/1.txt"
+    assert statements.sql == []
+    # The content check and the key lookup of a new file find nothing without a statement.
+    fresh = ln.Artifact(write_file(tmp_path, "new.txt", "new"), key="k/new.txt")
+    assert statements.sql == []
+    fresh.save()
+    # A row not read before costs one statement, for that row.
+    statements.sql.clear()
+    assert ln.Artifact.get(key="k/2.txt").key == "k/2.txt"
+    assert len(statements.sql) == 1
+
+
+def test_a_query_after_lookups_from_the_index_reads_the_version_they_saw(instance, on_files,
+                                                                         tmp_path):
+    ln.Artifact(write_file(tmp_path, "1.txt", "1"), key="1.txt").save()
+    assert ln.Artifact.filter().count() == 1
+    python(f"""
+        ln.connect({instance.root!r})
+        ln.Artifact({write_file(tmp_path, "2.txt", "2")!r}, key="2.txt").save()
+    """)
+    # Answered from the index without a statement: the view of the registry is re-pointed
+    # by the next statement, also within one call that checked the table once.
+    with session.session_for(instance).one_view():
+        assert ln.Artifact.filter(key="3.txt").first() is None
+        assert ln.Artifact.filter().count() == 2
+    assert sorted(ln.Artifact.filter().values_list("key", flat=True)) == ["1.txt", "2.txt"]
+    assert set(ln.Artifact.to_dataframe()["key"]) == {"1.txt", "2.txt"}
+
+
+def test_a_common_value_is_left_to_one_statement(instance, on_files, statements, tmp_path,
+                                                 monkeypatch):
+    monkeypatch.setattr(session, "ROW_INDEX_CANDIDATES", 2)
+    saved = [ln.Artifact(write_file(tmp_path, f"{i}.txt", str(i)), key=f"c/{i}.txt").save()
+             for i in range(3)]
+    statements.sql.clear()
+    assert ln.Artifact.filter(suffix=".txt").first().id == saved[0].id
+    assert ln.Artifact.filter(suffix=".txt").last().id == saved[-1].id
+    # One statement and one row each, not a fetch of every matching row.
+    assert len(statements.sql) == 2 and statements.rows == [1, 1]
+    with pytest.raises(ln.errors.MultipleResultsFound):
+        ln.Artifact.get(suffix=".txt")
