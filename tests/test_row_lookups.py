@@ -16,10 +16,10 @@ from helpers import python, write_file
 @pytest.fixture(params=["dict", "hashed"])
 def on_files(request, monkeypatch):
     """Registries stay on their data files (no copy in memory, no whole read of a small
-    remote registry); each file indexed by a dict of its values, or by sorted hashes as a
+    remote registry into local copies); each file indexed by a dict of its values, or by sorted hashes as a
     large file is."""
     monkeypatch.setattr(session, "IN_MEMORY_VALUES", 0)
-    monkeypatch.setattr(connections, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(connections, "LOCAL_COPY_BYTES", 0)
     monkeypatch.setattr(row_index, "DICT_ROWS", 4096 if request.param == "dict" else 0)
 
 

@@ -124,7 +124,7 @@ def create_view(con: duckdb.DuckDBPyConnection, snapshot: Snapshot,
 
 
 def small_remote(snapshot: Snapshot) -> bool:
-    """Whether create_view(in_memory=True) reads ``snapshot``'s rows whole into memory."""
+    """Whether create_view(local_copy=True) reads ``snapshot`` from local copies of its files."""
     location = snapshot.location
     return (bool(snapshot.files) and snapshot.sizes is not None and location is not None
             and not location.is_local and sum(snapshot.sizes) <= LOCAL_COPY_BYTES)
