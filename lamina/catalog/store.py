@@ -67,6 +67,8 @@ SEEN_LATELY_SECONDS = 1.0
 TURN_AFTER_LOSSES = 2
 # A writer that yielded this often takes the turn too, so that yielding is bounded as well.
 TURN_AFTER_YIELDS = 4
+# A table another writer committed to within this many seconds counts as contended.
+CONTENDED_SECONDS = 30.0
 # The highest id a table has ever held, as a table property: part of every snapshot's
 # metadata (checkpoints included, and read with it at no cost), so it outlives the rows. A
 # delete first raises it to the table's max id, then deletes; new ids continue after it, so an
@@ -168,6 +170,9 @@ class TableStore:
         self.committer: str | None = None
         # When (time.monotonic) the latest version was last confirmed (_seen_lately).
         self._checked_at = float("-inf")
+        # When (time.monotonic) this store last saw a commit of another writer, or lost a race
+        # (_contended).
+        self._others_seen_at = float("-inf")
 
     def _commit_metadata(self, operation: str | None = None) -> dict:
         metadata = {USER_KEY: self.committer} if self.committer else {}
@@ -198,6 +203,7 @@ class TableStore:
             elif not recheck:
                 return self._table
             elif self._moved_since(self._known_version()):
+                self._others_seen_at = time.monotonic()
                 self._table.update_incremental()
             self._checked_at = time.monotonic()
             return self._table
@@ -265,7 +271,10 @@ class TableStore:
         if self._log is None:
             self._log = self._reader.load()
         else:
-            self._log = self._reader.update(self._log) or self._log
+            newer = self._reader.update(self._log)
+            if newer is not None:  # commits of other writers (ours are applied as made)
+                self._others_seen_at = time.monotonic()
+                self._log = newer
         return self._log
 
     def _snapshot_of_log(self, state: LogState) -> Snapshot:
@@ -386,9 +395,11 @@ class TableStore:
                     outcome = None
                     try:
                         n_files = self._commit(table, snapshot, change, before_commit,
-                                               yield_turn=not holds_turn)
+                                               yield_turn=not holds_turn
+                                               and self._contended())
                     except (CommitFailedError, append_commit.LostRace):
                         outcome = "lost"
+                        self._others_seen_at = time.monotonic()
                     except turns.TurnTaken:
                         outcome = "yielded"
                     else:
@@ -408,6 +419,12 @@ class TableStore:
                     "too many concurrent writers")
         self._maybe_compact(n_files)
         return change
+
+    def _contended(self) -> bool:
+        """Whether other writers committed to this table lately: only then does a first
+        attempt check for a writer holding the turn (one HEAD, beside the data upload), so a
+        lone user's save makes no request for it."""
+        return time.monotonic() - self._others_seen_at < CONTENDED_SECONDS
 
     def _after_lost_race(self) -> tuple[DeltaTable, Snapshot]:
         """The table and its latest snapshot after a lost race on an object store: the log
