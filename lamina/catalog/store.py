@@ -272,8 +272,9 @@ class TableStore:
             self._log = self._reader.load()
         else:
             newer = self._reader.update(self._log)
-            if newer is not None:  # commits of other writers (ours are applied as made)
-                self._others_seen_at = time.monotonic()
+            if newer is not None:
+                if newer.version > self._known_version():  # not only commits of ours
+                    self._others_seen_at = time.monotonic()
                 self._log = newer
         return self._log
 
