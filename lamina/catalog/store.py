@@ -561,8 +561,11 @@ class TableStore:
         exactly the next version. After a lost race the same file is committed again at the
         next version, provided the small files are all still in the table: other writers'
         appends are rebased over at the cost of one log PUT, while a concurrent compaction or
-        an edit of one of those rows ends this round (the next commit tries again). It
-        commits in the table's turn (turns.py: the machine's flock locally, the lease on S3).
+        an edit of one of those rows ends this round (the next commit tries again); what it
+        reads, first and after a lost race, comes from the log reader (only the commits it
+        has not seen; deltalake's re-read made a compaction on S3 take 5.3 s on average,
+        bench/foundation_latency_runs/probe-before-turns.json). It commits in the table's
+        turn (turns.py: the machine's flock locally, the lease on S3).
         Before, a compaction rewrote through a predicate overwrite, which on S3 re-read every
         small file and rewrote them again after each lost race: 8 racing writers, p99 save
         27 s (bench/README.md). deltalake's ``optimize.compact()`` is not used: two of them

@@ -9,18 +9,21 @@ bench/README.md, "Racing writers").
 
 - On a local root, writers on this machine hold an flock on ``.lamina/locks/<table>.lock``
   from reading the snapshot to the commit (:class:`MachineTurn`).
-- On S3, compaction holds a lease: the object ``.lamina/locks/<table>.lease``, created with
-  put-if-absent (``If-None-Match: *``) and deleted when done (:class:`Lease`), so two
-  compactions never merge the same files at once. A lease older than ``LEASE_SECONDS`` (by the
-  store's clock: its ``Last-Modified`` against the ``Date`` of the answer) belongs to a writer
-  that died or stalled; it is removed, with ``If-Match`` on its ETag so a lease taken
-  meanwhile by someone else stays.
+- On S3, a table has a lease: the object ``.lamina/locks/<table>.lease``, created with
+  put-if-absent (``If-None-Match: *``) and deleted when done (:class:`Lease`). A lease older
+  than ``LEASE_SECONDS`` (by the store's clock: its ``Last-Modified`` against the ``Date`` of
+  the answer) belongs to a writer that died or stalled; it is removed, with ``If-Match`` on its
+  ETag so a lease taken meanwhile by someone else stays.
 
-Writers of single saves on S3 do not take the lease; they race and back off. With a lease for
-every writer of a contended table, 8 writers × 25 saves had a p99 of 28 s and 34 s (load 15
-and 20) against 12 s without (load 12; bench/foundation_latency_runs/5-7, bench/README.md): a
-lease costs two requests per save and one per poll, polling is not first come first served,
-and the pollers' requests slow the holder's down.
+Who holds the lease on S3: a compaction (two never merge the same files at once), and a writer
+that lost the commit race twice (store.TURN_AFTER_LOSSES). Other writers race as before, except
+that a first attempt on a table other writers committed to lately checks the lease with one
+HEAD beside its data-file upload (:func:`lease_taken`) and, while it is held, gives way
+(:class:`TurnTaken`) and waits for the release (:func:`wait_for_turn`). Racing alone let a
+writer that lost keep losing to writers that had just committed (8 writers × 25 saves: up to 24
+losses in a row, a 15.7 s save); a lease for every writer that lost lately queued everyone
+behind it (p99 28-34 s, bench/foundation_latency_runs/6-7). Figures: bench/README.md, "Save
+latency of racing writers".
 """
 
 from __future__ import annotations
