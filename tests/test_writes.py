@@ -12,7 +12,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 import lamina as ln
-from lamina.catalog import settings
+from lamina.catalog import settings, store as store_module
 from lamina.errors import DoesNotExist, InvalidPath, ValidationError
 
 from helpers import filesystem, local_only, new_s3_root, python, s3_requests, spawn
@@ -287,8 +287,12 @@ def test_queryset_update_refuses_what_it_cannot_set(instance):
         ln.Artifact.filter().update(records=[])
 
 
-def test_a_warm_save_on_s3_makes_a_bounded_number_of_requests(s3_endpoint, tmp_path):
+def test_a_warm_save_on_s3_makes_a_bounded_number_of_requests(s3_endpoint, tmp_path,
+                                                              monkeypatch):
     """Each request is a round trip to the bucket; a change that adds one fails here."""
+    # A commit skips its freshness check when the lookups confirmed the version within this
+    # window: widened, so that the count does not depend on how loaded the machine is.
+    monkeypatch.setattr(store_module, "SEEN_LATELY_SECONDS", 60.0)
     ln.init(storage=new_s3_root())
     for i in range(3):
         ln.Artifact(saved_file(tmp_path, f"warm{i}.txt", f"warm {i}"), key=f"w/{i}.txt").save()
