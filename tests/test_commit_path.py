@@ -13,14 +13,13 @@ import time
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
+from helpers import filesystem, new_s3_root, python, spawn
 
 import lamina as ln
 from lamina.catalog import append_commit, tables, turns, writer
 from lamina.catalog import store as store_module
 from lamina.catalog.instance import current
 from lamina.catalog.location import Location
-
-from helpers import filesystem, new_s3_root, python, spawn
 
 RECORD = tables.get("core.record")
 
@@ -144,10 +143,8 @@ def test_an_expired_lease_is_taken_over_and_its_late_release_spares_the_new_hold
     assert not filesystem(location.root).exists(uri)
 
 
-def test_a_writer_killed_while_holding_the_lease_does_not_block_others(lease_uri):
-    location, uri = lease_uri
-    for name in ["a", "b", "c"]:
-        ln.Record(name=name).save()
+def leave_a_dead_writers_lease(location, uri: str) -> None:
+    """Another process takes the lease at ``uri`` and is killed while holding it."""
     holder = spawn(f"""
         from lamina.catalog import turns
         from lamina.catalog.location import Location
@@ -158,6 +155,13 @@ def test_a_writer_killed_while_holding_the_lease_does_not_block_others(lease_uri
     assert holder.stdout.readline().strip() == "held"
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait(timeout=30)
+
+
+def test_a_writer_killed_while_holding_the_lease_does_not_block_others(lease_uri):
+    location, uri = lease_uri
+    for name in ["a", "b", "c"]:
+        ln.Record(name=name).save()
+    leave_a_dead_writers_lease(location, uri)
     assert filesystem(location.root).exists(uri)  # the dead writer's lease is still there
 
     # Compaction always commits in the lease: it waits for the dead writer's lease to expire.
@@ -229,16 +233,7 @@ def test_a_writer_killed_holding_the_turn_does_not_block_saves(lease_uri, monkey
     ln.Record(name="first").save()
     python(f"ln.connect({location.root!r})\nln.Record(name='other').save()")
     ln.Record.filter().count()  # contended: the next save checks for a turn holder
-    holder = spawn(f"""
-        from lamina.catalog import turns
-        from lamina.catalog.location import Location
-        turns.Lease(Location.of({location.root!r}), {uri!r}).acquire()
-        print("held", flush=True)
-        import time; time.sleep(600)
-    """)
-    assert holder.stdout.readline().strip() == "held"
-    os.kill(holder.pid, signal.SIGKILL)
-    holder.wait(timeout=30)
+    leave_a_dead_writers_lease(location, uri)
     assert filesystem(location.root).exists(uri)
 
     ln.Record(name="after").save()  # yields to the dead writer's lease until it expires
