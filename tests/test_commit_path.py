@@ -13,13 +13,13 @@ import time
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
-from helpers import filesystem, new_s3_root, python, spawn
 
 import lamina as ln
-from lamina.catalog import append_commit, tables, turns, writer
-from lamina.catalog import store as store_module
+from lamina.catalog import append_commit, store as store_module, tables, turns, writer
 from lamina.catalog.instance import current
 from lamina.catalog.location import Location
+
+from helpers import filesystem, new_s3_root, python, spawn
 
 RECORD = tables.get("core.record")
 

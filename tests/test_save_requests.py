@@ -9,9 +9,10 @@ import json
 from collections import Counter
 
 import pytest
-from helpers import new_s3_root, python, write_file
 
 import lamina as ln
+
+from helpers import new_s3_root, python, write_file
 
 # The child records the requests of one call at a time through moto's recorder.
 RECORDED = """

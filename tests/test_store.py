@@ -8,12 +8,12 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-from helpers import spawn
 
 import lamina as ln
-from lamina.catalog import settings, tables
-from lamina.catalog import store as store_module
+from lamina.catalog import settings, store as store_module, tables
 from lamina.catalog.store import Change, CommitConflict, TableStore
+
+from helpers import spawn
 
 RECORD = tables.get("core.record")
 
@@ -230,7 +230,6 @@ def test_a_span_overwrite_keeps_a_change_another_process_commits_inside_the_span
     # before the overwrite's (which must re-plan); on a local root the machine's lock makes
     # it wait and land after (its patch applies to the row the overwrite left).
     from helpers import spawn
-
     from lamina.catalog import writer
 
     monkeypatch.setattr(store_module, "MAX_ID_RUNS", 2)

@@ -10,12 +10,12 @@ import time
 import pytest
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
-from helpers import filesystem, local_only, new_s3_root, python, s3_requests, spawn
 
 import lamina as ln
-from lamina.catalog import settings
-from lamina.catalog import store as store_module
+from lamina.catalog import settings, store as store_module
 from lamina.errors import DoesNotExist, InvalidPath, ValidationError
+
+from helpers import filesystem, local_only, new_s3_root, python, s3_requests, spawn
 
 
 def stored_rows(root: str, table: str) -> dict[int, dict]:
