@@ -178,6 +178,47 @@ def artifact_saves(root: str, n: int, s3: bool) -> dict:
     return results
 
 
+def fresh_process_saves(root: str) -> dict:
+    """The requests of the first ``Artifact(file, key=).save()`` (constructing included) in a
+    new process connected to ``root``, and of a warm one after it (issue 15's budgets: ≤ 10
+    and ≤ 6)."""
+    import subprocess
+
+    child = f"""
+import json, os, sys, tempfile
+sys.path[:0] = [{HERE!r}, {os.path.dirname(HERE)!r}]
+import lamina as ln
+from commit_path import recorder
+
+def requests_of(call):
+    recorder("reset-recording")
+    recorder("start-recording")
+    call()
+    recorder("stop-recording")
+    lines = recorder("download-recording").decode().splitlines()
+    return [(r["method"], r["url"].split("/", 4)[-1]) for r in map(json.loads, filter(str.strip, lines))]
+
+ln.connect({root!r})
+folder = tempfile.mkdtemp()
+
+def save(name):
+    path = os.path.join(folder, name)
+    with open(path, "w") as f:
+        f.write(name + str(os.getpid()))
+    ln.Artifact(path, key="fresh/" + name).save()
+
+first = requests_of(lambda: save("first.txt"))
+save("second.txt")
+print(json.dumps({{"first": first, "warm": requests_of(lambda: save("third.txt"))}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                          check=True)
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {name: {"requests": len(requests), "by_method": {
+                m: sum(1 for x in requests if x[0] == m) for m in sorted({x[0] for x in requests})},
+                   "log": requests} for name, requests in found.items()}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=100, help="timed calls per figure")
@@ -202,7 +243,8 @@ def main(argv=None) -> int:
         create_bucket("commit-bench")
         out["roots"]["s3"] = {
             "one_row_commit": one_row_commits("s3://commit-bench/tables", args.n, True),
-            "artifact": artifact_saves("s3://commit-bench/inst", args.n // 2, True)}
+            "artifact": artifact_saves("s3://commit-bench/inst", args.n // 2, True),
+            "fresh_process": fresh_process_saves("s3://commit-bench/inst")}
     out["load_end"] = load()
 
     print("\n| root | figure | wall p50 | CPU p50 | requests per call |")
@@ -218,6 +260,10 @@ def main(argv=None) -> int:
             print(f"| {root} | `Artifact(file, key=)` {part} | {a[part]['wall_p50_ms']:.1f} ms | "
                   f"{a[part]['cpu_p50_ms']:.1f} ms | "
                   f"{len(a['requests_of_the_last_save']) if part == 'save' and root == 's3' else '—'} |")
+    fresh = out["roots"]["s3"]["fresh_process"]
+    print(f"\nS3, a new process: first `Artifact(file, key=).save()` "
+          f"{fresh['first']['requests']} requests {fresh['first']['by_method']}, "
+          f"a warm one {fresh['warm']['requests']} {fresh['warm']['by_method']}")
     print(f"\nload average at end: {out['load_end']}")
     with open(args.json, "w") as f:
         json.dump(out, f, indent=2)

@@ -25,6 +25,7 @@ import logging
 import multiprocessing as mp
 import os
 import platform
+import re
 import shutil
 import statistics
 import sys
@@ -36,6 +37,9 @@ from dataclasses import dataclass, field
 SEED_SAVE_P50_MS = 25.0
 SEED_BULK_RECORDS_PER_S = 450.0
 BUCKET = "lamina-bench"
+# Measure the lamina of the tree this script is in, not an installed one (the writer processes
+# are spawned with this sys.path).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 # ---- small helpers -------------------------------------------------------------------------
@@ -111,7 +115,10 @@ def wait_idle(limit_s: float, cores: int) -> None:
 
 
 def machine() -> dict:
-    info = {"cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0))}
+    import lamina
+
+    info = {"cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+            "lamina": os.path.dirname(lamina.__file__)}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -544,7 +551,7 @@ def bench_bulk(target: Target, sizes: list[int], repeats: dict[int, int]) -> lis
 def _writer(kind: str, uri: str, who: int, k: int, barrier, results, env: dict):
     """One writer process: K one-row commits after everybody is ready."""
     os.environ.update(env)
-    attempts = {"n": 0, "conflicts": 0}
+    attempts = {"n": 0, "conflicts": 0, "yields": 0}
     latencies: list[float] = []
     try:
         if kind == "lamina":
@@ -560,6 +567,9 @@ def _writer(kind: str, uri: str, who: int, k: int, barrier, results, env: dict):
                     return original(self, *args, **kwargs)
                 except (store.CommitFailedError, store.append_commit.LostRace):
                     attempts["conflicts"] += 1
+                    raise
+                except store.turns.TurnTaken:  # waited for a writer holding the turn
+                    attempts["yields"] += 1
                     raise
 
             store.TableStore._commit = counting
@@ -598,17 +608,19 @@ def _writer(kind: str, uri: str, who: int, k: int, barrier, results, env: dict):
             for i in range(k):
                 one(who * 1_000_000 + i + 1)
             t1 = time.time()
-        results.put((who, t0, t1, attempts["n"], attempts["conflicts"], None, latencies))
+        results.put((who, t0, t1, attempts["n"], attempts["conflicts"], None, latencies,
+                     attempts["yields"]))
     except BaseException as exc:  # report, do not hang the parent
         with contextlib.suppress(Exception):
             barrier.abort()
-        results.put((who, 0, 0, 0, 0, repr(exc), []))
+        results.put((who, 0, 0, 0, 0, repr(exc), [], 0))
 
 
-def run_writers(kind: str, uri: str, p: int, k: int, latencies: list | None = None
-                ) -> tuple[float, int, int]:
+def run_writers(kind: str, uri: str, p: int, k: int, latencies: list | None = None,
+                yields: list | None = None) -> tuple[float, int, int]:
     """Run ``p`` writer processes of ``k`` saves each; their commits/s, commit attempts and
-    lost races (and, into ``latencies``, every save's seconds)."""
+    lost races (and, into ``latencies``, every save's seconds; into ``yields``, the attempts
+    that gave way to a writer holding the table's turn)."""
     ctx = mp.get_context("spawn")  # no fork of a process holding tokio/DuckDB threads
     barrier = ctx.Barrier(p)
     results = ctx.Queue()
@@ -628,6 +640,8 @@ def run_writers(kind: str, uri: str, p: int, k: int, latencies: list | None = No
     conflicts = sum(g[4] for g in got)
     if latencies is not None:
         latencies.extend(x for g in got for x in g[6])
+    if yields is not None:
+        yields.append(sum(g[7] for g in got))
     return p * k / (end - start), attempts, conflicts
 
 
@@ -677,9 +691,24 @@ def bench_latency(target: Target, p: int, k: int) -> dict:
     ln.init(storage=root)
     ln.Record(name="parent").save()
     latencies: list[float] = []
+    yields: list[int] = []
+    s3 = root.startswith("s3://")
+    if s3:  # every request the server sees during the race (they do not depend on load)
+        recorder("reset-recording")
+        recorder("start-recording")
     t0 = time.perf_counter()
-    rate, attempts, conflicts = run_writers("lamina", root, p, k, latencies)
+    rate, attempts, conflicts = run_writers("lamina", root, p, k, latencies, yields)
     wall = time.perf_counter() - t0
+    requests = {}
+    if s3:
+        recorder("stop-recording")
+        # One JSON object per request; with many clients at once two may share a line.
+        text, decoder = recorder("download-recording").decode(), json.JSONDecoder()
+        at = _SPACE.match(text).end()
+        while at < len(text):
+            entry, at = decoder.raw_decode(text, at)
+            requests[entry["method"]] = requests.get(entry["method"], 0) + 1
+            at = _SPACE.match(text, at).end()
     names = set(ln.Record.filter(name__startswith="conc-").to_arrow(columns=["name"])
                 .column("name").to_pylist())
     check(names == {f"conc-{w}-{i}" for w in range(p) for i in range(k)},
@@ -688,19 +717,38 @@ def bench_latency(target: Target, p: int, k: int) -> dict:
     return {"root": target.name, "writers": p, "saves_each": k, "saves": len(xs),
             "p50_s": xs[len(xs) // 2], "p99_s": xs[min(len(xs) - 1, int(len(xs) * 0.99))],
             "max_s": xs[-1], "wall_s": wall, "commits_per_s": rate, "attempts": attempts,
-            "lost_races": conflicts, "load": loadavg(), "latencies_s": latencies}
+            "lost_races": conflicts, "yields": yields[0], "requests": requests,
+            "requests_per_save": sum(requests.values()) / len(xs) if requests else None,
+            "load": loadavg(), "latencies_s": latencies}
 
 
 def render_latency(results: list[dict]) -> str:
     out = ["| root | writers × saves | p50 | p99 | max | max / p99 | commits/s | lost races | "
-           "load (1, 5, 15 min) |", "|---|---|---|---|---|---|---|---|---|"]
+           "yields to the turn | requests per save | load (1, 5, 15 min) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
+        per_save = r.get("requests_per_save")
         out.append(f"| {r['root']} | {r['writers']} × {r['saves_each']} | "
                    f"{r['p50_s'] * 1e3:,.0f} ms | {r['p99_s'] * 1e3:,.0f} ms | "
                    f"{r['max_s'] * 1e3:,.0f} ms | {r['max_s'] / r['p99_s']:.2f} | "
                    f"{r['commits_per_s']:.1f} | {r['lost_races']} of {r['attempts']} | "
+                   f"{r.get('yields', 0)} | {'—' if per_save is None else f'{per_save:.1f}'} | "
                    f"{r['load']} |")
     return "\n".join(out)
+
+
+_SPACE = re.compile(r"\s*")
+
+
+def recorder(action: str) -> bytes:
+    """moto's request recorder (reset-, start-, stop-, download-recording)."""
+    import urllib.request
+
+    method = "GET" if action == "download-recording" else "POST"
+    request = urllib.request.Request(
+        os.environ["AWS_ENDPOINT_URL"] + "/moto-api/recorder/" + action,
+        data=None if method == "GET" else b"", method=method)
+    return urllib.request.urlopen(request).read()
 
 
 # ---- output -------------------------------------------------------------------------------------------

@@ -15,11 +15,11 @@ import pytest
 from deltalake import DeltaTable
 
 import lamina as ln
-from lamina.catalog import append_commit, tables, turns
+from lamina.catalog import append_commit, store as store_module, tables, turns, writer
 from lamina.catalog.instance import current
 from lamina.catalog.location import Location
 
-from helpers import filesystem, new_s3_root, spawn
+from helpers import filesystem, new_s3_root, python, spawn
 
 RECORD = tables.get("core.record")
 
@@ -143,10 +143,8 @@ def test_an_expired_lease_is_taken_over_and_its_late_release_spares_the_new_hold
     assert not filesystem(location.root).exists(uri)
 
 
-def test_a_writer_killed_while_holding_the_lease_does_not_block_others(lease_uri):
-    location, uri = lease_uri
-    for name in ["a", "b", "c"]:
-        ln.Record(name=name).save()
+def leave_a_dead_writers_lease(location, uri: str) -> None:
+    """Another process takes the lease at ``uri`` and is killed while holding it."""
     holder = spawn(f"""
         from lamina.catalog import turns
         from lamina.catalog.location import Location
@@ -157,6 +155,13 @@ def test_a_writer_killed_while_holding_the_lease_does_not_block_others(lease_uri
     assert holder.stdout.readline().strip() == "held"
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait(timeout=30)
+
+
+def test_a_writer_killed_while_holding_the_lease_does_not_block_others(lease_uri):
+    location, uri = lease_uri
+    for name in ["a", "b", "c"]:
+        ln.Record(name=name).save()
+    leave_a_dead_writers_lease(location, uri)
     assert filesystem(location.root).exists(uri)  # the dead writer's lease is still there
 
     # Compaction always commits in the lease: it waits for the dead writer's lease to expire.
@@ -165,3 +170,73 @@ def test_a_writer_killed_while_holding_the_lease_does_not_block_others(lease_uri
     assert merged["numFilesRemoved"] == 3
     assert sorted(r.name for r in ln.Record.filter()) == ["a", "b", "c"]
     assert not filesystem(location.root).exists(uri)
+
+
+def committed_names(root: str) -> list[str]:
+    """The record names in the table, read by deltalake alone."""
+    return sorted(record_table(root).to_pyarrow_table(columns=["name"]).column("name")
+                  .to_pylist())
+
+
+def test_a_writer_that_lost_twice_commits_in_the_turn(lease_uri):
+    location, uri = lease_uri
+    ln.Record(name="first").save()
+    store = current().store(RECORD)
+    user_id = current().user_id
+    attempts = []
+
+    def plan(snapshot):
+        row = writer.fill_defaults(RECORD, {"name": "mine", "id": snapshot.next_id}, user_id)
+        return store_module.Change(append=[row], result=row)
+
+    def before_commit():
+        # Another process commits before each of our first two attempts lands: both lose.
+        attempts.append(filesystem(location.root).exists(uri))
+        if len(attempts) <= 2:
+            python(f"ln.connect({location.root!r})\n"
+                   f"ln.Record(name='other-{len(attempts)}').save()")
+
+    row = store.transact(plan, before_commit).result
+
+    # Racing twice, then in the table's lease; released after the commit.
+    assert attempts == [False, False, True]
+    assert not filesystem(location.root).exists(uri)
+    assert committed_names(location.root) == ["first", "mine", "other-1", "other-2"]
+    ids = record_table(location.root).to_pyarrow_table(columns=["id"]).column("id").to_pylist()
+    assert row["id"] == max(ids) and len(set(ids)) == 4
+
+
+def test_a_first_attempt_waits_while_another_writer_holds_the_turn(lease_uri):
+    location, uri = lease_uri
+    ln.Record(name="first").save()
+    python(f"ln.connect({location.root!r})\nln.Record(name='other').save()")
+    ln.Record.filter().count()  # this process has seen another writer's commit
+    holder = turns.Lease(location, uri)
+    etag = holder.acquire()
+    saved = threading.Event()
+    thread = threading.Thread(target=lambda: (ln.Record(name="waiting").save(), saved.set()))
+    thread.start()
+
+    time.sleep(1.0)  # the holder's turn: the waiting save must not commit meanwhile
+    names_while_held = committed_names(location.root)
+    holder.release(etag)
+    thread.join(timeout=60)
+
+    assert names_while_held == ["first", "other"]
+    assert saved.is_set()
+    assert committed_names(location.root) == ["first", "other", "waiting"]
+
+
+def test_a_writer_killed_holding_the_turn_does_not_block_saves(lease_uri, monkeypatch):
+    location, uri = lease_uri
+    monkeypatch.setattr(turns, "LEASE_SECONDS", 1.0)
+    ln.Record(name="first").save()
+    python(f"ln.connect({location.root!r})\nln.Record(name='other').save()")
+    ln.Record.filter().count()  # contended: the next save checks for a turn holder
+    leave_a_dead_writers_lease(location, uri)
+    assert filesystem(location.root).exists(uri)
+
+    ln.Record(name="after").save()  # yields to the dead writer's lease until it expires
+
+    assert committed_names(location.root) == ["after", "first", "other"]
+    assert not filesystem(location.root).exists(uri)  # the expired lease was removed

@@ -12,7 +12,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 import lamina as ln
-from lamina.catalog import settings
+from lamina.catalog import settings, store as store_module
 from lamina.errors import DoesNotExist, InvalidPath, ValidationError
 
 from helpers import filesystem, local_only, new_s3_root, python, s3_requests, spawn
@@ -287,8 +287,12 @@ def test_queryset_update_refuses_what_it_cannot_set(instance):
         ln.Artifact.filter().update(records=[])
 
 
-def test_a_warm_save_on_s3_makes_a_bounded_number_of_requests(s3_endpoint, tmp_path):
+def test_a_warm_save_on_s3_makes_a_bounded_number_of_requests(s3_endpoint, tmp_path,
+                                                              monkeypatch):
     """Each request is a round trip to the bucket; a change that adds one fails here."""
+    # A commit skips its freshness check when the lookups confirmed the version within this
+    # window: widened, so that the count does not depend on how loaded the machine is.
+    monkeypatch.setattr(store_module, "SEEN_LATELY_SECONDS", 60.0)
     ln.init(storage=new_s3_root())
     for i in range(3):
         ln.Artifact(saved_file(tmp_path, f"warm{i}.txt", f"warm {i}"), key=f"w/{i}.txt").save()
@@ -298,11 +302,12 @@ def test_a_warm_save_on_s3_makes_a_bounded_number_of_requests(s3_endpoint, tmp_p
     artifact_save = s3_requests(lambda: ln.Artifact(path, key="new.txt").save())
     record_save = s3_requests(lambda: ln.Record(name="new").save())
 
-    # artifact: the content check's and the key lookup's freshness HEADs (two per query) and
-    # the read of the newest data file, then the object, data file and log entry PUTs. The
-    # commit plans on the version those lookups confirmed (no HEAD of its own) and reads
-    # nothing back. Each lookup's second HEAD is the query path's (see bench/README.md).
-    assert len(artifact_save) <= 9, artifact_save
+    # artifact: the content check's and the key lookup's freshness checks (a LIST of the log
+    # after the version last seen, each) and the read of the newest data file, then the
+    # object, data file and log entry PUTs. The commit plans on the version those lookups
+    # confirmed (no request of its own), reads nothing back, and checks for a writer holding
+    # the table's turn only when other writers committed lately (none here).
+    assert len(artifact_save) <= 6, artifact_save
     assert sum(method == "PUT" for method, _ in artifact_save) == 3, artifact_save
     # record: a freshness HEAD (none when the table was confirmed within the last second),
     # the data file and the log entry

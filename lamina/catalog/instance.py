@@ -334,10 +334,17 @@ def _bootstrap(instance: Instance) -> None:
         user = instance.user
         user_id = _ensure(instance, tables.get("core.user"), "uid",
                           {"uid": user.uid, "handle": user.handle, "name": user.name})
+        # The three branches in one read of the table (on S3 a read per branch cost a LIST
+        # and a GET per data file each time).
+        branches = tables.get("core.branch")
+        names = pc.field("name").isin(["main", "archive", "trash"])
+        present = set(instance.store(branches).snapshot().read(["name"], names)
+                      .column("name").to_pylist())
         for branch_id, branch_name in ((MAIN_BRANCH_ID, "main"), (ARCHIVE_BRANCH_ID, "archive"),
                                        (TRASH_BRANCH_ID, "trash")):
-            _ensure(instance, tables.get("core.branch"), "name",
-                    {"id": branch_id, "name": branch_name}, created_by=user_id)
+            if branch_name not in present:
+                _ensure(instance, branches, "name", {"id": branch_id, "name": branch_name},
+                        created_by=user_id)
         _ensure(instance, tables.get("core.space"), "name",
                 {"id": writer.DEFAULT_SPACE_ID, "uid": "A" * 12, "name": "all"},
                 created_by=user_id)

@@ -9,6 +9,7 @@ without a server or a lock.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
@@ -65,6 +66,13 @@ SMALL_APPEND_ROWS = 10_000
 # meanwhile, the commit is refused and re-planned, which costs what the check would have
 # saved only in that case.
 SEEN_LATELY_SECONDS = 1.0
+# After this many lost races a writer takes the table's turn (turns.py) and others yield to it;
+# before, it backs off a random share of its lost attempt and races again.
+TURN_AFTER_LOSSES = 2
+# A writer that yielded this often takes the turn too, so that yielding is bounded as well.
+TURN_AFTER_YIELDS = 4
+# A table another writer committed to within this many seconds counts as contended.
+CONTENDED_SECONDS = 30.0
 # The highest id a table has ever held, as a table property: part of every snapshot's
 # metadata (checkpoints included, and read with it at no cost), so it outlives the rows. A
 # delete first raises it to the table's max id, then deletes; new ids continue after it, so an
@@ -166,6 +174,9 @@ class TableStore:
         self.committer: str | None = None
         # When (time.monotonic) the latest version was last confirmed (_seen_lately).
         self._checked_at = float("-inf")
+        # When (time.monotonic) this store last saw a commit of another writer, or lost a race
+        # (_contended).
+        self._others_seen_at = float("-inf")
 
     def _commit_metadata(self, operation: str | None = None) -> dict:
         metadata = {USER_KEY: self.committer} if self.committer else {}
@@ -196,6 +207,7 @@ class TableStore:
             elif not recheck:
                 return self._table
             elif self._moved_since(self._known_version()):
+                self._others_seen_at = time.monotonic()
                 self._table.update_incremental()
             self._checked_at = time.monotonic()
             return self._table
@@ -263,7 +275,11 @@ class TableStore:
         if self._log is None:
             self._log = self._reader.load()
         else:
-            self._log = self._reader.update(self._log) or self._log
+            newer = self._reader.update(self._log)
+            if newer is not None:
+                if newer.version > self._known_version():  # not only commits of ours
+                    self._others_seen_at = time.monotonic()
+                self._log = newer
         return self._log
 
     def _snapshot_of_log(self, state: LogState) -> Snapshot:
@@ -356,53 +372,108 @@ class TableStore:
 
     def _transact(self, plan: Callable[[Snapshot], Change],
                   before_commit: Callable[[], None] | None) -> Change:
-        for attempt in range(MAX_ATTEMPTS):
-            with self._lock, self._turn(lease=False):
-                started = time.perf_counter()
-                # A first attempt on an object store plans on the version confirmed moments
-                # ago without asking again (one request): if the table moved, the commit at
-                # the next version is refused and the next attempt reads what it missed.
-                table = self.ensure(recheck=attempt > 0 or self.location.is_local
-                                    or not self._seen_lately())
-                snapshot = self._latest_snapshot(table)
-                change = plan(snapshot)
-                if not change:
-                    return change
-                try:
-                    n_files = self._commit(table, snapshot, change, before_commit)
-                except (CommitFailedError, append_commit.LostRace):
-                    # The next attempt reads just the commits we missed (update_incremental):
-                    # reloading the whole log instead made every lost race cost a full replay.
-                    lost = time.perf_counter() - started
+        losses = yields = 0
+        holds_turn = False
+        with contextlib.ExitStack() as turn:
+            for attempt in range(MAX_ATTEMPTS):
+                if not holds_turn and (losses >= TURN_AFTER_LOSSES
+                                       or yields >= TURN_AFTER_YIELDS):
+                    # A writer that keeps losing takes the table's turn (the lease on S3,
+                    # turns.py); other writers yield to it instead of racing it.
+                    turn.enter_context(self._lease())
+                    holds_turn = True
+                with self._lock, self._turn():
+                    started = time.perf_counter()
+                    # A first attempt on an object store plans on the version confirmed
+                    # moments ago without asking again (one request): if the table moved, the
+                    # commit at the next version is refused and the next attempt reads what
+                    # it missed.
+                    if attempt == 0 or self.location.is_local:
+                        table = self.ensure(recheck=attempt > 0 or self.location.is_local
+                                            or not self._seen_lately())
+                        snapshot = self._latest_snapshot(table)
+                    else:
+                        table, snapshot = self._after_lost_race()
+                    change = plan(snapshot)
+                    if not change:
+                        return change
+                    outcome = None
+                    try:
+                        n_files = self._commit(table, snapshot, change, before_commit,
+                                               yield_turn=not holds_turn
+                                               and self._contended())
+                    except (CommitFailedError, append_commit.LostRace):
+                        outcome = "lost"
+                        self._others_seen_at = time.monotonic()
+                    except turns.TurnTaken:
+                        outcome = "yielded"
+                    else:
+                        self._checkpoint_if_due(table)
+                if outcome is None:
+                    break
+                if outcome == "yielded":
+                    yields += 1
+                    turns.wait_for_turn(self.location, self.spec.qualified)
                 else:
-                    lost = None
-                    self._checkpoint_if_due(table)
-            if lost is not None:
-                time.sleep(_backoff(lost))
-                continue
-            self._maybe_compact(n_files)
-            return change
-        raise CommitConflict(
-            f"could not commit to {self.spec.qualified} after {MAX_ATTEMPTS} attempts; "
-            "too many concurrent writers"
-        )
+                    losses += 1
+                    if losses < TURN_AFTER_LOSSES and not holds_turn:
+                        time.sleep(_backoff(time.perf_counter() - started))
+            else:
+                raise CommitConflict(
+                    f"could not commit to {self.spec.qualified} after {MAX_ATTEMPTS} attempts; "
+                    "too many concurrent writers")
+        self._maybe_compact(n_files)
+        return change
 
-    def _turn(self, lease: bool):
-        """The turn a commit to this table is made in (turns.py): the machine's flock on a
-        local root; on S3 the table's lease when ``lease`` (compaction: writers racing an
-        append are cheaper than writers polling a lease, see turns.py)."""
-        return turns.turn_for(self.location, self.spec.qualified, lease=lease)
+    def _contended(self) -> bool:
+        """Whether other writers committed to this table lately: only then does a first
+        attempt check for a writer holding the turn (one HEAD, beside the data upload), so a
+        lone user's save makes no request for it."""
+        return time.monotonic() - self._others_seen_at < CONTENDED_SECONDS
+
+    def _after_lost_race(self) -> tuple[DeltaTable, Snapshot]:
+        """The table and its latest snapshot after a lost race on an object store: the log
+        reader fetches just the commits this store missed (one LIST, their GETs concurrently).
+        deltalake's ``update_incremental`` read them one by one: 100-450 ms per lost race
+        for 8 writers on loopback S3, most of a losing writer's wait."""
+        table = self.ensure(recheck=False)
+        snapshot = self.snapshot_newer_than(None)
+        self._checked_at = time.monotonic()
+        if snapshot.schema != self._current_schema(table):
+            # Columns were added meanwhile (a metadata change): the commit through deltalake,
+            # or the protocol check of an append, needs the table at that version.
+            table.update_incremental()
+        return table, snapshot
+
+    @staticmethod
+    def _current_schema(table: DeltaTable) -> pa.Schema:
+        return pa.schema(table.schema().to_arrow())
+
+    def _turn(self):
+        """The turn one commit attempt is made in (turns.py): the machine's flock on a local
+        root, nothing on S3 (writers race)."""
+        return turns.turn_for(self.location, self.spec.qualified)
+
+    def _lease(self):
+        """The table's lease on S3 (turns.py), held by a compaction and by a writer that lost
+        the race; taken before the store's lock, as every holder does."""
+        return turns.lease_for(self.location, self.spec.qualified)
 
     def _commit(self, table: DeltaTable, snapshot: Snapshot, change: Change,
-                before_commit: Callable[[], None] | None = None) -> int:
+                before_commit: Callable[[], None] | None = None,
+                yield_turn: bool = False) -> int:
         """Commit ``change`` as the version after ``snapshot``'s; the number of data files the
-        table then has."""
+        table then has. With ``yield_turn``, an append raises TurnTaken instead of committing
+        while another writer holds the table's lease (checked beside the data upload)."""
         schema = snapshot.schema
         missing = {n: t for n, t in change.new_columns.items() if n not in schema.names}
         if (0 < len(change.append) <= SMALL_APPEND_ROWS and not change.replace
                 and not change.delete_ids and not missing and append_commit.supports(
                     self.location, table.metadata().partition_columns, table.protocol())):
             rows = to_arrow(change.append, schema)
+            taken = turns.lease_taken(self.location, self.spec.qualified) if yield_turn else None
+            if taken is not None:
+                before_commit = _unless_taken(taken, before_commit)
             add, uri = append_commit.commit_append(self.location, self.uri,
                                                    snapshot.version + 1, rows,
                                                    self._commit_metadata(), before_commit)
@@ -514,8 +585,11 @@ class TableStore:
         exactly the next version. After a lost race the same file is committed again at the
         next version, provided the small files are all still in the table: other writers'
         appends are rebased over at the cost of one log PUT, while a concurrent compaction or
-        an edit of one of those rows ends this round (the next commit tries again). It
-        commits in the table's turn (turns.py: the machine's flock locally, the lease on S3).
+        an edit of one of those rows ends this round (the next commit tries again); what it
+        reads, first and after a lost race, comes from the log reader (only the commits it
+        has not seen; deltalake's re-read made a compaction on S3 take 5.3 s on average,
+        bench/foundation_latency_runs/probe-before-turns.json). It commits in the table's
+        turn (turns.py: the machine's flock locally, the lease on S3).
         Before, a compaction rewrote through a predicate overwrite, which on S3 re-read every
         small file and rewrote them again after each lost race: 8 racing writers, p99 save
         27 s (bench/README.md). deltalake's ``optimize.compact()`` is not used: two of them
@@ -523,46 +597,47 @@ class TableStore:
         is not seen as a conflict; delta-rs #1348, #3982), which leaves every merged row in
         the table twice. Old files stay until vacuum, so readers of an older snapshot are
         never broken."""
-        with self._lock, self._turn(lease=True):
-            table = self._synced(self._latest())
-            if table is None:
+        with self._lease(), self._lock, self._turn():
+            table = self._latest(recheck=False)
+            try:
+                state = None if table is None else self._latest_log()
+            except UnsupportedLog:
+                return {}  # not a log lamina writes: left as it is
+            if state is None:
                 return {}
-            sizes = _small_files(table)
+            sizes = _small_files(state)
             if len(sizes) < 2 or not append_commit.supports(
                     self.location, table.metadata().partition_columns, table.protocol()):
                 return {}
-            small = set(sizes)
-            schema = pa.schema(table.schema().to_arrow())
             # In id order, as appends left them: the newest rows stay in the last row groups.
-            rows = self._snapshot_of(table).read(files=[f"{self.uri}/{p}" for p in small],
-                                                 threads=not self.location.is_local
-                                                 ).sort_by("id")
+            rows = self._snapshot_of_log(state).read(
+                files=[state.files[p].uri for p in sizes],
+                threads=not self.location.is_local).sort_by("id")
             add, merged_uri = append_commit.write_data_file(self.location, self.uri, rows,
                                                             data_change=False)
-            removes = [append_commit.remove_action(p, sizes[p], data_change=False)
-                       for p in sorted(small)]
+            actions = [add, *(append_commit.remove_action(p, sizes[p], data_change=False)
+                              for p in sorted(sizes))]
             # No rows change: ln.history() shows a compaction with 0 rows.
             info = {"operation": "OPTIMIZE", "operationParameters": {},
-                    "operationMetrics": {"num_added_files": 1, "num_removed_files": len(small)},
+                    "operationMetrics": {"num_added_files": 1, "num_removed_files": len(sizes)},
                     **self._commit_metadata("compact")}
             for _ in range(COMPACT_COMMIT_ATTEMPTS):
                 try:
-                    append_commit.put_log_entry(self.location, self.uri, table.version() + 1,
-                                                [add, *removes], info)
+                    append_commit.put_log_entry(self.location, self.uri, state.version + 1,
+                                                actions, info)
                 except append_commit.LostRace:
-                    table.update_incremental()
-                    if (not small <= set(_small_files(table))
-                            or pa.schema(table.schema().to_arrow()) != schema):
+                    # Only the commits since (one LIST, their GETs concurrently).
+                    newer = self._reader.update(state) or state
+                    if (not sizes.keys() <= newer.files.keys()
+                            or newer.schema_string != state.schema_string):
                         break  # merged or edited meanwhile, or new columns: next round
+                    state = newer
                     continue
-                # The log state moves with our own entry too, so the checkpoint is written
-                # from it (a reload of the log on S3: a LIST and up to ten GETs).
-                if self._log is not None and self._log.version == table.version():
-                    self._log = self._reader.committed(self._log, [add, *removes])
-                table.update_incremental()
+                self._log = self._reader.committed(state, actions)
+                self._current = self._snapshot_of_log(self._log)
                 self._checkpoint_if_due(table)
-                return {"numFilesRemoved": len(small), "numRowsRewritten": rows.num_rows,
-                        "version": table.version()}
+                return {"numFilesRemoved": len(sizes), "numRowsRewritten": rows.num_rows,
+                        "version": self._log.version}
             append_commit.remove_file(self.location, merged_uri)
             return {}
 
@@ -590,6 +665,17 @@ def _backoff(took: float) -> float:
     return random.uniform(0, took)
 
 
+def _unless_taken(taken, before_commit: Callable[[], None] | None) -> Callable[[], None]:
+    """``before_commit`` preceded by a wait for the lease check ``taken``: TurnTaken when
+    another writer holds the turn."""
+    def check() -> None:
+        if taken.result():
+            raise turns.TurnTaken
+        if before_commit is not None:
+            before_commit()
+    return check
+
+
 def to_arrow(rows: Sequence[dict] | pa.Table, schema: pa.Schema) -> pa.Table:
     if isinstance(rows, pa.Table):
         missing = [n for n in schema.names if n not in rows.column_names]
@@ -599,14 +685,12 @@ def to_arrow(rows: Sequence[dict] | pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist(list(rows), schema=schema)
 
 
-def _small_files(table: DeltaTable) -> dict[str, int]:
-    """The data files of ``table``'s version below SMALL_FILE_BYTES: path relative to the
-    table, as its log names it, and size. Paths with characters that the log would
-    percent-encode (partition folders; never lamina's own names) are left out."""
-    actions = pa.table(table.get_add_actions(flatten=True))
-    return {path: size for path, size in zip(actions.column("path").to_pylist(),
-                                             actions.column("size_bytes").to_pylist())
-            if size < SMALL_FILE_BYTES and _PLAIN_PATH.fullmatch(path)}
+def _small_files(state: LogState) -> dict[str, int]:
+    """The data files of ``state`` below SMALL_FILE_BYTES: path relative to the table, as its
+    log names it, and size. Paths with characters that the log would percent-encode
+    (partition folders; never lamina's own names) are left out."""
+    return {path: f.size for path, f in state.files.items()
+            if f.size < SMALL_FILE_BYTES and _PLAIN_PATH.fullmatch(path)}
 
 
 def _id_runs(ids) -> list[tuple[int, int]]:

@@ -9,18 +9,21 @@ bench/README.md, "Racing writers").
 
 - On a local root, writers on this machine hold an flock on ``.lamina/locks/<table>.lock``
   from reading the snapshot to the commit (:class:`MachineTurn`).
-- On S3, compaction holds a lease: the object ``.lamina/locks/<table>.lease``, created with
-  put-if-absent (``If-None-Match: *``) and deleted when done (:class:`Lease`), so two
-  compactions never merge the same files at once. A lease older than ``LEASE_SECONDS`` (by the
-  store's clock: its ``Last-Modified`` against the ``Date`` of the answer) belongs to a writer
-  that died or stalled; it is removed, with ``If-Match`` on its ETag so a lease taken
-  meanwhile by someone else stays.
+- On S3, a table has a lease: the object ``.lamina/locks/<table>.lease``, created with
+  put-if-absent (``If-None-Match: *``) and deleted when done (:class:`Lease`). A lease older
+  than ``LEASE_SECONDS`` (by the store's clock: its ``Last-Modified`` against the ``Date`` of
+  the answer) belongs to a writer that died or stalled; it is removed, with ``If-Match`` on its
+  ETag so a lease taken meanwhile by someone else stays.
 
-Writers of single saves on S3 do not take the lease; they race and back off. With a lease for
-every writer of a contended table, 8 writers × 25 saves had a p99 of 28 s and 34 s (load 15
-and 20) against 12 s without (load 12; bench/foundation_latency_runs/5-7, bench/README.md): a
-lease costs two requests per save and one per poll, polling is not first come first served,
-and the pollers' requests slow the holder's down.
+Who holds the lease on S3: a compaction (two never merge the same files at once), and a writer
+that lost the commit race twice (store.TURN_AFTER_LOSSES). Other writers race as before, except
+that a first attempt on a table other writers committed to lately checks the lease with one
+HEAD beside its data-file upload (:func:`lease_taken`) and, while it is held, gives way
+(:class:`TurnTaken`) and waits for the release (:func:`wait_for_turn`). Racing alone let a
+writer that lost keep losing to writers that had just committed (8 writers × 25 saves: up to 24
+losses in a row, a 15.7 s save); a lease for every writer that lost lately queued everyone
+behind it (p99 28-34 s, bench/foundation_latency_runs/6-7). Figures: bench/README.md, "Save
+latency of racing writers".
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import random
 import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 
 from .location import Location
@@ -48,17 +52,49 @@ POLL_SECONDS = 0.05
 MIN_POLL_SECONDS = 0.01
 
 
-def turn_for(location: Location, qualified: str, *, lease: bool):
-    """The context in which one writer of table ``qualified`` commits: the machine's flock on
-    a local root; on S3 the table's lease when ``lease``; otherwise no turn at all."""
+def turn_for(location: Location, qualified: str):
+    """The context in which one writer of table ``qualified`` makes one attempt at a commit:
+    the machine's flock on a local root, nothing elsewhere."""
     if location.is_local:
         path = location.join(LOCKS_DIR, f"{qualified}.lock")
         with _REGISTRY_LOCK:
             turn = _MACHINE_TURNS.setdefault(path, MachineTurn(path))
         return turn.held()
-    if lease and location.type == "s3":
-        return Lease(location, location.join(LOCKS_DIR, f"{qualified}.lease")).held()
     return contextlib.nullcontext()
+
+
+def lease_for(location: Location, qualified: str):
+    """The table's lease on S3 (held by a compaction, and by a writer that lost the race);
+    nothing elsewhere."""
+    if location.type == "s3":
+        return Lease(location, _lease_uri(location, qualified)).held()
+    return contextlib.nullcontext()
+
+
+def lease_taken(location: Location, qualified: str) -> Future | None:
+    """Whether another writer holds the table's lease (a future: one HEAD, issued while the
+    caller uploads its data file); None where there is no lease."""
+    if location.type != "s3":
+        return None
+    return _CHECKS.submit(Lease(location, _lease_uri(location, qualified)).is_held)
+
+
+def wait_for_turn(location: Location, qualified: str) -> None:
+    """Wait until the table's lease, which another writer holds, is released (or expired)."""
+    if location.type == "s3":
+        Lease(location, _lease_uri(location, qualified)).wait_released()
+
+
+class TurnTaken(Exception):
+    """Another writer holds the table's turn: a first attempt yields to it instead of racing."""
+
+
+def _lease_uri(location: Location, qualified: str) -> str:
+    return location.join(LOCKS_DIR, f"{qualified}.lease")
+
+
+# A few threads for the lease checks that run beside a save's upload.
+_CHECKS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lamina-turn")
 
 
 class MachineTurn:
@@ -134,6 +170,26 @@ class Lease:
             waited = time.monotonic() - started
             time.sleep(max(MIN_POLL_SECONDS,
                            random.uniform(0.5, 1.5) * POLL_SECONDS / (1 + waited)))
+
+    def wait_released(self) -> None:
+        """Wait while the lease is held (polling; an expired one is removed)."""
+        started = time.monotonic()
+        next_age_check = started + LEASE_SECONDS
+        while self.is_held():
+            if time.monotonic() >= next_age_check:
+                next_age_check = time.monotonic() + LEASE_SECONDS
+                if self._remove_if_expired():
+                    return
+            time.sleep(random.uniform(0.5, 1.5) * POLL_SECONDS)
+
+    def is_held(self) -> bool:
+        """Whether the lease object exists (held, or left by a writer that died: whoever waits
+        for it removes it once it is older than LEASE_SECONDS)."""
+        try:
+            self.location.fs.call_s3("head_object", Bucket=self.bucket, Key=self.key)
+        except FileNotFoundError:
+            return False
+        return True
 
     def release(self, etag: str) -> None:
         """Remove our lease (not one another writer took after ours expired)."""
