@@ -18,13 +18,9 @@ call of that version reads it. Writes ``display_caches_results.json`` beside thi
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -34,6 +30,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import ingest  # noqa: E402
+from guide import built_catalog, write_results  # noqa: E402
 
 
 def timed(fn, repeats: int) -> dict:
@@ -58,18 +55,7 @@ def run_size(n: int, repeats: int) -> dict:
     from lamina import bionty as bt
     from lamina.engine import session as session_module
 
-    workdir = tempfile.mkdtemp(prefix=f"lamina-caches-{n}-")
-    os.environ["LAMINA_HOME"] = os.path.join(workdir, "home")
-    os.environ.setdefault("LAMINA_USER_HANDLE", "testuser1")
-    try:
-        out = subprocess.run([sys.executable, os.path.join(HERE, "guide.py"), "--build", str(n),
-                              workdir], capture_output=True, text=True, env=dict(os.environ))
-        if out.returncode != 0:
-            raise RuntimeError(f"build of n={n} failed:\n{out.stderr[-4000:]}")
-        ln.connect(os.path.join(workdir, "root"))
-        import logging
-
-        logging.getLogger("lamina").setLevel(logging.WARNING)
+    with built_catalog(n, "caches"):
         A = ln.Artifact
         dmso, cd8a = ln.Record.get(name="DMSO"), bt.Gene.get(symbol="CD8A")
         calls = [lambda: A.filter(records=dmso).count(),
@@ -108,11 +94,6 @@ def run_size(n: int, repeats: int) -> dict:
         rows["newest_rows"] = {"ids": session_module.NEWEST_IN_MEMORY_IDS, "bytes": copy(),
                                **cost}
         return rows
-    finally:
-        from lamina.catalog import instance
-
-        instance._current = None
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> None:
@@ -135,11 +116,7 @@ def main() -> None:
         print(f"| {found['n']:,} | newest rows copy | {newest['ids']:,} | {newest['wall_ms']} ms | "
               f"{newest['cpu_ms']} ms | {newest['bytes'] / 2**20:.1f} MiB | {newest['load']} |",
               flush=True)
-    results["load_end"] = os.getloadavg()
-    with open(args.json, "w") as f:
-        json.dump(results, f, indent=1)
-    print(f"machine: {results['machine']}; load average at start "
-          f"{results['load_start'][0]:.1f}, at end {results['load_end'][0]:.1f}")
+    write_results(results, args.json)
 
 
 if __name__ == "__main__":

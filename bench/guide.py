@@ -29,6 +29,7 @@ Writes ``guide_results.json`` beside this script.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -217,29 +218,46 @@ def raw_connection(ln):
     return con
 
 
-def run_size(n: int, seed: dict) -> dict:
-    import lamina as ln
-    from lamina import bionty as bt
+@contextlib.contextmanager
+def built_catalog(n: int, name: str):
+    """The guide's catalog of ``n`` artifacts, connected to: built by a child process in a
+    temporary folder (LAMINA_HOME too), which is removed afterwards. Yields what the build
+    reports (rows, ingest and build seconds, data files).
 
-    workdir = tempfile.mkdtemp(prefix=f"lamina-guide-{n}-")
+    Why a child: measured here after ln.connect, as a user would, since the process that wrote
+    1e5 rows holds state (views and stores moved through every commit) that made some calls
+    several times slower than in a fresh session."""
+    import logging
+
+    import lamina as ln
+
+    workdir = tempfile.mkdtemp(prefix=f"lamina-{name}-{n}-")
     os.environ["LAMINA_HOME"] = os.path.join(workdir, "home")
     os.environ.setdefault("LAMINA_USER_HANDLE", "testuser1")
     try:
         t0 = time.perf_counter()
-        # Built in a child process, measured here after ln.connect, as a user would: the
-        # process that wrote 1e5 rows holds state (views and stores moved through every
-        # commit) that made some calls several times slower than in a fresh session.
-        out = subprocess.run([sys.executable, __file__, "--build", str(n), workdir],
-                             capture_output=True, text=True, env=dict(os.environ))
+        out = subprocess.run([sys.executable, os.path.join(HERE, "guide.py"), "--build", str(n),
+                              workdir], capture_output=True, text=True, env=dict(os.environ))
         if out.returncode != 0:
             raise RuntimeError(f"build of n={n} failed:\n{out.stderr[-4000:]}")
         built = json.loads(out.stdout.strip().splitlines()[-1])
         built["build_s"] = round(time.perf_counter() - t0, 1)
         log(f"n={n:,}: built in {built['build_s']} s ({built})")
         ln.connect(os.path.join(workdir, "root"))
-        import logging
-
         logging.getLogger("lamina").setLevel(logging.WARNING)
+        yield built
+    finally:
+        from lamina.catalog import instance
+
+        instance._current = None
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_size(n: int, seed: dict) -> dict:
+    import lamina as ln
+    from lamina import bionty as bt
+
+    with built_catalog(n, "guide") as built:
         # lamina's calls first, all of them, then the raw ones: DuckDB's worker threads of the
         # raw connection stay busy for a while after its queries and would be counted in
         # (and slow down) lamina's calls measured right after.
@@ -278,11 +296,6 @@ def run_size(n: int, seed: dict) -> dict:
             if row["raw"]:
                 log(f"  {case['name']:55s} raw {row['raw']['p50_ms']:8.2f} ms")
         return {"n": n, "build": built, "rows": rows, "peak_rss_mib": peak_rss_mib}
-    finally:
-        from lamina.catalog import instance
-
-        instance._current = None
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def seed_figures() -> dict:
@@ -311,6 +324,15 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def write_results(results: dict, path: str) -> None:
+    """Write a bench's raw results (with the load average now) and say on what machine."""
+    results["load_end"] = os.getloadavg()
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"machine: {results['machine']}; load average at start "
+          f"{results['load_start'][0]:.1f}, at end {results['load_end'][0]:.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["1e4", "1e5"])
@@ -326,11 +348,7 @@ def main() -> None:
         result = run_size(int(float(size)), seed)
         results["sizes"].append(result)
         print(markdown(result) + "\n", flush=True)
-    results["load_end"] = os.getloadavg()
-    with open(args.json, "w") as f:
-        json.dump(results, f, indent=1)
-    print(f"machine: {results['machine']}; load average at start "
-          f"{results['load_start'][0]:.1f}, at end {results['load_end'][0]:.1f}")
+    write_results(results, args.json)
 
 
 if __name__ == "__main__":

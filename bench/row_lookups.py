@@ -18,12 +18,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,7 +28,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     [os.path.dirname(HERE), *filter(None, [os.environ.get("PYTHONPATH")])])
 sys.path.insert(0, os.path.dirname(HERE))
 
-from guide import measure, raw_connection  # noqa: E402
+from guide import built_catalog, measure, raw_connection, write_results  # noqa: E402
 from ingest import machine  # noqa: E402
 
 
@@ -44,19 +40,7 @@ def run_size(n: int) -> dict:
     import lamina as ln
     from lamina.engine.session import session_for
 
-    workdir = tempfile.mkdtemp(prefix=f"lamina-rowget-{n}-")
-    os.environ["LAMINA_HOME"] = os.path.join(workdir, "home")
-    os.environ.setdefault("LAMINA_USER_HANDLE", "testuser1")
-    try:
-        out = subprocess.run([sys.executable, os.path.join(HERE, "guide.py"), "--build", str(n),
-                              workdir], capture_output=True, text=True, env=dict(os.environ))
-        if out.returncode != 0:
-            raise RuntimeError(f"build of n={n} failed:\n{out.stderr[-4000:]}")
-        built = json.loads(out.stdout.strip().splitlines()[-1])
-        ln.connect(os.path.join(workdir, "root"))
-        import logging
-
-        logging.getLogger("lamina").setLevel(logging.WARNING)
+    with built_catalog(n, "rowget") as built:
         A = ln.Artifact
         w0, c0 = time.perf_counter(), time.process_time()
         probe = A.get(key="atlas/cells_7.h5ad")
@@ -95,11 +79,6 @@ def run_size(n: int) -> dict:
         raw = measure(lambda: con.execute(sql, [next(keys)]).to_arrow_table().to_pylist())
         rows.append({"name": "raw DuckDB: " + sql, "lamina": raw, "load": load()})
         return {"n": n, "build": built, "index_bytes_key_uid_hash": index_bytes, "rows": rows}
-    finally:
-        from lamina.catalog import instance
-
-        instance._current = None
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> None:
@@ -110,9 +89,6 @@ def main() -> None:
     results = {"machine": machine(), "load_start": os.getloadavg(), "sizes": []}
     for size in args.sizes:
         results["sizes"].append(run_size(int(float(size))))
-    results["load_end"] = os.getloadavg()
-    with open(args.json, "w") as f:
-        json.dump(results, f, indent=1)
     print("| n | call | p50 | CPU p50 | load |\n|---|---|---|---|---|")
     for size in results["sizes"]:
         for row in size["rows"]:
@@ -121,8 +97,7 @@ def main() -> None:
                   f"{lam['cpu_p50_ms']:.2f} ms | {row.get('load', '—')} |")
         print(f"| {size['n']:,} | index of key, uid, hash (bytes held) | "
               f"{size['index_bytes_key_uid_hash'] / 2**20:.1f} MiB | | |")
-    print(f"machine: {results['machine']}; load average at start "
-          f"{results['load_start'][0]:.1f}, at end {results['load_end'][0]:.1f}")
+    write_results(results, args.json)
 
 
 if __name__ == "__main__":
