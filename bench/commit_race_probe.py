@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the lamina of this tree
 
 # The store's methods each writer times.
-METHODS = ["ensure", "_latest_snapshot", "_latest_log", "_commit", "_maybe_compact",
+METHODS = ["ensure", "_planning_snapshot", "_latest_log", "_commit", "_maybe_compact",
            "_checkpoint_if_due", "compact"]
 
 

@@ -84,6 +84,39 @@ def test_second_process_connects_and_sees_saved_artifacts(root, tmp_path):
 
 
 @every_root
+def test_a_colleagues_later_processes_save_as_the_colleague_in_the_roots_storage(
+        root, tmp_path_factory):
+    ln.init(storage=root)
+    ln.Record(name="first row").save()
+    # The colleague's machine: its own settings. Their first save registers them (id 2);
+    # the next process on that machine takes both ids from what the machine remembered.
+    colleague = {"LAMINA_HOME": str(tmp_path_factory.mktemp("colleague-home")),
+                 "LAMINA_USER_HANDLE": "colleague"}
+    folder = tmp_path_factory.mktemp("colleague-files")
+    for name in ("first", "second"):
+        python(f"""
+            ln.connect({root!r})
+            path = os.path.join({str(folder)!r}, "{name}.txt")
+            open(path, "w").write("{name} by the colleague")
+            ln.Artifact(path, key="colleague/{name}.txt").save()
+        """, env=colleague)
+
+    users = dict(zip(*ln.User.filter().to_arrow(columns=["id", "handle"]).to_pydict().values()))
+    storages = dict(zip(*ln.Storage.filter().to_arrow(columns=["id", "root"])
+                        .to_pydict().values()))
+    assert sorted(users.values()) == ["colleague", "testuser1"]
+    for name in ("first", "second"):
+        artifact = ln.Artifact.get(key=f"colleague/{name}.txt")
+        assert users[artifact.created_by_id] == "colleague"
+        assert storages[artifact.storage_id] == root
+        with open(artifact.cache()) as f:
+            assert f.read() == f"{name} by the colleague"
+    # The user's own machine still saves as the user.
+    own = ln.Record(name="second row").save()
+    assert users[own.created_by_id] == "testuser1"
+
+
+@every_root
 def test_current_instance_is_remembered_across_processes(root, tmp_path):
     ln.init(storage=root)
     artifact = ln.Artifact(write_file(tmp_path, "a.csv", b"x,y\n1,2\n"), key="a.csv").save()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 from deltalake import DeltaTable
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import DeltaError, TableNotFoundError
 
 import lamina as ln
 from lamina.catalog import settings, store as store_module
@@ -318,6 +318,26 @@ def test_a_warm_save_on_s3_makes_a_bounded_number_of_requests(s3_endpoint, tmp_p
     for method, url in artifact_save + record_save:
         reads_log_entry = method == "GET" and "_delta_log" in url and "list-type=" not in url
         assert not reads_log_entry, (method, url)
+
+
+def test_a_constraint_another_tool_added_to_a_table_holds_for_lamina_saves(instance):
+    ln.Record(name="before").save()
+    # Another Delta writer adds a CHECK constraint (writer protocol 3): an append must now be
+    # checked against it, which lamina's own append commit does not do; deltalake's does.
+    options = None
+    if instance.root.startswith("s3://"):
+        options = {"AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"], "AWS_ALLOW_HTTP": "true",
+                   "AWS_REGION": os.environ["AWS_REGION"]}
+    uri = f"{instance.root}/.lamina/catalog/core/record"
+    DeltaTable(uri, storage_options=options).alter.add_constraint(
+        {"name_not_rejected": "name <> 'rejected'"})
+
+    with pytest.raises(DeltaError, match="failed validation check"):
+        ln.Record(name="rejected").save()
+    ln.Record(name="after").save()
+
+    assert sorted(r["name"] for r in stored_rows(instance.root, "record").values()) == [
+        "after", "before"]
 
 
 def test_a_link_to_a_record_another_process_deleted_is_refused(instance, tmp_path):

@@ -14,7 +14,9 @@ Compaction uses the same pieces (:func:`write_data_file`, :func:`remove_action`,
 :func:`put_log_entry`) to commit its merged file and the removal of the small ones.
 
 Only the plain case is taken here: unpartitioned tables whose protocol (reader 1, writer 2)
-asks nothing more of a writer, rows with the table's own columns. Schema changes, replaces and
+asks nothing more of a writer, rows with the table's own columns. The store decides from the
+log reader's state of the version it planned on (delta_log.LogState keeps the protocol), so an
+append opens no deltalake table. Schema changes, replaces and
 deletes stay with deltalake.
 """
 
@@ -45,12 +47,16 @@ class LostRace(Exception):
     """Another writer committed this version first; nothing of ours is in the table."""
 
 
-def supports(location: Location, partition_by, protocol) -> bool:
-    """Whether an append to this table can be committed here (else through deltalake)."""
-    versions = (protocol.min_reader_version, protocol.min_writer_version)
-    return (location.type in ("local", "s3") and not partition_by
-            and versions[0] <= PLAIN_PROTOCOL[0] and versions[1] <= PLAIN_PROTOCOL[1]
-            and not protocol.writer_features and not protocol.reader_features)
+def supports(location: Location, protocol: dict | None) -> bool:
+    """Whether an append to a table whose log declares ``protocol`` (its ``protocol``
+    action, as delta_log.LogState holds it; None when unknown) can be committed here, else
+    through deltalake. The log reader refuses partitioned tables, so its states are plain."""
+    if protocol is None or location.type not in ("local", "s3"):
+        return False
+    versions = (int(protocol.get("minReaderVersion", 1)),
+                int(protocol.get("minWriterVersion", 1)))
+    return (versions[0] <= PLAIN_PROTOCOL[0] and versions[1] <= PLAIN_PROTOCOL[1]
+            and not protocol.get("writerFeatures") and not protocol.get("readerFeatures"))
 
 
 def commit_append(location: Location, table_uri: str, version: int, rows: pa.Table,

@@ -230,9 +230,17 @@ class DeltaLogReader:
         metadata = table.metadata()
         if metadata.partition_columns:
             raise UnsupportedLog("partition columns")
+        held = table.protocol()
+        protocol = {"minReaderVersion": held.min_reader_version,
+                    "minWriterVersion": held.min_writer_version}
+        if held.reader_features:
+            protocol["readerFeatures"] = list(held.reader_features)
+        if held.writer_features:
+            protocol["writerFeatures"] = list(held.writer_features)
+        _check_protocol(protocol)
         # Without the log's actions: a checkpoint is not written from this state.
         return LogState(table.version(), files, table.schema().to_json(),
-                        dict(metadata.configuration), complete=False)
+                        dict(metadata.configuration), protocol, complete=False)
 
     def _file_uri(self, path: str) -> str:
         """The URI of a data file from its path in the log (relative to the table, decoded)."""

@@ -27,8 +27,8 @@ class Instance:
     """A connected instance. Connecting reads ``instance.json`` only: the rows every instance
     needs (this user, the branches, the default space, the root's storage) are looked up when
     :attr:`user_id` or :attr:`storage_id` is first asked for, and inserted only if missing,
-    which happens on the first write. So a user who may only read the bucket can connect and
-    query."""
+    which happens on the first write; their ids are remembered on the machine (_bootstrap). So
+    a user who may only read the bucket can connect and query."""
 
     location: Location
     meta: dict
@@ -327,35 +327,55 @@ def current() -> Instance:
 def _bootstrap(instance: Instance) -> None:
     """Find, and insert where missing, the rows every instance needs: branches, the default
     space, this user, its storage. Rows that exist are only read (no commit), so this is safe
-    to repeat and to race, and writes nothing once another user has bootstrapped the root."""
+    to repeat and to race, and writes nothing once another user has bootstrapped the root.
+
+    The ids found are remembered on this machine (``settings.bootstrapped_ids``), so that the
+    first write of a later process reads none of these tables again: on S3 those reads were
+    about 30 of the 43 requests of a first save in a new process (bench/README.md, "Requests
+    per save on S3"). A remembered id stays right because ids are never reused; a row
+    deleted since would not be brought back (the fresh bootstrap of another machine would)."""
     with instance._bootstrap_lock:
         if instance._user_id is not None and instance._storage_id is not None:
             return
         user = instance.user
-        user_id = _ensure(instance, tables.get("core.user"), "uid",
-                          {"uid": user.uid, "handle": user.handle, "name": user.name})
-        # The three branches in one read of the table (on S3 a read per branch cost a LIST
-        # and a GET per data file each time).
-        branches = tables.get("core.branch")
-        names = pc.field("name").isin(["main", "archive", "trash"])
-        present = set(instance.store(branches).snapshot().read(["name"], names)
-                      .column("name").to_pylist())
-        for branch_id, branch_name in ((MAIN_BRANCH_ID, "main"), (ARCHIVE_BRANCH_ID, "archive"),
-                                       (TRASH_BRANCH_ID, "trash")):
-            if branch_name not in present:
-                _ensure(instance, branches, "name", {"id": branch_id, "name": branch_name},
-                        created_by=user_id)
-        _ensure(instance, tables.get("core.space"), "name",
-                {"id": writer.DEFAULT_SPACE_ID, "uid": "A" * 12, "name": "all"},
-                created_by=user_id)
-        storage_id = _ensure(
-            instance, tables.get("core.storage"), "root",
-            {"root": instance.root, "type": instance.location.type,
-             "region": os.environ.get("AWS_REGION") if instance.location.type == "s3" else None,
-             "instance_uid": instance.uid}, created_by=user_id)
-        instance._user_id = user_id
+        ids = settings.bootstrapped_ids(instance.uid, instance.root, user.uid)
+        if ids is None:
+            ids = _bootstrap_rows(instance)
+            settings.remember_bootstrapped_ids(instance.uid, instance.root, user.uid, ids)
+        instance._user_id = ids["user_id"]
+        # The storage row was found by this root: its artifacts live here (no read of the
+        # storage table to learn its root again).
+        instance._roots.setdefault(ids["storage_id"], instance.location)
         if instance._storage_id is None:
-            instance._storage_id = storage_id
+            instance._storage_id = ids["storage_id"]
+
+
+def _bootstrap_rows(instance: Instance) -> dict[str, int]:
+    """The rows of :func:`_bootstrap`, read and inserted where missing; the ids of this
+    user's row and of the root's storage row."""
+    user = instance.user
+    user_id = _ensure(instance, tables.get("core.user"), "uid",
+                      {"uid": user.uid, "handle": user.handle, "name": user.name})
+    # The three branches in one read of the table (on S3 a read per branch cost a LIST
+    # and a GET per data file each time).
+    branches = tables.get("core.branch")
+    names = pc.field("name").isin(["main", "archive", "trash"])
+    present = set(instance.store(branches).snapshot().read(["name"], names)
+                  .column("name").to_pylist())
+    for branch_id, branch_name in ((MAIN_BRANCH_ID, "main"), (ARCHIVE_BRANCH_ID, "archive"),
+                                   (TRASH_BRANCH_ID, "trash")):
+        if branch_name not in present:
+            _ensure(instance, branches, "name", {"id": branch_id, "name": branch_name},
+                    created_by=user_id)
+    _ensure(instance, tables.get("core.space"), "name",
+            {"id": writer.DEFAULT_SPACE_ID, "uid": "A" * 12, "name": "all"},
+            created_by=user_id)
+    storage_id = _ensure(
+        instance, tables.get("core.storage"), "root",
+        {"root": instance.root, "type": instance.location.type,
+         "region": os.environ.get("AWS_REGION") if instance.location.type == "s3" else None,
+         "instance_uid": instance.uid}, created_by=user_id)
+    return {"user_id": user_id, "storage_id": storage_id}
 
 
 def _ensure(instance: Instance, spec: tables.TableSpec, match: str, row: dict,

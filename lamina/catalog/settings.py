@@ -1,7 +1,9 @@
-"""What a machine remembers across processes: the current instance and the local user.
+"""What a machine remembers across processes: the current instance, the local user, and the
+ids of the rows each instance's first write found or made for this user (bootstrap).
 
-Stored in ``$LAMINA_HOME/settings.json`` (default ``~/.lamina``). ``LAMINA_INSTANCE`` overrides
-the current instance, ``LAMINA_USER_HANDLE`` / ``LAMINA_USER_NAME`` the user.
+Stored in ``$LAMINA_HOME/settings.json`` (default ``~/.lamina``) and, for the ids,
+``$LAMINA_HOME/bootstrapped.json``. ``LAMINA_INSTANCE`` overrides the current instance,
+``LAMINA_USER_HANDLE`` / ``LAMINA_USER_NAME`` the user.
 """
 
 from __future__ import annotations
@@ -23,19 +25,61 @@ def _path() -> Path:
     return home() / "settings.json"
 
 
+def _bootstrapped_path() -> Path:
+    return home() / "bootstrapped.json"
+
+
 def load() -> dict:
+    return _read(_path())
+
+
+def save(settings: dict) -> None:
+    _write(_path(), settings)
+
+
+def _read(path: Path) -> dict:
     try:
-        return json.loads(_path().read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
         return {}
 
 
-def save(settings: dict) -> None:
-    path = _path()
+def _write(path: Path, content: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(settings, indent=2))
+    tmp.write_text(json.dumps(content, indent=2))
     os.replace(tmp, path)  # atomic: a concurrent reader sees the old or the new file
+
+
+def _bootstrap_key(instance_uid: str, root: str, user_uid: str) -> str:
+    # The instance's uid changes when a root is initialised again, and the storage row is
+    # the root's: both are part of the key, so ids are never carried to another catalog.
+    return f"{instance_uid} {root} {user_uid}"
+
+
+def bootstrapped_ids(instance_uid: str, root: str, user_uid: str) -> dict[str, int] | None:
+    """The ids (``user_id``, ``storage_id``) this machine recorded when user ``user_uid``
+    bootstrapped the instance in ``root``; None if it never did (or the file is unreadable)."""
+    try:
+        found = _read(_bootstrapped_path()).get(_bootstrap_key(instance_uid, root, user_uid))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(found, dict) or not all(
+            isinstance(found.get(k), int) for k in ("user_id", "storage_id")):
+        return None
+    return {"user_id": found["user_id"], "storage_id": found["storage_id"]}
+
+
+def remember_bootstrapped_ids(instance_uid: str, root: str, user_uid: str,
+                              ids: dict[str, int]) -> None:
+    """Record ``ids`` for :func:`bootstrapped_ids`. Best effort: a machine that cannot write
+    its settings bootstraps again in the next process (a read of four tables)."""
+    try:
+        known = _read(_bootstrapped_path())
+        known[_bootstrap_key(instance_uid, root, user_uid)] = dict(ids)
+        _write(_bootstrapped_path(), known)
+    except (OSError, ValueError):
+        pass
 
 
 def current_instance_root() -> str | None:

@@ -162,7 +162,8 @@ class TableStore:
         self.spec = spec
         self.uri = location.join(CATALOG_DIR, spec.module, spec.name)
         self._table: DeltaTable | None = None
-        # Reads go through the log reader (few requests); writes through ``_table``.
+        # Reads, and the appends the store commits itself, go through the log reader (few
+        # requests); the commits deltalake makes through ``_table``, opened on first use.
         self._reader = DeltaLogReader(location, self.uri)
         self._log: LogState | None = None
         # The latest table's snapshot, kept until the version moves: a save and the query
@@ -280,6 +281,9 @@ class TableStore:
                 if newer.version > self._known_version():  # not only commits of ours
                     self._others_seen_at = time.monotonic()
                 self._log = newer
+        # The latest version is confirmed: a save planned on it within SEEN_LATELY_SECONDS
+        # asks no more (its lookups have just read the log).
+        self._checked_at = time.monotonic()
         return self._log
 
     def _snapshot_of_log(self, state: LogState) -> Snapshot:
@@ -389,17 +393,17 @@ class TableStore:
                     # commit at the next version is refused and the next attempt reads what
                     # it missed.
                     if attempt == 0 or self.location.is_local:
-                        table = self.ensure(recheck=attempt > 0 or self.location.is_local
-                                            or not self._seen_lately())
-                        snapshot = self._latest_snapshot(table)
+                        snapshot = self._planning_snapshot(
+                            recheck=attempt > 0 or self.location.is_local
+                            or not self._seen_lately())
                     else:
-                        table, snapshot = self._after_lost_race()
+                        snapshot = self._after_lost_race()
                     change = plan(snapshot)
                     if not change:
                         return change
                     outcome = None
                     try:
-                        n_files = self._commit(table, snapshot, change, before_commit,
+                        n_files = self._commit(snapshot, change, before_commit,
                                                yield_turn=not holds_turn
                                                and self._contended())
                     except (CommitFailedError, append_commit.LostRace):
@@ -408,7 +412,7 @@ class TableStore:
                     except turns.TurnTaken:
                         outcome = "yielded"
                     else:
-                        self._checkpoint_if_due(table)
+                        self._checkpoint_if_due()
                 if outcome is None:
                     break
                 if outcome == "yielded":
@@ -431,23 +435,45 @@ class TableStore:
         lone user's save makes no request for it."""
         return time.monotonic() - self._others_seen_at < CONTENDED_SECONDS
 
-    def _after_lost_race(self) -> tuple[DeltaTable, Snapshot]:
-        """The table and its latest snapshot after a lost race on an object store: the log
-        reader fetches just the commits this store missed (one LIST, their GETs concurrently).
-        deltalake's ``update_incremental`` read them one by one: 100-450 ms per lost race
-        for 8 writers on loopback S3, most of a losing writer's wait."""
-        table = self.ensure(recheck=False)
+    def _planning_snapshot(self, recheck: bool) -> Snapshot:
+        """The latest snapshot, for a commit attempt to plan on; the table is created first if
+        it does not exist. Read by the log reader, which a save's lookups have just brought up
+        to date: with ``recheck`` False, the version it confirmed moments ago is planned on
+        without a request (the commit is refused if the table moved meanwhile). No deltalake
+        table is opened for this: on S3, opening one re-read every commit since the last
+        checkpoint twice (82 of the 139 requests of a first save in a process on a catalog of
+        25 single saves; bench/README.md, "Requests per save on S3")."""
+        current = self._current
+        if (not recheck and current is not None and current.sizes is not None
+                and self._log is not None
+                and self._log.version == current.version == self._known_version()):
+            return current
+        snapshot = self.snapshot_newer_than(None)
+        if snapshot.version < 0:
+            self.ensure()
+            snapshot = self.snapshot_newer_than(None)
+        return snapshot
+
+    def _after_lost_race(self) -> Snapshot:
+        """The latest snapshot after a lost race on an object store: the log reader fetches
+        just the commits this store missed (one LIST, their GETs concurrently). deltalake's
+        ``update_incremental`` read them one by one: 100-450 ms per lost race for 8 writers on
+        loopback S3, most of a losing writer's wait."""
         snapshot = self.snapshot_newer_than(None)
         self._checked_at = time.monotonic()
-        if snapshot.schema != self._current_schema(table):
-            # Columns were added meanwhile (a metadata change): the commit through deltalake,
-            # or the protocol check of an append, needs the table at that version.
-            table.update_incremental()
-        return table, snapshot
+        return snapshot
 
-    @staticmethod
-    def _current_schema(table: DeltaTable) -> pa.Schema:
-        return pa.schema(table.schema().to_arrow())
+    def _deltalake_at(self, version: int) -> DeltaTable:
+        """The deltalake table at ``version``, for the commits deltalake makes (replaces,
+        deletes, new columns, bulk appends, logs the store's own append does not support):
+        opened on first use, then moved to the planned version, after which deltalake
+        commits."""
+        table = self.ensure(recheck=False)
+        if table.version() < version:
+            table.update_incremental()  # metadata and protocol of the newer commits too
+        if table.version() != version:
+            table.load_as_version(version)
+        return table
 
     def _turn(self):
         """The turn one commit attempt is made in (turns.py): the machine's flock on a local
@@ -459,17 +485,21 @@ class TableStore:
         the race; taken before the store's lock, as every holder does."""
         return turns.lease_for(self.location, self.spec.qualified)
 
-    def _commit(self, table: DeltaTable, snapshot: Snapshot, change: Change,
+    def _commit(self, snapshot: Snapshot, change: Change,
                 before_commit: Callable[[], None] | None = None,
                 yield_turn: bool = False) -> int:
         """Commit ``change`` as the version after ``snapshot``'s; the number of data files the
         table then has. With ``yield_turn``, an append raises TurnTaken instead of committing
-        while another writer holds the table's lease (checked beside the data upload)."""
+        while another writer holds the table's lease (checked beside the data upload). A small
+        append is committed from the log reader's state of that version (its protocol says
+        whether the store may), without a deltalake table."""
         schema = snapshot.schema
         missing = {n: t for n, t in change.new_columns.items() if n not in schema.names}
+        state = self._log
         if (0 < len(change.append) <= SMALL_APPEND_ROWS and not change.replace
-                and not change.delete_ids and not missing and append_commit.supports(
-                    self.location, table.metadata().partition_columns, table.protocol())):
+                and not change.delete_ids and not missing
+                and state is not None and state.version == snapshot.version
+                and append_commit.supports(self.location, state.protocol)):
             rows = to_arrow(change.append, schema)
             taken = turns.lease_taken(self.location, self.spec.qualified) if yield_turn else None
             if taken is not None:
@@ -482,15 +512,10 @@ class TableStore:
             self._current = replace(snapshot, version=snapshot.version + 1,
                                     files=(*snapshot.files, uri), sizes=sizes,
                                     max_id=max(snapshot.max_id, max_id))
-            if self._log is not None and self._log.version == snapshot.version:
-                self._log = self._reader.committed(self._log, [add])
+            self._log = self._reader.committed(state, [add])
             self._checked_at = time.monotonic()
             return len(self._current.files)
-        if table.version() != snapshot.version:
-            # The plan was made on a snapshot newer than this DeltaTable (a commit of our own,
-            # or one the log reader saw): deltalake commits after the version its table holds,
-            # which must be exactly the planned one, not whatever is latest by now.
-            table.load_as_version(snapshot.version)
+        table = self._deltalake_at(snapshot.version)
         if before_commit is not None:
             before_commit()
         self._commit_through_deltalake(table, snapshot, change, missing)
@@ -515,7 +540,7 @@ class TableStore:
                                                  commit_properties=self._commit_properties(
                                                      "id mark"),
                                                  post_commithook_properties=_NO_HOOKS)
-                self._checkpoint_if_due(table)
+                self._checkpoint_if_due()
             predicate, others = _id_selection(snapshot, change.delete_ids)
             if others is None or not others.num_rows:
                 table.delete(predicate=predicate, commit_properties=self._commit_properties(),
@@ -544,14 +569,14 @@ class TableStore:
                         **evolve)
 
     # ---- housekeeping --------------------------------------------------------------------
-    def _checkpoint_if_due(self, table: DeltaTable) -> None:
+    def _checkpoint_if_due(self) -> None:
         """Checkpoint the log every CHECKPOINT_INTERVAL versions (REMOTE_CHECKPOINT_INTERVAL on
         an object store), so a new reader loads one Parquet checkpoint and the commits after
         it. Written from the log state this store holds, else from the log as delta_log.py
         reads it (a LIST, the commits since the last checkpoint); by deltalake for a log that
         reader does not support. The commit has landed: a checkpoint that cannot be written
         is skipped (readers replay a few more commits), not reported as a failed save."""
-        version = max(table.version(), self._known_version())
+        version = self._known_version()
         interval = CHECKPOINT_INTERVAL if self.location.is_local else REMOTE_CHECKPOINT_INTERVAL
         if version % interval:
             return
@@ -569,7 +594,8 @@ class TableStore:
             logger.warning("no checkpoint of %s at version %d: %s", self.uri, version, exc)
             return
         if version % CHECKPOINT_INTERVAL == 0:
-            self._synced(table).create_checkpoint()
+            table = self._synced(self.ensure(recheck=False))
+            table.create_checkpoint()
             table.cleanup_metadata()
 
     def _maybe_compact(self, n_files: int) -> None:
@@ -598,16 +624,14 @@ class TableStore:
         the table twice. Old files stay until vacuum, so readers of an older snapshot are
         never broken."""
         with self._lease(), self._lock, self._turn():
-            table = self._latest(recheck=False)
             try:
-                state = None if table is None else self._latest_log()
+                state = self._latest_log()
             except UnsupportedLog:
                 return {}  # not a log lamina writes: left as it is
             if state is None:
                 return {}
             sizes = _small_files(state)
-            if len(sizes) < 2 or not append_commit.supports(
-                    self.location, table.metadata().partition_columns, table.protocol()):
+            if len(sizes) < 2 or not append_commit.supports(self.location, state.protocol):
                 return {}
             # In id order, as appends left them: the newest rows stay in the last row groups.
             rows = self._snapshot_of_log(state).read(
@@ -635,7 +659,7 @@ class TableStore:
                     continue
                 self._log = self._reader.committed(state, actions)
                 self._current = self._snapshot_of_log(self._log)
-                self._checkpoint_if_due(table)
+                self._checkpoint_if_due()
                 return {"numFilesRemoved": len(sizes), "numRowsRewritten": rows.num_rows,
                         "version": self._log.version}
             append_commit.remove_file(self.location, merged_uri)
