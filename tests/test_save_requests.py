@@ -6,6 +6,7 @@ which the read-side budgets cover); a change that adds a round trip fails here."
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 
 import pytest
@@ -14,27 +15,11 @@ import lamina as ln
 
 from helpers import new_s3_root, python, write_file
 
-# The child records the requests of one call at a time through moto's recorder.
-RECORDED = """
-import urllib.request
-
-def recorder(action):
-    method = "GET" if action == "download-recording" else "POST"
-    request = urllib.request.Request(
-        os.environ["AWS_ENDPOINT_URL"] + "/moto-api/recorder/" + action,
-        data=None if method == "GET" else b"", method=method)
-    return urllib.request.urlopen(request).read()
-
-def requests_of(call):
-    recorder("reset-recording")
-    recorder("start-recording")
-    try:
-        call()
-    finally:
-        recorder("stop-recording")
-    lines = recorder("download-recording").decode().splitlines()
-    return [(r["method"], r["url"].split("/", 4)[-1][-90:])
-            for r in map(json.loads, filter(str.strip, lines))]
+# The child records the requests of one call at a time through moto's recorder, with the
+# helper the in-process request tests use.
+RECORDED = f"""
+sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+from helpers import s3_requests as requests_of
 """
 
 
