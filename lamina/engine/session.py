@@ -14,6 +14,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import duckdb
@@ -47,6 +48,9 @@ IN_MEMORY_AFTER_SECONDS = 0.2
 # A registry too large to copy whole keeps this many of its newest ids in memory instead (see
 # Session.newest_rows): one Parquet row group as the store writes them.
 NEWEST_IN_MEMORY_IDS = 16_384
+# Columns of the main-branch rows kept per registry version for counts among the rows a list
+# index found (Session.count_among), at most this many bytes: two int64 columns at 1e7 rows.
+ROW_COLUMNS_BYTES = 192 * 2**20
 # A lookup through the row index fetches the rows of at most this many candidates (the
 # versions under one key, say); a more common value is left to one statement.
 ROW_INDEX_CANDIDATES = 64
@@ -83,6 +87,9 @@ class Session:
         self._newest: dict[str, tuple[int, str | None, int]] = {}
         # (registry, list column) -> (version, ListIndex) of the rows on the main branch.
         self._list_indexes: dict[tuple[str, str], tuple[int, ListIndex]] = {}
+        # registry -> (version, columns of its rows on the main branch in id order, their ids
+        # as numpy): see count_among.
+        self._row_columns: dict[str, _RowColumns] = {}
         # Of registries read from their files: ids by value per data file, and rows read.
         self._row_index = RowIndex()
         # Top-N queries (to_dataframe's default limit of 100, order_by + limit) first find the
@@ -182,6 +189,7 @@ class Session:
         if self._newest.pop(qualified, (None, None))[1] is not None:
             self._newest_behind.add(qualified)
         self._list_indexes = {k: v for k, v in self._list_indexes.items() if k[0] != qualified}
+        self._row_columns.pop(qualified, None)
         self._shown_at[qualified] = time.monotonic()
         self._copy_decided.discard(qualified)
         self._snapshots[qualified] = snapshot
@@ -296,6 +304,63 @@ class Session:
             kept = self._list_indexes[key] = (version, ListIndex(rows.column(0),
                                                                  rows.column(1)))
         return kept[1]
+
+    def count_among(self, spec, ids: np.ndarray, condition: str, params: list,
+                    columns: set[str], specs=()) -> int | None:
+        """How many of the rows with ``ids`` (sorted, on the main branch of ``spec``'s current
+        version, as rows_holding gives them) meet ``condition`` (alias ``t``, reading
+        ``columns`` of the row): one statement over those rows alone, taken from columns kept
+        in memory per version. None when the columns would outgrow ROW_COLUMNS_BYTES, or the
+        ids are not all rows of this version (the caller runs the whole statement).
+
+        Why: ``filter(records=r, size__gt=...)`` as one statement decodes every row's list
+        (7.8 ms at 1e5 artifacts, 34.5 ms at 1e6, 602 ms at 1e7); the list index finds the
+        few thousand candidates at once, and the other conditions then read only theirs.
+        Passing the candidates to the statement as a bound id list or a semi-join cost as much
+        as the statement (bench/README.md, "Counts")."""
+        with self._lock:
+            self.refresh([spec, *specs])
+            kept = self._kept_columns(spec, columns | {"id"})
+            if kept is None:
+                return None
+            rows, row_ids = kept
+            positions = np.searchsorted(row_ids, ids)
+            if len(ids) and (positions[-1] >= len(row_ids)
+                             or not np.array_equal(row_ids[positions], ids)):
+                return None
+            wanted = rows.select([c for c in rows.column_names if c in columns or c == "id"])
+            self.con.register(_CANDIDATE_ROWS, wanted.take(pa.array(positions)))
+            try:
+                return self.con.execute(f'SELECT count(*) FROM "{_CANDIDATE_ROWS}" t '
+                                        f"WHERE {condition}", params).fetchone()[0]
+            finally:
+                self.con.unregister(_CANDIDATE_ROWS)
+
+    def _kept_columns(self, spec, columns: set[str]) -> tuple[pa.Table, np.ndarray] | None:
+        """``columns`` of the main-branch rows of ``spec``'s current version in id order, and
+        their ids, read once per version and column; None when one is not a column of the
+        version, or when keeping it would pass ROW_COLUMNS_BYTES (remembered per version, so
+        the column is not read again on the next call)."""
+        qualified = spec.qualified
+        if not columns <= self._columns[qualified]:
+            return None
+        version = self._versions[qualified]
+        kept = self._row_columns.get(qualified)
+        if kept is None or kept.version != version:
+            kept = self._row_columns[qualified] = _RowColumns(version)
+        missing = sorted(columns - set(kept.table.column_names))
+        if kept.refused & set(missing):
+            return None
+        if missing:
+            branch = f" WHERE branch_id = {MAIN_BRANCH_ID}" if spec.has_branch else ""
+            names = ", ".join(f'"{c}"' for c in missing)
+            read = self.con.execute(f'SELECT {names} FROM "{spec.view}"{branch} ORDER BY id'
+                                    ).to_arrow_table().combine_chunks()
+            if kept.table.nbytes + read.nbytes > ROW_COLUMNS_BYTES:
+                kept.refused.update(missing)
+                return None
+            kept.add(read)
+        return kept.table, kept.ids
 
     def id_range(self, spec) -> tuple[int, int] | None:
         """The lowest and highest id in ``spec``'s view (None when empty), once per version:
@@ -528,6 +593,30 @@ class Session:
             self.refresh(specs)
             rows = self.con.execute("EXPLAIN " + sql, params or []).fetchall()
             return "\n".join(r[1] for r in rows)
+
+
+@dataclass
+class _RowColumns:
+    """Columns of a registry's main-branch rows at one version, in id order (count_among)."""
+
+    version: int
+    table: pa.Table = field(default_factory=lambda: pa.table({}))
+    ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    # Columns too large to keep within ROW_COLUMNS_BYTES at this version.
+    refused: set = field(default_factory=set)
+
+    def add(self, read: pa.Table) -> None:
+        """Keep the columns of ``read``: the same rows, in the same order."""
+        if not self.table.column_names:
+            self.table = read
+        else:
+            for name in read.column_names:
+                self.table = self.table.append_column(name, read.column(name))
+        self.ids = self.table.column("id").to_numpy()
+
+
+# The name under which count_among shows DuckDB the candidate rows, for one statement.
+_CANDIDATE_ROWS = "_candidate_rows"
 
 
 def _memory_table(spec) -> str:
