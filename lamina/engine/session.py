@@ -315,9 +315,10 @@ class Session:
 
         Why: ``filter(records=r, size__gt=...)`` as one statement decodes every row's list
         (7.8 ms at 1e5 artifacts, 34.5 ms at 1e6, 602 ms at 1e7); the list index finds the
-        few thousand candidates at once, and the other conditions then read only theirs.
-        Passing the candidates to the statement as a bound id list or a semi-join cost as much
-        as the statement (bench/README.md, "Counts")."""
+        candidates at once (4% of the rows there), and the other conditions then read only
+        theirs: 2-3 ms at 1e5, 7-10 ms at 1e6 (bench/README.md, "Counts of a relation filter
+        with other conditions"). Handing the candidates to the whole statement instead, as a
+        bound id list or a semi-join, cost 9-12 ms of CPU at 1e5, as much as the statement."""
         with self._lock:
             self.refresh([spec, *specs])
             kept = self._kept_columns(spec, columns | {"id"})
