@@ -88,7 +88,7 @@ def child(root: str) -> dict:
     # What the session keeps for these counts: the columns of count_among (absent in a
     # lamina without it) and the list indexes.
     kept = session.session_for(ln.current())
-    columns_mib = sum(c.table.nbytes for c in getattr(kept, "_row_columns", {}).values()) / 2**20
+    columns_mib = sum(c.nbytes for c in getattr(kept, "_row_columns", {}).values()) / 2**20
     indexes_mib = sum(index.nbytes for _, index in kept._list_indexes.values()) / 2**20
     # Checked after the timing, so that the raw connection's memory is not in the peak above.
     con = guide.raw_connection(ln)

@@ -321,25 +321,28 @@ class Session:
         bound id list or a semi-join, cost 9-12 ms of CPU at 1e5, as much as the statement."""
         with self._lock:
             self.refresh([spec, *specs])
-            kept = self._kept_columns(spec, columns | {"id"})
+            kept = self._kept_columns(spec, columns - {"id"})
             if kept is None:
                 return None
-            rows, row_ids = kept
-            positions = np.searchsorted(row_ids, ids)
-            if len(ids) and (positions[-1] >= len(row_ids)
-                             or not np.array_equal(row_ids[positions], ids)):
+            # The kept ids are int32 where they fit: the candidates are ids of the same rows.
+            wanted = ids.astype(kept.ids.dtype)
+            positions = np.searchsorted(kept.ids, wanted)
+            if len(ids) and (positions[-1] >= len(kept.ids)
+                             or not np.array_equal(kept.ids[positions], wanted)):
                 return None
-            wanted = rows.select([c for c in rows.column_names if c in columns or c == "id"])
-            self.con.register(_CANDIDATE_ROWS, wanted.take(pa.array(positions)))
+            taken = pa.array(positions)
+            rows = pa.table({"id": pa.array(ids, pa.int64()),
+                             **{c: kept.columns[c].take(taken) for c in columns - {"id"}}})
+            self.con.register(_CANDIDATE_ROWS, rows)
             try:
                 return self.con.execute(f'SELECT count(*) FROM "{_CANDIDATE_ROWS}" t '
                                         f"WHERE {condition}", params).fetchone()[0]
             finally:
                 self.con.unregister(_CANDIDATE_ROWS)
 
-    def _kept_columns(self, spec, columns: set[str]) -> tuple[pa.Table, np.ndarray] | None:
-        """``columns`` of the main-branch rows of ``spec``'s current version in id order, and
-        their ids, read once per version and column; None when one is not a column of the
+    def _kept_columns(self, spec, columns: set[str]) -> _RowColumns | None:
+        """The ids and ``columns`` of the main-branch rows of ``spec``'s current version, in id
+        order, read once per version and column; None when one is not a column of the
         version, or when keeping it would pass ROW_COLUMNS_BYTES (remembered per version, so
         the column is not read again on the next call)."""
         qualified = spec.qualified
@@ -349,22 +352,19 @@ class Session:
         kept = self._row_columns.get(qualified)
         if kept is None or kept.version != version:
             kept = self._row_columns[qualified] = _RowColumns(version)
-        missing = sorted(columns - set(kept.table.column_names))
+        missing = sorted(columns - set(kept.columns))
         if kept.refused & set(missing):
             return None
-        if missing:
+        if missing or kept.ids is None:
             branch = f" WHERE branch_id = {MAIN_BRANCH_ID}" if spec.has_branch else ""
-            names = ", ".join(f'"{c}"' for c in dict.fromkeys(["id", *missing]))
+            names = ", ".join(f'"{c}"' for c in ["id", *missing])
             # In file order, which is id order as the store writes rows (_RowColumns.add sorts
             # otherwise): an ORDER BY made reading a column of 1e6 rows ~2x dearer.
             read = self.con.execute(f'SELECT {names} FROM "{spec.view}"{branch}'
                                     ).to_arrow_table().combine_chunks()
-            if kept.table.nbytes + read.nbytes > ROW_COLUMNS_BYTES:
-                kept.refused.update(missing)
-                return None
             if not kept.add(read):
                 return None
-        return kept.table, kept.ids
+        return kept
 
     def id_range(self, spec) -> tuple[int, int] | None:
         """The lowest and highest id in ``spec``'s view (None when empty), once per version:
@@ -604,26 +604,36 @@ class _RowColumns:
     """Columns of a registry's main-branch rows at one version, in id order (count_among)."""
 
     version: int
-    table: pa.Table = field(default_factory=lambda: pa.table({}))
-    ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    ids: np.ndarray | None = None
+    columns: dict[str, pa.Array] = field(default_factory=dict)
     # Columns too large to keep within ROW_COLUMNS_BYTES at this version.
     refused: set = field(default_factory=set)
 
+    @property
+    def nbytes(self) -> int:
+        ids = 0 if self.ids is None else self.ids.nbytes
+        return ids + sum(column.nbytes for column in self.columns.values())
+
     def add(self, read: pa.Table) -> bool:
-        """Keep the columns of ``read`` (the rows' ids and other columns); False, keeping
-        nothing, when its rows are not the rows kept already."""
+        """Keep the columns of ``read`` (the rows' ids, then other columns); False, keeping
+        nothing, when they would pass ROW_COLUMNS_BYTES or its rows are not the rows kept."""
         ids = read.column("id").to_numpy()
         if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
             order = np.argsort(ids, kind="stable")
             read, ids = read.take(pa.array(order)), ids[order]
-        if not self.table.column_names:
-            self.table, self.ids = read, ids
-            return True
-        if not np.array_equal(ids, self.ids):
+        if len(ids) and ids[-1] < 2**31:
+            ids = ids.astype(np.int32)
+        names = read.column_names[1:]
+        added = sum(read.column(name).nbytes for name in names)
+        if self.nbytes + added + (ids.nbytes if self.ids is None else 0) > ROW_COLUMNS_BYTES:
+            self.refused.update(names)
             return False
-        for name in read.column_names:
-            if name != "id":
-                self.table = self.table.append_column(name, read.column(name))
+        if self.ids is None:
+            self.ids = ids
+        elif not np.array_equal(ids, self.ids):
+            return False
+        for name in names:
+            self.columns[name] = read.column(name).combine_chunks()
         return True
 
 
