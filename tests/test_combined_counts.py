@@ -13,7 +13,7 @@ import pytest
 
 import lamina as ln
 from lamina import Q
-from lamina.engine import session
+from lamina.engine import row_columns, session
 
 import query_catalog as qc
 from helpers import python, write_file
@@ -99,7 +99,7 @@ def test_a_combined_count_matching_no_listed_row_is_zero(oracle, count_statement
 def test_combined_counts_past_the_memory_budget_run_the_statement(oracle, count_statements,
                                                                   monkeypatch):
     """Columns too large to keep are not kept: the count is the statement's, as before."""
-    monkeypatch.setattr(session, "ROW_COLUMNS_BYTES", 1)
+    monkeypatch.setattr(row_columns, "ROW_COLUMNS_BYTES", 1)
     kw = {"records__name": "DMSO", "size__gt": 10_000}
     assert settled_counts(count_statements, lambda: A.filter(**kw).count()) == len(
         oracle.ids(A, **kw))

@@ -14,7 +14,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 
 import duckdb
@@ -30,6 +29,7 @@ from .connections import (CredentialSecret, SqlSandbox, catalog_scope, confine_t
 from .features import FeatureResolver, features_of
 from .list_index import ListIndex
 from .planner import id_list_condition, id_list_params
+from .row_columns import RowColumns
 from .row_index import RowIndex
 
 
@@ -48,9 +48,6 @@ IN_MEMORY_AFTER_SECONDS = 0.2
 # A registry too large to copy whole keeps this many of its newest ids in memory instead (see
 # Session.newest_rows): one Parquet row group as the store writes them.
 NEWEST_IN_MEMORY_IDS = 16_384
-# Columns of the main-branch rows kept per registry version for counts among the rows a list
-# index found (Session.count_among), at most this many bytes: two int64 columns at 1e7 rows.
-ROW_COLUMNS_BYTES = 192 * 2**20
 # A lookup through the row index fetches the rows of at most this many candidates (the
 # versions under one key, say); a more common value is left to one statement.
 ROW_INDEX_CANDIDATES = 64
@@ -89,7 +86,7 @@ class Session:
         self._list_indexes: dict[tuple[str, str], tuple[int, ListIndex]] = {}
         # registry -> (version, columns of its rows on the main branch in id order, their ids
         # as numpy): see count_among.
-        self._row_columns: dict[str, _RowColumns] = {}
+        self._row_columns: dict[str, RowColumns] = {}
         # Of registries read from their files: ids by value per data file, and rows read.
         self._row_index = RowIndex()
         # Top-N queries (to_dataframe's default limit of 100, order_by + limit) first find the
@@ -310,29 +307,14 @@ class Session:
         """How many of the rows with ``ids`` (sorted, on the main branch of ``spec``'s current
         version, as rows_holding gives them) meet ``condition`` (alias ``t``, reading
         ``columns`` of the row): one statement over those rows alone, taken from columns kept
-        in memory per version. None when the columns would outgrow ROW_COLUMNS_BYTES, or the
-        ids are not all rows of this version (the caller runs the whole statement).
-
-        Why: ``filter(records=r, size__gt=...)`` as one statement decodes every row's list
-        (7.8 ms at 1e5 artifacts, 34.5 ms at 1e6, 602 ms at 1e7); the list index finds the
-        candidates at once (4% of the rows there), and the other conditions then read only
-        theirs: 2-3 ms at 1e5, 7-10 ms at 1e6 (bench/README.md, "Counts of a relation filter
-        with other conditions"). Handing the candidates to the whole statement instead, as a
-        bound id list or a semi-join, cost 9-12 ms of CPU at 1e5, as much as the statement."""
+        per version (row_columns.py). None when the columns would outgrow ROW_COLUMNS_BYTES,
+        or the ids are not all rows of this version (the caller runs the whole statement)."""
         with self._lock:
             self.refresh([spec, *specs])
             kept = self._kept_columns(spec, columns - {"id"})
-            if kept is None:
+            rows = None if kept is None else kept.rows(ids, columns - {"id"})
+            if rows is None:
                 return None
-            # The kept ids are int32 where they fit: the candidates are ids of the same rows.
-            wanted = ids.astype(kept.ids.dtype)
-            positions = np.searchsorted(kept.ids, wanted)
-            if len(ids) and (positions[-1] >= len(kept.ids)
-                             or not np.array_equal(kept.ids[positions], wanted)):
-                return None
-            taken = pa.array(positions)
-            rows = pa.table({"id": pa.array(ids, pa.int64()),
-                             **{c: kept.columns[c].take(taken) for c in columns - {"id"}}})
             self.con.register(_CANDIDATE_ROWS, rows)
             try:
                 return self.con.execute(f'SELECT count(*) FROM "{_CANDIDATE_ROWS}" t '
@@ -340,25 +322,24 @@ class Session:
             finally:
                 self.con.unregister(_CANDIDATE_ROWS)
 
-    def _kept_columns(self, spec, columns: set[str]) -> _RowColumns | None:
-        """The ids and ``columns`` of the main-branch rows of ``spec``'s current version, in id
-        order, read once per version and column; None when one is not a column of the
-        version, or when keeping it would pass ROW_COLUMNS_BYTES (remembered per version, so
-        the column is not read again on the next call)."""
+    def _kept_columns(self, spec, columns: set[str]) -> RowColumns | None:
+        """The kept ids and ``columns`` of the main-branch rows of ``spec``'s current version,
+        each read once per version; None when one is not a column of the version or is too
+        large to keep."""
         qualified = spec.qualified
         if not columns <= self._columns[qualified]:
             return None
         version = self._versions[qualified]
         kept = self._row_columns.get(qualified)
         if kept is None or kept.version != version:
-            kept = self._row_columns[qualified] = _RowColumns(version)
-        missing = sorted(columns - set(kept.columns))
-        if kept.refused & set(missing):
+            kept = self._row_columns[qualified] = RowColumns(version)
+        missing = kept.to_read(columns)
+        if missing is None:
             return None
         if missing or kept.ids is None:
             branch = f" WHERE branch_id = {MAIN_BRANCH_ID}" if spec.has_branch else ""
             names = ", ".join(f'"{c}"' for c in ["id", *missing])
-            # In file order, which is id order as the store writes rows (_RowColumns.add sorts
+            # In file order, which is id order as the store writes rows (RowColumns.add sorts
             # otherwise): an ORDER BY made reading a column of 1e6 rows ~2x dearer.
             read = self.con.execute(f'SELECT {names} FROM "{spec.view}"{branch}'
                                     ).to_arrow_table().combine_chunks()
@@ -597,44 +578,6 @@ class Session:
             self.refresh(specs)
             rows = self.con.execute("EXPLAIN " + sql, params or []).fetchall()
             return "\n".join(r[1] for r in rows)
-
-
-@dataclass
-class _RowColumns:
-    """Columns of a registry's main-branch rows at one version, in id order (count_among)."""
-
-    version: int
-    ids: np.ndarray | None = None
-    columns: dict[str, pa.Array] = field(default_factory=dict)
-    # Columns too large to keep within ROW_COLUMNS_BYTES at this version.
-    refused: set = field(default_factory=set)
-
-    @property
-    def nbytes(self) -> int:
-        ids = 0 if self.ids is None else self.ids.nbytes
-        return ids + sum(column.nbytes for column in self.columns.values())
-
-    def add(self, read: pa.Table) -> bool:
-        """Keep the columns of ``read`` (the rows' ids, then other columns); False, keeping
-        nothing, when they would pass ROW_COLUMNS_BYTES or its rows are not the rows kept."""
-        ids = read.column("id").to_numpy()
-        if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
-            order = np.argsort(ids, kind="stable")
-            read, ids = read.take(pa.array(order)), ids[order]
-        if len(ids) and ids[-1] < 2**31:
-            ids = ids.astype(np.int32)
-        names = read.column_names[1:]
-        added = sum(read.column(name).nbytes for name in names)
-        if self.nbytes + added + (ids.nbytes if self.ids is None else 0) > ROW_COLUMNS_BYTES:
-            self.refused.update(names)
-            return False
-        if self.ids is None:
-            self.ids = ids
-        elif not np.array_equal(ids, self.ids):
-            return False
-        for name in names:
-            self.columns[name] = read.column(name).combine_chunks()
-        return True
 
 
 # The name under which count_among shows DuckDB the candidate rows, for one statement.
