@@ -105,6 +105,8 @@ class Compiler:
     # and whether it has others too (see QuerySet._candidate_ids).
     list_tests: list = field(default_factory=list)
     other_conditions: bool = False
+    # True while compiling what rows known to pass the list tests must still meet.
+    _beside_list_tests: bool = False
     _aliases: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self):
@@ -135,6 +137,8 @@ class Compiler:
                 if top:
                     if isinstance(compiled, ListTest):
                         self.list_tests.append(compiled)
+                        if self._beside_list_tests:
+                            continue
                     elif sql:
                         self.other_conditions = True
             if sql:
@@ -282,6 +286,18 @@ class Compiler:
         if self.spec.has_branch:
             found.setdefault("branch_id", MAIN_BRANCH_ID)
         return found
+
+    def beside_list_tests(self, q: Q) -> tuple[str, list]:
+        """The condition of select() on ``q`` without its ListTest conjuncts (collected in
+        ``list_tests`` as select() collects them) and without the branch: what rows already
+        known to pass those tests, on the main branch, must still meet. The queried row is
+        ``t``; :func:`row_columns` names the columns it reads."""
+        self.list_tests, self.other_conditions = [], False
+        self._beside_list_tests = True
+        try:
+            return self.where(q, "t", top=True)
+        finally:
+            self._beside_list_tests = False
 
     def mentions_branch(self, q: Q) -> bool:
         return any(p.split(SEP)[0] in ("branch", "branch_id") for p in q.paths())
@@ -456,6 +472,16 @@ class Compiler:
         return body, many, start
 
 
+# The compiler writes every column of the queried row as ``t.<column>`` (subqueries take
+# other aliases: t1, _u, l, ...) and binds every value, so these are the columns it reads.
+_ROW_COLUMN = re.compile(r"(?<![\w.\"])t\.(\w+)")
+
+
+def row_columns(condition: str) -> set[str]:
+    """The columns of the queried row that a condition compiled by :class:`Compiler` reads."""
+    return set(_ROW_COLUMN.findall(condition))
+
+
 def id_list_condition(alias: str) -> str:
     """True for the rows of ``alias`` whose id is in a bound list, with the list's lowest and
     highest id bound first (:func:`id_list_params`): the bounds let DuckDB skip every row group
@@ -589,4 +615,4 @@ def _as_value(value, compiler: Compiler):
 
 
 __all__ = ["Q", "Compiler", "Hop", "relations", "field_names", "id_list_condition",
-           "id_list_params"]
+           "id_list_params", "row_columns"]

@@ -25,7 +25,7 @@ from ..errors import (
 from . import shown_columns
 from .frames import plain_text, to_pandas
 from .lookups import SubQuery, coerce
-from .planner import Compiler, Q, relations
+from .planner import Compiler, Q, relations, row_columns
 from .session import session_for
 
 if TYPE_CHECKING:  # imported where a DataFrame is built, not when the registries load
@@ -398,11 +398,24 @@ class QuerySet:
         """How many distinct rows match (one COUNT query; no rows are fetched)."""
         compiler = self._compiler()
         inner, params, specs = self._compile(columns=["id"], order_by=(), compiler=compiler)
-        if not compiler.other_conditions and self._limit is None and not self._offset:
+        if self._limit is None and not self._offset:
             candidates = self._candidate_ids(compiler)
-            if candidates is not None:
+            if candidates is not None and (not compiler.other_conditions or not len(candidates)):
                 return len(candidates)
+            if candidates is not None:
+                counted = self._count_among(candidates)
+                if counted is not None:
+                    return counted
         return self._session().scalar(f"SELECT count(*) AS n FROM ({inner})", params, specs)
+
+    def _count_among(self, candidates: np.ndarray) -> int | None:
+        """How many of ``candidates`` (the rows passing the query's list tests) meet its other
+        conditions, evaluated on those rows alone (Session.count_among); None when the session
+        leaves it to the whole statement."""
+        compiler = self._compiler()
+        condition, params = compiler.beside_list_tests(self.q)
+        return self._session().count_among(self.spec, candidates, condition, params,
+                                           row_columns(condition), compiler.specs)
 
     def __len__(self) -> int:
         return self.count()
