@@ -1,12 +1,13 @@
 """Where things live: storage roots as fsspec URIs, and the options each library needs to reach them.
 
-One place knows how local, ``s3://`` and ``gs://`` roots are configured for fsspec, deltalake and
-DuckDB. S3 credentials are resolved afresh on every use: the environment variables
-(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``) when set, else the
-standard AWS chain (profiles, SSO, assumed roles, instance roles) through botocore, whose
-temporary credentials renew themselves before they expire. Each library is handed the
-credentials of the moment, and its client is rebuilt when they change, so rotated keys and new
-session tokens are picked up without reconnecting. Endpoints come from ``AWS_ENDPOINT_URL``.
+One place knows how local, ``s3://`` and ``gs://`` roots are configured for fsspec, obstore (reads
+of an S3 catalog's own files), deltalake and DuckDB. S3 credentials are resolved afresh on every
+use: the environment variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_SESSION_TOKEN``) when set, else the standard AWS chain (profiles, SSO, assumed roles,
+instance roles) through botocore, whose temporary credentials renew themselves before they expire.
+Each library is handed the credentials of the moment, and its client is rebuilt when they change,
+so rotated keys and new session tokens are picked up without reconnecting. Endpoints come from
+``AWS_ENDPOINT_URL``.
 
 GCS: each library finds Google's credentials itself (``GOOGLE_APPLICATION_CREDENTIALS``, the
 gcloud user, the metadata server). ``STORAGE_EMULATOR_HOST`` (Google's convention for a local
