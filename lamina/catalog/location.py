@@ -175,7 +175,7 @@ class Location:
             except FileNotFoundError:
                 return [], True
         elif self.type == "s3":
-            prefix = self._s3_key(folder) + "/"
+            prefix = _s3_key(folder) + "/"
             # One chunk is one LIST page (S3 answers 1000 keys a page); a full first page may
             # have more after it. ``offset`` is S3's StartAfter. The listing is recursive:
             # names in sub-folders are left out, as a delimiter would.
@@ -211,7 +211,7 @@ class Location:
             store = self.object_store
 
             def fetch(path: str) -> bytes:
-                return bytes(store.get(self._s3_key(path)).bytes())
+                return bytes(store.get(_s3_key(path)).bytes())
 
             if len(paths) == 1:
                 return {paths[0]: fetch(paths[0])}
@@ -237,15 +237,11 @@ class Location:
         """obstore's client for this S3 root's bucket, holding the credentials in force (a new
         client when they change). lamina's own reads of an S3 catalog (the Delta logs, small
         registries' data files, ``instance.json``) go through it: one Rust extension that
-        imports and sends its first request in ~30 ms of CPU, where s3fs with aiobotocore and
-        aiohttp took ~0.6 s, most of a fresh process's first answer (bench/README.md,
-        "Straight from the bucket"). Writes still go through fsspec (:attr:`fs`)."""
+        imports and sends the requests of a first query's log reads for a tenth of the CPU of
+        s3fs with aiobotocore and aiohttp (~0.55 s, most of a fresh process's first answer:
+        bench/s3_clients.py). Writes still go through fsspec (:attr:`fs`)."""
         bucket = self.root.split("://", 1)[1].split("/", 1)[0]
         return _s3_store(bucket, _aws_endpoint(), _aws_region(), self.aws_credentials())
-
-    def _s3_key(self, uri: str) -> str:
-        """The object key of ``uri`` (``s3://bucket/key``) in its bucket."""
-        return uri.split("://", 1)[1].partition("/")[2]
 
     @property
     def arrow_fs(self) -> pafs.FileSystem:
@@ -445,12 +441,17 @@ def aws_credentials() -> AwsCredentials | None:
     return AwsCredentials(frozen.access_key, frozen.secret_key, frozen.token or None)
 
 
+def _s3_key(uri: str) -> str:
+    """The object key of ``uri`` (``s3://bucket/key``) in its bucket."""
+    return uri.split("://", 1)[1].partition("/")[2]
+
+
 @lru_cache(maxsize=8)
 def _s3_store(bucket: str, endpoint: str | None, region: str | None,
               credentials: AwsCredentials | None) -> S3Store:
     """One obstore client per bucket, endpoint, region and credentials (building one costs a
-    few ms). Every option is what the rest of lamina uses (DuckDB's secret, deltalake's
-    options): the store reads no configuration of its own from the environment."""
+    few ms). Endpoint, region and keys are passed as lamina resolved them for DuckDB's secret
+    and deltalake's options, so all three reach the same store with the same identity."""
     from obstore.store import S3Store
 
     options: dict = {"region": region or "us-east-1"}
