@@ -237,7 +237,7 @@ class Location:
         """obstore's client for this S3 root's bucket, holding the credentials in force (a new
         client when they change). lamina's own reads of an S3 catalog (the Delta logs, small
         registries' data files, ``instance.json``) go through it: one Rust extension that
-        imports and sends the requests of a first query's log reads for a tenth of the CPU of
+        imports and sends the requests of a first query's log reads for an eighth of the CPU of
         s3fs with aiobotocore and aiohttp (~0.55 s, most of a fresh process's first answer:
         bench/s3_clients.py). Writes still go through fsspec (:attr:`fs`)."""
         bucket = self.root.split("://", 1)[1].split("/", 1)[0]
