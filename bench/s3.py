@@ -15,12 +15,14 @@ Each call then runs in a fresh process: ``import lamina as ln; ln.connect(root);
 Reported per call and latency (0 ms, and 30 ms added to every request by
 ``lamina.testing.latency_proxy``):
 - cold: every request the server saw from process start to the first answer, by kind
-  (GET, HEAD, PUT, LIST = a GET with ``list-type``), and the time from spawning the process
-  to the answer (interpreter start and ``import lamina`` included);
+  (GET, HEAD, PUT, LIST = a GET with ``list-type``), the time from spawning the process
+  to the answer (interpreter start and ``import lamina`` included), and the CPU time the
+  process had used by then (all its threads; less disturbed by a busy machine than the time);
 - warm: the same call repeated in that process: requests of one repeat and the median time
   of 5 repeats.
 Requests come from moto's request recorder; with latency the proxy's own count is checked
-against it. Writes ``s3_results.json`` beside this script; times depend on the machine's load,
+against it. lamina's bytecode is compiled once before the calls (into the run's temporary
+folder), as an installed package's is. Writes ``s3_results.json`` beside this script; times depend on the machine's load,
 recorded before and after each run.
 """
 
@@ -109,7 +111,7 @@ CHILD = RECORDER + """
 import lamina as ln
 ln.connect({root!r})
 answer = {call}
-answered = time.time()
+answered, answered_cpu = time.time(), time.process_time()
 cold = requests()
 warm_times = []
 for _ in range({repeats}):
@@ -119,8 +121,8 @@ for _ in range({repeats}):
     warm_times.append(time.perf_counter() - started)
     warm = requests()
     assert again == answer, (again, answer)
-print(json.dumps({{"answer": answer, "answered": answered, "cold": cold, "warm": warm,
-                  "warm_times": warm_times}}))
+print(json.dumps({{"answer": answer, "answered": answered, "answered_cpu": answered_cpu,
+                  "cold": cold, "warm": warm, "warm_times": warm_times}}))
 """
 
 
@@ -157,6 +159,7 @@ def run_call(root: str, call: str, moto: str, env: dict) -> dict:
         raise RuntimeError(proc.stderr)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"answer": out["answer"], "cold_s": round(out["answered"] - spawned, 3),
+            "cold_cpu_s": round(out["answered_cpu"], 3),
             "cold_requests": len(out["cold"]), "cold_by_kind": by_kind(out["cold"]),
             "cold_log": [f"{kind(m, u)} {u.split('/', 3)[-1]}" for m, u in out["cold"]],
             "warm_requests": len(out["warm"]), "warm_by_kind": by_kind(out["warm"]),
@@ -201,7 +204,14 @@ def main() -> None:
         testing.create_bucket("bench")
         root = "s3://bench/catalog"
         env = dict(os.environ, LAMINA_HOME=os.path.join(workdir, "home"),
-                   PYTHONPATH=REPO, BENCH_RECORDER=f"{moto}/moto-api/recorder/")
+                   PYTHONPATH=REPO, BENCH_RECORDER=f"{moto}/moto-api/recorder/",
+                   PYTHONPYCACHEPREFIX=os.path.join(workdir, "pycache"))
+        # lamina's bytecode compiled once beforehand, as an installed package has it: a
+        # session that sets PYTHONDONTWRITEBYTECODE would otherwise have every child compile
+        # lamina's modules from source (~0.1 s of CPU in each first answer).
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(REPO, "lamina")],
+                       env=env, check=True)
         log(f"building {n} artifacts + {records} records on {root} ...")
         started = time.perf_counter()
         subprocess.run([sys.executable, "-c", BUILD.format(here=HERE, root=root, n=n,
@@ -234,13 +244,14 @@ def print_table(results: dict, latency_ms: float) -> None:
           f"(loopback); load average before {results['load_before']}, after "
           f"{results['load_after']}\n")
     print(f"| first call in a fresh process | requests (GET/HEAD/LIST) | start → answer "
-          f"| with {slow} | warm repeat: requests | warm | warm with {slow} |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+          f"| CPU | with {slow} | warm repeat: requests | warm | warm with {slow} |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, row in results["calls"].items():
         cold, lat = row["0ms"], row[slow]
         k = cold["cold_by_kind"]
         print(f"| `{row['call']}` | {cold['cold_requests']} ({k['GET']}/{k['HEAD']}/{k['LIST']}) "
-              f"| {cold['cold_s']} s | {lat['cold_s']} s | {cold['warm_requests']} "
+              f"| {cold['cold_s']} s | {cold['cold_cpu_s']} s | {lat['cold_s']} s "
+              f"| {cold['warm_requests']} "
               f"| {cold['warm_ms']} ms | {lat['warm_ms']} ms |")
     saves = results["single_saves"]
     print(f"\n{SAVES} single Record saves in one process: {saves['mean_requests_per_save']} "

@@ -13,7 +13,7 @@ import pytest
 
 import lamina as ln
 
-from helpers import python, write_file
+from helpers import new_s3_root, python, write_file
 
 # Libraries that cost tens to hundreds of ms of CPU each to import.
 HEAVY = ["anndata", "deltalake", "duckdb", "fsspec", "numpy", "pandas", "polars", "pyarrow",
@@ -56,6 +56,22 @@ ln.connect({local_root!r})
 assert ln.Artifact.filter(key__startswith="raw/").count() == 1
 print(ln.Artifact.filter(key__startswith="raw/").to_dataframe())""")
     assert sorted(loaded & {"polars", "anndata"}) == []
+
+
+def test_a_first_query_on_s3_loads_no_s3fs_aiobotocore_or_aiohttp(s3_endpoint, tmp_path):
+    """A process that only reads an S3 catalog reads it through obstore: s3fs, aiobotocore,
+    aiohttp and fsspec (~0.6 s of CPU to import, most of a first answer) stay unloaded, and so
+    does botocore while the keys come from the environment."""
+    root = new_s3_root()
+    ln.init(storage=root)
+    ln.Record(name="DMSO").save()
+    ln.Artifact(write_file(tmp_path, "a.txt", "a"), key="raw/a.txt").save()
+    loaded = loaded_after(f"""
+ln.connect({root!r})
+assert ln.Artifact.filter(key__startswith="raw/").count() == 1
+assert ln.Record.get(name="DMSO").name == "DMSO"
+assert len(ln.Artifact.filter(key="raw/a.txt").to_dataframe()) == 1""")
+    assert sorted(loaded & {"aiobotocore", "aiohttp", "botocore", "fsspec", "s3fs"}) == []
 
 
 def test_every_public_name_resolves_to_its_defining_object():

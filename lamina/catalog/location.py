@@ -1,12 +1,13 @@
 """Where things live: storage roots as fsspec URIs, and the options each library needs to reach them.
 
-One place knows how local, ``s3://`` and ``gs://`` roots are configured for fsspec, deltalake and
-DuckDB. S3 credentials are resolved afresh on every use: the environment variables
-(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``) when set, else the
-standard AWS chain (profiles, SSO, assumed roles, instance roles) through botocore, whose
-temporary credentials renew themselves before they expire. Each library is handed the
-credentials of the moment, and its client is rebuilt when they change, so rotated keys and new
-session tokens are picked up without reconnecting. Endpoints come from ``AWS_ENDPOINT_URL``.
+One place knows how local, ``s3://`` and ``gs://`` roots are configured for fsspec, obstore (reads
+of an S3 catalog's own files), deltalake and DuckDB. S3 credentials are resolved afresh on every
+use: the environment variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_SESSION_TOKEN``) when set, else the standard AWS chain (profiles, SSO, assumed roles,
+instance roles) through botocore, whose temporary credentials renew themselves before they expire.
+Each library is handed the credentials of the moment, and its client is rebuilt when they change,
+so rotated keys and new session tokens are picked up without reconnecting. Endpoints come from
+``AWS_ENDPOINT_URL``.
 
 GCS: each library finds Google's credentials itself (``GOOGLE_APPLICATION_CREDENTIALS``, the
 gcloud user, the metadata server). ``STORAGE_EMULATOR_HOST`` (Google's convention for a local
@@ -23,6 +24,7 @@ import posixpath
 import re
 import socket
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -35,8 +37,13 @@ from ..errors import InstanceError, InvalidPath, LaminaError, PermissionDenied
 
 if TYPE_CHECKING:
     import fsspec
+    from obstore.store import S3Store
 
 CLOUD_PROTOCOLS = ("s3", "gs")
+# Keys in one S3 LIST answer (S3's maximum and default).
+S3_LIST_PAGE = 1000
+# Requests in flight at once when reading many objects.
+MAX_CONCURRENT_GETS = 32
 
 
 def normalize_root(root: str | os.PathLike) -> str:
@@ -148,7 +155,7 @@ class Location:
         bucket, _, key = path.split("://", 1)[1].partition("/")
         try:
             if self.type == "s3":
-                self.fs.call_s3("head_object", Bucket=bucket, Key=key)
+                self.object_store.head(key)
             else:  # the object's metadata, from GCS's JSON API
                 self.fs.call("GET", "b/{}/o/{}", bucket, key, json_out=True)
         except FileNotFoundError:
@@ -168,20 +175,18 @@ class Location:
             except FileNotFoundError:
                 return [], True
         elif self.type == "s3":
-            bucket, _, key = folder.split("://", 1)[1].partition("/")
-            prefix = key + "/"
-            request = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
-            if after:
-                request["StartAfter"] = prefix + after
+            prefix = _s3_key(folder) + "/"
+            # One chunk is one LIST page (S3 answers 1000 keys a page); a full first page may
+            # have more after it. ``offset`` is S3's StartAfter. The listing is recursive:
+            # names in sub-folders are left out, as a delimiter would.
+            pages = self.object_store.list(prefix, offset=prefix + after if after else None,
+                                           chunk_size=S3_LIST_PAGE)
             names = []
-            while True:
-                page = self.fs.call_s3("list_objects_v2", **request)
-                names += [o["Key"][len(prefix):] for o in page.get("Contents", ())]
-                if not page.get("IsTruncated"):
-                    break
-                if first_page:
-                    return sorted(names), False
-                request["ContinuationToken"] = page["NextContinuationToken"]
+            for page in pages:
+                names += [m["path"][len(prefix):] for m in page]
+                if first_page and len(page) == S3_LIST_PAGE:
+                    return sorted(n for n in names if "/" not in n), False
+            names = [n for n in names if "/" not in n]
         else:
             self.fs.invalidate_cache(folder)  # fsspec may answer from a cached listing
             try:
@@ -202,6 +207,17 @@ class Location:
                 with open(path, "rb") as f:
                     found[path] = f.read()
             return found
+        if self.type == "s3":
+            store = self.object_store
+
+            def fetch(path: str) -> bytes:
+                return bytes(store.get(_s3_key(path)).bytes())
+
+            if len(paths) == 1:
+                return {paths[0]: fetch(paths[0])}
+            # obstore's calls wait without the GIL: one thread per request sends them at once.
+            with ThreadPoolExecutor(min(len(paths), MAX_CONCURRENT_GETS)) as pool:
+                return dict(zip(paths, pool.map(fetch, paths)))
         fs = self.fs
         if not fs.async_impl:
             return {path: fs.cat_file(path) for path in paths}
@@ -211,13 +227,21 @@ class Location:
 
         from fsspec.asyn import sync
 
-        # s3fs HEADs a file first to split a big one into concurrent ranges, unless told not to.
-        whole = {"max_concurrency": 1} if self.type == "s3" else {}
-
         async def fetch_all():
-            return await asyncio.gather(*(fs._cat_file(path, **whole) for path in paths))
+            return await asyncio.gather(*(fs._cat_file(path) for path in paths))
 
         return dict(zip(paths, sync(fs.loop, fetch_all)))
+
+    @property
+    def object_store(self) -> S3Store:
+        """obstore's client for this S3 root's bucket, holding the credentials in force (a new
+        client when they change). lamina's own reads of an S3 catalog (the Delta logs, small
+        registries' data files, ``instance.json``) go through it: one Rust extension that
+        imports and sends the requests of a first query's log reads for an eighth of the CPU of
+        s3fs with aiobotocore and aiohttp (~0.55 s, most of a fresh process's first answer:
+        bench/s3_clients.py). Writes still go through fsspec (:attr:`fs`)."""
+        bucket = self.root.split("://", 1)[1].split("/", 1)[0]
+        return _s3_store(bucket, _aws_endpoint(), _aws_region(), self.aws_credentials())
 
     @property
     def arrow_fs(self) -> pafs.FileSystem:
@@ -415,6 +439,33 @@ def aws_credentials() -> AwsCredentials | None:
         return None
     frozen = chain.get_frozen_credentials()
     return AwsCredentials(frozen.access_key, frozen.secret_key, frozen.token or None)
+
+
+def _s3_key(uri: str) -> str:
+    """The object key of ``uri`` (``s3://bucket/key``) in its bucket."""
+    return uri.split("://", 1)[1].partition("/")[2]
+
+
+@lru_cache(maxsize=8)
+def _s3_store(bucket: str, endpoint: str | None, region: str | None,
+              credentials: AwsCredentials | None) -> S3Store:
+    """One obstore client per bucket, endpoint, region and credentials (building one costs a
+    few ms). Endpoint, region and keys are passed as lamina resolved them for DuckDB's secret
+    and deltalake's options, so all three reach the same store with the same identity."""
+    from obstore.store import S3Store
+
+    options: dict = {"region": region or "us-east-1"}
+    if endpoint:
+        options["endpoint"] = endpoint
+    if credentials is None:  # no keys anywhere in the AWS chain: anonymous, public buckets
+        options["skip_signature"] = True
+    else:
+        options.update(access_key_id=credentials.key_id,
+                       secret_access_key=credentials.secret)
+        if credentials.token:
+            options["session_token"] = credentials.token
+    client = {"allow_http": True} if endpoint and endpoint.startswith("http://") else None
+    return S3Store(bucket, config=options, client_options=client)
 
 
 @lru_cache(maxsize=8)

@@ -6,6 +6,9 @@ checks ``is None`` (as the seed guide does) works whichever pandas is installed.
 
 from __future__ import annotations
 
+import functools
+import sys
+import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported where a DataFrame is built, not when lamina.engine loads
@@ -26,3 +29,25 @@ def plain_text(frame: pd.DataFrame) -> pd.DataFrame:
             column = frame[name]
             frame[name] = column.astype(object).where(column.notna(), None)
     return frame
+
+
+@functools.lru_cache(maxsize=1)
+def import_pandas_meanwhile() -> None:
+    """Start importing pandas on another thread (once per process).
+
+    Why: DuckDB 1.5 imports pandas itself when it binds the first parameter of a process (it
+    tests each value against ``pandas.NaT``; binding ints, strs or ``duckdb.Value`` objects
+    alike), so a first query pays ~0.3 s of CPU for pandas whatever lamina imports. Begun when
+    a session opens, the import overlaps the first call's object-store round trips and DuckDB
+    work, which run without the GIL. Not a daemon thread: a process that ends sooner waits for
+    the import to finish rather than being torn down in the middle of it."""
+    if "pandas" in sys.modules:
+        return
+
+    def load() -> None:
+        try:
+            import pandas  # noqa: F401
+        except ImportError:  # pragma: no cover - a dependency; DuckDB then goes without
+            pass
+
+    threading.Thread(target=load, name="lamina-import-pandas").start()

@@ -27,6 +27,7 @@ from ..errors import ValidationError
 from .connections import (CredentialSecret, SqlSandbox, catalog_scope, confine_to_catalog,
                           create_view, new_connection, small_remote)
 from .features import FeatureResolver, features_of
+from .frames import import_pandas_meanwhile
 from .list_index import ListIndex
 from .planner import id_list_condition, id_list_params
 from .row_columns import RowColumns
@@ -61,6 +62,7 @@ class Session:
     files; see connections.py); safe to share between threads."""
 
     def __init__(self, instance: Instance):
+        import_pandas_meanwhile()  # the first statement's parameters will need it
         self.instance = instance
         self.con = new_connection(instance.location)
         self._lock = threading.RLock()
