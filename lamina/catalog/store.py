@@ -490,7 +490,8 @@ class TableStore:
                 yield_turn: bool = False) -> int:
         """Commit ``change`` as the version after ``snapshot``'s; the number of data files the
         table then has. With ``yield_turn``, an append raises TurnTaken instead of committing
-        while another writer holds the table's lease (checked beside the data upload). A small
+        while another writer holds the table's lease (checked while its rows are encoded,
+        before their upload). A small
         append is committed from the log reader's state of that version (its protocol says
         whether the store may), without a deltalake table."""
         schema = snapshot.schema
@@ -500,13 +501,13 @@ class TableStore:
                 and not change.delete_ids and not missing
                 and state is not None and state.version == snapshot.version
                 and append_commit.supports(self.location, state.protocol)):
-            rows = to_arrow(change.append, schema)
+            # The lease check runs while the rows are encoded, and an attempt that yields
+            # uploads nothing (a data file written and removed again costs two requests).
             taken = turns.lease_taken(self.location, self.spec.qualified) if yield_turn else None
-            if taken is not None:
-                before_commit = _unless_taken(taken, before_commit)
-            add, uri = append_commit.commit_append(self.location, self.uri,
-                                                   snapshot.version + 1, rows,
-                                                   self._commit_metadata(), before_commit)
+            rows = to_arrow(change.append, schema)
+            add, uri = append_commit.commit_append(
+                self.location, self.uri, snapshot.version + 1, rows, self._commit_metadata(),
+                before_commit, before_upload=None if taken is None else _unless_taken(taken))
             max_id = pc.max(rows.column("id")).as_py() or 0
             sizes = None if snapshot.sizes is None else (*snapshot.sizes, add["add"]["size"])
             self._current = replace(snapshot, version=snapshot.version + 1,
@@ -689,14 +690,12 @@ def _backoff(took: float) -> float:
     return random.uniform(0, took)
 
 
-def _unless_taken(taken, before_commit: Callable[[], None] | None) -> Callable[[], None]:
-    """``before_commit`` preceded by a wait for the lease check ``taken``: TurnTaken when
-    another writer holds the turn."""
+def _unless_taken(taken) -> Callable[[], None]:
+    """A wait for the lease check ``taken`` that raises TurnTaken when another writer holds
+    the turn."""
     def check() -> None:
         if taken.result():
             raise turns.TurnTaken
-        if before_commit is not None:
-            before_commit()
     return check
 
 
