@@ -105,6 +105,25 @@ def lease_uri(s3_endpoint):
     return location, location.join(turns.LOCKS_DIR, "core.record.lease")
 
 
+def test_a_compaction_on_s3_fetches_each_small_file_with_one_request(lease_uri):
+    """It holds the table's lease while it reads: a read through each file's footer first
+    cost two requests a file."""
+    location, _ = lease_uri
+    for i in range(5):
+        ln.Record(name=f"r{i}").save()
+    store = current().store(RECORD)
+    merged = {}
+
+    requests = s3_requests(lambda: merged.update(store.compact()))
+
+    assert merged["numFilesRemoved"] == 5
+    reads = [(method, url) for method, url in requests
+             if url.split("?")[0].endswith(".parquet") and method != "PUT"]
+    assert len(reads) == 5 and {method for method, _ in reads} == {"GET"}
+    assert len({url for _, url in reads}) == 5
+    assert committed_names(location.root) == [f"r{i}" for i in range(5)]
+
+
 def test_writers_holding_the_lease_take_turns(lease_uri):
     location, uri = lease_uri
     events = []

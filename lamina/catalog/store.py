@@ -128,6 +128,20 @@ class Snapshot:
         dataset = ds.FileSystemDataset(fragments, self.schema, parquet, location.arrow_fs)
         return dataset.to_table(columns=columns, filter=filter, use_threads=threads)
 
+    def read_whole(self, files: Sequence[str]) -> pa.Table:
+        """Every row of ``files`` (small ones), each fetched whole with one request, all at
+        once on an object store: a read through the Parquet footer first costs two requests a
+        file (a compaction of 32 files made 64 GETs while it held the table's lease)."""
+        location = self.location
+        if location is None or location.is_local or not files:
+            return self.read(files=files)
+        import pyarrow.parquet as pq
+
+        # cat_ranges, not cat: cat looks each path up first (a HEAD a file).
+        fetched = location.fs.cat_ranges(list(files), 0, None, on_error="raise")
+        return pa.concat_tables([to_arrow(pq.read_table(pa.BufferReader(data)), self.schema)
+                                 for data in fetched])
+
     @property
     def next_id(self) -> int:
         """The id of the next new row: ids are never reused (see ID_HIGH_WATER)."""
@@ -635,9 +649,8 @@ class TableStore:
             if len(sizes) < 2 or not append_commit.supports(self.location, state.protocol):
                 return {}
             # In id order, as appends left them: the newest rows stay in the last row groups.
-            rows = self._snapshot_of_log(state).read(
-                files=[state.files[p].uri for p in sizes],
-                threads=not self.location.is_local).sort_by("id")
+            rows = self._snapshot_of_log(state).read_whole(
+                [state.files[p].uri for p in sizes]).sort_by("id")
             add, merged_uri = append_commit.write_data_file(self.location, self.uri, rows,
                                                             data_change=False)
             actions = [add, *(append_commit.remove_action(p, sizes[p], data_change=False)
