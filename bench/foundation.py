@@ -699,7 +699,7 @@ def bench_latency(target: Target, p: int, k: int) -> dict:
     t0 = time.perf_counter()
     rate, attempts, conflicts = run_writers("lamina", root, p, k, latencies, yields)
     wall = time.perf_counter() - t0
-    requests = {}
+    requests, by_kind = {}, {}
     if s3:
         recorder("stop-recording")
         # One JSON object per request; with many clients at once two may share a line.
@@ -708,6 +708,8 @@ def bench_latency(target: Target, p: int, k: int) -> dict:
         while at < len(text):
             entry, at = decoder.raw_decode(text, at)
             requests[entry["method"]] = requests.get(entry["method"], 0) + 1
+            kind = f"{entry['method']} {request_kind(entry)}"
+            by_kind[kind] = by_kind.get(kind, 0) + 1
             at = _SPACE.match(text, at).end()
     names = set(ln.Record.filter(name__startswith="conc-").to_arrow(columns=["name"])
                 .column("name").to_pylist())
@@ -718,6 +720,7 @@ def bench_latency(target: Target, p: int, k: int) -> dict:
             "p50_s": xs[len(xs) // 2], "p99_s": xs[min(len(xs) - 1, int(len(xs) * 0.99))],
             "max_s": xs[-1], "wall_s": wall, "commits_per_s": rate, "attempts": attempts,
             "lost_races": conflicts, "yields": yields[0], "requests": requests,
+            "requests_by_kind": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
             "requests_per_save": sum(requests.values()) / len(xs) if requests else None,
             "load": loadavg(), "latencies_s": latencies}
 
@@ -738,6 +741,22 @@ def render_latency(results: list[dict]) -> str:
 
 
 _SPACE = re.compile(r"\s*")
+
+
+def request_kind(entry: dict) -> str:
+    """What a recorded request touched: the table's lease, a log commit, a checkpoint, a
+    data file, a listing, or something else."""
+    path = entry.get("url") or entry.get("path") or ""
+    path, _, query = path.partition("?")
+    if path.endswith(".lease"):
+        return "lease"
+    if "list-type" in query or "prefix=" in query:
+        return "list"
+    if "/_delta_log/" in path:
+        return "checkpoint" if "checkpoint" in path else "log"
+    if path.endswith(".parquet"):
+        return "data file"
+    return "other"
 
 
 def recorder(action: str) -> bytes:

@@ -176,3 +176,20 @@ def test_unsupported_storage_roots(tmp_path):
     with pytest.raises(ln.InvalidPath, match="empty"):
         ln.init(storage="  ")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_error_whose_text_says_forbidden_is_not_taken_for_a_refused_write(root, tmp_path):
+    """A file that went away before its save is reported as such, though its path holds the
+    words a refusing store uses."""
+    ln.init(storage=root)
+    folder = tmp_path / "Forbidden - Access Denied"
+    folder.mkdir()
+    path = folder / "data.txt"
+    path.write_text("hello")
+    artifact = ln.Artifact(str(path), key="data.txt")
+    path.unlink()
+    with pytest.raises(FileNotFoundError) as info:
+        artifact.save()
+    assert not isinstance(info.value, ln.PermissionDenied)
+    assert "Access Denied" in str(info.value)
+    assert ln.Artifact.filter().count() == 0

@@ -5,14 +5,18 @@ The expected answers come from deltalake, which replays the JSON commits itself.
 
 from __future__ import annotations
 
+import json
 import os
 
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
+import lamina as ln
 from lamina.catalog.checkpoint import can_checkpoint, write_checkpoint
 from lamina.catalog.delta_log import DeltaLogReader
 from lamina.catalog.location import Location
+
+from helpers import spawn
 
 
 def replayed(uri: str, location: Location) -> tuple[int, set[str], list[str], dict]:
@@ -113,3 +117,56 @@ def test_a_checkpoint_keeps_the_tombstones_younger_than_the_retention(local_root
                                          f"{state.version:020d}.checkpoint.parquet"))
     removes = {r["path"] for r in written.column("remove").to_pylist() if r is not None}
     assert removes == recent
+
+
+def test_a_reader_process_sees_whole_versions_while_a_writer_checkpoints(local_root):
+    """One process saves records one by one past the version a local root checkpoints at
+    (compacting on the way); another connects again and again meanwhile (each time reading
+    the log from the newest checkpoint) and asks between connects too. Every answer is a
+    version the writer committed: the first n records, nothing torn, nothing twice."""
+    saves = 250
+    ln.init(storage=local_root)
+    log = os.path.join(local_root, ".lamina", "catalog", "core", "record", "_delta_log")
+    ready = os.path.join(local_root, "reader-ready")
+    reader = spawn(f"""
+        import time
+        from lamina.catalog.instance import disconnect
+        answers = []
+        deadline = time.monotonic() + 240
+        ln.connect({local_root!r})
+        open({ready!r}, "w").close()
+        while time.monotonic() < deadline:
+            for cold in (True, False, False):
+                if cold:  # a new connection reads the log from its newest checkpoint
+                    disconnect()
+                    ln.connect({local_root!r})
+                names = sorted(ln.sql("SELECT name FROM record")["name"])
+                answers.append([names, ln.Record.filter().count()])
+            if answers[-1][1] == {saves}:
+                break
+        print(json.dumps(answers))
+    """)
+    writer = spawn(f"""
+        import time
+        ln.connect({local_root!r})
+        while not os.path.exists({ready!r}):
+            time.sleep(0.01)
+        for i in range({saves}):
+            ln.Record(name=f"r{{i:03d}}").save()
+    """)
+    _, writer_errors = writer.communicate(timeout=300)
+    assert writer.returncode == 0, writer_errors
+    out, reader_errors = reader.communicate(timeout=300)
+    assert reader.returncode == 0, reader_errors
+
+    committed = [f"r{i:03d}" for i in range(saves)]
+    answers = json.loads(out)
+    for names, count in answers:
+        assert names == committed[:len(names)]
+        # the count is asked after the names, on the same or a newer version
+        assert len(names) <= count <= saves
+    seen = [len(names) for names, _ in answers]
+    assert seen == sorted(seen) and answers[-1][1] == saves
+    assert any(0 < n < saves for n in seen)  # the reader ran while the writer did
+    # the writer's log crossed a checkpoint, and readers after it start there
+    assert any(name.endswith(".checkpoint.parquet") for name in os.listdir(log))

@@ -19,7 +19,7 @@ from lamina.catalog import append_commit, store as store_module, tables, turns, 
 from lamina.catalog.instance import current
 from lamina.catalog.location import Location
 
-from helpers import filesystem, new_s3_root, python, spawn
+from helpers import filesystem, new_s3_root, python, s3_requests, spawn
 
 RECORD = tables.get("core.record")
 
@@ -103,6 +103,25 @@ def lease_uri(s3_endpoint):
     """An instance on the S3 root, and where its record table's lease lives."""
     location = Location.of(ln.init(storage=new_s3_root()).root)
     return location, location.join(turns.LOCKS_DIR, "core.record.lease")
+
+
+def test_a_compaction_on_s3_fetches_each_small_file_with_one_request(lease_uri):
+    """It holds the table's lease while it reads: a read through each file's footer first
+    cost two requests a file."""
+    location, _ = lease_uri
+    for i in range(5):
+        ln.Record(name=f"r{i}").save()
+    store = current().store(RECORD)
+    merged = {}
+
+    requests = s3_requests(lambda: merged.update(store.compact()))
+
+    assert merged["numFilesRemoved"] == 5
+    reads = [(method, url) for method, url in requests
+             if url.split("?")[0].endswith(".parquet") and method != "PUT"]
+    assert len(reads) == 5 and {method for method, _ in reads} == {"GET"}
+    assert len({url for _, url in reads}) == 5
+    assert committed_names(location.root) == [f"r{i}" for i in range(5)]
 
 
 def test_writers_holding_the_lease_take_turns(lease_uri):
@@ -215,14 +234,22 @@ def test_a_first_attempt_waits_while_another_writer_holds_the_turn(lease_uri):
     etag = holder.acquire()
     saved = threading.Event()
     thread = threading.Thread(target=lambda: (ln.Record(name="waiting").save(), saved.set()))
-    thread.start()
 
-    time.sleep(1.0)  # the holder's turn: the waiting save must not commit meanwhile
+    def holders_turn():
+        thread.start()
+        time.sleep(1.0)  # the waiting save must not commit meanwhile
+
+    while_held = s3_requests(holders_turn)
     names_while_held = committed_names(location.root)
     holder.release(etag)
     thread.join(timeout=60)
 
     assert names_while_held == ["first", "other"]
+    # It gave way before uploading its rows (nothing written, nothing to remove), and its
+    # polls for the release spread out as the wait grows (every 50 ms, ~20 in this second,
+    # before).
+    assert not [r for r in while_held if r[0] in ("PUT", "DELETE") and ".parquet" in r[1]]
+    assert len([r for r in while_held if r[0] == "HEAD" and r[1].endswith(".lease")]) <= 12
     assert saved.is_set()
     assert committed_names(location.root) == ["first", "other", "waiting"]
 

@@ -60,12 +60,18 @@ def supports(location: Location, protocol: dict | None) -> bool:
 
 
 def commit_append(location: Location, table_uri: str, version: int, rows: pa.Table,
-                  commit_info: dict, before_commit: Callable[[], None] | None = None
-                  ) -> tuple[dict, str]:
+                  commit_info: dict, before_commit: Callable[[], None] | None = None,
+                  before_upload: Callable[[], None] | None = None) -> tuple[dict, str]:
     """Commit ``rows`` as version ``version`` of the table at ``table_uri``; the ``add``
-    action committed and the URI of the data file written. Raises LostRace when that version exists already. ``before_commit``
-    runs once the data file is written, before the log entry; what it raises aborts."""
-    add, data_uri = write_data_file(location, table_uri, rows)
+    action committed and the URI of the data file written. Raises LostRace when that version
+    exists already. ``before_upload`` runs once the data file is encoded, before it is
+    written; ``before_commit`` once it is written, before the log entry; what either raises
+    aborts (nothing is left behind)."""
+    name, data, add = encode_data_file(rows)
+    if before_upload is not None:
+        before_upload()
+    data_uri = f"{table_uri}/{name}"
+    _put(location, data_uri, data)
     try:
         if before_commit is not None:
             before_commit()
@@ -85,16 +91,23 @@ def write_data_file(location: Location, table_uri: str, rows: pa.Table,
     """Write ``rows`` as a new Parquet file of the table (invisible until a log entry adds
     it); its ``add`` action and URI. ``data_change=False`` marks rows that were in the table
     already (compaction), which streaming readers skip."""
-    name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+    name, data, add = encode_data_file(rows, data_change)
     data_uri = f"{table_uri}/{name}"
+    _put(location, data_uri, data)
+    return add, data_uri
+
+
+def encode_data_file(rows: pa.Table, data_change: bool = True) -> tuple[str, bytes, dict]:
+    """``rows`` as a new data file: its name (relative to the table), its bytes and the
+    ``add`` action that would commit it."""
+    name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
     buffer = pa.BufferOutputStream()
     pq.write_table(rows, buffer, compression="snappy", row_group_size=ROW_GROUP_ROWS)
     data = buffer.getvalue().to_pybytes()
-    _put(location, data_uri, data)
     add = {"add": {"path": name, "partitionValues": {}, "size": len(data),
                    "modificationTime": int(time.time() * 1000), "dataChange": data_change,
                    "stats": json.dumps(file_stats(rows), separators=(",", ":"))}}
-    return add, data_uri
+    return name, data, add
 
 
 def remove_action(path: str, size: int, data_change: bool = True) -> dict:

@@ -318,7 +318,7 @@ class Location:
         except LaminaError:  # ours, already saying what went wrong
             raise
         except Exception as exc:
-            if not isinstance(exc, PermissionError) and not _ACCESS_DENIED.search(str(exc)):
+            if not _storage_refused(exc):
                 raise
             raise PermissionDenied(self._denied_message(what, exc)) from exc
 
@@ -476,11 +476,28 @@ def _aws_chain(profile: str | None):
     return botocore.session.Session(profile=profile).get_credentials()
 
 
-# How object_store (deltalake) and botocore (s3fs) report a refused request.
-_ACCESS_DENIED = re.compile(r"AccessDenied|Access Denied|Forbidden|necessary privileges|"
-                            r"InvalidAccessKeyId|ExpiredToken", re.IGNORECASE)
+def _storage_refused(exc: Exception) -> bool:
+    """Whether ``exc`` is the storage refusing a request (access denied, unknown or expired
+    credentials), told by what the storage answered rather than by words anywhere in the
+    message: a data error whose text holds "forbidden" or "access denied" stays itself.
+    s3fs raises PermissionError; deltalake (object_store) an OSError carrying the answer's
+    status line and S3 error code; gcsfs an OSError that starts with its 403 "Forbidden:"."""
+    if isinstance(exc, PermissionError):
+        return True
+    text = str(exc)
+    code = _ERROR_CODE.search(text)
+    if code is not None:
+        return code[1] in _REFUSED_CODES
+    return isinstance(exc, OSError) and bool(_FORBIDDEN_STATUS.search(text)
+                                             or text.startswith("Forbidden: "))
 
 
+# S3 error codes of a refused request (the ``<Code>`` of the answer's XML body).
+_REFUSED_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "AccountProblem",
+                            "InvalidAccessKeyId", "ExpiredToken", "InvalidToken",
+                            "SignatureDoesNotMatch"})
+# object_store's line for an answer with HTTP status 403 (after its arrow and colour codes).
+_FORBIDDEN_STATUS = re.compile(r"^[^\w<]*403 Forbidden\s*$", re.MULTILINE)
 _ERROR_CODE = re.compile(r"<Code>(\w+)</Code>")
 _REFUSED_CREDENTIALS = ("InvalidAccessKeyId", "ExpiredToken", "InvalidToken",
                         "SignatureDoesNotMatch")

@@ -18,8 +18,9 @@ bench/README.md, "Racing writers").
 Who holds the lease on S3: a compaction (two never merge the same files at once), and a writer
 that lost the commit race twice (store.TURN_AFTER_LOSSES). Other writers race as before, except
 that a first attempt on a table other writers committed to lately checks the lease with one
-HEAD beside its data-file upload (:func:`lease_taken`) and, while it is held, gives way
-(:class:`TurnTaken`) and waits for the release (:func:`wait_for_turn`). Racing alone let a
+HEAD, issued while its rows are encoded (:func:`lease_taken`), and, while it is held, gives
+way before uploading anything (:class:`TurnTaken`) and waits for the release
+(:func:`wait_for_turn`), polling less often the longer it waits. Racing alone let a
 writer that lost keep losing to writers that had just committed (8 writers × 25 saves: up to 24
 losses in a row, a 15.7 s save); a lease for every writer that lost lately queued everyone
 behind it (p99 28-34 s, bench/foundation_latency_runs/6-7). Figures: bench/README.md, "Save
@@ -50,6 +51,10 @@ LEASE_SECONDS = 5.0
 # to be the next holder.
 POLL_SECONDS = 0.05
 MIN_POLL_SECONDS = 0.01
+# A writer that gave way polls for the release every POLL_SECONDS at first, each poll this much
+# later than the one before, up to MAX_WAIT_POLL_SECONDS.
+WAIT_POLL_GROWTH = 1.5
+MAX_WAIT_POLL_SECONDS = 0.25
 
 
 def turn_for(location: Location, qualified: str):
@@ -73,7 +78,7 @@ def lease_for(location: Location, qualified: str):
 
 def lease_taken(location: Location, qualified: str) -> Future | None:
     """Whether another writer holds the table's lease (a future: one HEAD, issued while the
-    caller uploads its data file); None where there is no lease."""
+    caller encodes its data file); None where there is no lease."""
     if location.type != "s3":
         return None
     return _CHECKS.submit(Lease(location, _lease_uri(location, qualified)).is_held)
@@ -93,7 +98,7 @@ def _lease_uri(location: Location, qualified: str) -> str:
     return location.join(LOCKS_DIR, f"{qualified}.lease")
 
 
-# A few threads for the lease checks that run beside a save's upload.
+# A few threads for the lease checks that run beside a save's encoding of its rows.
 _CHECKS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lamina-turn")
 
 
@@ -172,15 +177,19 @@ class Lease:
                            random.uniform(0.5, 1.5) * POLL_SECONDS / (1 + waited)))
 
     def wait_released(self) -> None:
-        """Wait while the lease is held (polling; an expired one is removed)."""
+        """Wait while the lease is held (polling; an expired one is removed). The polls
+        spread out the longer the wait: a turn that lasts is one with writers queued for it,
+        whose polls would cost the store CPU that the holder's commit needs."""
         started = time.monotonic()
         next_age_check = started + LEASE_SECONDS
+        interval = POLL_SECONDS
         while self.is_held():
             if time.monotonic() >= next_age_check:
                 next_age_check = time.monotonic() + LEASE_SECONDS
                 if self._remove_if_expired():
                     return
-            time.sleep(random.uniform(0.5, 1.5) * POLL_SECONDS)
+            time.sleep(random.uniform(0.5, 1.5) * interval)
+            interval = min(interval * WAIT_POLL_GROWTH, MAX_WAIT_POLL_SECONDS)
 
     def is_held(self) -> bool:
         """Whether the lease object exists (held, or left by a writer that died: whoever waits
