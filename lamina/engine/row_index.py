@@ -1,5 +1,5 @@
-"""Which rows of a registry hold a value, without a statement: an index of a column per data
-file, and the rows already read, by file.
+"""Which rows of a registry hold a value, and those rows, without a statement: an index of a
+column per data file (value -> row position), each file's footer, and the rows already read.
 
 Why: ``Artifact.get(key=...)`` and the two lookups of ``Artifact(file, key=...)`` ran a
 statement over the registry's Parquet files whenever the registry was too large (or its
@@ -9,6 +9,12 @@ every small file the saves had added. A Delta data file never changes (a commit 
 removes whole files), so what is read from one stays right for as long as a snapshot holds
 it: a new version costs reading one column of the files it added, and a row read once is not
 decoded again.
+
+A row not read before is read from its data file by position: the one row group holding it,
+decoded by pyarrow with the footer kept from the first read, and the row sliced out. A DuckDB
+statement by id decoded the same 16 Ki-row group in every column and cost 15-25 ms of CPU;
+pyarrow skips the columns the group's statistics say are entirely NULL (about a third of an
+artifact's: unused relations and features) and runs no planner (bench/row_lookups.py).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+import pyarrow.dataset as ds
+
 from ..catalog.store import Snapshot
 
 # A file of at most this many rows is indexed with a dict (microseconds to build and to
@@ -30,6 +38,9 @@ from ..catalog.store import Snapshot
 DICT_ROWS = 4096
 # Rows kept after they were read (~5 KB each with 51 columns).
 CACHED_ROWS = 1024
+# Rows not read before that a lookup reads from their files one row group each; more are
+# left to one statement (the versions of a key spread over the small files of many saves).
+UNREAD_ROWS = 8
 
 
 def _keys(values: pa.Array) -> np.ndarray:
@@ -49,55 +60,111 @@ def _key(value: str | int):
 
 
 class _FileColumn:
-    """The ids of one data file's rows by their value in one text or integer column."""
+    """The positions of one data file's rows by their value in one text or integer column."""
 
-    __slots__ = ("_by_value", "_ids", "_keys")
+    __slots__ = ("_by_value", "_positions", "_keys")
 
-    def __init__(self, ids: pa.Array, values: pa.Array):
-        present = pc.is_valid(values)
-        ids, values = ids.filter(present), values.filter(present)
+    def __init__(self, values: pa.Array):
+        positions = np.flatnonzero(pc.is_valid(values).to_numpy(zero_copy_only=False))
+        values = values.take(pa.array(positions))
         self._by_value: dict | None = None
         if len(values) <= DICT_ROWS:
             self._by_value = {}
-            for value, row_id in zip(values.to_pylist(), ids.to_pylist()):
-                self._by_value.setdefault(value, []).append(row_id)
+            for value, position in zip(values.to_pylist(), positions.tolist()):
+                self._by_value.setdefault(value, []).append(position)
             return
         keys = _keys(values)
         order = np.argsort(keys)  # ties (one hash, several rows) are all returned
         self._keys = keys[order]
-        self._ids = ids.to_numpy()[order]
+        self._positions = positions[order].astype(np.int32)
 
-    def ids(self, value: str | int, key) -> list[int]:
-        """Ids of rows whose value is ``value`` (hashed: also those that share its hash);
-        ``key()`` gives the value's key in the sorted index (computed once per lookup)."""
+    def positions(self, value: str | int, key) -> list[int]:
+        """Positions of rows whose value is ``value`` (hashed: also those that share its
+        hash); ``key()`` gives the value's key in the sorted index (computed once per lookup)."""
         if self._by_value is not None:
             return self._by_value.get(value, [])
         start = np.searchsorted(self._keys, key(), side="left")
         stop = np.searchsorted(self._keys, key(), side="right")
-        return self._ids[start:stop].tolist()
+        return self._positions[start:stop].tolist()
 
     @property
     def nbytes(self) -> int:
         if self._by_value is not None:
             return 0  # small by construction (DICT_ROWS)
-        return self._keys.nbytes + self._ids.nbytes
+        return self._keys.nbytes + self._positions.nbytes
+
+
+class _FileRows:
+    """Rows of one data file by position: the file's footer, read once, and which row group
+    holds which positions."""
+
+    __slots__ = ("_fragment", "_starts", "_null_columns")
+
+    def __init__(self, snapshot: Snapshot, file: str):
+        location = snapshot.location
+        size = dict(zip(snapshot.files, snapshot.sizes or ())).get(file)
+        # A fragment, not a ParquetFile: opened with the size the log gives, no HEAD request.
+        self._fragment = ds.ParquetFileFormat().make_fragment(
+            location.arrow_path(file), location.arrow_fs, file_size=size)
+        metadata = self._fragment.metadata
+        counts = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
+        self._starts = np.cumsum([0, *counts])
+        # Per row group, the flat columns every row of which is NULL (from the statistics):
+        # filled in, not decoded. A list column is always read: its statistics count an empty
+        # list as NULL too.
+        self._null_columns: dict[int, set[str]] = {}
+
+    def rows(self, positions: list[int]) -> list[dict]:
+        """The rows at ``positions``, one row group read per group they fall in."""
+        groups = np.searchsorted(self._starts, positions, side="right") - 1
+        schema = self._fragment.physical_schema
+        found = []
+        for group in sorted(set(groups.tolist())):
+            nulls = self._nulls(group, schema)
+            table = self._fragment.subset(row_group_ids=[group]).to_table(
+                columns=[n for n in schema.names if n not in nulls], use_threads=False)
+            start = int(self._starts[group])
+            inside = [p - start for p, g in zip(positions, groups) if g == group]
+            for row in table.take(inside).to_pylist():
+                found.append({name: row.get(name) for name in schema.names})
+        return found
+
+    def _nulls(self, group: int, schema: pa.Schema) -> set[str]:
+        nulls = self._null_columns.get(group)
+        if nulls is None:
+            meta = self._fragment.metadata.row_group(group)
+            nulls = set()
+            for index in range(meta.num_columns):
+                column = meta.column(index)
+                name = column.path_in_schema
+                statistics = column.statistics
+                if (name in schema.names and not pa.types.is_nested(schema.field(name).type)
+                        and statistics is not None and statistics.has_null_count
+                        and statistics.null_count == meta.num_rows):
+                    nulls.add(name)
+            self._null_columns[group] = nulls
+        return nulls
 
 
 class RowIndex:
-    """Per data file, the ids of its rows by value of the text columns asked so far; and the
-    rows last read, by file and id. Callers hold the session's lock."""
+    """Per data file, the positions of its rows by value of the text columns asked so far, its
+    rows' ids and its footer; and the rows last read, by file and id. Callers hold the
+    session's lock."""
 
     def __init__(self):
         self._columns: dict[tuple[str, str], _FileColumn] = {}
+        self._ids: dict[str, np.ndarray] = {}
+        self._file_rows: dict[str, _FileRows] = {}
         # table -> the columns asked of it, and the files indexed for it (to forget those
         # its snapshots no longer hold)
         self._asked: dict[str, set[str]] = {}
         self._files: dict[str, set[str]] = {}
         self._rows: OrderedDict[tuple[str, int], dict] = OrderedDict()
 
-    def candidates(self, snapshot: Snapshot, column: str, value: str | int) -> dict[int, str]:
-        """``{id: file}`` of the rows of ``snapshot`` whose ``column`` may equal ``value``
-        (a superset: the rows themselves decide)."""
+    def candidates(self, snapshot: Snapshot, column: str, value: str | int
+                   ) -> dict[int, tuple[str, int]]:
+        """``{id: (file, position)}`` of the rows of ``snapshot`` whose ``column`` may equal
+        ``value`` (a superset: the rows themselves decide)."""
         self._forget_files_not_in(snapshot)
         asked = self._asked.setdefault(snapshot.spec.qualified, set())
         asked.add(column)
@@ -116,13 +183,13 @@ class RowIndex:
                 computed.append(_key(value))
             return computed[0]
 
-        return {row_id: f for f in snapshot.files
-                for row_id in self._columns[(f, column)].ids(value, key)}
+        return {int(self._ids[f][position]): (f, position) for f in snapshot.files
+                for position in self._columns[(f, column)].positions(value, key)}
 
     def _index(self, snapshot: Snapshot, missing: dict[str, list[str]]) -> None:
         def read(file: str) -> pa.Table:
-            columns = list(dict.fromkeys(["id", *missing[file]]))
-            return snapshot.read(columns=columns, files=[file])
+            columns = missing[file] if file in self._ids else ["id", *missing[file]]
+            return snapshot.read(columns=list(dict.fromkeys(columns)), files=[file])
 
         files = list(missing)
         local = snapshot.location is None or snapshot.location.is_local
@@ -132,10 +199,10 @@ class RowIndex:
             with ThreadPoolExecutor(min(len(files), 16)) as pool:
                 tables = list(pool.map(read, files))
         for file, table in zip(files, tables):
-            ids = table.column("id").combine_chunks()
+            if file not in self._ids:
+                self._ids[file] = table.column("id").to_numpy()
             for column in missing[file]:
-                self._columns[(file, column)] = _FileColumn(
-                    ids, table.column(column).combine_chunks())
+                self._columns[(file, column)] = _FileColumn(table.column(column).combine_chunks())
             self._files.setdefault(snapshot.spec.qualified, set()).add(file)
 
     def _forget_files_not_in(self, snapshot: Snapshot) -> None:
@@ -146,20 +213,43 @@ class RowIndex:
         if gone:
             indexed -= gone
             self._columns = {k: v for k, v in self._columns.items() if k[0] not in gone}
+            for file in gone:
+                self._ids.pop(file, None)
+                self._file_rows.pop(file, None)
             for key in [k for k in self._rows if k[0] in gone]:
                 del self._rows[key]
 
-    def cached_row(self, file: str, row_id: int) -> dict | None:
-        row = self._rows.get((file, row_id))
-        if row is not None:
-            self._rows.move_to_end((file, row_id))
-        return row
+    def rows(self, snapshot: Snapshot, found: dict[int, tuple[str, int]]) -> list[dict] | None:
+        """The rows of ``found`` (from :meth:`candidates` on ``snapshot``): those read before
+        from memory, the others from their data files; None when more than UNREAD_ROWS
+        were not read before."""
+        rows, unread = [], {}
+        for row_id, (file, position) in found.items():
+            row = self._rows.get((file, row_id))
+            if row is None:
+                unread.setdefault(file, []).append(position)
+            else:
+                rows.append(row)
+        if sum(map(len, unread.values())) > UNREAD_ROWS:
+            return None
+        for row_id, (file, _) in found.items():
+            if (file, row_id) in self._rows:
+                self._rows.move_to_end((file, row_id))
+        for file, positions in unread.items():
+            reader = self._file_rows.get(file)
+            if reader is None:
+                reader = self._file_rows[file] = _FileRows(snapshot, file)
+            for row in reader.rows(positions):
+                self._keep_row(file, row)
+                rows.append(row)
+        return rows
 
-    def keep_row(self, file: str, row: dict) -> None:
+    def _keep_row(self, file: str, row: dict) -> None:
         self._rows[(file, row["id"])] = row
         while len(self._rows) > CACHED_ROWS:
             self._rows.popitem(last=False)
 
     def nbytes(self) -> int:
-        """Bytes of the hashed indexes held (for the bench)."""
-        return sum(c.nbytes for c in self._columns.values())
+        """Bytes of the hashed indexes and of the files' ids held (for the bench)."""
+        return (sum(c.nbytes for c in self._columns.values())
+                + sum(ids.nbytes for ids in self._ids.values()))

@@ -381,20 +381,10 @@ class Session:
         if found is None or len(found) > ROW_INDEX_CANDIDATES:
             self._point_view(spec)
             return None
-        rows, unread = [], []
-        for row_id, file in found.items():
-            row = self._row_index.cached_row(file, row_id)
-            if row is None:
-                unread.append(row_id)
-            else:
-                rows.append(row)
-        if unread:
+        rows = self._row_index.rows(snapshot, found)
+        if rows is None:
             self._point_view(spec)
-            table = self.con.execute(f'SELECT * FROM "{spec.view}" t '
-                                     f"WHERE {id_list_condition('t')}", id_list_params(unread))
-            for row in table.to_arrow_table().to_pylist():
-                self._row_index.keep_row(found[row["id"]], row)
-                rows.append(row)
+            return None
         # A row read at an older version lacks the columns added since (NULL in the view).
         columns = dict.fromkeys(self._columns[spec.qualified])
         return [{**columns, **row} for row in rows
