@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from ..catalog.store import Snapshot
 
@@ -94,51 +95,73 @@ class _FileColumn:
         return self._keys.nbytes + self._positions.nbytes
 
 
-class _FileRows:
-    """Rows of one data file by position: the file's footer, read once, and which row group
-    holds which positions."""
+class _DataFile:
+    """One data file, its footer read once (the file never changes): read whole for the
+    columns the index asks, or one row group at a time for rows.
 
-    __slots__ = ("_fragment", "_starts", "_null_columns")
+    Why two ways: a local file is opened with a ParquetFile, since pyarrow's dataset scanner
+    costs more per read than the read itself (3 columns of the 17 KB file of one save: 2.2
+    ms against 0.46 ms, load ~12); a file on an object store through a fragment opened with
+    the size the log gives (no HEAD request)."""
+
+    __slots__ = ("_path", "_fragment", "metadata", "names", "_starts", "_null_columns")
 
     def __init__(self, snapshot: Snapshot, file: str):
         location = snapshot.location
-        size = dict(zip(snapshot.files, snapshot.sizes or ())).get(file)
-        # A fragment, not a ParquetFile: opened with the size the log gives, no HEAD request.
-        self._fragment = ds.ParquetFileFormat().make_fragment(
-            location.arrow_path(file), location.arrow_fs, file_size=size)
-        metadata = self._fragment.metadata
-        counts = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
+        self._path = location.arrow_path(file)
+        self._fragment = None
+        if location.is_local:
+            self.metadata = pq.read_metadata(self._path)
+        else:
+            size = dict(zip(snapshot.files, snapshot.sizes or ())).get(file)
+            self._fragment = ds.ParquetFileFormat().make_fragment(
+                self._path, location.arrow_fs, file_size=size)
+            self.metadata = self._fragment.metadata
+        self.names = self.metadata.schema.to_arrow_schema().names
+        counts = [self.metadata.row_group(g).num_rows
+                  for g in range(self.metadata.num_row_groups)]
         self._starts = np.cumsum([0, *counts])
         # Per row group, the flat columns every row of which is NULL (from the statistics):
         # filled in, not decoded. A list column is always read: its statistics count an empty
         # list as NULL too.
         self._null_columns: dict[int, set[str]] = {}
 
+    def read(self, columns: list[str], group: int | None = None) -> pa.Table:
+        """``columns`` (those the file has) of the whole file or of one row group."""
+        columns = [c for c in columns if c in self.names]
+        if self._fragment is None:
+            parquet = pq.ParquetFile(self._path, metadata=self.metadata)
+            if group is None:
+                return parquet.read(columns, use_threads=False)
+            return parquet.read_row_group(group, columns, use_threads=False)
+        fragment = self._fragment if group is None else self._fragment.subset(
+            row_group_ids=[group])
+        return fragment.to_table(columns=columns, use_threads=False)
+
     def rows(self, positions: list[int]) -> list[dict]:
         """The rows at ``positions``, one row group read per group they fall in."""
         groups = np.searchsorted(self._starts, positions, side="right") - 1
-        schema = self._fragment.physical_schema
         found = []
         for group in sorted(set(groups.tolist())):
-            nulls = self._nulls(group, schema)
-            table = self._fragment.subset(row_group_ids=[group]).to_table(
-                columns=[n for n in schema.names if n not in nulls], use_threads=False)
+            nulls = self._nulls(group)
+            table = self.read([n for n in self.names if n not in nulls], group)
             start = int(self._starts[group])
             inside = [p - start for p, g in zip(positions, groups) if g == group]
             for row in table.take(inside).to_pylist():
-                found.append({name: row.get(name) for name in schema.names})
+                found.append({name: row.get(name) for name in self.names})
         return found
 
-    def _nulls(self, group: int, schema: pa.Schema) -> set[str]:
+    def _nulls(self, group: int) -> set[str]:
         nulls = self._null_columns.get(group)
         if nulls is None:
-            meta = self._fragment.metadata.row_group(group)
+            meta = self.metadata.row_group(group)
+            schema = self.metadata.schema.to_arrow_schema()
             nulls = set()
             for index in range(meta.num_columns):
                 column = meta.column(index)
                 name = column.path_in_schema
                 statistics = column.statistics
-                if (name in schema.names and not pa.types.is_nested(schema.field(name).type)
+                if (name in self.names and not pa.types.is_nested(schema.field(name).type)
                         and statistics is not None and statistics.has_null_count
                         and statistics.null_count == meta.num_rows):
                     nulls.add(name)
@@ -154,7 +177,7 @@ class RowIndex:
     def __init__(self):
         self._columns: dict[tuple[str, str], _FileColumn] = {}
         self._ids: dict[str, np.ndarray] = {}
-        self._file_rows: dict[str, _FileRows] = {}
+        self._data_files: dict[str, _DataFile] = {}
         # table -> the columns asked of it, and the files indexed for it (to forget those
         # its snapshots no longer hold)
         self._asked: dict[str, set[str]] = {}
@@ -188,8 +211,10 @@ class RowIndex:
 
     def _index(self, snapshot: Snapshot, missing: dict[str, list[str]]) -> None:
         def read(file: str) -> pa.Table:
+            data = self._data_files.get(file) or _DataFile(snapshot, file)
+            self._data_files[file] = data
             columns = missing[file] if file in self._ids else ["id", *missing[file]]
-            return snapshot.read(columns=list(dict.fromkeys(columns)), files=[file])
+            return data.read(list(dict.fromkeys(columns)))
 
         files = list(missing)
         local = snapshot.location is None or snapshot.location.is_local
@@ -202,7 +227,9 @@ class RowIndex:
             if file not in self._ids:
                 self._ids[file] = table.column("id").to_numpy()
             for column in missing[file]:
-                self._columns[(file, column)] = _FileColumn(table.column(column).combine_chunks())
+                values = (table.column(column).combine_chunks() if column in table.column_names
+                          else pa.nulls(table.num_rows))  # a file from before the column
+                self._columns[(file, column)] = _FileColumn(values)
             self._files.setdefault(snapshot.spec.qualified, set()).add(file)
 
     def _forget_files_not_in(self, snapshot: Snapshot) -> None:
@@ -215,7 +242,7 @@ class RowIndex:
             self._columns = {k: v for k, v in self._columns.items() if k[0] not in gone}
             for file in gone:
                 self._ids.pop(file, None)
-                self._file_rows.pop(file, None)
+                self._data_files.pop(file, None)
             for key in [k for k in self._rows if k[0] in gone]:
                 del self._rows[key]
 
@@ -236,10 +263,9 @@ class RowIndex:
             if (file, row_id) in self._rows:
                 self._rows.move_to_end((file, row_id))
         for file, positions in unread.items():
-            reader = self._file_rows.get(file)
-            if reader is None:
-                reader = self._file_rows[file] = _FileRows(snapshot, file)
-            for row in reader.rows(positions):
+            data = self._data_files.get(file) or _DataFile(snapshot, file)
+            self._data_files[file] = data
+            for row in data.rows(positions):
                 self._keep_row(file, row)
                 rows.append(row)
         return rows
