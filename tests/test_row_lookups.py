@@ -178,3 +178,23 @@ def test_a_common_value_is_left_to_one_statement(instance, on_files, statements,
     assert len(statements.sql) == 2 and statements.rows == [1, 1]
     with pytest.raises(ln.errors.MultipleResultsFound):
         ln.Artifact.get(suffix=".txt")
+
+
+def test_get_by_uid_stem_names_the_newest_version_after_another_process_saved_one(
+        instance, on_files, statements, tmp_path):
+    first = ln.Artifact(write_file(tmp_path, "v.txt", "v1"), key="v.txt").save()
+    ln.Artifact(write_file(tmp_path, "w.txt", "w"), key="w.txt").save()
+    stem = first.uid[:16]
+    assert ln.Artifact.get(stem).id == first.id
+    python(f"""
+        ln.connect({instance.root!r})
+        ln.Artifact({write_file(tmp_path, "v2.txt", "v2")!r}, key="v.txt").save()
+    """)
+    newest = ln.Artifact.get(stem)
+    assert newest.id > first.id and newest.uid[:16] == stem and newest.uid != first.uid
+    assert newest.key == "v.txt" and newest.is_latest is True
+    statements.sql.clear()
+    assert ln.Artifact.get(stem).id == newest.id
+    with pytest.raises(ln.errors.DoesNotExist):
+        ln.Artifact.get(stem[:-1] + ("A" if stem[-1] != "A" else "B"))
+    assert [sql for sql in statements.sql if "WHERE" in sql] == []

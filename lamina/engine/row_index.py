@@ -175,26 +175,29 @@ class RowIndex:
     session's lock."""
 
     def __init__(self):
-        self._columns: dict[tuple[str, str], _FileColumn] = {}
+        # (file, (column, prefix length or None)) -> the index of that column of the file
+        self._columns: dict[tuple[str, tuple], _FileColumn] = {}
         self._ids: dict[str, np.ndarray] = {}
         self._data_files: dict[str, _DataFile] = {}
         # table -> the columns asked of it, and the files indexed for it (to forget those
         # its snapshots no longer hold)
-        self._asked: dict[str, set[str]] = {}
+        self._asked: dict[str, set[tuple]] = {}
         self._files: dict[str, set[str]] = {}
         self._rows: OrderedDict[tuple[str, int], dict] = OrderedDict()
 
-    def candidates(self, snapshot: Snapshot, column: str, value: str | int
-                   ) -> dict[int, tuple[str, int]]:
+    def candidates(self, snapshot: Snapshot, column: str, value: str | int,
+                   prefix: int | None = None) -> dict[int, tuple[str, int]]:
         """``{id: (file, position)}`` of the rows of ``snapshot`` whose ``column`` may equal
-        ``value`` (a superset: the rows themselves decide)."""
+        ``value`` (a superset: the rows themselves decide); with ``prefix``, whose
+        ``column`` starts with ``value`` of that length (a uid stem)."""
         self._forget_files_not_in(snapshot)
         asked = self._asked.setdefault(snapshot.spec.qualified, set())
-        asked.add(column)
+        indexed = (column, prefix)
+        asked.add(indexed)
         # A file new to the index is read once for every column asked of its table so far
         # (the content check and the key lookup of Artifact(...) read the new file of the
         # last save once, not twice).
-        missing = {f: [c for c in sorted(asked) if (f, c) not in self._columns]
+        missing = {f: [i for i in sorted(asked, key=repr) if (f, i) not in self._columns]
                    for f in snapshot.files}
         missing = {f: columns for f, columns in missing.items() if columns}
         if missing:
@@ -207,14 +210,16 @@ class RowIndex:
             return computed[0]
 
         return {int(self._ids[f][position]): (f, position) for f in snapshot.files
-                for position in self._columns[(f, column)].positions(value, key)}
+                for position in self._columns[(f, indexed)].positions(value, key)}
 
-    def _index(self, snapshot: Snapshot, missing: dict[str, list[str]]) -> None:
+    def _index(self, snapshot: Snapshot,
+               missing: dict[str, list[tuple[str, int | None]]]) -> None:
         def read(file: str) -> pa.Table:
             data = self._data_files.get(file) or _DataFile(snapshot, file)
             self._data_files[file] = data
-            columns = missing[file] if file in self._ids else ["id", *missing[file]]
-            return data.read(list(dict.fromkeys(columns)))
+            columns = [column for column, _ in missing[file]]
+            return data.read(list(dict.fromkeys(
+                columns if file in self._ids else ["id", *columns])))
 
         files = list(missing)
         local = snapshot.location is None or snapshot.location.is_local
@@ -226,10 +231,12 @@ class RowIndex:
         for file, table in zip(files, tables):
             if file not in self._ids:
                 self._ids[file] = table.column("id").to_numpy()
-            for column in missing[file]:
+            for column, prefix in missing[file]:
                 values = (table.column(column).combine_chunks() if column in table.column_names
                           else pa.nulls(table.num_rows))  # a file from before the column
-                self._columns[(file, column)] = _FileColumn(values)
+                if prefix is not None:
+                    values = pc.utf8_slice_codeunits(values, 0, prefix)
+                self._columns[(file, (column, prefix))] = _FileColumn(values)
             self._files.setdefault(snapshot.spec.qualified, set()).add(file)
 
     def _forget_files_not_in(self, snapshot: Snapshot) -> None:
