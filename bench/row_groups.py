@@ -81,7 +81,8 @@ def run_size(n: int) -> dict:
                    "bytes": sum(os.path.getsize(f) for f in files), "write": write,
                    "load": load(), "queries": {}}
             for name, sql in queries.items():
-                row["queries"][name] = measure(lambda sql=sql: con.execute(sql).fetchall())
+                row["queries"][name] = measure(
+                    lambda con=con, sql=sql: con.execute(sql).fetchall())
             # One row by position, as the row index reads a row not read before: the row
             # group holding it, every column, footer kept.
             biggest = max(files, key=os.path.getsize)
@@ -90,7 +91,8 @@ def run_size(n: int) -> dict:
                                       for g in range(metadata.num_row_groups)])
             positions = iter(np.random.default_rng(7).integers(0, metadata.num_rows, 10_000))
 
-            def one_row():
+            def one_row(biggest=biggest, metadata=metadata, starts=starts,
+                        positions=positions):
                 position = int(next(positions))
                 group = int(np.searchsorted(starts, position, side="right") - 1)
                 table = pq.ParquetFile(biggest, metadata=metadata).read_row_group(
@@ -99,7 +101,7 @@ def run_size(n: int) -> dict:
 
             row["one row by position (pyarrow)"] = measure(one_row)
             row["footer_bytes"] = metadata.serialized_size
-            row["footer parse"] = measure(lambda: pq.read_metadata(biggest))
+            row["footer parse"] = measure(lambda biggest=biggest: pq.read_metadata(biggest))
             results.append(row)
             print(f"  n={n:,} row groups of {size:,}: write {write['wall_s']:.2f} s, "
                   + ", ".join(f"{k[:18]} {v['cpu_p50_ms']:.2f}"
@@ -107,7 +109,7 @@ def run_size(n: int) -> dict:
                   + f", one row {row['one row by position (pyarrow)']['cpu_p50_ms']:.2f} ms"
                   f" cpu, footer {row['footer_bytes'] / 1024:.0f} KiB  load {row['load']}",
                   file=sys.stderr, flush=True)
-            del con
+            con.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"n": n, "build": built, "row_groups": results}
