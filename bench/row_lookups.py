@@ -11,7 +11,9 @@ The catalog is built as ``bench/guide.py`` builds it (its ``--build``, in a chil
 then measured in a fresh session after ``ln.connect``. ``first get`` is the first
 ``get(key=)`` of the session: it indexes the key column of every data file. ``same row``
 figures repeat one call (the row is read once, then kept); ``new rows`` ask a different
-artifact each call, so each call reads its row from Parquet. p50 of >= 15 runs, wall and
+artifact each call, each in another row group than the calls before, so each call reads its
+row group from Parquet; ``neighbouring new rows`` ask the artifacts of a listing one by one in
+its order (the group read for the first serves the next). p50 of >= 15 runs, wall and
 process CPU. Then SAVES saves of a new small file under a new key, one after another into
 the same catalog: p50 and mean (the mean carries the compactions every ~32 saves), and the
 slowest. Raw results: ``bench/row_lookups_results.json``.
@@ -37,6 +39,8 @@ from guide import built_catalog, measure, raw_connection, write_results  # noqa:
 from ingest import machine  # noqa: E402
 
 
+# Ids between the rows "new rows" ask one after another: more than a row group (16 Ki rows).
+ROW_GROUP_STEP = 16_411
 # Saves measured one after another: enough to pass the compaction threshold (32 files) three
 # times.
 SAVES = 100
@@ -88,12 +92,17 @@ def run_size(n: int) -> dict:
                 "p50_ms": (time.perf_counter() - w0) * 1e3,
                 "cpu_p50_ms": (time.process_time() - c0) * 1e3, "runs": 1}, "load": load()})
         index_bytes = session_for(ln.current())._row_index.nbytes()
-        keys = itertools.cycle([f"atlas/cells_{i}.h5ad" for i in range(11, n, max(n // 5000, 1))])
+        # New rows: each call a row of another row group than the two calls before (a step
+        # longer than a group), so that neither a kept row nor a kept group answers it.
+        spread = [(11 + k * (ROW_GROUP_STEP)) % n for k in range(n // ROW_GROUP_STEP * 40)]
+        keys = itertools.cycle([f"atlas/cells_{i}.h5ad" for i in spread])
         # Stems of artifacts not read yet, taken from the files (not through the session).
-        uids = ln.current().store(A._spec).snapshot().read(columns=["uid"]).column("uid")
-        stems = itertools.cycle([uids[i].as_py()[:16]
-                                 for i in range(17, len(uids), max(n // 5000, 1))])
-        ids = itertools.cycle(range(probe.id + 13, probe.id + n - 1, max(n // 5000, 1)))
+        stored = ln.current().store(A._spec).snapshot().read(columns=["id", "uid"])
+        uids, row_ids = stored.column("uid"), stored.column("id")
+        stems = itertools.cycle([uids[(i + 5) % n].as_py()[:16] for i in spread])
+        ids = itertools.cycle([row_ids[(i + 3) % n].as_py() for i in spread])
+        # Neighbouring rows: a listing's artifacts asked one by one in its order.
+        listing = iter([f"atlas/cells_{i}.h5ad" for i in range(n // 2, n)])
         cases = [
             ("get(key=), same row", lambda: A.get(key="atlas/cells_7.h5ad")),
             ("get(uid), same row", lambda: A.get(probe.uid)),
@@ -104,6 +113,8 @@ def run_size(n: int) -> dict:
             ("get(uid[:16]) (stem uid: the newest version), same row",
              lambda: A.get(probe.uid[:16])),
             ("get(uid[:16]), new rows", lambda: A.get(next(stems))),
+            ("get(key=), neighbouring new rows (a listing in order)",
+             lambda: A.get(key=next(listing))),
         ]
         for name, call in cases:
             rows.append({"name": name, "lamina": measure(call), "load": load()})

@@ -198,3 +198,19 @@ def test_get_by_uid_stem_names_the_newest_version_after_another_process_saved_on
     with pytest.raises(ln.errors.DoesNotExist):
         ln.Artifact.get(stem[:-1] + ("A" if stem[-1] != "A" else "B"))
     assert [sql for sql in statements.sql if "WHERE" in sql] == []
+
+
+def test_rows_of_one_row_group_asked_one_by_one_read_the_group_once(instance, on_files,
+                                                                     monkeypatch):
+    monkeypatch.setattr(append_commit, "ROW_GROUP_ROWS", 4)
+    saved = ln.save([ln.Record(name=f"n{i}") for i in range(8)])  # groups of 4 rows
+    reads = []
+    read_group = row_index._DataFile.read_group
+
+    def counted(self, group):
+        reads.append(group)
+        return read_group(self, group)
+
+    monkeypatch.setattr(row_index._DataFile, "read_group", counted)
+    assert [ln.Record.get(name=f"n{i}").id for i in range(8)] == [r.id for r in saved]
+    assert reads == [0, 1]

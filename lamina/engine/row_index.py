@@ -14,7 +14,8 @@ A row not read before is read from its data file by position: the one row group 
 decoded by pyarrow with the footer kept from the first read, and the row sliced out. A DuckDB
 statement by id decoded the same 16 Ki-row group in every column and cost 15-25 ms of CPU;
 pyarrow skips the columns the group's statistics say are entirely NULL (about a third of an
-artifact's: unused relations and features) and runs no planner (bench/row_lookups.py).
+artifact's: unused relations and features) and runs no planner (bench/row_lookups.py). The
+last groups read are kept: the rows of a listing asked one by one fall mostly in one group.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ from ..catalog.store import Snapshot
 DICT_ROWS = 4096
 # Rows kept after they were read (~5 KB each with 51 columns).
 CACHED_ROWS = 1024
+# Row groups kept after a row was read from them (a page of a listing spans one or two): a
+# 16 Ki-row group of the guide's artifacts is 6.8 MiB decoded.
+GROUPS_KEPT = 2
 # Rows not read before that a lookup reads from their files one row group each; more are
 # left to one statement (the versions of a key spread over the small files of many saves).
 UNREAD_ROWS = 8
@@ -137,18 +141,18 @@ class _DataFile:
             row_group_ids=[group])
         return fragment.to_table(columns=columns, use_threads=False)
 
-    def rows(self, positions: list[int]) -> list[dict]:
-        """The rows at ``positions``, one row group read per group they fall in."""
-        groups = np.searchsorted(self._starts, positions, side="right") - 1
-        found = []
-        for group in sorted(set(groups.tolist())):
-            nulls = self._nulls(group)
-            table = self.read([n for n in self.names if n not in nulls], group)
-            start = int(self._starts[group])
-            inside = [p - start for p, g in zip(positions, groups) if g == group]
-            for row in table.take(inside).to_pylist():
-                found.append({name: row.get(name) for name in self.names})
+    def groups_of(self, positions: list[int]) -> dict[int, list[int]]:
+        """``{row group: [offset in the group, ...]}`` of the rows at ``positions``."""
+        found: dict[int, list[int]] = {}
+        for position, group in zip(positions, np.searchsorted(self._starts, positions,
+                                                              side="right") - 1):
+            found.setdefault(int(group), []).append(position - int(self._starts[group]))
         return found
+
+    def read_group(self, group: int) -> pa.Table:
+        """One row group, without the columns that are NULL throughout in it."""
+        nulls = self._nulls(group)
+        return self.read([n for n in self.names if n not in nulls], group)
 
     def _nulls(self, group: int) -> set[str]:
         nulls = self._null_columns.get(group)
@@ -183,6 +187,8 @@ class RowIndex:
         self._asked: dict[str, set[tuple]] = {}
         self._files: dict[str, set[str]] = {}
         self._rows: OrderedDict[tuple[str, int], dict] = OrderedDict()
+        # (file, row group) -> the group as read, the last GROUPS_KEPT
+        self._groups: OrderedDict[tuple[str, int], pa.Table] = OrderedDict()
 
     def candidates(self, snapshot: Snapshot, column: str, value: str | int,
                    prefix: int | None = None) -> dict[int, tuple[str, int]]:
@@ -251,6 +257,8 @@ class RowIndex:
                 self._data_files.pop(file, None)
             for key in [k for k in self._rows if k[0] in gone]:
                 del self._rows[key]
+            for key in [k for k in self._groups if k[0] in gone]:
+                del self._groups[key]
 
     def rows(self, snapshot: Snapshot, found: dict[int, tuple[str, int]]) -> list[dict] | None:
         """The rows of ``found`` (from :meth:`candidates` on ``snapshot``): those read before
@@ -271,10 +279,25 @@ class RowIndex:
         for file, positions in unread.items():
             data = self._data_files.get(file) or _DataFile(snapshot, file)
             self._data_files[file] = data
-            for row in data.rows(positions):
-                self._keep_row(file, row)
-                rows.append(row)
+            for group, offsets in data.groups_of(positions).items():
+                for row in self._group(file, data, group).take(offsets).to_pylist():
+                    row = {name: row.get(name) for name in data.names}
+                    self._keep_row(file, row)
+                    rows.append(row)
         return rows
+
+    def _group(self, file: str, data: _DataFile, group: int) -> pa.Table:
+        """A row group read lately, or read now: the rows of a listing, asked one by one
+        in its order, mostly fall in the group of the row before."""
+        key = (file, group)
+        table = self._groups.get(key)
+        if table is None:
+            table = self._groups[key] = data.read_group(group)
+            while len(self._groups) > GROUPS_KEPT:
+                self._groups.popitem(last=False)
+        else:
+            self._groups.move_to_end(key)
+        return table
 
     def _keep_row(self, file: str, row: dict) -> None:
         self._rows[(file, row["id"])] = row
