@@ -280,7 +280,9 @@ class RowIndex:
             data = self._data_files.get(file) or _DataFile(snapshot, file)
             self._data_files[file] = data
             for group, offsets in data.groups_of(positions).items():
-                for row in self._group(file, data, group).take(offsets).to_pylist():
+                table = self._group(file, data, group)
+                for offset in offsets:  # a slice is zero-copy; take() copies every column
+                    row = table.slice(offset, 1).to_pylist()[0]
                     row = {name: row.get(name) for name in data.names}
                     self._keep_row(file, row)
                     rows.append(row)
