@@ -107,19 +107,18 @@ class _DataFile:
     ms against 0.46 ms, load ~12); a file on an object store through a fragment opened with
     the size the log gives (no HEAD request)."""
 
-    __slots__ = ("_fragment", "_null_columns", "_path", "_starts", "metadata", "names")
+    __slots__ = ("_filesystem", "_fragment", "_location", "_null_columns", "_path", "_size",
+                 "_starts", "metadata", "names")
 
     def __init__(self, snapshot: Snapshot, file: str):
-        location = snapshot.location
+        location = self._location = snapshot.location
         self._path = location.arrow_path(file)
-        self._fragment = None
+        self._size = dict(zip(snapshot.files, snapshot.sizes or ())).get(file)
+        self._fragment = self._filesystem = None
         if location.is_local:
             self.metadata = pq.read_metadata(self._path)
         else:
-            size = dict(zip(snapshot.files, snapshot.sizes or ())).get(file)
-            self._fragment = ds.ParquetFileFormat().make_fragment(
-                self._path, location.arrow_fs, file_size=size)
-            self.metadata = self._fragment.metadata
+            self.metadata = self._remote().metadata
         self.names = self.metadata.schema.to_arrow_schema().names
         counts = [self.metadata.row_group(g).num_rows
                   for g in range(self.metadata.num_row_groups)]
@@ -132,14 +131,25 @@ class _DataFile:
     def read(self, columns: list[str], group: int | None = None) -> pa.Table:
         """``columns`` (those the file has) of the whole file or of one row group."""
         columns = [c for c in columns if c in self.names]
-        if self._fragment is None:
+        if self._location.is_local:
             parquet = pq.ParquetFile(self._path, metadata=self.metadata)
             if group is None:
                 return parquet.read(columns, use_threads=False)
             return parquet.read_row_group(group, columns, use_threads=False)
-        fragment = self._fragment if group is None else self._fragment.subset(
-            row_group_ids=[group])
+        fragment = self._remote()
+        if group is not None:
+            fragment = fragment.subset(row_group_ids=[group])
         return fragment.to_table(columns=columns, use_threads=False)
+
+    def _remote(self) -> ds.ParquetFileFragment:
+        """The file as a fragment of the location's current filesystem (rebuilt with new
+        credentials: a fragment keeps the one it was made with)."""
+        filesystem = self._location.arrow_fs
+        if filesystem is not self._filesystem:
+            self._fragment = ds.ParquetFileFormat().make_fragment(
+                self._path, filesystem, file_size=self._size)
+            self._filesystem = filesystem
+        return self._fragment
 
     def groups_of(self, positions: list[int]) -> dict[int, list[int]]:
         """``{row group: [offset in the group, ...]}`` of the rows at ``positions``."""
