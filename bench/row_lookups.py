@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -66,6 +67,7 @@ def saves(ln) -> dict:
         ln.Artifact(path, key=f"bench/saves/{os.path.basename(path)}").save()
         walls.append((time.perf_counter() - w0) * 1e3)
         cpus.append((time.process_time() - c0) * 1e3)
+    shutil.rmtree(folder, ignore_errors=True)
     return {"runs": SAVES, "p50_ms": statistics.median(walls),
             "cpu_p50_ms": statistics.median(cpus), "mean_ms": statistics.mean(walls),
             "cpu_mean_ms": statistics.mean(cpus), "max_ms": max(walls), "load": load()}
