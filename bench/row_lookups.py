@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """One-row lookups on the guide's catalog (issue 11's ``get()`` row): by key, uid, hash and id,
 a row asked again and rows never read before, beside raw DuckDB's point query on the same files;
-and what the per-file index costs to build and hold.
+what the per-file index costs to build and hold; and one local ``Artifact(file, key=).save()``
+after them, repeated (issue 11's save row).
 
     python bench/row_lookups.py                 # 1e5 and 1e6 artifacts
     python bench/row_lookups.py --sizes 1e5
@@ -10,8 +11,12 @@ The catalog is built as ``bench/guide.py`` builds it (its ``--build``, in a chil
 then measured in a fresh session after ``ln.connect``. ``first get`` is the first
 ``get(key=)`` of the session: it indexes the key column of every data file. ``same row``
 figures repeat one call (the row is read once, then kept); ``new rows`` ask a different
-artifact each call, so each call reads its row from Parquet. p50 of >= 15 runs, wall and
-process CPU. Raw results: ``bench/row_lookups_results.json``.
+artifact each call, each in another row group than the calls before, so each call reads its
+row group from Parquet; ``neighbouring new rows`` ask the artifacts of a listing one by one in
+its order (the group read for the first serves the next). p50 of >= 15 runs, wall and
+process CPU. Then SAVES saves of a new small file under a new key, one after another into
+the same catalog: p50 and mean (the mean carries the compactions every ~32 saves), and the
+slowest. Raw results: ``bench/row_lookups_results.json``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import shutil
+import statistics
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,8 +40,37 @@ from guide import built_catalog, measure, raw_connection, write_results  # noqa:
 from ingest import machine  # noqa: E402
 
 
+# Ids between the rows "new rows" ask one after another: more than a row group (16 Ki rows).
+ROW_GROUP_STEP = 16_411
+# Saves measured one after another: enough to pass the compaction threshold (32 files) three
+# times.
+SAVES = 100
+
+
 def load() -> float:
     return round(os.getloadavg()[0], 2)
+
+
+def saves(ln) -> dict:
+    """SAVES warm ``Artifact(file, key=).save()`` calls, wall and CPU per call."""
+    folder = tempfile.mkdtemp(prefix="lamina-saves-")
+    paths = []
+    for i in range(SAVES + 3):
+        paths.append(os.path.join(folder, f"{i}.txt"))
+        with open(paths[-1], "w") as f:
+            f.write(f"saved file {i} of the bench")
+    for path in paths[:3]:  # warm: the save path's imports and first index reads
+        ln.Artifact(path, key=f"bench/saves/{os.path.basename(path)}").save()
+    walls, cpus = [], []
+    for path in paths[3:]:
+        w0, c0 = time.perf_counter(), time.process_time()
+        ln.Artifact(path, key=f"bench/saves/{os.path.basename(path)}").save()
+        walls.append((time.perf_counter() - w0) * 1e3)
+        cpus.append((time.process_time() - c0) * 1e3)
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"runs": SAVES, "p50_ms": statistics.median(walls),
+            "cpu_p50_ms": statistics.median(cpus), "mean_ms": statistics.mean(walls),
+            "cpu_mean_ms": statistics.mean(cpus), "max_ms": max(walls), "load": load()}
 
 
 def run_size(n: int) -> dict:
@@ -57,8 +94,17 @@ def run_size(n: int) -> dict:
                 "p50_ms": (time.perf_counter() - w0) * 1e3,
                 "cpu_p50_ms": (time.process_time() - c0) * 1e3, "runs": 1}, "load": load()})
         index_bytes = session_for(ln.current())._row_index.nbytes()
-        keys = itertools.cycle([f"atlas/cells_{i}.h5ad" for i in range(11, n, max(n // 5000, 1))])
-        ids = itertools.cycle(range(probe.id + 13, probe.id + n - 1, max(n // 5000, 1)))
+        # New rows: each call a row of another row group than the two calls before (a step
+        # longer than a group), so that neither a kept row nor a kept group answers it.
+        spread = [(11 + k * (ROW_GROUP_STEP)) % n for k in range(n // ROW_GROUP_STEP * 40)]
+        keys = itertools.cycle([f"atlas/cells_{i}.h5ad" for i in spread])
+        # Stems of artifacts not read yet, taken from the files (not through the session).
+        stored = ln.current().store(A._spec).snapshot().read(columns=["id", "uid"])
+        uids, row_ids = stored.column("uid"), stored.column("id")
+        stems = itertools.cycle([uids[(i + 5) % n].as_py()[:16] for i in spread])
+        ids = itertools.cycle([row_ids[(i + 3) % n].as_py() for i in spread])
+        # Neighbouring rows: a listing's artifacts asked one by one in its order.
+        listing = iter([f"atlas/cells_{i}.h5ad" for i in range(n // 2, n)])
         cases = [
             ("get(key=), same row", lambda: A.get(key="atlas/cells_7.h5ad")),
             ("get(uid), same row", lambda: A.get(probe.uid)),
@@ -66,7 +112,11 @@ def run_size(n: int) -> dict:
             ("filter(hash=).first(), same row", lambda: A.filter(hash=probe.hash).first()),
             ("get(key=), new rows", lambda: A.get(key=next(keys))),
             ("get(id), new rows", lambda: A.get(next(ids))),
-            ("get(uid[:16]) (prefix: a statement)", lambda: A.get(probe.uid[:16])),
+            ("get(uid[:16]) (stem uid: the newest version), same row",
+             lambda: A.get(probe.uid[:16])),
+            ("get(uid[:16]), new rows", lambda: A.get(next(stems))),
+            ("get(key=), neighbouring new rows (a listing in order)",
+             lambda: A.get(key=next(listing))),
         ]
         for name, call in cases:
             rows.append({"name": name, "lamina": measure(call), "load": load()})
@@ -78,7 +128,13 @@ def run_size(n: int) -> dict:
         assert con.execute(sql, [probe.key]).to_arrow_table()["id"].to_pylist() == [probe.id]
         raw = measure(lambda: con.execute(sql, [next(keys)]).to_arrow_table().to_pylist())
         rows.append({"name": "raw DuckDB: " + sql, "lamina": raw, "load": load()})
-        return {"n": n, "build": built, "index_bytes_key_uid_hash": index_bytes, "rows": rows}
+        con.close()
+        saved = saves(ln)
+        print(f"  n={n:,} {SAVES} saves: p50 {saved['p50_ms']:.2f} ms (cpu "
+              f"{saved['cpu_p50_ms']:.2f}), mean {saved['mean_ms']:.2f} ms, max "
+              f"{saved['max_ms']:.0f} ms  load {saved['load']}", file=sys.stderr, flush=True)
+        return {"n": n, "build": built, "index_bytes_key_uid_hash": index_bytes, "rows": rows,
+                "saves": saved}
 
 
 def main() -> None:
@@ -95,8 +151,14 @@ def main() -> None:
             lam = row["lamina"]
             print(f"| {size['n']:,} | {row['name']} | {lam['p50_ms']:.2f} ms | "
                   f"{lam['cpu_p50_ms']:.2f} ms | {row.get('load', '—')} |")
-        print(f"| {size['n']:,} | index of key, uid, hash (bytes held) | "
+        print(f"| {size['n']:,} | index of key, uid, hash and the files' ids (bytes held) | "
               f"{size['index_bytes_key_uid_hash'] / 2**20:.1f} MiB | | |")
+        saved = size["saves"]
+        print(f"| {size['n']:,} | one `Artifact(file, key=).save()`, p50 of {saved['runs']} | "
+              f"{saved['p50_ms']:.2f} ms | {saved['cpu_p50_ms']:.2f} ms | {saved['load']} |")
+        print(f"| {size['n']:,} | the same, mean (compactions included); slowest "
+              f"{saved['max_ms']:.0f} ms | {saved['mean_ms']:.2f} ms | "
+              f"{saved['cpu_mean_ms']:.2f} ms | {saved['load']} |")
     write_results(results, args.json)
 
 

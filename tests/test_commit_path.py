@@ -68,6 +68,28 @@ def test_a_version_is_committed_once_and_the_loser_leaves_no_file(root):
     assert table.to_pyarrow_table(columns=["name"]).column("name").to_pylist() == ["first"]
 
 
+def test_a_compaction_leaves_a_file_much_larger_than_the_small_ones_it_merges(root):
+    """Small saves after a bulk load are merged among themselves; the bulk file is rewritten
+    only once they have grown comparable to it."""
+    ln.init(storage=root)
+    ln.save([ln.Record(name=f"bulk {i}", description="d" * 40) for i in range(5000)])
+    bulk = set(record_table(root).file_uris())
+    saved = [ln.Record(name=f"r{i}").save() for i in range(4)]
+    sizes = {a["path"]: a["size_bytes"] for a in
+             pa.table(record_table(root).get_add_actions(flatten=True)).to_pylist()}
+    bulk_size = sum(size for path, size in sizes.items() if any(u.endswith(path) for u in bulk))
+    assert bulk_size > 2 * (sum(sizes.values()) - bulk_size)  # what the test is about
+
+    merged = current().store(RECORD).compact()
+
+    after = record_table(root)  # read by deltalake alone
+    assert merged["numFilesRemoved"] == 4 and merged["numRowsRewritten"] == 4
+    assert bulk < set(after.file_uris()) and len(after.file_uris()) == 2
+    names = after.to_pyarrow_table(columns=["name"]).column("name").to_pylist()
+    assert sorted(names) == sorted([f"bulk {i}" for i in range(5000)]
+                                   + [r.name for r in saved])
+
+
 def test_a_compaction_is_a_delta_commit_that_changes_no_rows(root):
     ln.init(storage=root)
     saved = [ln.Record(name=f"r{i}").save() for i in range(5)]

@@ -43,8 +43,11 @@ COMPACT_AFTER_FILES = 32
 COMPACT_RETRY_FILES = 8
 # Commits a compaction may lose to other writers' appends before it gives up this round.
 COMPACT_COMMIT_ATTEMPTS = 5
-# Files below this size are merged by compaction (a one-row commit writes a few KB).
+# Files below this size are merged by compaction (a one-row commit writes a few KB)...
 SMALL_FILE_BYTES = 16 * 2**20
+# ... provided each is at most this many times the size of the smaller files merged with it
+# (_small_files).
+MERGE_RATIO = 2
 # A delete or overwrite names up to this many ranges of ids; beyond, it rewrites their span.
 MAX_ID_RUNS = 1000
 # deltalake's post-commit hook lists the whole log after every commit to decide whether to
@@ -722,11 +725,26 @@ def to_arrow(rows: Sequence[dict] | pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def _small_files(state: LogState) -> dict[str, int]:
-    """The data files of ``state`` below SMALL_FILE_BYTES: path relative to the table, as its
-    log names it, and size. Paths with characters that the log would percent-encode
-    (partition folders; never lamina's own names) are left out."""
-    return {path: f.size for path, f in state.files.items()
-            if f.size < SMALL_FILE_BYTES and _PLAIN_PATH.fullmatch(path)}
+    """The data files of ``state`` a compaction merges: path relative to the table, as its
+    log names it, and size. Files below SMALL_FILE_BYTES, smallest first, each at most
+    MERGE_RATIO times the size of the smaller ones merged with it, so a large file is
+    rewritten only once the small files have grown comparable to it (each row is rewritten
+    a logarithmic number of times). Paths with characters that the log would percent-encode
+    (partition folders; never lamina's own names) are left out.
+
+    Why: merging every file below SMALL_FILE_BYTES rewrote the 11 MB file of a 1e5-artifact
+    catalog (and every chunk of one ingested in chunks) each time 32 one-row saves had
+    gathered: ~1.3 s of CPU, ~40 ms per save on average (bench/README.md, "Saves")."""
+    small = sorted((f.size, path) for path, f in state.files.items()
+                   if f.size < SMALL_FILE_BYTES and _PLAIN_PATH.fullmatch(path))
+    merged: dict[str, int] = {}
+    total = 0
+    for size, path in small:
+        if merged and size > MERGE_RATIO * total:
+            break
+        merged[path] = size
+        total += size
+    return merged
 
 
 def _id_runs(ids) -> list[tuple[int, int]]:

@@ -29,6 +29,8 @@ from .lookups import LOOKUPS, ListTest, SubQuery, compare
 from .relations import Hop, field_names, relations
 
 SEP = "__"
+# The lookup of a uid stem in equalities(): all versions of one artifact.
+STEM_LOOKUP = "uid__startswith"
 _FEATURE_COLUMN = re.compile(r"^f_[0-9]+$")
 
 
@@ -260,8 +262,12 @@ class Compiler:
         """``{column: value}`` when ``q`` only asks columns of this registry to equal non-null
         text, integers or booleans (``get(name=...)``, ``get(uid)``, ``get(key=...)`` with
         ``is_latest=True``), with the default branch added as the statement would add it; what
-        an index of a registry's rows can answer. None for anything else."""
+        an index of a registry's rows can answer. A versioned registry's uid stem (the uid
+        less its 4-character version suffix: ``get(uid[:16])``) comes as
+        ``{STEM_LOOKUP: stem}``. None for anything else."""
         found: dict = {}
+        stem_length = (self.spec.uid_length - 4 if self.spec.uid_length
+                       and self.spec.column("is_latest") else None)
 
         def plain(node: Q) -> bool:
             if node.negated or node.connector != Q.AND:
@@ -272,6 +278,10 @@ class Compiler:
                         return False
                     continue
                 path, value = child
+                if path == STEM_LOOKUP and isinstance(value, str) and len(value) == stem_length:
+                    if found.setdefault(path, value) != value:
+                        return False
+                    continue
                 name, _, lookup = path.partition(SEP)
                 column = self.spec.column(name)
                 if lookup not in ("", "exact") or column is None or column.json or not (

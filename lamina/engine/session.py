@@ -29,7 +29,7 @@ from .connections import (CredentialSecret, SqlSandbox, catalog_scope, confine_t
 from .features import FeatureResolver, features_of
 from .frames import import_pandas_meanwhile
 from .list_index import ListIndex
-from .planner import id_list_condition, id_list_params
+from .planner import STEM_LOOKUP, id_list_condition, id_list_params
 from .row_columns import RowColumns
 from .row_index import RowIndex
 
@@ -52,6 +52,21 @@ NEWEST_IN_MEMORY_IDS = 16_384
 # A lookup through the row index fetches the rows of at most this many candidates (the
 # versions under one key, say); a more common value is left to one statement.
 ROW_INDEX_CANDIDATES = 64
+
+
+def _indexed_value(row: dict, column: str, value):
+    """What an index of ``column`` keys ``row`` by (a uid stem: the uid's first characters,
+    as many as the stem asked has)."""
+    if column == STEM_LOOKUP:
+        uid = row["uid"]
+        return None if uid is None else uid[:len(value)]
+    return row[column]
+
+
+def _matches(row: dict, equal: dict) -> bool:
+    """Whether ``row`` holds every value of ``equal`` (Compiler.equalities)."""
+    return all(_indexed_value(row, c, v) == v if c == STEM_LOOKUP else row.get(c) == v
+               for c, v in equal.items())
 
 
 _EXPLAIN = re.compile(r"^\s*EXPLAIN(?:\s+ANALY[SZ]E)?\s+(.*)$", re.IGNORECASE | re.DOTALL)
@@ -407,12 +422,11 @@ class Session:
                 rows = self.con.execute(f'SELECT * FROM "{spec.view}"').to_arrow_table()
                 index = {}
                 for row in rows.to_pylist():
-                    index.setdefault(row[column], []).append(row)
+                    index.setdefault(_indexed_value(row, column, equal[column]), []).append(row)
                 self._indexes = {k: v for k, v in self._indexes.items() if k[0] != qualified
                                  or k[1] == key[1]}
                 self._indexes[key] = index
-            return [dict(row) for row in index.get(equal[column], ())
-                    if all(row[c] == v for c, v in equal.items())]
+            return [dict(row) for row in index.get(equal[column], ()) if _matches(row, equal)]
 
     def _rows_equal_in_files(self, spec, equal: dict) -> list[dict] | None:
         """rows_equal for a registry read from its data files (see row_index.py): the ids of
@@ -425,32 +439,26 @@ class Session:
         # The column that names a row, when there is one: a uid, key or hash before a name,
         # a name before a suffix or a kind.
         texts = sorted((c for c, v in equal.items() if isinstance(v, str)),
-                       key=lambda c: (c not in ("uid", "key", "hash"), c != spec.name_field))
+                       key=lambda c: (c not in ("uid", "key", "hash", STEM_LOOKUP),
+                                      c != spec.name_field))
         column = texts[0] if texts else "id" if "id" in equal else None
         found = None
         if column is not None and not small_remote(snapshot):
-            found = self._row_index.candidates(snapshot, column, equal[column])
+            if column == STEM_LOOKUP:
+                found = self._row_index.candidates(snapshot, "uid", equal[column],
+                                                   prefix=len(equal[column]))
+            else:
+                found = self._row_index.candidates(snapshot, column, equal[column])
         if found is None or len(found) > ROW_INDEX_CANDIDATES:
             self._point_view(spec)
             return None
-        rows, unread = [], []
-        for row_id, file in found.items():
-            row = self._row_index.cached_row(file, row_id)
-            if row is None:
-                unread.append(row_id)
-            else:
-                rows.append(row)
-        if unread:
+        rows = self._row_index.rows(snapshot, found)
+        if rows is None:
             self._point_view(spec)
-            table = self.con.execute(f'SELECT * FROM "{spec.view}" t '
-                                     f"WHERE {id_list_condition('t')}", id_list_params(unread))
-            for row in table.to_arrow_table().to_pylist():
-                self._row_index.keep_row(found[row["id"]], row)
-                rows.append(row)
+            return None
         # A row read at an older version lacks the columns added since (NULL in the view).
         columns = dict.fromkeys(self._columns[spec.qualified])
-        return [{**columns, **row} for row in rows
-                if all(row.get(c) == v for c, v in equal.items())]
+        return [{**columns, **row} for row in rows if _matches(row, equal)]
 
     def current_version(self, spec) -> int | None:
         """The version the view of ``spec`` shows once refreshed (pinned: the pinned one)."""
