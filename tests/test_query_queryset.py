@@ -257,9 +257,12 @@ def test_rows_by_id_read_the_newest_ids_first_and_widen(oracle, monkeypatch, sql
         first, last = qs.first(), qs.last()
         assert (first.id if first else None) == (expected[0] if expected else None)
         assert (last.id if last else None) == (expected[-1] if expected else None)
-    # A small window is widened (several statements); a window past the table is one.
+    # Read from the files (a new session: nothing copied into memory yet), a small window is
+    # widened (several statements); a window past the table is one.
+    monkeypatch.setattr(lamina_session, "_sessions", {})
     sql_calls.clear()
-    A.filter(suffix=".csv").to_dataframe()
+    shown = A.filter(suffix=".csv").to_dataframe()
+    assert list(shown.index) == oracle.ids(A, suffix=".csv")[::-1][:100]
     assert (len(sql_calls) > 1) == (window < 100)
 
 

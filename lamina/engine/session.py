@@ -27,6 +27,7 @@ from ..errors import ValidationError
 from .connections import (CredentialSecret, SqlSandbox, catalog_scope, confine_to_catalog,
                           create_view, new_connection, small_remote)
 from .features import FeatureResolver, features_of
+from .held_rows import HeldRows
 from .list_index import ListIndex
 from .planner import id_list_condition, id_list_params
 from .row_index import RowIndex
@@ -81,6 +82,8 @@ class Session:
         # registry -> (version, in-memory table, lowest id left out) of the newest rows of a
         # registry too large to copy whole (table None: not worth a copy).
         self._newest: dict[str, tuple[int, str | None, int]] = {}
+        # registry -> (version, HeldRows) of the rows it keeps in memory (see held_rows).
+        self._held: dict[str, tuple[int, HeldRows]] = {}
         # (registry, list column) -> (version, ListIndex) of the rows on the main branch.
         self._list_indexes: dict[tuple[str, str], tuple[int, ListIndex]] = {}
         # Of registries read from their files: ids by value per data file, and rows read.
@@ -182,6 +185,7 @@ class Session:
         if self._newest.pop(qualified, (None, None))[1] is not None:
             self._newest_behind.add(qualified)
         self._list_indexes = {k: v for k, v in self._list_indexes.items() if k[0] != qualified}
+        self._held.pop(qualified, None)
         self._shown_at[qualified] = time.monotonic()
         self._copy_decided.discard(qualified)
         self._snapshots[qualified] = snapshot
@@ -264,6 +268,29 @@ class Session:
                              f'"{spec.view}" WHERE id > ?', [low])
             self._newest[qualified] = (version, table, low)
             return table, low
+
+    def held_rows(self, spec) -> HeldRows | None:
+        """The rows of ``spec``'s current version this session keeps in DuckDB's memory (the
+        whole registry, or its newest rows: see newest_rows), as an Arrow table in this
+        process, made once per version; None when it keeps none."""
+        with self._lock:
+            self.refresh([spec])
+            qualified = spec.qualified
+            version = self._versions.get(qualified)
+            kept = self._held.get(qualified)
+            if kept is not None and kept[0] == version:
+                return kept[1]
+            if qualified in self._in_memory:
+                source, low = _memory_table(spec), None
+            else:
+                newest = self.newest_rows(spec)
+                if newest is None:
+                    return None
+                source, low = newest
+            rows = self.con.execute(f'SELECT * FROM "{source}"').to_arrow_table()
+            held = HeldRows(rows, low)
+            self._held[qualified] = (version, held)
+            return held
 
     def rows_holding(self, spec, tests) -> np.ndarray | None:
         """The sorted ids of the rows on the main branch of ``spec``'s current version that
