@@ -42,12 +42,17 @@ class HeldRows:
             return None
         return self._main_ids[::-1][:count]
 
-    def take(self, ids: np.ndarray, columns: list[str]) -> pa.Table:
-        """The rows with ``ids`` (held, see holds), in that order, with ``columns``; an id
-        no row has is left out."""
-        ids = np.asarray(ids, dtype=np.int64)
+    def has(self, ids: np.ndarray) -> np.ndarray:
+        """Which of ``ids`` have a row here."""
         positions = np.searchsorted(self.ids, ids)
         inside = positions < len(self.ids)
         found = np.zeros(len(ids), dtype=bool)
         found[inside] = self.ids[positions[inside]] == ids[inside]
-        return self.table.select(columns).take(pa.array(positions[found]))
+        return found
+
+    def take(self, ids: np.ndarray, columns: list[str]) -> pa.Table:
+        """The rows with ``ids`` (held, see holds), in that order, with ``columns``; an id
+        no row has is left out."""
+        ids = np.asarray(ids, dtype=np.int64)
+        positions = np.searchsorted(self.ids, ids)[self.has(ids)]
+        return self.table.select(columns).take(pa.array(positions, pa.int64()))

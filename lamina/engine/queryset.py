@@ -191,14 +191,14 @@ class QuerySet:
             return frozenset(checked)
 
     def _compile(self, columns=None, order_by=None, limit=None, offset=None, id_bound=None,
-                 rows_from=None, ids=None, compiler=None):
+                 rows_from=None, ids=None, compiler=None, id_range=None):
         compiler = compiler or self._compiler()
         order = self._order_by if order_by is None else order_by
         sql, params = compiler.select(
             self.q, columns=columns, order_by=order,
             limit=self._limit if limit is None else limit,
             offset=self._offset if offset is None else offset, distinct=self._distinct,
-            id_bound=id_bound, rows_from=rows_from, ids=ids)
+            id_bound=id_bound, rows_from=rows_from, ids=ids, id_range=id_range)
         return sql, params, compiler.specs
 
     def _candidate_ids(self, compiler: Compiler) -> np.ndarray | None:
@@ -309,21 +309,32 @@ class QuerySet:
                    newest: tuple[str, int] | None) -> np.ndarray:
         """The first ``count`` ids of ``candidates`` (in ``order``) whose rows pass the query:
         among the newest rows in memory first, then, if too few pass there, among the others
-        in the files. Why: a relation filter with another condition (``records=r,
-        suffix=".h5ad"``) matches few rows spread over the table; a window of ids wide enough
-        to hold them read every row group's display columns (20-30 ms at 1e5 artifacts),
-        where these statements read the condition columns of the candidates' row groups."""
+        in the files, in ranges of ids holding enough candidates for what passed so far.
+
+        Why: a relation filter with another condition (``records=r, suffix=".h5ad"``)
+        matches few rows spread over the table; a window of ids wide enough to hold them
+        read every row group's display columns (20-30 ms at 1e5 artifacts). These
+        statements read the condition columns of the candidates' row groups only, and a
+        bound range instead of a bound list of ids: over the files, the list (a semi-join)
+        cost more than the row groups it skips (12 vs 7 ms at 1e5 artifacts, load 8)."""
         found = []
         rest = candidates
+        passing = 0.5  # the share of candidates passing, until some were checked
         if newest is not None:
             above = candidates[candidates > newest[1]]
             rest = candidates[candidates <= newest[1]]
             if len(above):
                 found.append(self._ids(order, count, 0, ids=above.tolist(),
                                        rows_from=newest[0]))
-        short = count - sum(len(f) for f in found)
-        if short > 0 and len(rest):
-            found.append(self._ids(order, short, 0, ids=rest.tolist()))
+                passing = max(len(found[-1]) / len(above), 1 / 64)
+        checked = 0
+        while (short := count - sum(len(f) for f in found)) > 0 and checked < len(rest):
+            # Enough candidates for what is short, twice over at the share passing so far.
+            upto = min(len(rest), checked + int(2 * short / passing) + 1)
+            ends = rest[checked], rest[upto - 1]
+            found.append(self._ids(order, short, 0, id_range=(min(ends), max(ends))))
+            passing = max(passing / 2, 1 / 64) if len(found[-1]) < short else passing
+            checked = upto
         return np.concatenate(found) if found else candidates[:0]
 
     def _rows_by_id(self, ids: np.ndarray, columns, held) -> pa.Table:
@@ -332,14 +343,18 @@ class QuerySet:
         names = columns or (held.table.column_names if held is not None else None)
         if held is not None and held.holds(ids):
             return held.take(ids, names)
-        descending = len(ids) > 1 and ids[0] > ids[-1]
         parts = []
         if held is not None:  # held only in descending reads: its ids come first
             parts.append(held.take(ids[ids > held.low], names))
             ids = ids[ids <= held.low]
-        sql, params = Compiler(self.spec).select(Q(), columns=names, ids=ids.tolist(),
-                                                 order_by=("-id",) if descending else ("id",))
-        parts.append(self._run(sql, params, [self.spec]))
+        if names is None:
+            descending = len(ids) > 1 and ids[0] > ids[-1]
+            sql, params = Compiler(self.spec).select(
+                Q(), ids=ids.tolist(), order_by=("-id",) if descending else ("id",))
+            parts.append(self._run(sql, params, [self.spec]))
+        else:
+            names = Compiler(self.spec).column_names(names)
+            parts.append(self._session().rows_by_id(self.spec, ids, names))
         return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 
     def to_sql(self) -> tuple[str, list]:
