@@ -314,9 +314,9 @@ class Session:
             missing = ids if read is None else ids[~read.has(ids)]
             if len(missing):
                 names = ", ".join(f't."{c}"' for c in dict.fromkeys(["id", *columns]))
-                table = self.con.execute(
+                table = self.arrow(
                     f'SELECT {names} FROM "{spec.view}" t WHERE {id_list_condition("t")}',
-                    id_list_params(missing.tolist())).to_arrow_table()
+                    id_list_params(missing.tolist()), [spec])
                 if read is not None and read.table.num_rows + table.num_rows <= READ_BY_ID_ROWS:
                     table = pa.concat_tables([read.table, table])
                 read = HeldRows(table, None)
