@@ -254,7 +254,7 @@ class QuerySet:
         if self.q:
             self._compile(compiler=compiler)
         if held is not None and held.low is None:  # the whole registry is held
-            shown = self._ids(order, limit, offset, compiler=compiler)
+            shown = self._ids(order, limit, offset, in_memory=True, compiler=compiler)
             return held.take(shown, columns or held.table.column_names)
         width = max(NEWEST_WINDOW, needed)
         newest = session.newest_rows(self.spec) if descending else None
@@ -279,8 +279,8 @@ class QuerySet:
             whole = high - width < low if descending else low + width > high
             in_memory = newest is not None and high - width >= newest[1]
             if in_memory and held is not None:
-                table = held.take(self._ids(order, limit, offset, id_bound=bound,
-                                            rows_from=newest[0]),
+                table = held.take(self._ids(order, limit, offset, in_memory=True,
+                                            id_bound=bound, rows_from=newest[0]),
                                   columns or held.table.column_names)
             else:
                 table = self._run(*self._compile(
@@ -298,12 +298,22 @@ class QuerySet:
                 wider = high - newest[1]
             width = wider
 
-    def _ids(self, order: tuple, limit: int, offset: int, **bounds) -> np.ndarray:
-        """The ids of the query's rows in ``order``, cut by ``limit`` and ``offset`` (one
-        statement reading only the columns the conditions need); ``bounds`` as _compile's."""
-        sql, params, specs = self._compile(columns=["id"], order_by=order, limit=limit,
-                                           offset=offset, **bounds)
-        return np.asarray(self._run(sql, params, specs).column("id"), dtype=np.int64)
+    def _ids(self, order: tuple, limit: int, offset: int, in_memory: bool = False,
+             **bounds) -> np.ndarray:
+        """The ids of the query's rows by id (``order``), cut by ``limit`` and ``offset``: one
+        statement reading only the columns the conditions need; ``bounds`` as _compile's.
+        ``in_memory``: the statement reads rows held in memory, and every matching id is
+        fetched and sorted here. Why: over a 16,384-row table in memory, DuckDB's Top-N of
+        ids cost 3-4 ms of CPU where the filter alone took 0.7-1 ms (1e5 artifacts)."""
+        if not in_memory:
+            sql, params, specs = self._compile(columns=["id"], order_by=order, limit=limit,
+                                               offset=offset, **bounds)
+            return np.asarray(self._run(sql, params, specs).column("id"), dtype=np.int64)
+        compiler = bounds.pop("compiler", None) or self._compiler()
+        sql, params = compiler.select(self.q, columns=["id"], distinct=self._distinct, **bounds)
+        ids = np.sort(np.asarray(self._run(sql, params, compiler.specs).column("id"),
+                                 dtype=np.int64))
+        return (ids[::-1] if order[0].startswith("-") else ids)[offset:offset + limit]
 
     def _ids_among(self, candidates: np.ndarray, count: int, order: tuple,
                    newest: tuple[str, int] | None) -> np.ndarray:
@@ -324,7 +334,7 @@ class QuerySet:
             above = candidates[candidates > newest[1]]
             rest = candidates[candidates <= newest[1]]
             if len(above):
-                found.append(self._ids(order, count, 0, ids=above.tolist(),
+                found.append(self._ids(order, count, 0, in_memory=True, ids=above.tolist(),
                                        rows_from=newest[0]))
                 passing = max(len(found[-1]) / len(above), 1 / 64)
         checked = 0
@@ -425,7 +435,7 @@ class QuerySet:
             log.info(f"showing {limit} {self.spec.model} rows, more match; "
                      "to_dataframe(limit=None) returns all of them")
         start_values = {c: table.column(c).to_pylist() for c in starts}
-        frame = to_pandas(table.drop_columns(starts)).set_index("id")
+        frame = to_pandas(table.drop_columns(starts), index="id")
         if paths or wants_features:
             base = frame
             frame = shown_columns.with_includes(self.spec, self._session(), self._run, frame,
