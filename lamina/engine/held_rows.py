@@ -22,7 +22,9 @@ class HeldRows:
     None), in id order."""
 
     def __init__(self, table: pa.Table, low: int | None):
-        self.table = table.sort_by("id") if table.num_rows else table
+        # One chunk per column: a take from many chunks concatenates them first (5 ms for
+        # the 33 columns of a features display from 16,384 rows).
+        self.table = (table.sort_by("id") if table.num_rows else table).combine_chunks()
         self.ids = np.asarray(self.table.column("id").to_numpy(), dtype=np.int64)
         self.low = low
         if "branch_id" in self.table.column_names:
