@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 import lamina as ln
-from lamina.engine import queryset
+from lamina.engine import id_order
 from lamina.engine import session as lamina_session
 
 import query_catalog as qc
@@ -223,9 +223,7 @@ def test_first_and_last_of_an_equality_filter_take_one_statement(oracle, monkeyp
                                                                   sql_calls):
     """``filter(hash=...).first()`` is how a new artifact checks its content: selective, so no
     id window that would widen through the table to find nothing."""
-    from lamina.engine import queryset
-
-    monkeypatch.setattr(queryset, "NEWEST_WINDOW", 3)  # a window would have to widen
+    monkeypatch.setattr(id_order, "NEWEST_WINDOW", 3)  # a window would have to widen
     A = ln.Artifact
     rows = oracle.rows["core.artifact"]
     for conditions in [{"key": rows[min(rows)]["key"]}, {"hash": rows[max(rows)]["hash"]},
@@ -244,9 +242,7 @@ def test_rows_by_id_read_the_newest_ids_first_and_widen(oracle, monkeypatch, sql
                                                          window):
     """The first rows by id come from a window of the newest (or oldest) ids that grows until
     it holds enough rows: the answer is the one a whole-table sort gives, for any window."""
-    from lamina.engine import queryset
-
-    monkeypatch.setattr(queryset, "NEWEST_WINDOW", window)
+    monkeypatch.setattr(id_order, "NEWEST_WINDOW", window)
     A = ln.Artifact
     for conditions in [{}, {"suffix": ".csv"}, {"records__name": "DMSO"}, {"key": "none such"},
                        {"size__gt": 100, "suffix__in": [".h5ad", ".jpg"]}]:
@@ -326,7 +322,7 @@ def test_displays_read_the_shown_columns_only_for_rows_not_held(oracle, monkeypa
     the files by id once per version."""
     monkeypatch.setattr(lamina_session, "IN_MEMORY_VALUES", 1)
     monkeypatch.setattr(lamina_session, "NEWEST_IN_MEMORY_IDS", 64)
-    monkeypatch.setattr(queryset, "NEWEST_WINDOW", 16)
+    monkeypatch.setattr(id_order, "NEWEST_WINDOW", 16)
     monkeypatch.setattr(lamina_session, "_sessions", {})
     A = ln.Artifact
     A.filter(records__name="DMSO").count()

@@ -10,7 +10,7 @@ import pytest
 
 import lamina as ln
 from lamina import bionty as bt
-from lamina.engine import queryset, session
+from lamina.engine import id_order, session
 
 from helpers import new_s3_root, python, s3_requests, write_file
 
@@ -161,7 +161,7 @@ def test_displays_from_the_newest_rows_in_memory_follow_another_processes_commit
     down: the copy holds 4 ids, the displays show 2 rows.)"""
     monkeypatch.setattr(session, "IN_MEMORY_VALUES", 1)  # nothing is copied whole
     monkeypatch.setattr(session, "NEWEST_IN_MEMORY_IDS", 4)
-    monkeypatch.setattr(queryset, "NEWEST_WINDOW", 1)
+    monkeypatch.setattr(id_order, "NEWEST_WINDOW", 1)
     keys = ["old/0.txt", "old/1.txt", "new/2.txt", "new/3.txt", "new/4.txt"]
     saved = [ln.Artifact(write_file(tmp_path, f"{i}.txt", str(i)), key=key).save()
              for i, key in enumerate(keys)]
@@ -243,7 +243,7 @@ def test_rows_of_relation_displays_read_by_id_follow_another_processes_commits(
     condition. (Sizes scaled down: the newest 2 ids are held.)"""
     monkeypatch.setattr(session, "IN_MEMORY_VALUES", 1)
     monkeypatch.setattr(session, "NEWEST_IN_MEMORY_IDS", 2)
-    monkeypatch.setattr(queryset, "NEWEST_WINDOW", 1)
+    monkeypatch.setattr(id_order, "NEWEST_WINDOW", 1)
     a = ln.Record(name="A").save()
     arts = [ln.Artifact(write_file(tmp_path, f"{i}.txt", str(i)), key=f"old/{i}.txt").save()
             for i in range(6)]

@@ -292,9 +292,10 @@ class Compiler:
                rows_from: str | None = None, ids: list[int] | None = None,
                id_range: tuple[int, int] | None = None) -> tuple[str, list]:
         """``id_bound``, e.g. ``(">", 99000)``: only rows whose id is beyond it (see
-        QuerySet._newest); ``id_range``: only rows whose id is within it; ``rows_from``: a table of the session holding those rows of the
-        registry's current version (Session.newest_rows), read instead of its view; ``ids``:
-        only the rows with these ids."""
+        id_order.py); ``id_range``: only rows whose id is within it; ``rows_from``: a table
+        of the session holding those rows of the registry's current version
+        (Session.newest_rows), read instead of its view; ``ids``: only the rows with these
+        ids."""
         self.list_tests, self.other_conditions = [], False
         where, params = self.where(q, "t", top=True)
         conditions = [where] if where else []
