@@ -152,7 +152,11 @@ def _ids_among(qs: QuerySet, candidates: np.ndarray, count: int, order: tuple,
         # Enough candidates for what is short, twice over at the share passing so far.
         upto = min(len(rest), checked + int(2 * short / passing) + 1)
         ends = rest[checked], rest[upto - 1]
-        found.append(_ids(qs, order, short, 0, id_range=(min(ends), max(ends))))
+        sql, params, specs = qs._compile(columns=["id"], order_by=order, limit=short, offset=0,
+                                         id_range=(min(ends), max(ends)))
+        # Over the files, the answer of a version is kept (Session.arrow_of_versions).
+        answer = qs._session().arrow_of_versions(sql, params, specs)
+        found.append(np.asarray(answer.column("id"), dtype=np.int64))
         passing = max(passing / 2, 1 / 64) if len(found[-1]) < short else passing
         checked = upto
     return np.concatenate(found) if found else candidates[:0]
