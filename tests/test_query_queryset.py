@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import time
 
 import pandas as pd
 import polars as pl
@@ -13,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 import lamina as ln
+from lamina.engine import id_order
 from lamina.engine import session as lamina_session
 
 import query_catalog as qc
@@ -221,9 +223,7 @@ def test_first_and_last_of_an_equality_filter_take_one_statement(oracle, monkeyp
                                                                   sql_calls):
     """``filter(hash=...).first()`` is how a new artifact checks its content: selective, so no
     id window that would widen through the table to find nothing."""
-    from lamina.engine import queryset
-
-    monkeypatch.setattr(queryset, "NEWEST_WINDOW", 3)  # a window would have to widen
+    monkeypatch.setattr(id_order, "NEWEST_WINDOW", 3)  # a window would have to widen
     A = ln.Artifact
     rows = oracle.rows["core.artifact"]
     for conditions in [{"key": rows[min(rows)]["key"]}, {"hash": rows[max(rows)]["hash"]},
@@ -242,9 +242,7 @@ def test_rows_by_id_read_the_newest_ids_first_and_widen(oracle, monkeypatch, sql
                                                          window):
     """The first rows by id come from a window of the newest (or oldest) ids that grows until
     it holds enough rows: the answer is the one a whole-table sort gives, for any window."""
-    from lamina.engine import queryset
-
-    monkeypatch.setattr(queryset, "NEWEST_WINDOW", window)
+    monkeypatch.setattr(id_order, "NEWEST_WINDOW", window)
     A = ln.Artifact
     for conditions in [{}, {"suffix": ".csv"}, {"records__name": "DMSO"}, {"key": "none such"},
                        {"size__gt": 100, "suffix__in": [".h5ad", ".jpg"]}]:
@@ -257,10 +255,102 @@ def test_rows_by_id_read_the_newest_ids_first_and_widen(oracle, monkeypatch, sql
         first, last = qs.first(), qs.last()
         assert (first.id if first else None) == (expected[0] if expected else None)
         assert (last.id if last else None) == (expected[-1] if expected else None)
-    # A small window is widened (several statements); a window past the table is one.
+    # Read from the files (a new session: nothing copied into memory yet), a small window is
+    # widened (several statements); a window past the table is one.
+    monkeypatch.setattr(lamina_session, "_sessions", {})
     sql_calls.clear()
-    A.filter(suffix=".csv").to_dataframe()
+    shown = A.filter(suffix=".csv").to_dataframe()
+    assert list(shown.index) == oracle.ids(A, suffix=".csv")[::-1][:100]
     assert (len(sql_calls) > 1) == (window < 100)
+
+
+def _same(shown, stored) -> bool:
+    """A displayed value equals the stored one (a missing value shows as None or NaN)."""
+    if stored is None:
+        return shown is None or shown != shown
+    return shown == stored
+
+
+RELATION_DISPLAYS = [  # (conditions of each chained filter() call)
+    [{"records__name": "Experiment 1"}],
+    [{"suffix": ".h5ad"}, {"records__name": "DMSO"}],
+    [{"records__name": "DMSO", "size__gt": 100}],
+    [{"records__name__in": ["IFNG", "Control"], "key__contains": "/"}],
+    [{"ulabels__name": "good"}, {"suffix__in": [".csv", ".jpg"]}],
+    [{"records__name": "no such record"}],
+    [{}],
+]
+
+
+@pytest.mark.parametrize("held", ["whole registry", "newest 8 ids", "newest 64 ids"])
+def test_displays_of_relation_filters_show_the_oracles_rows_wherever_they_are_held(
+        oracle, monkeypatch, held):
+    """Displays (relation filters alone, with other conditions, chained, and no filter) take
+    the rows the session holds in memory when it can and read the others by id from the
+    files: at every limit, the rows and each shown value are the oracle's, however few of
+    the newest rows are held, and again when the rows read by id are served a second time."""
+    if held != "whole registry":
+        monkeypatch.setattr(lamina_session, "IN_MEMORY_VALUES", 1)
+        monkeypatch.setattr(lamina_session, "NEWEST_IN_MEMORY_IDS", int(held.split()[1]))
+    monkeypatch.setattr(lamina_session, "_sessions", {})
+    A = ln.Artifact
+    A.filter(suffix=".h5ad").count()
+    time.sleep(lamina_session.IN_MEMORY_AFTER_SECONDS + 0.05)  # the copies are made
+    rows = oracle.table(A)
+    for calls in RELATION_DISPLAYS:
+        q = ln.Q.chain(*[ln.Q(**c) for c in calls]) if len(calls) > 1 else ln.Q(**calls[0])
+        expected = oracle.ids(A, q)[::-1]
+        for limit in (1, 3, 40, 100):
+            for again in range(2):
+                qs = A.all()
+                for conditions in calls:
+                    qs = qs.filter(**conditions)
+                frame = qs.to_dataframe(limit=limit)
+                assert list(frame.index) == expected[:limit], (calls, limit, again)
+                for i in frame.index:
+                    for column in ("uid", "key", "suffix", "size", "description", "created_at"):
+                        assert _same(frame.loc[i, column], rows[i][column]), (calls, i, column)
+    session = lamina_session.session_for(ln.current())
+    assert (session.held_rows(A._spec).low is None) == (held == "whole registry")
+
+
+def test_displays_read_the_shown_columns_only_for_rows_not_held(oracle, monkeypatch,
+                                                                sql_calls):
+    """Once the winning ids are known, the rows held in memory are shown without a statement:
+    a display with no filter runs none, a filter one asking for ids; the rows of a relation
+    filter (alone, or sparse with another condition) outside the newest ones are read from
+    the files by id, and the older ids passing the other condition found there, once per
+    version."""
+    monkeypatch.setattr(lamina_session, "IN_MEMORY_VALUES", 1)
+    monkeypatch.setattr(lamina_session, "NEWEST_IN_MEMORY_IDS", 64)
+    monkeypatch.setattr(id_order, "NEWEST_WINDOW", 16)
+    monkeypatch.setattr(lamina_session, "_sessions", {})
+    A = ln.Artifact
+    A.filter(records__name="DMSO").count()
+    time.sleep(lamina_session.IN_MEMORY_AFTER_SECONDS + 0.05)
+
+    def artifact_statements(call) -> list[str]:
+        sql_calls.clear()
+        call()
+        return [sql for sql in sql_calls if '"artifact"' in sql or '"_newest_artifact"' in sql]
+
+    A.to_dataframe(limit=5)  # the newest rows are copied
+    assert artifact_statements(lambda: A.to_dataframe(limit=5)) == []
+    # The list index gives the rows: those outside the newest are read by id, once.
+    relation = artifact_statements(lambda: A.filter(records__name="DMSO").to_dataframe())
+    assert not any("records" in sql for sql in relation)
+    assert artifact_statements(lambda: A.filter(records__name="DMSO").to_dataframe()) == []
+    filtered = artifact_statements(lambda: A.filter(suffix=".csv").to_dataframe(limit=2))
+    assert len(filtered) == 1 and filtered[0].startswith("SELECT t.id FROM")
+    sparse = A.filter(records__name="IFNG", size__gt=100)
+    expected = oracle.ids(A, records__name="IFNG", size__gt=100)[::-1][:100]
+    first = artifact_statements(lambda: sparse.to_dataframe())
+    assert any(not sql.startswith("SELECT t.id FROM") for sql in first)  # rows read by id
+    # Shown again at the same version: only the newest rows in memory are asked for ids (the
+    # files' answer of this version is kept).
+    again = artifact_statements(lambda: sparse.to_dataframe())
+    assert again and all(sql.startswith('SELECT t.id FROM "_newest_artifact"') for sql in again)
+    assert list(sparse.to_dataframe().index) == expected
 
 
 def test_to_dataframe_include(oracle):

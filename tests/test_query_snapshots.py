@@ -10,7 +10,7 @@ import pytest
 
 import lamina as ln
 from lamina import bionty as bt
-from lamina.engine import queryset, session
+from lamina.engine import id_order, session
 
 from helpers import new_s3_root, python, s3_requests, write_file
 
@@ -161,7 +161,7 @@ def test_displays_from_the_newest_rows_in_memory_follow_another_processes_commit
     down: the copy holds 4 ids, the displays show 2 rows.)"""
     monkeypatch.setattr(session, "IN_MEMORY_VALUES", 1)  # nothing is copied whole
     monkeypatch.setattr(session, "NEWEST_IN_MEMORY_IDS", 4)
-    monkeypatch.setattr(queryset, "NEWEST_WINDOW", 1)
+    monkeypatch.setattr(id_order, "NEWEST_WINDOW", 1)
     keys = ["old/0.txt", "old/1.txt", "new/2.txt", "new/3.txt", "new/4.txt"]
     saved = [ln.Artifact(write_file(tmp_path, f"{i}.txt", str(i)), key=key).save()
              for i, key in enumerate(keys)]
@@ -231,6 +231,48 @@ def test_relation_counts_and_displays_from_list_indexes_follow_another_processes
         assert ln.Artifact.filter(records__in=[a, b]).count() == 2
         assert ln.Artifact.filter(records=a).filter(records=b).count() == 1
         assert shown(records=b) == [arts[2].id]
+
+    each_way(check)
+
+
+def test_rows_of_relation_displays_read_by_id_follow_another_processes_commits(
+        instance, tmp_path, monkeypatch):
+    """Rows a relation display reads by id from the files (older than the newest rows held
+    in memory) are kept for their version only: after another process renames and unlinks
+    old artifacts, the displays show the new values and rows, alone and with another
+    condition. (Sizes scaled down: the newest 2 ids are held.)"""
+    monkeypatch.setattr(session, "IN_MEMORY_VALUES", 1)
+    monkeypatch.setattr(session, "NEWEST_IN_MEMORY_IDS", 2)
+    monkeypatch.setattr(id_order, "NEWEST_WINDOW", 1)
+    a = ln.Record(name="A").save()
+    arts = [ln.Artifact(write_file(tmp_path, f"{i}.txt", str(i)), key=f"old/{i}.txt").save()
+            for i in range(6)]
+    for artifact in (arts[0], arts[1], arts[2], arts[5]):
+        artifact.records.add(a)
+
+    def shown(*calls) -> dict[int, str]:
+        qs = ln.Artifact.filter(records=a)
+        for conditions in calls:
+            qs = qs.filter(**conditions)
+        frame = qs.to_dataframe()
+        return dict(zip(frame.index, frame["key"]))
+
+    expected = {arts[i].id: f"old/{i}.txt" for i in (5, 2, 1, 0)}
+    assert settled(shown) == expected
+    assert shown({"key__startswith": "old/"}) == expected
+    python(f"""
+        ln.connect({instance.root!r})
+        renamed = ln.Artifact.get(key="old/0.txt")
+        renamed.key = "new/0.txt"
+        renamed.save()
+        ln.Artifact.get(key="old/1.txt").records.remove(ln.Record.get(name="A"))
+    """)
+    def check():
+        assert shown() == {arts[5].id: "old/5.txt", arts[2].id: "old/2.txt",
+                           arts[0].id: "new/0.txt"}
+        assert shown({"key__startswith": "old/"}) == {arts[5].id: "old/5.txt",
+                                                      arts[2].id: "old/2.txt"}
+        assert shown({"key__startswith": "new/"}) == {arts[0].id: "new/0.txt"}
 
     each_way(check)
 

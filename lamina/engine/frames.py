@@ -16,8 +16,17 @@ if TYPE_CHECKING:  # imported where a DataFrame is built, not when lamina.engine
     import pyarrow as pa
 
 
-def to_pandas(table: pa.Table) -> pd.DataFrame:
-    return plain_text(table.to_pandas())
+def to_pandas(table: pa.Table, index: str | None = None) -> pd.DataFrame:
+    """``table`` as a DataFrame; ``index``: that column as its index. Why not
+    ``set_index``: it copies every other column (half the conversion of a 100-row display,
+    ~0.5 ms)."""
+    if index is None:
+        return plain_text(table.to_pandas())
+    import pandas as pd
+
+    frame = plain_text(table.drop_columns([index]).to_pandas())
+    frame.index = pd.Index(table.column(index).to_numpy(), name=index)
+    return frame
 
 
 def plain_text(frame: pd.DataFrame) -> pd.DataFrame:

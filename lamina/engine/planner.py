@@ -315,12 +315,13 @@ class Compiler:
     # ---- statements --------------------------------------------------------------------
     def select(self, q: Q, *, columns: list[str] | None = None, order_by=(), limit=None,
                offset=None, distinct=False, id_bound: tuple[str, int] | None = None,
-               rows_from: str | None = None, ids: list[int] | None = None
-               ) -> tuple[str, list]:
+               rows_from: str | None = None, ids: list[int] | None = None,
+               id_range: tuple[int, int] | None = None) -> tuple[str, list]:
         """``id_bound``, e.g. ``(">", 99000)``: only rows whose id is beyond it (see
-        QuerySet._newest); ``rows_from``: a table of the session holding those rows of the
-        registry's current version (Session.newest_rows), read instead of its view; ``ids``:
-        only the rows with these ids."""
+        id_order.py); ``id_range``: only rows whose id is within it; ``rows_from``: a table
+        of the session holding those rows of the registry's current version
+        (Session.newest_rows), read instead of its view; ``ids``: only the rows with these
+        ids."""
         self.list_tests, self.other_conditions = [], False
         where, params = self.where(q, "t", top=True)
         conditions = [where] if where else []
@@ -329,6 +330,8 @@ class Compiler:
             if operator not in ("<", ">"):
                 raise ValueError(f"id_bound takes '<' or '>', got {operator!r}")
             conditions.insert(0, f"t.id {operator} {int(bound)}")
+        if id_range is not None:
+            conditions.insert(0, f"t.id BETWEEN {int(id_range[0])} AND {int(id_range[1])}")
         if ids is not None:
             conditions.insert(0, id_list_condition("t"))
             params = [*id_list_params(ids), *params]

@@ -22,7 +22,7 @@ from ..errors import (
     did_you_mean,
     unknown_field,
 )
-from . import shown_columns
+from . import id_order, shown_columns
 from .frames import plain_text, to_pandas
 from .lookups import SubQuery, coerce
 from .planner import Compiler, Q, relations, row_columns
@@ -47,8 +47,6 @@ class Model(Protocol):
 
 FEATURE_SPEC = tables.get("core.feature")
 DEFAULT_DATAFRAME_LIMIT = 100
-# Ids a first read of the newest rows covers at least (see QuerySet._newest).
-NEWEST_WINDOW = 1024
 REPR_LIMIT = 20
 
 
@@ -188,14 +186,14 @@ class QuerySet:
             return frozenset(checked)
 
     def _compile(self, columns=None, order_by=None, limit=None, offset=None, id_bound=None,
-                 rows_from=None, ids=None, compiler=None):
+                 rows_from=None, ids=None, compiler=None, id_range=None):
         compiler = compiler or self._compiler()
         order = self._order_by if order_by is None else order_by
         sql, params = compiler.select(
             self.q, columns=columns, order_by=order,
             limit=self._limit if limit is None else limit,
             offset=self._offset if offset is None else offset, distinct=self._distinct,
-            id_bound=id_bound, rows_from=rows_from, ids=ids)
+            id_bound=id_bound, rows_from=rows_from, ids=ids, id_range=id_range)
         return sql, params, compiler.specs
 
     def _candidate_ids(self, compiler: Compiler) -> np.ndarray | None:
@@ -214,71 +212,9 @@ class QuerySet:
         limit = self._limit if limit is None else limit
         offset = self._offset if offset is None else offset
         if limit is not None and tuple(order_by) in (("id",), ("-id",)):
-            return self._newest(columns, order_by[0] == "-id", limit, offset)
+            return id_order.first_rows(self, columns, order_by[0] == "-id", limit, offset)
         return self._run(*self._compile(columns=columns, order_by=order_by, limit=limit,
                                         offset=offset))
-
-    def _newest(self, columns, descending: bool, limit: int, offset: int) -> pa.Table:
-        """The first ``limit`` rows by id, reading only the newest (or oldest) ids first.
-
-        Why: ids grow with every commit and row groups are written in id order, so the rows
-        of a window of ids are a few row groups that DuckDB finds from their min/max
-        statistics. A Top-N over the whole table instead reads every row group's display
-        columns (~25 ms at 1e5 rows) and, in descending order over ascending ids, replaces
-        its heap on nearly every row. The window grows until it holds ``limit`` rows
-        or the whole table, by what the rows it found say it needs; rows outside it are all
-        further along the order, so its first rows are the query's (rows committed meanwhile
-        have larger ids: in the window). The first window of a descending read is the
-        session's copy of the newest rows, when it keeps one (Session.newest_rows)."""
-        session = self._session()
-        span = session.id_range(self.spec)
-        if span is None:
-            return self._run(*self._compile(columns=columns, order_by=("-id",) if descending
-                                            else ("id",), limit=limit, offset=offset))
-        low, high = span
-        width = max(NEWEST_WINDOW, limit + offset)
-        newest = session.newest_rows(self.spec) if descending else None
-        if newest is not None and self.q:
-            # A filter keeps a fraction of the rows: one statement over the whole copy, in
-            # memory, rather than a small window first and then, often, the copy.
-            width = max(width, high - newest[1])
-        compiler = self._compiler()
-        if self.q:
-            self._compile(compiler=compiler)
-        candidates = self._candidate_ids(compiler)
-        if candidates is not None:
-            needed = limit + offset
-            if not compiler.other_conditions or len(candidates) <= needed:
-                # The winners are known: read those rows only (their conditions are checked
-                # again, on them alone).
-                shown = candidates[-needed:] if descending else candidates[:needed]
-                in_memory = newest is not None and len(shown) > 0 and shown[0] > newest[1]
-                return self._run(*self._compile(
-                    columns=columns, order_by=("-id",) if descending else ("id",),
-                    limit=limit, offset=offset, ids=shown.tolist(),
-                    rows_from=newest[0] if in_memory else None))
-            # The window must hold the ``needed`` newest (oldest) candidates at least.
-            edge = int(candidates[-needed] if descending else candidates[needed - 1])
-            width = max(width, high - edge + 1 if descending else edge - low + 1)
-        while True:
-            bound = ((">", high - width) if descending else ("<", low + width))
-            whole = high - width < low if descending else low + width > high
-            in_memory = newest is not None and high - width >= newest[1]
-            sql, params, specs = self._compile(
-                columns=columns, order_by=("-id",) if descending else ("id",), limit=limit,
-                offset=offset, id_bound=bound if in_memory or not whole else None,
-                rows_from=newest[0] if in_memory else None)
-            table = self._run(sql, params, specs)
-            if whole or table.num_rows >= limit:
-                return table
-            # Widen to what the rows found so far say the limit needs, twice over.
-            found = table.num_rows + (offset if table.num_rows else 0)
-            growth = 2 * (limit + offset) / found if found else 16
-            wider = int(width * min(max(growth, 2), 64))
-            # The whole copy of the newest rows is tried before the files.
-            if newest is not None and width < high - newest[1] < wider:
-                wider = high - newest[1]
-            width = wider
 
     def to_sql(self) -> tuple[str, list]:
         """The SQL and bound parameters that fetching the rows runs."""
@@ -348,7 +284,7 @@ class QuerySet:
             log.info(f"showing {limit} {self.spec.model} rows, more match; "
                      "to_dataframe(limit=None) returns all of them")
         start_values = {c: table.column(c).to_pylist() for c in starts}
-        frame = to_pandas(table.drop_columns(starts)).set_index("id")
+        frame = to_pandas(table.drop_columns(starts), index="id")
         if paths or wants_features:
             base = frame
             frame = shown_columns.with_includes(self.spec, self._session(), self._run, frame,
@@ -373,7 +309,7 @@ class QuerySet:
         """``first()``/``last()`` of a filter that only asks text columns to equal values
         (``filter(hash=...)``, ``filter(key=..., is_latest=True)``): from the index of a
         registry held in memory, else one statement without the id window. Such a filter is
-        selective, so _newest's window would widen through the table to find nothing: three
+        selective, so id_order's window would widen through the table to find nothing: three
         statements at 1e5 artifacts for a new file's content check in ``Artifact(...)``. None
         for any other query."""
         if tuple(order_by) not in (("id",), ("-id",)) or self._limit is not None or self._offset:
@@ -467,7 +403,7 @@ class QuerySet:
     def one(self) -> Model:
         """The only matching row; DoesNotExist or MultipleResultsFound otherwise."""
         # Unordered: which of two rows comes first does not matter, and a sort (or the id
-        # window of _newest) would cost a selective filter, get(key=...), a scan or several.
+        # window of id_order) would cost a selective filter, get(key=...), a scan or several.
         rows = None
         if self._limit is None and not self._offset:
             equal = self._compiler(resolve_related=False).equalities(self.q)

@@ -37,16 +37,18 @@ def with_features(session, base: pd.DataFrame, frame: pd.DataFrame, present: lis
                   start_values: dict) -> pd.DataFrame:
     """One column per feature with values on these rows: label names (a set when several),
     numbers, dates and dicts as themselves. ``start_values`` holds the features' columns
-    as read with the rows, in the frame's order."""
+    as read with the rows, in the frame's order. The new columns join the frame in one
+    concat: inserting them one by one cost ~1 ms a feature at 100 rows."""
     if not present or base.empty:
         return frame
     import pandas as pd
 
-    rows = [dict(zip(start_values, values)) for values in zip(*start_values.values())]
-    names_by_label = _label_names(session, present, rows)
+    names_by_label = _label_names(session, present, start_values)
+    added = {}
     for feature in present:
         labels = names_by_label.get(feature.dtype.label_spec, {})
-        values = [to_display(feature, row.get(feature.column), labels) for row in rows]
+        values = [to_display(feature, value, labels)
+                  for value in start_values.get(feature.column, ())]
         if not any(v is not None for v in values):
             continue
         column = pd.Series(values, index=frame.index, dtype=object)
@@ -54,18 +56,23 @@ def with_features(session, base: pd.DataFrame, frame: pd.DataFrame, present: lis
             column = pd.to_datetime(column)
         elif feature.dtype.kind in ("float", "num", "int"):
             column = pd.to_numeric(column)
-        frame[feature.name] = column
-    return frame
+        added[feature.name] = column
+    replaced = [name for name in added if name in frame.columns]
+    for name in replaced:  # a feature named like a field shows the feature, in its place
+        frame[name] = added.pop(name)
+    if not added:
+        return frame
+    return pd.concat([frame, pd.DataFrame(added, index=frame.index)], axis=1)
 
 
-def _label_names(session, features, rows) -> dict:
+def _label_names(session, features, start_values: dict) -> dict:
     """Names of every label the rows reference, by label registry."""
     wanted: dict = {}
     for feature in features:
         if feature.dtype.is_categorical:
             ids = wanted.setdefault(feature.dtype.label_spec, set())
-            for row in rows:
-                ids.update(row.get(feature.column) or ())
+            for value in start_values.get(feature.column, ()):
+                ids.update(value or ())
     found = {}
     for spec, ids in wanted.items():
         field = spec.name_field or "id"
