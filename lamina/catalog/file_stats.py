@@ -26,6 +26,8 @@ import json
 import math
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 
 @dataclass(frozen=True)
 class FileStats:
@@ -75,9 +77,24 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def files_that_may_match(files, stats: dict, equal: dict) -> list[str]:
+def _comparable(value, schema: pa.Schema, column: str) -> bool:
+    index = schema.get_field_index(column)
+    if index < 0:
+        return False
+    kind = schema.field(index).type
+    if isinstance(value, str):
+        return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+    return _number(value) and (pa.types.is_integer(kind) or pa.types.is_floating(kind))
+
+
+def files_that_may_match(files, stats: dict, equal: dict, schema: pa.Schema) -> list[str]:
     """The ``files`` (URIs) that may hold a row equal to ``equal``, given ``stats`` by URI
-    (a file without an entry is kept)."""
+    (a file without an entry is kept). Only the columns of ``schema`` whose type is the
+    value's kind are compared (text with text; numbers with integers or floats): other
+    columns' statistics (timestamps as text, decimals) do not compare as the query does."""
+    equal = {c: v for c, v in equal.items() if _comparable(v, schema, c)}
+    if not equal:
+        return list(files)
     kept = []
     for uri in files:
         found = stats.get(uri)

@@ -116,7 +116,7 @@ class Snapshot:
     def files_that_may_match(self, equal: dict) -> list[str]:
         """The files of this snapshot whose statistics do not rule out a row whose columns
         equal ``equal``'s values."""
-        return files_that_may_match(self.files, self.stats, equal)
+        return files_that_may_match(self.files, self.stats, equal, self.schema)
 
     def read(self, columns: list[str] | None = None, filter=None,
              files: Sequence[str] | None = None, threads: bool = False) -> pa.Table:
