@@ -433,6 +433,13 @@ class Session:
             self.refresh([spec])
             return self._versions.get(spec.qualified)
 
+    def latest_version(self, spec) -> int | None:
+        """current_version, without pointing the view (a statement that reads it will):
+        on an object store, pointing a small registry's view fetches all its files."""
+        with self._lock:
+            self.refresh([spec], views=False)
+            return self._versions.get(spec.qualified)
+
     def viewed_version(self, spec) -> int | None:
         """The table version the view of ``spec`` currently shows."""
         return self._versions.get(spec.qualified)
@@ -460,7 +467,7 @@ class Session:
                                    functools.partial(self._main_branch_rows, spec))
                 self._features = (
                     version, FeatureResolver(found, self.columns, self.arrow,
-                                             self.current_version, self.rows_equal),
+                                             self.latest_version, self.rows_equal),
                     FeatureResolver(found, self._seen_columns))
             return self._features[1]
 
