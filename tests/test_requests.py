@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from contextlib import contextmanager
 
 import pandas as pd
 import pytest
@@ -37,15 +38,23 @@ def manifest(root: str) -> pd.DataFrame:
     })
 
 
+@contextmanager
+def new_catalog(request, tmp_path_factory, home: str):
+    """A new instance in a new S3 bucket, made on a machine of its own (a LAMINA_HOME for
+    the module); yields its root."""
+    request.getfixturevalue("s3_endpoint")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LAMINA_HOME", str(tmp_path_factory.mktemp(home)))
+        root = new_s3_root()
+        ln.init(storage=root)
+        yield root
+
+
 @pytest.fixture(scope="module")
 def catalog(request, tmp_path_factory):
     """A new S3 catalog as a bulk load makes it: records and features in one save each, then
     the artifacts with their feature values from a manifest. Yields (root, manifest)."""
-    request.getfixturevalue("s3_endpoint")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("LAMINA_HOME", str(tmp_path_factory.mktemp("requests-home")))
-        root = new_s3_root()
-        ln.init(storage=root)
+    with new_catalog(request, tmp_path_factory, "requests-home") as root:
         ln.save([ln.Record(name=name) for name in [*PERTURBATIONS,
                                                   *(f"record-{i:03d}" for i in range(50))]])
         ln.save([ln.Feature(name="temperature", dtype="float"),
@@ -270,11 +279,7 @@ def log_reads(requests) -> list[str]:
 def saved_one_by_one(request, tmp_path_factory):
     """An S3 catalog whose record table grew by SINGLE_SAVES single saves, each in a process
     of its own (as people add records by hand). Yields (root, names)."""
-    request.getfixturevalue("s3_endpoint")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("LAMINA_HOME", str(tmp_path_factory.mktemp("single-saves-home")))
-        root = new_s3_root()
-        ln.init(storage=root)
+    with new_catalog(request, tmp_path_factory, "single-saves-home") as root:
         reset_process_state()
         names = [f"hand-{i:03d}" for i in range(SINGLE_SAVES)]
         # a few saves per process: a process that only saves holds no log state of its own
@@ -367,11 +372,7 @@ def grown_by_hand(request, tmp_path_factory):
     of a few dozen saves each (as people add them by hand: hundreds of commits, a data file
     per row since the last compaction), and whose artifacts came from a manifest. Yields
     (root, manifest)."""
-    request.getfixturevalue("s3_endpoint")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("LAMINA_HOME", str(tmp_path_factory.mktemp("by-hand-home")))
-        root = new_s3_root()
-        ln.init(storage=root)
+    with new_catalog(request, tmp_path_factory, "by-hand-home") as root:
         reset_process_state()
         names = [*PERTURBATIONS, *(f"hand-{i:03d}" for i in range(HAND_RECORDS))]
         python(f"""

@@ -154,12 +154,19 @@ class Session:
             for spec, snapshot in zip(due, self._newer_snapshots(due)):
                 if snapshot is not None:
                     self._move_to(snapshot)
-                if views or self._copy_due(spec.qualified):
+                if views or (self._copy_due(spec.qualified) and self._view_is_free(spec)):
                     self._point_view(spec)
                     self._keep_in_memory(spec)
             if views:
                 for spec in specs:
                     self._point_view(spec)
+
+    def _view_is_free(self, spec) -> bool:
+        """Whether pointing ``spec``'s view costs no request: locally, or once it shows its
+        current snapshot. On an object store it would fetch every file of a small registry,
+        which lookups by value do without (_rows_equal_in_copies): a feature filter's
+        warm repeat fetched the nine feature files its first run had not needed."""
+        return self.instance.location.is_local or spec.qualified not in self._behind
 
     def _newer_snapshots(self, specs) -> list:
         def newer(spec):
