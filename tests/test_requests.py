@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
 from contextlib import contextmanager
 
@@ -474,3 +475,18 @@ def test_answers_on_a_catalog_grown_by_hand_equal_the_saved_rows(grown_by_hand):
     holds = lambda label: int(frame.perturbation.map(lambda p: label in p).sum())  # noqa: E731
     assert answer == [holds("TNF"), holds("IFNG"), 0, int((frame.temperature == 20).sum()),
                       ["dose"], HAND_RECORDS]
+
+
+def test_a_warm_repeat_on_a_catalog_grown_by_hand_fetches_no_file(grown_by_hand):
+    """Past the age at which a small registry is copied into memory, a repeated feature
+    filter checks its two tables for new commits and fetches nothing: the feature files
+    its first run did not need are not fetched for a copy either."""
+    from lamina.engine.session import IN_MEMORY_AFTER_SECONDS
+
+    root, frame = grown_by_hand
+    ln.connect(root)
+    query = lambda: ln.Artifact.filter(temperature__gt=25).count()  # noqa: E731
+    assert query() == (frame.temperature > 25).sum()
+    time.sleep(IN_MEMORY_AFTER_SECONDS + 0.1)
+    requests = s3_requests(query)
+    assert kinds(requests) == {"LIST": 2}, shown(requests)
