@@ -163,3 +163,35 @@ def test_lookups_on_a_registry_grown_by_single_saves_equal_the_saved_rows(root):
         assert ln.Record.get(id=record_id).name == name
     assert ln.Record.get(description="only one has a description").name == "described"
     assert ln.Record.filter(description="no such text").one_or_none() is None
+
+
+def test_a_file_holding_one_of_the_ids_is_never_skipped(tmp_path):
+    """Id lists (a page's labels) keep each file holding one of them; files of single saves
+    whose id is not asked are skipped."""
+    import random
+
+    from lamina.catalog import append_commit
+    from lamina.catalog.file_stats import files_that_may_hold_ids
+
+    folder = str(tmp_path / "ids")
+    os.makedirs(folder)
+    schema = pa.schema([("id", pa.int64()), ("name", pa.string())])
+    write_deltalake(folder, schema.empty_table(), mode="append")
+    groups = [[1, 2, 3, 40], [5], [6], [7, 9], [12], [None], [30, 31]]
+    for version, ids in enumerate(groups, start=1):
+        rows = pa.table({"id": pa.array(ids, pa.int64()), "name": [str(i) for i in ids]})
+        append_commit.commit_append(Location.of(folder), folder, version, rows, {})
+    state = DeltaLogReader(Location.of(folder), folder).load()
+    files = [f.uri for f in state.files.values()]
+    stats = {f.uri: f.stats for f in state.files.values()}
+    held = {uri: set(pq.read_table(uri).column("id").to_pylist()) - {None} for uri in files}
+    rng = random.Random(7)
+    skipped_any = False
+    for _ in range(200):
+        asked = rng.sample(range(0, 45), rng.randint(1, 6))
+        kept = files_that_may_hold_ids(files, stats, asked)
+        assert {u for u, ids in held.items() if ids & set(asked)} <= set(kept), asked
+        skipped_any |= len(kept) < len(files)
+    assert skipped_any
+    assert files_that_may_hold_ids(files, stats, [6]) == [
+        u for u in files if held[u] == {6} or (held[u] and min(held[u]) <= 6 <= max(held[u]))]

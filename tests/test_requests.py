@@ -490,3 +490,19 @@ def test_a_warm_repeat_on_a_catalog_grown_by_hand_fetches_no_file(grown_by_hand)
     time.sleep(IN_MEMORY_AFTER_SECONDS + 0.1)
     requests = s3_requests(query)
     assert kinds(requests) == {"LIST": 2}, shown(requests)
+
+
+def test_a_features_display_on_a_catalog_grown_by_hand_fetches_the_label_files_only(
+        grown_by_hand):
+    """``include="features"`` shows label names: the rows of the ids on the page are read
+    from the record files whose id bounds take them in (one compacted file holds the three
+    labels), not from every file of the record table."""
+    root, frame = grown_by_hand
+    answer, requests = fresh_process(root, " ".join("""[
+        [key, sorted(v) if isinstance(v, (set, list)) else [v]] for key, v in
+        ln.Artifact.filter(key__startswith="atlas/cells_000").to_dataframe(
+            include="features")[["key", "perturbation"]].itertuples(index=False)]""".split()))
+    shown_rows = frame[frame.key.str.startswith("atlas/cells_000")]
+    assert sorted(answer) == sorted([key, sorted(set(labels))] for key, labels
+                                    in zip(shown_rows.key, shown_rows.perturbation))
+    assert data_files(requests)["record"] == 1, shown(requests)

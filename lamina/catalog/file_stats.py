@@ -22,6 +22,7 @@ statistics and DuckDB's ``=`` use.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from dataclasses import dataclass
@@ -49,11 +50,15 @@ class FileStats:
         return cls(None if records is None else int(records), stats.get("minValues") or {},
                    stats.get("maxValues") or {}, stats.get("nullCount") or {})
 
+    def all_null(self, column: str) -> bool:
+        """Whether every row of the file is NULL in ``column``, as far as stated."""
+        nulls = self.nulls.get(column)
+        return (self.num_records is not None and isinstance(nulls, int)
+                and not isinstance(nulls, bool) and nulls >= self.num_records)
+
     def may_equal(self, column: str, value) -> bool:
         """Whether a row of the file may hold ``value`` (not None) in ``column``."""
-        nulls = self.nulls.get(column)
-        if (self.num_records is not None and isinstance(nulls, int)
-                and not isinstance(nulls, bool) and nulls >= self.num_records):
+        if self.all_null(column):
             return False
         low, high = self.minimum.get(column), self.maximum.get(column)
         if low is None or high is None:
@@ -71,6 +76,26 @@ class FileStats:
     def may_match(self, equal: dict) -> bool:
         """Whether a row of the file may hold every ``{column: value}`` of ``equal``."""
         return all(self.may_equal(column, value) for column, value in equal.items())
+
+
+def files_that_may_hold_ids(files, stats: dict, ids: list[int]) -> list[str]:
+    """The ``files`` that may hold a row whose ``id`` is one of ``ids``: those whose id
+    bounds take in one of them (a file without statistics of its ids is kept)."""
+    wanted = sorted(ids)
+    kept = []
+    for uri in files:
+        found = stats.get(uri)
+        if found is not None and found.all_null("id"):
+            continue
+        low = None if found is None else found.minimum.get("id")
+        high = None if found is None else found.maximum.get("id")
+        if not (_number(low) and _number(high)):
+            kept.append(uri)
+            continue
+        at = bisect.bisect_left(wanted, low)
+        if at < len(wanted) and wanted[at] <= high:
+            kept.append(uri)
+    return kept
 
 
 def _number(value) -> bool:

@@ -28,7 +28,7 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from ..errors import CommitConflict
 from . import append_commit, checkpoint, turns
 from .delta_log import DeltaLogReader, LogState, UnsupportedLog
-from .file_stats import FileStats, files_that_may_match
+from .file_stats import FileStats, files_that_may_hold_ids, files_that_may_match
 from .location import Location
 from .tables import TableSpec
 
@@ -117,6 +117,10 @@ class Snapshot:
         """The files of this snapshot whose statistics do not rule out a row whose columns
         equal ``equal``'s values."""
         return files_that_may_match(self.files, self.stats, equal, self.schema)
+
+    def files_that_may_hold_ids(self, ids: list[int]) -> list[str]:
+        """The files of this snapshot whose statistics do not rule out all of ``ids``."""
+        return files_that_may_hold_ids(self.files, self.stats, ids)
 
     def read(self, columns: list[str] | None = None, filter=None,
              files: Sequence[str] | None = None, threads: bool = False) -> pa.Table:
