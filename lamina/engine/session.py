@@ -162,11 +162,13 @@ class Session:
                     self._point_view(spec)
 
     def _view_is_free(self, spec) -> bool:
-        """Whether pointing ``spec``'s view costs no request: locally, or once it shows its
-        current snapshot. On an object store it would fetch every file of a small registry,
-        which lookups by value do without (_rows_equal_in_copies): a feature filter's
-        warm repeat fetched the nine feature files its first run had not needed."""
-        return self.instance.location.is_local or spec.qualified not in self._behind
+        """Whether pointing ``spec``'s view fetches no files: anything but a small registry
+        on an object store whose view does not show its current snapshot yet. Pointing that
+        one fetches every file of it, which lookups by value do without
+        (_rows_equal_in_copies): a feature filter's warm repeat fetched the nine feature
+        files its first run had not needed."""
+        behind = self._behind.get(spec.qualified)
+        return behind is None or not small_remote(behind)
 
     def _newer_snapshots(self, specs) -> list:
         def newer(spec):
