@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
+from contextlib import contextmanager
 
 import pandas as pd
 import pytest
@@ -37,15 +39,23 @@ def manifest(root: str) -> pd.DataFrame:
     })
 
 
+@contextmanager
+def new_catalog(request, tmp_path_factory, home: str):
+    """A new instance in a new S3 bucket, made on a machine of its own (a LAMINA_HOME for
+    the module); yields its root."""
+    request.getfixturevalue("s3_endpoint")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LAMINA_HOME", str(tmp_path_factory.mktemp(home)))
+        root = new_s3_root()
+        ln.init(storage=root)
+        yield root
+
+
 @pytest.fixture(scope="module")
 def catalog(request, tmp_path_factory):
     """A new S3 catalog as a bulk load makes it: records and features in one save each, then
     the artifacts with their feature values from a manifest. Yields (root, manifest)."""
-    request.getfixturevalue("s3_endpoint")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("LAMINA_HOME", str(tmp_path_factory.mktemp("requests-home")))
-        root = new_s3_root()
-        ln.init(storage=root)
+    with new_catalog(request, tmp_path_factory, "requests-home") as root:
         ln.save([ln.Record(name=name) for name in [*PERTURBATIONS,
                                                   *(f"record-{i:03d}" for i in range(50))]])
         ln.save([ln.Feature(name="temperature", dtype="float"),
@@ -270,11 +280,7 @@ def log_reads(requests) -> list[str]:
 def saved_one_by_one(request, tmp_path_factory):
     """An S3 catalog whose record table grew by SINGLE_SAVES single saves, each in a process
     of its own (as people add records by hand). Yields (root, names)."""
-    request.getfixturevalue("s3_endpoint")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("LAMINA_HOME", str(tmp_path_factory.mktemp("single-saves-home")))
-        root = new_s3_root()
-        ln.init(storage=root)
+    with new_catalog(request, tmp_path_factory, "single-saves-home") as root:
         reset_process_state()
         names = [f"hand-{i:03d}" for i in range(SINGLE_SAVES)]
         # a few saves per process: a process that only saves holds no log state of its own
@@ -354,3 +360,149 @@ def test_a_new_reader_sees_whole_versions_while_a_writer_checkpoints(saved_one_b
         table = DeltaTable(uri, storage_options=location.delta_options)
         table.load_as_version(version)
         assert files == set(table.file_uris()), version
+
+
+# ---- a catalog grown by hand: features and records each their own save ------------------
+HAND_FEATURES = ["temperature", "perturbation", "donor", "batch", "dose", "operator"]
+HAND_RECORDS = 150
+
+
+@pytest.fixture(scope="module")
+def grown_by_hand(request, tmp_path_factory):
+    """An S3 catalog whose features and records were each saved on their own, in processes
+    of a few dozen saves each (as people add them by hand: hundreds of commits, a data file
+    per row since the last compaction), and whose artifacts came from a manifest. Yields
+    (root, manifest)."""
+    with new_catalog(request, tmp_path_factory, "by-hand-home") as root:
+        reset_process_state()
+        names = [*PERTURBATIONS, *(f"hand-{i:03d}" for i in range(HAND_RECORDS))]
+        python(f"""
+            ln.connect({root!r})
+            dtypes = {{"temperature": "float", "perturbation": "cat[Record]", "dose": "float"}}
+            for name in {HAND_FEATURES!r}:
+                ln.Feature(name=name, dtype=dtypes.get(name, "str")).save()
+        """)
+        for start in range(0, len(names), 50):
+            python(f"""
+                ln.connect({root!r})
+                for name in {names[start:start + 50]!r}:
+                    ln.Record(name=name).save()
+            """)
+        ln.connect(root)
+        frame = manifest(root)
+        assert ln.save(ln.Artifact.from_manifest(frame, progress=False)).new == N_ARTIFACTS
+        reset_process_state()
+        yield root, frame
+
+
+def data_files(requests) -> Counter:
+    """Data files fetched, by table."""
+    return Counter(u.split("/catalog/core/")[1].split("/")[0] for _, u in requests
+                   if u.split("?")[0].endswith(".snappy.parquet"))
+
+
+def only_reads_of(requests, tables: list[str]) -> None:
+    """Each request is the instance file, or a LIST of one of ``tables``' logs (one each),
+    or a fetch of its checkpoint and the commits after it, or of a data file; none twice."""
+    fetched = [u for m, u in requests if "list-type=" not in u]
+    assert len(fetched) == len(set(fetched)), shown(requests)
+    lists = sorted(u.split("/catalog/core/")[1].split("/")[0] for _, u in requests
+                   if "list-type=" in u)
+    assert lists == sorted(tables), shown(requests)
+    logs = Counter(u.split("/catalog/core/")[1].split("/")[0] for u in fetched
+                   if "/_delta_log/" in u)
+    for table in tables:
+        names = [u.rsplit("/", 1)[1] for u in fetched if f"/core/{table}/_delta_log/" in u]
+        checkpoints = [int(n.split(".")[0]) for n in names if ".checkpoint." in n]
+        start = max(checkpoints, default=-1)
+        commits = sorted(int(n.split(".")[0]) for n in names if n.endswith(".json"))
+        assert len(checkpoints) <= 1 and commits == list(range(start + 1, start + 1 + len(commits)))
+        assert logs[table] == len(names)
+    assert len(requests) == 1 + len(tables) + sum(logs.values()) + sum(data_files(
+        requests).values()), shown(requests)
+
+
+def test_a_get_on_a_catalog_grown_by_hand_fetches_one_data_file(grown_by_hand):
+    """Each of the 150 records is a file of its own until compaction merges them; the
+    statistics in the log name the one file that may hold the name (46 -> 1 data file)."""
+    root, _ = grown_by_hand
+    answer, requests = fresh_process(root, 'ln.Record.get(name="hand-042").name')
+    assert answer == "hand-042"
+    assert data_files(requests) == {"record": 1}, shown(requests)
+    only_reads_of(requests, ["record"])
+
+
+def test_a_missing_name_on_a_catalog_grown_by_hand_fetches_no_data_file(grown_by_hand):
+    """A name past every file's range (compacted files hold ranges of names) is answered
+    from the log alone."""
+    root, _ = grown_by_hand
+    answer, requests = fresh_process(
+        root, 'ln.Record.filter(name="unsaved").one_or_none() is None')
+    assert answer is True
+    assert data_files(requests) == {}, shown(requests)
+
+
+def test_a_feature_filter_on_a_catalog_grown_by_hand_fetches_one_feature_file(grown_by_hand):
+    """The feature is looked up by name: one file of the feature table, not all six."""
+    root, frame = grown_by_hand
+    answer, requests = fresh_process(root, "ln.Artifact.filter(temperature__gt=25).count()")
+    assert answer == (frame.temperature > 25).sum()
+    assert data_files(requests) == {"feature": 1, "artifact": 1}, shown(requests)
+    only_reads_of(requests, ["feature", "artifact"])
+
+
+def test_a_label_display_on_a_catalog_grown_by_hand_fetches_one_label_file(grown_by_hand):
+    """The label is looked up by name too: one file of the record table, whose view the
+    statement does not read (the label's id is a constant in it)."""
+    root, frame = grown_by_hand
+    answer, requests = fresh_process(
+        root, 'sorted(ln.Artifact.filter(perturbation="DMSO").to_dataframe(limit=None).key)')
+    assert answer == sorted(frame.key[frame.perturbation.map(lambda p: "DMSO" in p)])
+    assert data_files(requests) == {"feature": 1, "artifact": 1, "record": 1}, shown(requests)
+    only_reads_of(requests, ["feature", "artifact", "record"])
+
+
+def test_answers_on_a_catalog_grown_by_hand_equal_the_saved_rows(grown_by_hand):
+    """Several lookups in one process, by name and by record, against the manifest."""
+    root, frame = grown_by_hand
+    answer, _ = fresh_process(root, " ".join("""[
+        ln.Artifact.filter(perturbation="TNF").count(),
+        ln.Artifact.filter(perturbation=ln.Record.get(name="IFNG")).count(),
+        ln.Artifact.filter(perturbation="hand-001").count(),
+        ln.Artifact.filter(temperature=20).count(),
+        [f.name for f in ln.Feature.filter(name="dose")],
+        ln.Record.filter(name__startswith="hand-").count()]""".split()))
+    holds = lambda label: int(frame.perturbation.map(lambda p: label in p).sum())  # noqa: E731
+    assert answer == [holds("TNF"), holds("IFNG"), 0, int((frame.temperature == 20).sum()),
+                      ["dose"], HAND_RECORDS]
+
+
+def test_a_warm_repeat_on_a_catalog_grown_by_hand_fetches_no_file(grown_by_hand):
+    """Past the age at which a small registry is copied into memory, a repeated feature
+    filter checks its two tables for new commits and fetches nothing: the feature files
+    its first run did not need are not fetched for a copy either."""
+    from lamina.engine.session import IN_MEMORY_AFTER_SECONDS
+
+    root, frame = grown_by_hand
+    ln.connect(root)
+    query = lambda: ln.Artifact.filter(temperature__gt=25).count()  # noqa: E731
+    assert query() == (frame.temperature > 25).sum()
+    time.sleep(IN_MEMORY_AFTER_SECONDS + 0.1)
+    requests = s3_requests(query)
+    assert kinds(requests) == {"LIST": 2}, shown(requests)
+
+
+def test_a_features_display_on_a_catalog_grown_by_hand_fetches_the_label_files_only(
+        grown_by_hand):
+    """``include="features"`` shows label names: the rows of the ids on the page are read
+    from the record files whose id bounds take them in (one compacted file holds the three
+    labels), not from every file of the record table."""
+    root, frame = grown_by_hand
+    answer, requests = fresh_process(root, " ".join("""[
+        [key, sorted(v) if isinstance(v, (set, list)) else [v]] for key, v in
+        ln.Artifact.filter(key__startswith="atlas/cells_000").to_dataframe(
+            include="features")[["key", "perturbation"]].itertuples(index=False)]""".split()))
+    shown_rows = frame[frame.key.str.startswith("atlas/cells_000")]
+    assert sorted(answer) == sorted([key, sorted(set(labels))] for key, labels
+                                    in zip(shown_rows.key, shown_rows.perturbation))
+    assert data_files(requests)["record"] == 1, shown(requests)

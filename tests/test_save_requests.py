@@ -125,3 +125,25 @@ def test_a_machine_bootstraps_an_instance_once(s3_endpoint, tmp_path):
     # The next process on that machine takes the ids from what the machine remembered.
     second_process = save_requests(root, machine)["first"]
     assert not bootstrap_reads(second_process), shown(second_process)
+
+
+
+def test_the_first_save_on_a_registry_grown_by_single_saves_fetches_no_data_file(
+        s3_endpoint, tmp_path):
+    """The constructor's lookups (the content's hash, the key) are answered from the
+    statistics of the log: 25 single saves are 25 files, none of which may hold a new hash
+    or key (36 requests before, 25 of them those files)."""
+    root = new_s3_root()
+    ln.init(storage=root)
+    for i in range(25):
+        ln.Artifact(write_file(tmp_path, f"f{i}.txt", f"content {i}"), key=f"data/f{i}.txt").save()
+    first = save_requests(root)["first"]
+    assert not [path for method, path in first
+                if method == "GET" and path.endswith(".snappy.parquet")], shown(first)
+    reads = [path for method, path in first if method == "GET"]
+    logs = [path for path in reads if "/_delta_log/0" in path and "list-type=" not in path]
+    # the log (a LIST; the checkpoint of version 20, commits 21-25), the constructor's second
+    # check for new commits (a LIST), and the upload, the row's data file and the log entry
+    assert len(logs) == 6 and len(reads) == len(logs) + 2, shown(first)
+    assert [method for method, _ in first].count("PUT") == 3, shown(first)
+    assert len(first) <= 11, shown(first)

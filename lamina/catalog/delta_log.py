@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+from .file_stats import FileStats
 from .location import Location
 
 LOG_DIR = "_delta_log"
@@ -45,12 +46,14 @@ class UnsupportedLog(Exception):
 class DataFile:
     """One data file of a version: its URI, size in bytes and largest ``id`` (None when the
     commit carried no statistics), and the ``add`` action that added it (None when the state
-    was not read from the log), which a checkpoint repeats."""
+    was not read from the log), which a checkpoint repeats; its statistics (file_stats.py),
+    None when unknown."""
 
     uri: str
     size: int
     max_id: int | None
     action: dict | None = field(default=None, compare=False, repr=False)
+    stats: FileStats | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -198,11 +201,11 @@ class DeltaLogReader:
             raise UnsupportedLog("deletion vectors")
         if add.get("partitionValues"):
             raise UnsupportedLog("partition values")
-        stats = json.loads(add["stats"]) if add.get("stats") else {}
-        max_id = (stats.get("maxValues") or {}).get("id")
+        stats = FileStats.of_action(add)
+        max_id = None if stats is None else stats.maximum.get("id")
         path = unquote(add["path"])
         state.files[path] = DataFile(self._file_uri(path), int(add["size"]),
-                                     None if max_id is None else int(max_id), add)
+                                     None if max_id is None else int(max_id), add, stats)
         state.removed.pop(path, None)
 
     @staticmethod

@@ -332,8 +332,14 @@ def _bootstrap(instance: Instance) -> None:
     The ids found are remembered on this machine (``settings.bootstrapped_ids``), so that the
     first write of a later process reads none of these tables again: on S3 those reads were
     about 30 of the 43 requests of a first save in a new process (bench/README.md, "Requests
-    per save on S3"). A remembered id stays right because ids are never reused; a row
-    deleted since would not be brought back (the fresh bootstrap of another machine would)."""
+    per save on S3"). A remembered id stays right because ids are never reused, and the key
+    holds the instance's uid (a root deleted and initialised again has a new one) and this
+    user's uid (another user on the machine has ids of its own). What it cannot see: a row
+    deleted permanently since (only possible while nothing links to it; the fresh bootstrap
+    of another machine brings it back), or a catalog put back from a copy older than this
+    machine's first write (its ids start below the remembered ones). Checking costs the
+    reads the memory saves (a LIST and the log of the user and storage tables on S3), so it
+    is not done."""
     with instance._bootstrap_lock:
         if instance._user_id is not None and instance._storage_id is not None:
             return

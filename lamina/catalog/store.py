@@ -15,7 +15,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -28,6 +28,7 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from ..errors import CommitConflict
 from . import append_commit, checkpoint, turns
 from .delta_log import DeltaLogReader, LogState, UnsupportedLog
+from .file_stats import FileStats, files_that_may_hold_ids, files_that_may_match
 from .location import Location
 from .tables import TableSpec
 
@@ -111,6 +112,18 @@ class Snapshot:
     # Each file's size in bytes when the log was read by this process's reader: a read then
     # needs no HEAD per file to find its footer.
     sizes: tuple[int, ...] | None = field(default=None, repr=False, compare=False)
+    # Each file's statistics by URI, as the log states them (file_stats.py); a file without
+    # an entry may hold anything.
+    stats: Mapping[str, FileStats] = field(default_factory=dict, repr=False, compare=False)
+
+    def files_that_may_match(self, equal: dict) -> list[str]:
+        """The files of this snapshot whose statistics do not rule out a row whose columns
+        equal ``equal``'s values."""
+        return files_that_may_match(self.files, self.stats, equal, self.schema)
+
+    def files_that_may_hold_ids(self, ids: list[int]) -> list[str]:
+        """The files of this snapshot whose statistics do not rule out all of ``ids``."""
+        return files_that_may_hold_ids(self.files, self.stats, ids)
 
     def read(self, columns: list[str] | None = None, filter=None,
              files: Sequence[str] | None = None, threads: bool = False) -> pa.Table:
@@ -310,8 +323,9 @@ class TableStore:
         sizes = tuple(f.size for f in state.files.values())
         schema = pa.schema(Schema.from_json(state.schema_string).to_arrow())
         high_water = int(state.configuration.get(ID_HIGH_WATER, 0))
+        stats = {f.uri: f.stats for f in state.files.values() if f.stats is not None}
         snapshot = Snapshot(self.spec, state.version, files, schema, high_water, self.location,
-                            sizes)
+                            sizes, stats)
         ids = [f.max_id for f in state.files.values()]
         if None in ids:  # no statistics: scan the ids
             ids = pc.max(snapshot.read(["id"]).column("id")).as_py()
@@ -527,8 +541,9 @@ class TableStore:
                 before_commit, before_upload=None if taken is None else _unless_taken(taken))
             max_id = pc.max(rows.column("id")).as_py() or 0
             sizes = None if snapshot.sizes is None else (*snapshot.sizes, add["add"]["size"])
+            stats = {**snapshot.stats, uri: FileStats.of_action(add["add"])}
             self._current = replace(snapshot, version=snapshot.version + 1,
-                                    files=(*snapshot.files, uri), sizes=sizes,
+                                    files=(*snapshot.files, uri), sizes=sizes, stats=stats,
                                     max_id=max(snapshot.max_id, max_id))
             self._log = self._reader.committed(state, [add])
             self._checked_at = time.monotonic()

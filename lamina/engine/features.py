@@ -296,8 +296,11 @@ def _categorical_condition(feature, column, lookup, value, where, label_ids=None
         # The labels are resolved now, on the label table's current snapshot (a small table),
         # so that the scan of the annotated table tests constants: list_contains(col, 7) is
         # 3-5x faster in DuckDB than a semi-join on the label table, the form used when no
-        # resolver can query (and for QuerySet values).
-        return contains_any(column, label_ids(spec, inner, params), feature.column, table)
+        # resolver can query (and for QuerySet values). One label by name or id can be
+        # looked up as get() does, without reading every file of the label table.
+        plain = lookup == "exact" and (_is_id(value) if by_id else isinstance(value, str))
+        found = label_ids(spec, inner, params, equal={field: value} if plain else None)
+        return contains_any(column, found, feature.column, table)
     labels = f'SELECT l.id FROM "{spec.view}" l WHERE {inner}'
     if table is None:
         return f"coalesce(list_has_any({column}, (SELECT list(id) FROM ({labels}))), false)", params
@@ -338,10 +341,47 @@ def features_of(rows: list[dict]) -> list[FeatureInfo]:
             for r in rows if not r.get("is_type") and r.get("_dtype_str")]
 
 
+class FeatureSet:
+    """The features of one version of the feature table, read as far as they are asked for.
+
+    Why: a filter names one or two features, and on an object store each data file of the
+    feature table is a request; a table grown by single saves has a file per feature (ten
+    files: 10 of the 17 requests of a first feature filter, bench/s3_results.json). A name or
+    id is looked up as get() looks up a row (Session.rows_equal: only the files whose
+    statistics allow it); every feature is read when a caller needs them all, or when the
+    lookup cannot tell."""
+
+    def __init__(self, read_all, lookup=None):
+        # read_all() -> rows of every feature on the main branch; lookup(column, value) ->
+        # the rows on the main branch whose column equals value, or None when it cannot tell.
+        self._read_all, self._lookup = read_all, lookup
+        self._every: list[FeatureInfo] | None = None
+        self._found: dict[tuple[str, object], list[FeatureInfo]] = {}
+
+    def all(self) -> list[FeatureInfo]:
+        if self._every is None:
+            self._every = features_of(self._read_all())
+        return list(self._every)
+
+    def having(self, column: str, value) -> list[FeatureInfo]:
+        """The features whose ``column`` (``name`` or ``id``) equals ``value``."""
+        if self._every is None and self._lookup is not None:
+            found = self._found.get((column, value))
+            if found is None:
+                rows = self._lookup(column, value)
+                if rows is not None:
+                    found = features_of(sorted(rows, key=lambda row: row["id"]))
+                    self._found[(column, value)] = found
+            if found is not None:
+                return list(found)
+        return [f for f in self.all() if getattr(f, column) == value]
+
+
 class FeatureResolver:
     """Features by name or id for the planner, from one snapshot of the feature table."""
 
-    def __init__(self, features: list[FeatureInfo], table_columns, run=None, version=None):
+    def __init__(self, features: FeatureSet, table_columns, run=None, version=None,
+                 rows_equal=None):
         self._features = features
         self._table_columns = table_columns  # spec -> set of column names in its view
         # run(sql, params, specs) -> pyarrow.Table on current snapshots; None: labels of
@@ -352,19 +392,22 @@ class FeatureResolver:
         # twice, at filter() and when it runs; a label table of many small files costs
         # ~1-2 ms a query).
         self._version = version
+        # rows_equal(spec, {column: value}) -> rows, or None when it cannot tell (see
+        # Session.rows_equal).
+        self._rows_equal = rows_equal
         self._label_cache: dict = {}
 
     def by_name(self, name: str) -> list[FeatureInfo]:
-        return [f for f in self._features if f.name == name]
+        return self._features.having("name", name)
 
     def by_id(self, feature_id: int) -> FeatureInfo | None:
-        return next((f for f in self._features if f.id == feature_id), None)
+        return next(iter(self._features.having("id", feature_id)), None)
 
     def all(self) -> list[FeatureInfo]:
-        return list(self._features)
+        return self._features.all()
 
     def names(self) -> list[str]:
-        return [f.name for f in self._features]
+        return [f.name for f in self._features.all()]
 
     def has_column(self, spec: TableSpec, feature: FeatureInfo) -> bool:
         return feature.column in self._table_columns(spec)
@@ -373,11 +416,14 @@ class FeatureResolver:
     def label_ids(self):
         """``label_ids(spec, condition, params, reads=())``: ids of the rows in ``spec``'s
         view that meet ``condition`` (on alias ``l``), which may also read the registries
-        ``reads`` (kept per version of each); None when this resolver cannot query."""
+        ``reads`` (kept per version of each); None when this resolver cannot query.
+        ``equal``, ``{column: value}``, says that ``condition`` asks exactly that (no branch
+        either): the labels are then looked up as ``get()`` looks up rows, when it can."""
         if self._run is None:
             return None
 
-        def label_ids(spec: TableSpec, condition: str, params: list, reads=()) -> list[int]:
+        def label_ids(spec: TableSpec, condition: str, params: list, reads=(),
+                      equal: dict | None = None) -> list[int]:
             specs = sorted({spec, *reads}, key=lambda s: s.qualified)
             key = None
             if self._version is not None:
@@ -387,9 +433,15 @@ class FeatureResolver:
                     return list(self._label_cache[key])
                 except (KeyError, TypeError):  # TypeError: a parameter that cannot be hashed
                     pass
-            table = self._run(f'SELECT DISTINCT l.id FROM "{spec.view}" l WHERE {condition}',
-                              params, specs)
-            ids = table.column(0).to_pylist()
+            rows = None
+            if equal is not None and not reads and self._rows_equal is not None:
+                rows = self._rows_equal(spec, equal)
+            if rows is not None:
+                ids = sorted({row["id"] for row in rows})
+            else:
+                table = self._run(f'SELECT DISTINCT l.id FROM "{spec.view}" l WHERE {condition}',
+                                  params, specs)
+                ids = table.column(0).to_pylist()
             if key is not None:
                 if len(self._label_cache) >= 256:
                     self._label_cache.clear()

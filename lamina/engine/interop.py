@@ -24,18 +24,13 @@ import json
 from ..catalog import tables
 from ..catalog.instance import Instance
 from ..catalog.store import CATALOG_DIR
-from .connections import quote
+from .connections import identifier, quote
 from .features import FeatureInfo
 from .session import Session, session_for
 
 DICTIONARY_FILE = f"{CATALOG_DIR}/_lamina_dictionary.json"
 VIEWS_FILE = f"{CATALOG_DIR}/_lamina_views.sql"
 DICTIONARY_FORMAT = 1
-
-
-def identifier(name: str) -> str:
-    """``name`` as a quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def table_path(instance: Instance, spec: tables.TableSpec) -> str:

@@ -248,11 +248,14 @@ class Compiler:
                     f"e.g. ln.Feature.get(id=...) == value")
             feature = found[0]
         self.specs.add(spec)
-        if feature.dtype.label_spec is not None:
+        value = _as_value(value, self)
+        label_ids = features.label_ids
+        if feature.dtype.label_spec is not None and (label_ids is None or has_subquery(value)):
+            # The statement reads the label table (else the labels are resolved to ids now,
+            # on its latest version, and the statement need not point its view).
             self.specs.add(feature.dtype.label_spec)
-        return feature_condition(feature, rest, _as_value(value, self), alias, path,
-                                 features.has_column(spec, feature), features.label_ids,
-                                 spec.view)
+        return feature_condition(feature, rest, value, alias, path,
+                                 features.has_column(spec, feature), label_ids, spec.view)
 
     def _field_condition(self, spec, column, rest, value, alias, path) -> tuple[str, list]:
         return compare(f"{alias}.{column.name}", column.type, rest, _as_value(value, self), path,

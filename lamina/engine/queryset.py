@@ -88,7 +88,10 @@ def _one_view(method):
         checked_at, tables_checked = self._checked
         fresh = tables_checked if time.monotonic() - checked_at <= BUILT_AND_RUN_S else ()
         with session.one_view(fresh):
-            session.refresh(self._tables_read())
+            # Checked for new commits at once; each view is pointed (on an object store, a
+            # small registry's files fetched) when a statement reads it, not before: a
+            # feature or label looked up by name reads only the files that may hold it.
+            session.refresh(self._tables_read(), views=False)
             return method(self, *args, **kwargs)
     return reading
 

@@ -9,6 +9,7 @@ its rows) until its version moves.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -25,8 +26,9 @@ from ..catalog.instance import MAIN_BRANCH_ID, Instance
 from ..catalog.store import CATALOG_DIR, Snapshot
 from ..errors import ValidationError
 from .connections import (CredentialSecret, SqlSandbox, catalog_scope, confine_to_catalog,
-                          create_view, new_connection, small_remote)
-from .features import FeatureResolver, features_of
+                          create_view, identifier, local_copies, new_connection,
+                          parquet_source, small_remote)
+from .features import FeatureResolver, FeatureSet
 from .frames import import_pandas_meanwhile
 from .held_rows import HeldRows
 from .list_index import ListIndex
@@ -185,12 +187,21 @@ class Session:
             for spec, snapshot in zip(due, self._newer_snapshots(due)):
                 if snapshot is not None:
                     self._move_to(snapshot)
-                if views or self._copy_due(spec.qualified):
+                if views or (self._copy_due(spec.qualified) and self._view_is_free(spec)):
                     self._point_view(spec)
                     self._keep_in_memory(spec)
             if views:
                 for spec in specs:
                     self._point_view(spec)
+
+    def _view_is_free(self, spec) -> bool:
+        """Whether pointing ``spec``'s view fetches no files: anything but a small registry
+        on an object store whose view does not show its current snapshot yet. Pointing that
+        one fetches every file of it, which lookups by value do without
+        (_rows_equal_in_copies): a feature filter's warm repeat fetched the nine feature
+        files its first run had not needed."""
+        behind = self._behind.get(spec.qualified)
+        return behind is None or not small_remote(behind)
 
     def _newer_snapshots(self, specs) -> list:
         def newer(spec):
@@ -447,7 +458,7 @@ class Session:
         statement at all (each one, even on a 100-row copy, is ~1-2 ms of DuckDB)."""
         names = ", ".join(f"t.{f}" for f in dict.fromkeys(["id", *fields]))
         with self._lock:
-            self.refresh([spec])
+            self.refresh([spec], views=False)
             qualified = spec.qualified
             if qualified in self._in_memory:
                 key = (qualified, self._versions[qualified], names)
@@ -458,9 +469,32 @@ class Session:
                     self._by_id = {k: v for k, v in self._by_id.items() if k[0] != qualified}
                     self._by_id[key] = every
                 return {i: every[i] for i in ids if i in every}
-            rows = self.con.execute(f'SELECT {names} FROM "{spec.view}" t '
-                                    f"WHERE {id_list_condition('t')}", id_list_params(ids))
+            source = self._source_of_ids(spec, ids)
+            if source is None:
+                return {}
+            statement = f"SELECT {names} FROM {{}} t WHERE {id_list_condition('t')}"
+            try:
+                rows = self.con.execute(statement.format(source), id_list_params(ids))
+            except duckdb.BinderException:  # the chosen files predate a field: the view
+                self._point_view(spec)
+                rows = self.con.execute(statement.format(identifier(spec.view)),
+                                        id_list_params(ids))
             return {r["id"]: r for r in rows.to_arrow_table().to_pylist()}
+
+    def _source_of_ids(self, spec, ids: list[int]) -> str | None:
+        """What fields_by_id reads: for a small registry on an object store whose view does
+        not show its current snapshot yet (its files not all fetched), local copies of the
+        files whose id bounds take in one of ``ids`` (a page's labels are a few files of a
+        registry grown by single saves); else the view. None when no file may hold them."""
+        snapshot = self._snapshots[spec.qualified]
+        if small_remote(snapshot) and spec.qualified in self._behind:
+            files = snapshot.files_that_may_hold_ids(ids)
+            if not files:
+                return None
+            if len(files) < len(snapshot.files):
+                return parquet_source(local_copies(snapshot, files))
+        self._point_view(spec)
+        return identifier(spec.view)
 
     def rows_equal(self, spec, equal: dict) -> list[dict] | None:
         """The rows of ``spec`` whose columns equal the values in ``equal`` (see
@@ -494,10 +528,12 @@ class Session:
         """rows_equal for a registry read from its data files (see row_index.py): the ids of
         the rows holding the text value (or the id), then those rows, each read once per data
         file. None when ``equal`` has neither, when the value is too common to fetch its rows
-        one by one (``filter(suffix=".h5ad").first()``: the statement reads one), or when the
-        registry's rows are in memory already (a small registry on an object store: indexing
-        its files would fetch them again)."""
+        one by one (``filter(suffix=".h5ad").first()``: the statement reads one). A small
+        registry on an object store is read from local copies of its files instead
+        (_rows_equal_in_copies): indexing its files would fetch them again."""
         snapshot = self._snapshots[spec.qualified]
+        if small_remote(snapshot):
+            return self._rows_equal_in_copies(spec, snapshot, equal)
         # The column that names a row, when there is one: a uid, key or hash before a name,
         # a name before a suffix or a kind.
         texts = sorted((c for c, v in equal.items() if isinstance(v, str)),
@@ -505,12 +541,11 @@ class Session:
                                       c != spec.name_field))
         column = texts[0] if texts else "id" if "id" in equal else None
         found = None
-        if column is not None and not small_remote(snapshot):
-            if column == STEM_LOOKUP:
-                found = self._row_index.candidates(snapshot, "uid", equal[column],
-                                                   prefix=len(equal[column]))
-            else:
-                found = self._row_index.candidates(snapshot, column, equal[column])
+        if column == STEM_LOOKUP:
+            found = self._row_index.candidates(snapshot, "uid", equal[column],
+                                               prefix=len(equal[column]))
+        elif column is not None:
+            found = self._row_index.candidates(snapshot, column, equal[column])
         if found is None or len(found) > ROW_INDEX_CANDIDATES:
             self._point_view(spec)
             return None
@@ -522,10 +557,40 @@ class Session:
         columns = dict.fromkeys(self._columns[spec.qualified])
         return [{**columns, **row} for row in rows if _matches(row, equal)]
 
+    def _rows_equal_in_copies(self, spec, snapshot: Snapshot, equal: dict) -> list[dict] | None:
+        """rows_equal for a small registry on an object store not yet served from memory:
+        read from local copies of only the data files whose statistics do not rule the
+        values out (file_stats.py). A registry grown by single saves has a file per row, so
+        ``get(name=...)`` fetches one file, not every file of the registry. None when the
+        statistics rule out no file (the caller's statement reads the view, which copies
+        them all, as it does for a uid stem, which no statistic names)."""
+        files = [] if STEM_LOOKUP in equal else snapshot.files_that_may_match(equal)
+        if STEM_LOOKUP in equal or len(files) == len(snapshot.files):
+            self._point_view(spec)
+            return None
+        if not files:
+            return []
+        source = parquet_source(local_copies(snapshot, files))
+        present = {d[0] for d in self.con.execute(f"SELECT * FROM {source} LIMIT 0").description}
+        if not present.issuperset(equal):
+            return []  # a column these files lack is NULL in each of their rows
+        where = " AND ".join(f"{identifier(c)} = ?" for c in equal)
+        rows = self.con.execute(f"SELECT * FROM {source} WHERE {where}", list(equal.values()))
+        # Files written before a column was added lack it (NULL in the view).
+        columns = dict.fromkeys(self._columns[spec.qualified])
+        return [{**columns, **row} for row in rows.to_arrow_table().to_pylist()]
+
     def current_version(self, spec) -> int | None:
         """The version the view of ``spec`` shows once refreshed (pinned: the pinned one)."""
         with self._lock:
             self.refresh([spec])
+            return self._versions.get(spec.qualified)
+
+    def latest_version(self, spec) -> int | None:
+        """current_version, without pointing the view (a statement that reads it will):
+        on an object store, pointing a small registry's view fetches all its files."""
+        with self._lock:
+            self.refresh([spec], views=False)
             return self._versions.get(spec.qualified)
 
     def viewed_version(self, spec) -> int | None:
@@ -546,18 +611,28 @@ class Session:
         with self._lock:
             if not fresh and self._features is not None:
                 return self._features[2]
-            self.refresh([spec])
+            # The view is pointed when every feature is read (a lookup by name reads only
+            # the files that may hold it).
+            self.refresh([spec], views=False)
             version = self._versions[spec.qualified]
             if self._features is None or self._features[0] != version:
-                rows = self.con.execute(
-                    f'SELECT id, name, _dtype_str, is_type FROM "{spec.view}" '
-                    "WHERE branch_id = 1 ORDER BY id").to_arrow_table().to_pylist()
-                found = features_of(rows)
+                found = FeatureSet(functools.partial(self._main_branch_features, spec),
+                                   functools.partial(self._main_branch_rows, spec))
                 self._features = (
                     version, FeatureResolver(found, self.columns, self.arrow,
-                                             self.current_version),
+                                             self.latest_version, self.rows_equal),
                     FeatureResolver(found, self._seen_columns))
             return self._features[1]
+
+    def _main_branch_features(self, spec) -> list[dict]:
+        with self._lock:
+            self.refresh([spec])
+            return self.con.execute(
+                f'SELECT id, name, _dtype_str, is_type FROM "{spec.view}" '
+                f"WHERE branch_id = {MAIN_BRANCH_ID} ORDER BY id").to_arrow_table().to_pylist()
+
+    def _main_branch_rows(self, spec, column: str, value) -> list[dict] | None:
+        return self.rows_equal(spec, {column: value, "branch_id": MAIN_BRANCH_ID})
 
     def _seen_columns(self, spec) -> frozenset:
         """The columns of ``spec``'s view as last refreshed (refreshed if never)."""
