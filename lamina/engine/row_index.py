@@ -22,14 +22,17 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ..catalog.store import Snapshot
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as ds
 
 # A file of at most this many rows is indexed with a dict (microseconds to build and to
 # ask); a larger one with sorted 64-bit hashes of its values (16 bytes a row, and a binary
@@ -144,6 +147,8 @@ class _DataFile:
     def _remote(self) -> ds.ParquetFileFragment:
         """The file as a fragment of the location's current filesystem (rebuilt with new
         credentials: a fragment keeps the one it was made with)."""
+        import pyarrow.dataset as ds  # here: it imports pandas, which a registry import must not
+
         filesystem = self._location.arrow_fs
         if filesystem is not self._filesystem:
             self._fragment = ds.ParquetFileFormat().make_fragment(
