@@ -11,7 +11,9 @@ import pytest
 
 import lamina as ln
 from lamina.catalog import settings, store as store_module, tables
-from lamina.catalog.store import Change, CommitConflict, TableStore
+from lamina.catalog.snapshot import Change
+from lamina.catalog.store import TableStore
+from lamina.errors import CommitConflict
 
 from helpers import spawn
 

@@ -15,8 +15,8 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 import pyarrow as pa
@@ -28,8 +28,9 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from ..errors import CommitConflict
 from . import append_commit, checkpoint, turns
 from .delta_log import DeltaLogReader, LogState, UnsupportedLog
-from .file_stats import FileStats, files_that_may_hold_ids, files_that_may_match
+from .file_stats import FileStats
 from .location import Location
+from .snapshot import ID_HIGH_WATER, Change, Snapshot, to_arrow
 from .tables import TableSpec
 
 logger = logging.getLogger("lamina")
@@ -77,13 +78,6 @@ TURN_AFTER_LOSSES = 2
 TURN_AFTER_YIELDS = 4
 # A table another writer committed to within this many seconds counts as contended.
 CONTENDED_SECONDS = 30.0
-# The highest id a table has ever held, as a table property: part of every snapshot's
-# metadata (checkpoints included, and read with it at no cost), so it outlives the rows. A
-# delete first raises it to the table's max id, then deletes; new ids continue after it, so an
-# id is never reused even when the newest row is deleted (the rows' max(id) statistic would go
-# down). A Delta app transaction (``txn``) would fit in the delete's own commit, but reading it
-# back replays the log: 330 ms per save on the loopback S3 server.
-ID_HIGH_WATER = "lamina.idHighWater"
 # A commit lands at exactly the version after the snapshot it was planned on, or fails: no
 # rebase onto a newer version the plan never saw. (Also imported by the peer bench's fix-up.)
 _EXACT_NEXT_VERSION = CommitProperties(max_commit_retries=0)
@@ -96,92 +90,6 @@ USER_KEY, OPERATION_KEY = "lamina_user", "lamina_operation"
 # rows) leaves one group per file. Snappy, as deltalake's default: WriterProperties without a
 # codec writes uncompressed (+65 % bytes). Figures: bench/README.md, "Query".
 _WRITER = WriterProperties(max_row_group_size=16_384, compression="SNAPPY")
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One version of a table: the Parquet files that make it up, and their schema."""
-
-    spec: TableSpec
-    version: int
-    files: tuple[str, ...]
-    schema: pa.Schema
-    max_id: int
-    # Reads the files; None for a table that does not exist yet (no files).
-    location: Location | None = field(default=None, repr=False, compare=False)
-    # Each file's size in bytes when the log was read by this process's reader: a read then
-    # needs no HEAD per file to find its footer.
-    sizes: tuple[int, ...] | None = field(default=None, repr=False, compare=False)
-    # Each file's statistics by URI, as the log states them (file_stats.py); a file without
-    # an entry may hold anything.
-    stats: Mapping[str, FileStats] = field(default_factory=dict, repr=False, compare=False)
-
-    def files_that_may_match(self, equal: dict) -> list[str]:
-        """The files of this snapshot whose statistics do not rule out a row whose columns
-        equal ``equal``'s values."""
-        return files_that_may_match(self.files, self.stats, equal, self.schema)
-
-    def files_that_may_hold_ids(self, ids: list[int]) -> list[str]:
-        """The files of this snapshot whose statistics do not rule out all of ``ids``."""
-        return files_that_may_hold_ids(self.files, self.stats, ids)
-
-    def read(self, columns: list[str] | None = None, filter=None,
-             files: Sequence[str] | None = None, threads: bool = False) -> pa.Table:
-        """Rows of this snapshot, or of some of its ``files`` (a ``pyarrow.compute`` filter is
-        pushed down to Parquet). Files written before a column existed read it as NULL.
-        ``threads`` reads the files in parallel (many small files on an object store)."""
-        import pyarrow.dataset as ds
-
-        files = self.files if files is None else files
-        if not files or self.location is None:
-            empty = self.schema.empty_table()
-            return empty.select(columns) if columns else empty
-        location = self.location
-        known = dict(zip(self.files, self.sizes)) if self.sizes is not None else {}
-        parquet = ds.ParquetFileFormat()
-        fragments = [parquet.make_fragment(location.arrow_path(f), location.arrow_fs,
-                                           file_size=known.get(f)) for f in files]
-        dataset = ds.FileSystemDataset(fragments, self.schema, parquet, location.arrow_fs)
-        return dataset.to_table(columns=columns, filter=filter, use_threads=threads)
-
-    def read_whole(self, files: Sequence[str]) -> pa.Table:
-        """Every row of ``files`` (small ones), each fetched whole with one request, all at
-        once on an object store: a read through the Parquet footer first costs two requests a
-        file (a compaction of 32 files made 64 GETs while it held the table's lease)."""
-        location = self.location
-        if location is None or location.is_local or not files:
-            return self.read(files=files)
-        import pyarrow.parquet as pq
-
-        # cat_ranges, not cat: cat looks each path up first (a HEAD a file).
-        fetched = location.fs.cat_ranges(list(files), 0, None, on_error="raise")
-        return pa.concat_tables([to_arrow(pq.read_table(pa.BufferReader(data)), self.schema)
-                                 for data in fetched])
-
-    @property
-    def next_id(self) -> int:
-        """The id of the next new row: ids are never reused (see ID_HIGH_WATER)."""
-        return self.max_id + 1
-
-    def empty(self) -> pa.Table:
-        return self.schema.empty_table()
-
-
-@dataclass
-class Change:
-    """What one commit does to one table: append new rows, replace rows by id, delete by id."""
-
-    # Rows as dicts (one save) or an Arrow table (bulk loads).
-    append: list[dict] | pa.Table = field(default_factory=list)
-    replace: list[dict] = field(default_factory=list)
-    delete_ids: list[int] = field(default_factory=list)
-    # Columns the rows bring that the table does not have yet (feature values): name -> type.
-    new_columns: dict = field(default_factory=dict)
-    # Anything the planner wants back after the commit (new ids, an existing row, ...).
-    result: object = None
-
-    def __bool__(self) -> bool:
-        return bool(len(self.append) or self.replace or self.delete_ids)
 
 
 class TableStore:
@@ -276,7 +184,7 @@ class TableStore:
             return self.snapshot_newer_than(None)
         table = DeltaTable(self.uri, storage_options=self.location.delta_options)
         table.load_as_version(version)
-        return self._snapshot_of(table)
+        return Snapshot.of_table(self.spec, self.location, table)
 
     def snapshot_newer_than(self, version: int | None) -> Snapshot | None:
         """The latest snapshot, or None when it is ``version`` still. The log is read once per
@@ -295,7 +203,7 @@ class TableStore:
                 return Snapshot(self.spec, -1, (), self.spec.arrow_schema(), 0)
             current = self._current
             if current is None or current.version != state.version or current.sizes is None:
-                current = self._current = self._snapshot_of_log(state)
+                current = self._current = Snapshot.of_log(self.spec, self.location, state)
             return current
 
     def _latest_log(self) -> LogState | None:
@@ -316,22 +224,6 @@ class TableStore:
         self._checked_at = time.monotonic()
         return self._log
 
-    def _snapshot_of_log(self, state: LogState) -> Snapshot:
-        from deltalake import Schema
-
-        files = tuple(f.uri for f in state.files.values())
-        sizes = tuple(f.size for f in state.files.values())
-        schema = pa.schema(Schema.from_json(state.schema_string).to_arrow())
-        high_water = int(state.configuration.get(ID_HIGH_WATER, 0))
-        stats = {f.uri: f.stats for f in state.files.values() if f.stats is not None}
-        snapshot = Snapshot(self.spec, state.version, files, schema, high_water, self.location,
-                            sizes, stats)
-        ids = [f.max_id for f in state.files.values()]
-        if None in ids:  # no statistics: scan the ids
-            ids = pc.max(snapshot.read(["id"]).column("id")).as_py()
-            ids = [ids or 0]
-        return replace(snapshot, max_id=max([high_water, *ids]))
-
     def _snapshot_newer_than_deltalake(self, version: int | None) -> Snapshot | None:
         table = self._latest()
         if table is None:
@@ -350,23 +242,8 @@ class TableStore:
         current = self._current
         # A current snapshot ahead of the table is one this store committed itself.
         if current is None or current.version < table.version():
-            current = self._current = self._snapshot_of(table)
+            current = self._current = Snapshot.of_table(self.spec, self.location, table)
         return current
-
-    def _snapshot_of(self, table: DeltaTable) -> Snapshot:
-        files = tuple(table.file_uris())
-        schema = pa.schema(table.schema().to_arrow())
-        high_water = int(table.metadata().configuration.get(ID_HIGH_WATER, 0))
-        snapshot = Snapshot(self.spec, table.version(), files, schema, high_water, self.location)
-        if not files:
-            return snapshot
-        actions = pa.table(table.get_add_actions(flatten=True))
-        ids = actions.column("max.id") if "max.id" in actions.column_names else None
-        if ids is not None and ids.null_count == 0:
-            max_id = int(pc.max(ids).as_py() or 0)
-        else:  # no statistics: scan the ids
-            max_id = int(pc.max(snapshot.read(["id"]).column("id")).as_py() or 0)
-        return replace(snapshot, max_id=max(max_id, high_water))
 
     def version(self) -> int:
         with self._lock:
@@ -667,7 +544,7 @@ class TableStore:
             if len(sizes) < 2 or not append_commit.supports(self.location, state.protocol):
                 return {}
             # In id order, as appends left them: the newest rows stay in the last row groups.
-            rows = self._snapshot_of_log(state).read_whole(
+            rows = Snapshot.of_log(self.spec, self.location, state).read_whole(
                 [state.files[p].uri for p in sizes]).sort_by("id")
             add, merged_uri = append_commit.write_data_file(self.location, self.uri, rows,
                                                             data_change=False)
@@ -690,7 +567,7 @@ class TableStore:
                     state = newer
                     continue
                 self._log = self._reader.committed(state, actions)
-                self._current = self._snapshot_of_log(self._log)
+                self._current = Snapshot.of_log(self.spec, self.location, self._log)
                 self._checkpoint_if_due()
                 return {"numFilesRemoved": len(sizes), "numRowsRewritten": rows.num_rows,
                         "version": self._log.version}
@@ -728,15 +605,6 @@ def _unless_taken(taken) -> Callable[[], None]:
         if taken.result():
             raise turns.TurnTaken
     return check
-
-
-def to_arrow(rows: Sequence[dict] | pa.Table, schema: pa.Schema) -> pa.Table:
-    if isinstance(rows, pa.Table):
-        missing = [n for n in schema.names if n not in rows.column_names]
-        for name in missing:
-            rows = rows.append_column(schema.field(name), pa.nulls(rows.num_rows, schema.field(name).type))
-        return rows.select(schema.names).cast(schema)
-    return pa.Table.from_pylist(list(rows), schema=schema)
 
 
 def _small_files(state: LogState) -> dict[str, int]:

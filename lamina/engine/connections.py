@@ -30,7 +30,8 @@ from collections.abc import Sequence
 import duckdb
 
 from ..catalog.location import Location
-from ..catalog.store import CATALOG_DIR, Snapshot
+from ..catalog.snapshot import Snapshot
+from ..catalog.store import CATALOG_DIR
 from ..extensions import load_statement
 
 

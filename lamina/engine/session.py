@@ -23,7 +23,8 @@ import pyarrow as pa
 
 from ..catalog import tables
 from ..catalog.instance import MAIN_BRANCH_ID, Instance
-from ..catalog.store import CATALOG_DIR, Snapshot
+from ..catalog.snapshot import Snapshot
+from ..catalog.store import CATALOG_DIR
 from ..errors import ValidationError
 from .connections import (CredentialSecret, SqlSandbox, catalog_scope, confine_to_catalog,
                           create_view, identifier, local_copies, new_connection,
