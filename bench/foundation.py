@@ -304,7 +304,7 @@ class Breakdown:
 def instrument() -> Breakdown:
     import deltalake
 
-    from lamina.catalog import objects, snapshot, store
+    from lamina.catalog import deltalake_commit, objects, snapshot, store
     from lamina.engine import session
 
     b = Breakdown()
@@ -312,7 +312,7 @@ def instrument() -> Breakdown:
     b.wrap(objects, "upload", "upload the object (fsspec put)")
     b.wrap(deltalake.DeltaTable, "update_incremental", "read the Delta log (update_incremental)")
     b.wrap(deltalake.DeltaTable, "__init__", "open a Delta table (DeltaTable())")
-    b.wrap(store, "write_deltalake", "Delta commit (write_deltalake)")
+    b.wrap(deltalake_commit, "write_deltalake", "Delta commit (write_deltalake)")
     b.wrap(store.append_commit, "write_data_file", "data file of an append (pyarrow, PUT)")
     b.wrap(store.append_commit, "put_log_entry", "Delta log entry (put-if-absent)")
     b.wrap(snapshot.Snapshot, "read", "dup-hash check in the plan (Snapshot.read)")

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import pytest
 
 import lamina as ln
-from lamina.catalog import settings, store as store_module, tables
+from lamina.catalog import deltalake_commit, settings, store as store_module, tables
 from lamina.catalog.snapshot import Change
 from lamina.catalog.store import TableStore
 from lamina.errors import CommitConflict
@@ -234,7 +234,7 @@ def test_a_span_overwrite_keeps_a_change_another_process_commits_inside_the_span
     from helpers import spawn
     from lamina.catalog import writer
 
-    monkeypatch.setattr(store_module, "MAX_ID_RUNS", 2)
+    monkeypatch.setattr(deltalake_commit, "MAX_ID_RUNS", 2)
     ln.save([ln.Record(name=f"r{i}") for i in range(1, 11)])
     ids = {r.name: r.id for r in ln.Record.filter()}
     odd = [ids[f"r{i}"] for i in range(1, 10, 2)]

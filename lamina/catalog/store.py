@@ -15,22 +15,20 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
-import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import (CommitProperties, DeltaTable, PostCommitHookProperties, WriterProperties,
-                       write_deltalake)
+from deltalake import CommitProperties, DeltaTable
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from ..errors import CommitConflict
-from . import append_commit, checkpoint, turns
+from . import append_commit, checkpoint, deltalake_commit, turns
 from .delta_log import DeltaLogReader, LogState, UnsupportedLog
 from .file_stats import FileStats
 from .location import Location
-from .snapshot import ID_HIGH_WATER, Change, Snapshot, to_arrow
+from .snapshot import Change, Snapshot, to_arrow
 from .tables import TableSpec
 
 logger = logging.getLogger("lamina")
@@ -50,11 +48,6 @@ SMALL_FILE_BYTES = 16 * 2**20
 # ... provided each is at most this many times the size of the smaller files merged with it
 # (_small_files).
 MERGE_RATIO = 2
-# A delete or overwrite names up to this many ranges of ids; beyond, it rewrites their span.
-MAX_ID_RUNS = 1000
-# deltalake's post-commit hook lists the whole log after every commit to decide whether to
-# checkpoint (one LIST per save on S3); the store checkpoints itself (_checkpoint_if_due).
-_NO_HOOKS = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
 # Versions between checkpoints. On an object store a new reader GETs every commit since the
 # last checkpoint, and a checkpoint the store writes from the state it holds costs two PUTs
 # (checkpoint.py): every 10 versions bounds a reader at 9 commit GETs for 0.2 requests per
@@ -83,13 +76,6 @@ CONTENDED_SECONDS = 30.0
 _EXACT_NEXT_VERSION = CommitProperties(max_commit_retries=0)
 # Commit-info keys that ``ln.history()`` reads back (catalog/history.py).
 USER_KEY, OPERATION_KEY = "lamina_user", "lamina_operation"
-# Row groups of 16 Ki rows: DuckDB parallelises a scan and prunes by min/max statistics per
-# row group, and ids grow with every commit, so the display columns of the newest 100 rows
-# are one or two row groups (the default to_dataframe() reads those only; with 122,880-row
-# groups it decoded every display column of a 1e5 table, ~20 ms). deltalake's default (1 Mi
-# rows) leaves one group per file. Snappy, as deltalake's default: WriterProperties without a
-# codec writes uncompressed (+65 % bytes). Figures: bench/README.md, "Query".
-_WRITER = WriterProperties(max_row_group_size=16_384, compression="SNAPPY")
 
 
 class TableStore:
@@ -428,55 +414,10 @@ class TableStore:
         table = self._deltalake_at(snapshot.version)
         if before_commit is not None:
             before_commit()
-        self._commit_through_deltalake(table, snapshot, change, missing)
+        deltalake_commit.commit_through_deltalake(
+            table, snapshot, change, missing, self.location.delta_options,
+            self._commit_properties, after_id_mark=self._checkpoint_if_due)
         return len(table.file_uris())
-
-    def _commit_through_deltalake(self, table: DeltaTable, snapshot: Snapshot, change: Change,
-                                  missing: dict) -> None:
-        options = self.location.delta_options
-        schema = snapshot.schema
-        for name, arrow_type in missing.items():
-            schema = schema.append(pa.field(name, arrow_type))
-        evolve = {"schema_mode": "merge"} if missing else {}
-        if change.delete_ids:
-            if len(change.append) or change.replace:
-                raise ValueError("a change either deletes rows or writes them, not both")
-            # Deleting the row that holds the highest id takes two commits; dying between
-            # them leaves a raised mark and no row deleted.
-            mark = int(table.metadata().configuration.get(ID_HIGH_WATER, 0))
-            if mark < snapshot.max_id <= max(change.delete_ids):
-                table.alter.set_table_properties({ID_HIGH_WATER: str(snapshot.max_id)},
-                                                 raise_if_not_exists=False,
-                                                 commit_properties=self._commit_properties(
-                                                     "id mark"),
-                                                 post_commithook_properties=_NO_HOOKS)
-                self._checkpoint_if_due()
-            predicate, others = _id_selection(snapshot, change.delete_ids)
-            if others is None or not others.num_rows:
-                table.delete(predicate=predicate, commit_properties=self._commit_properties(),
-                             post_commithook_properties=_NO_HOOKS)
-            else:  # the span's other rows are written back: still one commit
-                write_deltalake(table, others, mode="overwrite", predicate=predicate,
-                                commit_properties=self._commit_properties(),
-                                storage_options=options, writer_properties=_WRITER,
-                                post_commithook_properties=_NO_HOOKS)
-            return
-        if change.replace:
-            if len(change.append):
-                raise ValueError("a change either replaces rows or appends them, not both")
-            rows = to_arrow(change.replace, schema)
-            predicate, others = _id_selection(snapshot, [r["id"] for r in change.replace])
-            if others is not None:
-                rows = pa.concat_tables([rows, to_arrow(others, schema)])
-            write_deltalake(table, rows, mode="overwrite", predicate=predicate,
-                            commit_properties=self._commit_properties(), storage_options=options,
-                            writer_properties=_WRITER, post_commithook_properties=_NO_HOOKS,
-                            **evolve)
-            return
-        write_deltalake(table, to_arrow(change.append, schema), mode="append",
-                        commit_properties=self._commit_properties(), storage_options=options,
-                        writer_properties=_WRITER, post_commithook_properties=_NO_HOOKS,
-                        **evolve)
 
     # ---- housekeeping --------------------------------------------------------------------
     def _checkpoint_if_due(self) -> None:
@@ -630,35 +571,4 @@ def _small_files(state: LogState) -> dict[str, int]:
     return merged
 
 
-def _id_runs(ids) -> list[tuple[int, int]]:
-    """``ids`` as sorted ranges (first, last) of consecutive ids. int() makes sure nothing but
-    integers reaches a predicate built from them."""
-    values = sorted({int(i) for i in ids})
-    runs: list[list[int]] = []
-    for value in values:
-        if runs and value == runs[-1][1] + 1:
-            runs[-1][1] = value
-        else:
-            runs.append([value, value])
-    return [(lo, hi) for lo, hi in runs]
-
-
-def _runs_predicate(runs: list[tuple[int, int]]) -> str:
-    return " OR ".join(f"id = {lo}" if lo == hi else f"(id >= {lo} AND id <= {hi})"
-                       for lo, hi in runs)
-
-
-def _id_selection(snapshot: Snapshot, ids: Sequence[int]) -> tuple[str, pa.Table | None]:
-    """A predicate for the rows ``ids`` of a delete or an overwrite, and the snapshot's other
-    rows it also selects (None when it selects exactly ``ids``). deltalake parses a long
-    ``id IN (...)`` recursively (100,000 ids crashed the process), so the predicate is ranges of
-    consecutive ids, or when those are too many, the span from the first to the last id: the
-    commit then writes that span's other rows back unchanged."""
-    runs = _id_runs(ids)
-    if len(runs) <= MAX_ID_RUNS:
-        return _runs_predicate(runs), None
-    lo, hi = runs[0][0], runs[-1][1]
-    span = (pc.field("id") >= lo) & (pc.field("id") <= hi)
-    others = snapshot.read(filter=span & ~pc.field("id").isin([int(i) for i in ids]))
-    return f"id >= {lo} AND id <= {hi}", others
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9._-]+")
