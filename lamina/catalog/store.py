@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from deltalake import CommitProperties, DeltaTable
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from ..errors import CommitConflict
-from . import append_commit, checkpoint, deltalake_commit, turns
+from . import append_commit, checkpoint, compaction, deltalake_commit, turns
 from .delta_log import DeltaLogReader, LogState, UnsupportedLog
 from .file_stats import FileStats
 from .location import Location
@@ -35,19 +34,6 @@ logger = logging.getLogger("lamina")
 
 CATALOG_DIR = ".lamina/catalog"
 MAX_ATTEMPTS = 60
-# Compaction merges small files once a table has this many; readers keep their snapshot.
-COMPACT_AFTER_FILES = 32
-# Only the commit that brings the count to the threshold, or to one of every this many files
-# past it, compacts: one writer does it instead of every racing writer after every commit
-# (8 writers on a local root: p99 save 4.4 s when all of them tried; bench/README.md).
-COMPACT_RETRY_FILES = 8
-# Commits a compaction may lose to other writers' appends before it gives up this round.
-COMPACT_COMMIT_ATTEMPTS = 5
-# Files below this size are merged by compaction (a one-row commit writes a few KB)...
-SMALL_FILE_BYTES = 16 * 2**20
-# ... provided each is at most this many times the size of the smaller files merged with it
-# (_small_files).
-MERGE_RATIO = 2
 # Versions between checkpoints. On an object store a new reader GETs every commit since the
 # last checkpoint, and a checkpoint the store writes from the state it holds costs two PUTs
 # (checkpoint.py): every 10 versions bounds a reader at 9 commit GETs for 0.2 requests per
@@ -450,8 +436,7 @@ class TableStore:
             table.cleanup_metadata()
 
     def _maybe_compact(self, n_files: int) -> None:
-        if n_files >= COMPACT_AFTER_FILES and (
-                n_files - COMPACT_AFTER_FILES) % COMPACT_RETRY_FILES == 0:
+        if compaction.due(n_files):
             self.compact()
 
     def compact(self) -> dict:
@@ -481,7 +466,7 @@ class TableStore:
                 return {}  # not a log lamina writes: left as it is
             if state is None:
                 return {}
-            sizes = _small_files(state)
+            sizes = compaction.small_files(state)
             if len(sizes) < 2 or not append_commit.supports(self.location, state.protocol):
                 return {}
             # In id order, as appends left them: the newest rows stay in the last row groups.
@@ -495,7 +480,7 @@ class TableStore:
             info = {"operation": "OPTIMIZE", "operationParameters": {},
                     "operationMetrics": {"num_added_files": 1, "num_removed_files": len(sizes)},
                     **self._commit_metadata("compact")}
-            for _ in range(COMPACT_COMMIT_ATTEMPTS):
+            for _ in range(compaction.COMMIT_ATTEMPTS):
                 try:
                     append_commit.put_log_entry(self.location, self.uri, state.version + 1,
                                                 actions, info)
@@ -546,29 +531,3 @@ def _unless_taken(taken) -> Callable[[], None]:
         if taken.result():
             raise turns.TurnTaken
     return check
-
-
-def _small_files(state: LogState) -> dict[str, int]:
-    """The data files of ``state`` a compaction merges: path relative to the table, as its
-    log names it, and size. Files below SMALL_FILE_BYTES, smallest first, each at most
-    MERGE_RATIO times the size of the smaller ones merged with it, so a large file is
-    rewritten only once the small files have grown comparable to it (each row is rewritten
-    a logarithmic number of times). Paths with characters that the log would percent-encode
-    (partition folders; never lamina's own names) are left out.
-
-    Why: merging every file below SMALL_FILE_BYTES rewrote the 11 MB file of a 1e5-artifact
-    catalog (and every chunk of one ingested in chunks) each time 32 one-row saves had
-    gathered: ~1.3 s of CPU, ~40 ms per save on average (bench/README.md, "Saves")."""
-    small = sorted((f.size, path) for path, f in state.files.items()
-                   if f.size < SMALL_FILE_BYTES and _PLAIN_PATH.fullmatch(path))
-    merged: dict[str, int] = {}
-    total = 0
-    for size, path in small:
-        if merged and size > MERGE_RATIO * total:
-            break
-        merged[path] = size
-        total += size
-    return merged
-
-
-_PLAIN_PATH = re.compile(r"[A-Za-z0-9._-]+")
