@@ -17,7 +17,8 @@ from .snapshot import ID_HIGH_WATER, Change, Snapshot, to_arrow
 # A delete or overwrite names up to this many ranges of ids; beyond, it rewrites their span.
 MAX_ID_RUNS = 1000
 # deltalake's post-commit hook lists the whole log after every commit to decide whether to
-# checkpoint (one LIST per save on S3); the store checkpoints itself (_checkpoint_if_due).
+# checkpoint (one LIST per save on S3); the store checkpoints itself
+# (TableStore._checkpoint_if_due).
 _NO_HOOKS = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
 # Row groups of 16 Ki rows: DuckDB parallelises a scan and prunes by min/max statistics per
 # row group, and ids grow with every commit, so the display columns of the newest 100 rows
