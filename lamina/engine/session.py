@@ -10,7 +10,6 @@ its rows) until its version moves.
 from __future__ import annotations
 
 import functools
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -52,8 +51,6 @@ IN_MEMORY_AFTER_SECONDS = 0.2
 # A registry too large to copy whole keeps this many of its newest ids in memory instead (see
 # Session.newest_rows): one Parquet row group as the store writes them.
 NEWEST_IN_MEMORY_IDS = 16_384
-
-_EXPLAIN = re.compile(r"^\s*EXPLAIN(?:\s+ANALY[SZ]E)?\s+(.*)$", re.IGNORECASE | re.DOTALL)
 
 
 class Session:
@@ -470,24 +467,8 @@ class Session:
 
     def read_only(self, sql: str, params: list | None = None) -> pa.Table:
         """Run one user-written SELECT over the current snapshots of every registry."""
-        statements = self.con.extract_statements(sql)
-        if len(statements) != 1:
-            raise ValidationError(f"ln.sql() runs exactly one statement, got {len(statements)}")
-        kind = statements[0].type
-        select = sql
-        if kind == duckdb.StatementType.EXPLAIN:
-            # EXPLAIN ANALYZE runs what it explains (COPY ... TO a file, DROP VIEW ...): only a
-            # plain EXPLAIN [ANALYZE] of a SELECT is read-only.
-            explained = _EXPLAIN.match(statements[0].query)
-            inner = self.con.extract_statements(explained[1]) if explained else []
-            if len(inner) != 1 or inner[0].type != duckdb.StatementType.SELECT:
-                raise ValidationError("ln.sql() is read-only: EXPLAIN is allowed for a SELECT "
-                                      "only")
-            select = explained[1]
-        elif kind != duckdb.StatementType.SELECT:
-            raise ValidationError(f"ln.sql() is read-only: {kind.name} statements are refused; "
-                                  "use the registries' save() and delete() to change data")
         with self._lock:
+            select = self._sandbox.select_of(sql)
             try:
                 # Views (and readable files) for the registries the query names only.
                 named = self._sandbox.tables(select)
