@@ -71,10 +71,10 @@ def run_size(n: int, repeats: int) -> dict:
         spec = A._spec
         version = session.current_version(spec)
         rows = {"n": n, "links": {}, "indexes": [], "newest_rows": None}
-        for column in sorted({key[1] for key in session._list_indexes}):
+        for column in sorted({key[1] for key in session._caches._list_indexes}):
             def build(column=column):
-                session._list_indexes.pop((spec.qualified, column), None)
-                return session._list_index(spec, version, column)
+                session._caches._list_indexes.pop((spec.qualified, column), None)
+                return session._caches._list_index(spec, version, column)
             cost = timed(build, repeats)
             index = build()
             links = session.con.execute(

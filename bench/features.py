@@ -224,7 +224,7 @@ def build(root: str, n: int, seed: int = 0) -> float:
     """Create the catalog at ``root``; returns the build time in seconds."""
     import lamina as ln
     from lamina import bionty as bt
-    from lamina.catalog.store import Change
+    from lamina.catalog.snapshot import Change
 
     t0 = time.perf_counter()
     inst = ln.init(storage=root, modules=["bionty"])

@@ -304,7 +304,7 @@ class Breakdown:
 def instrument() -> Breakdown:
     import deltalake
 
-    from lamina.catalog import objects, store
+    from lamina.catalog import deltalake_commit, objects, snapshot, store
     from lamina.engine import session
 
     b = Breakdown()
@@ -312,11 +312,11 @@ def instrument() -> Breakdown:
     b.wrap(objects, "upload", "upload the object (fsspec put)")
     b.wrap(deltalake.DeltaTable, "update_incremental", "read the Delta log (update_incremental)")
     b.wrap(deltalake.DeltaTable, "__init__", "open a Delta table (DeltaTable())")
-    b.wrap(store, "write_deltalake", "Delta commit (write_deltalake)")
+    b.wrap(deltalake_commit, "write_deltalake", "Delta commit (write_deltalake)")
     b.wrap(store.append_commit, "write_data_file", "data file of an append (pyarrow, PUT)")
     b.wrap(store.append_commit, "put_log_entry", "Delta log entry (put-if-absent)")
-    b.wrap(store.Snapshot, "read", "dup-hash check in the plan (Snapshot.read)")
-    b.wrap(store.TableStore, "_snapshot_of", "snapshot metadata (add actions, schema)")
+    b.wrap(snapshot.Snapshot, "read", "dup-hash check in the plan (Snapshot.read)")
+    b.wrap(snapshot.Snapshot, "of_table", "snapshot metadata (add actions, schema)")
     b.wrap(store.TableStore, "compact", "compaction (every 32 files)")
     b.wrap(session.Session, "_create_view", "DuckDB view refresh (CREATE VIEW)")
     b.wrap(session.Session, "arrow", "DuckDB query (Artifact() dup-hash lookup)")
@@ -498,7 +498,7 @@ def bench_bulk(target: Target, sizes: list[int], repeats: dict[int, int]) -> lis
     from deltalake import DeltaTable, write_deltalake
 
     import lamina as ln
-    from lamina.catalog.store import Change
+    from lamina.catalog.snapshot import Change
 
     root = target.fresh("bulk")
     inst = ln.init(storage=root)

@@ -73,7 +73,7 @@ def build(n: int, workdir: str) -> dict:
 
     import lamina as ln
     from lamina import bionty as bt
-    from lamina.catalog.store import _WRITER
+    from lamina.catalog.deltalake_commit import WRITER_PROPERTIES
 
     root = os.path.join(workdir, "root")
     ln.init(storage=root, modules="bionty")
@@ -111,7 +111,7 @@ def build(n: int, workdir: str) -> dict:
         write_deltalake(table, rows, mode="overwrite",
                         predicate=f"id >= {pc.min(ids).as_py()} AND id <= {pc.max(ids).as_py()}",
                         commit_properties=CommitProperties(max_commit_retries=0),
-                        writer_properties=_WRITER,
+                        writer_properties=WRITER_PROPERTIES,
                         storage_options=store.location.delta_options)
     return {"n": n, "ingest_s": round(ingest_s, 3), "files": len(store.snapshot().files)}
 

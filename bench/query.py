@@ -51,7 +51,7 @@ from deltalake import DeltaTable  # noqa: E402
 import lamina as ln  # noqa: E402
 from lamina import bionty as bt  # noqa: E402
 from lamina.catalog import tables  # noqa: E402
-from lamina.catalog.store import Change  # noqa: E402
+from lamina.catalog.snapshot import Change  # noqa: E402
 from lamina.engine import session as lamina_session  # noqa: E402
 
 # Bump when the generator changes: cached catalogs of another version are rebuilt.

@@ -93,7 +93,7 @@ def run_size(n: int) -> dict:
             rows.append({"name": name, "lamina": {
                 "p50_ms": (time.perf_counter() - w0) * 1e3,
                 "cpu_p50_ms": (time.process_time() - c0) * 1e3, "runs": 1}, "load": load()})
-        index_bytes = session_for(ln.current())._row_index.nbytes()
+        index_bytes = session_for(ln.current())._by_value.row_index.nbytes()
         # New rows: each call a row of another row group than the two calls before (a step
         # longer than a group), so that neither a kept row nor a kept group answers it.
         spread = [(11 + k * (ROW_GROUP_STEP)) % n for k in range(n // ROW_GROUP_STEP * 40)]

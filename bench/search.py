@@ -432,7 +432,7 @@ def registry_latency(corpora: dict[str, Corpus], queries: dict[str, list[str]],
     from lamina import bionty as bt
     from lamina.catalog import tables
     from lamina.catalog.ids import new_uid
-    from lamina.catalog.store import Change
+    from lamina.catalog.snapshot import Change
 
     work = tempfile.mkdtemp(prefix="lamina-bench-search-")
     os.environ["LAMINA_HOME"] = os.path.join(work, "home")  # never touch the user's settings
@@ -485,7 +485,7 @@ def artifact_catalog(n: int) -> str:
 
     import lamina as ln
     from lamina.catalog.ids import new_uid
-    from lamina.catalog.store import Change
+    from lamina.catalog.snapshot import Change
 
     root = os.path.join(tempfile.gettempdir(), f"lamina-bench-search-artifacts-n{n}")
     marker = os.path.join(root, "bench-built")

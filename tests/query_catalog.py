@@ -26,7 +26,7 @@ import lamina as ln
 from lamina import Q
 from lamina.catalog import instance as lamina_instance
 from lamina.catalog import tables
-from lamina.catalog.store import Change
+from lamina.catalog.snapshot import Change
 
 USER_ENV = {"LAMINA_USER_HANDLE": "testuser1", "LAMINA_USER_NAME": "Test User1"}
 

@@ -15,9 +15,10 @@ import pytest
 from deltalake import DeltaTable
 
 import lamina as ln
-from lamina.catalog import append_commit, store as store_module, tables, turns, writer
+from lamina.catalog import append_commit, tables, turns, writer
 from lamina.catalog.instance import current
 from lamina.catalog.location import Location
+from lamina.catalog.snapshot import Change
 
 from helpers import filesystem, new_s3_root, python, s3_requests, spawn
 
@@ -228,7 +229,7 @@ def test_a_writer_that_lost_twice_commits_in_the_turn(lease_uri):
 
     def plan(snapshot):
         row = writer.fill_defaults(RECORD, {"name": "mine", "id": snapshot.next_id}, user_id)
-        return store_module.Change(append=[row], result=row)
+        return Change(append=[row], result=row)
 
     def before_commit():
         # Another process commits before each of our first two attempts lands: both lose.

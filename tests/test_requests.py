@@ -197,7 +197,8 @@ def test_a_table_of_a_thousand_commits_answers_in_few_requests(s3_endpoint, tmp_
     import pyarrow as pa
 
     from lamina.catalog import tables
-    from lamina.catalog.store import CATALOG_DIR, CHECKPOINT_INTERVAL, to_arrow
+    from lamina.catalog.snapshot import to_arrow
+    from lamina.catalog.store import CATALOG_DIR, CHECKPOINT_INTERVAL
 
     # Built on a local root (a commit there takes milliseconds) with one-row commits that
     # each replace the row, then copied to the bucket as it is, without the replaced files.

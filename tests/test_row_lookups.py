@@ -9,7 +9,7 @@ import pytest
 
 import lamina as ln
 from lamina.catalog import append_commit
-from lamina.engine import connections, row_index, session
+from lamina.engine import connections, row_index, session, value_lookup
 
 from helpers import python, write_file
 
@@ -168,7 +168,7 @@ def test_a_query_after_lookups_from_the_index_reads_the_version_they_saw(instanc
 
 def test_a_common_value_is_left_to_one_statement(instance, on_files, statements, tmp_path,
                                                  monkeypatch):
-    monkeypatch.setattr(session, "ROW_INDEX_CANDIDATES", 2)
+    monkeypatch.setattr(value_lookup, "ROW_INDEX_CANDIDATES", 2)
     saved = [ln.Artifact(write_file(tmp_path, f"{i}.txt", str(i)), key=f"c/{i}.txt").save()
              for i in range(3)]
     statements.sql.clear()

@@ -10,8 +10,10 @@ from datetime import datetime, timezone
 import pytest
 
 import lamina as ln
-from lamina.catalog import settings, store as store_module, tables
-from lamina.catalog.store import Change, CommitConflict, TableStore
+from lamina.catalog import compaction, deltalake_commit, settings, store as store_module, tables
+from lamina.catalog.snapshot import Change
+from lamina.catalog.store import TableStore
+from lamina.errors import CommitConflict
 
 from helpers import spawn
 
@@ -60,7 +62,7 @@ def test_time_travel_by_timestamp(instance):
 
 def test_compaction_after_many_small_commits(instance):
     store = instance.store(RECORD)
-    threshold = store_module.COMPACT_AFTER_FILES
+    threshold = compaction.COMPACT_AFTER_FILES
     counts = []
     before_compaction = None
     for i in range(threshold + 5):
@@ -188,7 +190,7 @@ def test_concurrent_writers_and_compactions_keep_every_row_once(instance, n_proc
     assert len(set(reported)) == len(reported)
     assert sorted(r["name"] for r in rows) == sorted(
         f"p{p}-{i}" for p in range(n_procs) for i in range(n_each))
-    assert len(store.snapshot().files) < store_module.COMPACT_AFTER_FILES
+    assert len(store.snapshot().files) < compaction.COMPACT_AFTER_FILES
 
 
 def test_updates_and_deletes_of_100000_scattered_rows_are_one_commit_each(instance):
@@ -232,7 +234,7 @@ def test_a_span_overwrite_keeps_a_change_another_process_commits_inside_the_span
     from helpers import spawn
     from lamina.catalog import writer
 
-    monkeypatch.setattr(store_module, "MAX_ID_RUNS", 2)
+    monkeypatch.setattr(deltalake_commit, "MAX_ID_RUNS", 2)
     ln.save([ln.Record(name=f"r{i}") for i in range(1, 11)])
     ids = {r.name: r.id for r in ln.Record.filter()}
     odd = [ids[f"r{i}"] for i in range(1, 10, 2)]

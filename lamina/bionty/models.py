@@ -18,7 +18,7 @@ from .. import log
 from ..catalog import tables, writer
 from ..catalog.ids import uid_from_text
 from ..catalog.instance import Instance, current
-from ..catalog.store import Snapshot
+from ..catalog.snapshot import Snapshot
 from ..engine.planner import Q
 from ..engine.queryset import QuerySet
 from ..errors import FieldError, InstanceError, ValidationError, unknown_field

@@ -38,7 +38,7 @@ from .location import Location
 # The Delta protocol versions whose writers need nothing beyond add actions and commit info
 # (no table features, invariants or column mapping).
 PLAIN_PROTOCOL = (1, 2)
-# Same row groups and codec as the store's deltalake writes (store._WRITER).
+# Same row groups and codec as the store's deltalake writes (deltalake_commit.WRITER_PROPERTIES).
 ROW_GROUP_ROWS = 16_384
 CLIENT = "lamina"
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from ..errors import InstanceError, ValidationError
-from .store import OPERATION_KEY, USER_KEY, Snapshot, TableStore
+from .snapshot import Snapshot
+from .store import OPERATION_KEY, USER_KEY, TableStore
 
 # Delta operations as users name them; a predicate overwrite is lamina's update of rows.
 _OPERATIONS = {"CREATE TABLE": "create", "DELETE": "delete", "OPTIMIZE": "compact"}

@@ -12,48 +12,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 
-import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import (CommitProperties, DeltaTable, PostCommitHookProperties, WriterProperties,
-                       write_deltalake)
+from deltalake import CommitProperties, DeltaTable
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from ..errors import CommitConflict
-from . import append_commit, checkpoint, turns
+from . import append_commit, checkpoint, compaction, deltalake_commit, turns
 from .delta_log import DeltaLogReader, LogState, UnsupportedLog
-from .file_stats import FileStats, files_that_may_hold_ids, files_that_may_match
+from .file_stats import FileStats
 from .location import Location
+from .snapshot import Change, Snapshot, to_arrow
 from .tables import TableSpec
 
 logger = logging.getLogger("lamina")
 
 CATALOG_DIR = ".lamina/catalog"
 MAX_ATTEMPTS = 60
-# Compaction merges small files once a table has this many; readers keep their snapshot.
-COMPACT_AFTER_FILES = 32
-# Only the commit that brings the count to the threshold, or to one of every this many files
-# past it, compacts: one writer does it instead of every racing writer after every commit
-# (8 writers on a local root: p99 save 4.4 s when all of them tried; bench/README.md).
-COMPACT_RETRY_FILES = 8
-# Commits a compaction may lose to other writers' appends before it gives up this round.
-COMPACT_COMMIT_ATTEMPTS = 5
-# Files below this size are merged by compaction (a one-row commit writes a few KB)...
-SMALL_FILE_BYTES = 16 * 2**20
-# ... provided each is at most this many times the size of the smaller files merged with it
-# (_small_files).
-MERGE_RATIO = 2
-# A delete or overwrite names up to this many ranges of ids; beyond, it rewrites their span.
-MAX_ID_RUNS = 1000
-# deltalake's post-commit hook lists the whole log after every commit to decide whether to
-# checkpoint (one LIST per save on S3); the store checkpoints itself (_checkpoint_if_due).
-_NO_HOOKS = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
 # Versions between checkpoints. On an object store a new reader GETs every commit since the
 # last checkpoint, and a checkpoint the store writes from the state it holds costs two PUTs
 # (checkpoint.py): every 10 versions bounds a reader at 9 commit GETs for 0.2 requests per
@@ -77,111 +57,11 @@ TURN_AFTER_LOSSES = 2
 TURN_AFTER_YIELDS = 4
 # A table another writer committed to within this many seconds counts as contended.
 CONTENDED_SECONDS = 30.0
-# The highest id a table has ever held, as a table property: part of every snapshot's
-# metadata (checkpoints included, and read with it at no cost), so it outlives the rows. A
-# delete first raises it to the table's max id, then deletes; new ids continue after it, so an
-# id is never reused even when the newest row is deleted (the rows' max(id) statistic would go
-# down). A Delta app transaction (``txn``) would fit in the delete's own commit, but reading it
-# back replays the log: 330 ms per save on the loopback S3 server.
-ID_HIGH_WATER = "lamina.idHighWater"
 # A commit lands at exactly the version after the snapshot it was planned on, or fails: no
 # rebase onto a newer version the plan never saw. (Also imported by the peer bench's fix-up.)
 _EXACT_NEXT_VERSION = CommitProperties(max_commit_retries=0)
 # Commit-info keys that ``ln.history()`` reads back (catalog/history.py).
 USER_KEY, OPERATION_KEY = "lamina_user", "lamina_operation"
-# Row groups of 16 Ki rows: DuckDB parallelises a scan and prunes by min/max statistics per
-# row group, and ids grow with every commit, so the display columns of the newest 100 rows
-# are one or two row groups (the default to_dataframe() reads those only; with 122,880-row
-# groups it decoded every display column of a 1e5 table, ~20 ms). deltalake's default (1 Mi
-# rows) leaves one group per file. Snappy, as deltalake's default: WriterProperties without a
-# codec writes uncompressed (+65 % bytes). Figures: bench/README.md, "Query".
-_WRITER = WriterProperties(max_row_group_size=16_384, compression="SNAPPY")
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One version of a table: the Parquet files that make it up, and their schema."""
-
-    spec: TableSpec
-    version: int
-    files: tuple[str, ...]
-    schema: pa.Schema
-    max_id: int
-    # Reads the files; None for a table that does not exist yet (no files).
-    location: Location | None = field(default=None, repr=False, compare=False)
-    # Each file's size in bytes when the log was read by this process's reader: a read then
-    # needs no HEAD per file to find its footer.
-    sizes: tuple[int, ...] | None = field(default=None, repr=False, compare=False)
-    # Each file's statistics by URI, as the log states them (file_stats.py); a file without
-    # an entry may hold anything.
-    stats: Mapping[str, FileStats] = field(default_factory=dict, repr=False, compare=False)
-
-    def files_that_may_match(self, equal: dict) -> list[str]:
-        """The files of this snapshot whose statistics do not rule out a row whose columns
-        equal ``equal``'s values."""
-        return files_that_may_match(self.files, self.stats, equal, self.schema)
-
-    def files_that_may_hold_ids(self, ids: list[int]) -> list[str]:
-        """The files of this snapshot whose statistics do not rule out all of ``ids``."""
-        return files_that_may_hold_ids(self.files, self.stats, ids)
-
-    def read(self, columns: list[str] | None = None, filter=None,
-             files: Sequence[str] | None = None, threads: bool = False) -> pa.Table:
-        """Rows of this snapshot, or of some of its ``files`` (a ``pyarrow.compute`` filter is
-        pushed down to Parquet). Files written before a column existed read it as NULL.
-        ``threads`` reads the files in parallel (many small files on an object store)."""
-        import pyarrow.dataset as ds
-
-        files = self.files if files is None else files
-        if not files or self.location is None:
-            empty = self.schema.empty_table()
-            return empty.select(columns) if columns else empty
-        location = self.location
-        known = dict(zip(self.files, self.sizes)) if self.sizes is not None else {}
-        parquet = ds.ParquetFileFormat()
-        fragments = [parquet.make_fragment(location.arrow_path(f), location.arrow_fs,
-                                           file_size=known.get(f)) for f in files]
-        dataset = ds.FileSystemDataset(fragments, self.schema, parquet, location.arrow_fs)
-        return dataset.to_table(columns=columns, filter=filter, use_threads=threads)
-
-    def read_whole(self, files: Sequence[str]) -> pa.Table:
-        """Every row of ``files`` (small ones), each fetched whole with one request, all at
-        once on an object store: a read through the Parquet footer first costs two requests a
-        file (a compaction of 32 files made 64 GETs while it held the table's lease)."""
-        location = self.location
-        if location is None or location.is_local or not files:
-            return self.read(files=files)
-        import pyarrow.parquet as pq
-
-        # cat_ranges, not cat: cat looks each path up first (a HEAD a file).
-        fetched = location.fs.cat_ranges(list(files), 0, None, on_error="raise")
-        return pa.concat_tables([to_arrow(pq.read_table(pa.BufferReader(data)), self.schema)
-                                 for data in fetched])
-
-    @property
-    def next_id(self) -> int:
-        """The id of the next new row: ids are never reused (see ID_HIGH_WATER)."""
-        return self.max_id + 1
-
-    def empty(self) -> pa.Table:
-        return self.schema.empty_table()
-
-
-@dataclass
-class Change:
-    """What one commit does to one table: append new rows, replace rows by id, delete by id."""
-
-    # Rows as dicts (one save) or an Arrow table (bulk loads).
-    append: list[dict] | pa.Table = field(default_factory=list)
-    replace: list[dict] = field(default_factory=list)
-    delete_ids: list[int] = field(default_factory=list)
-    # Columns the rows bring that the table does not have yet (feature values): name -> type.
-    new_columns: dict = field(default_factory=dict)
-    # Anything the planner wants back after the commit (new ids, an existing row, ...).
-    result: object = None
-
-    def __bool__(self) -> bool:
-        return bool(len(self.append) or self.replace or self.delete_ids)
 
 
 class TableStore:
@@ -276,7 +156,7 @@ class TableStore:
             return self.snapshot_newer_than(None)
         table = DeltaTable(self.uri, storage_options=self.location.delta_options)
         table.load_as_version(version)
-        return self._snapshot_of(table)
+        return Snapshot.of_table(self.spec, self.location, table)
 
     def snapshot_newer_than(self, version: int | None) -> Snapshot | None:
         """The latest snapshot, or None when it is ``version`` still. The log is read once per
@@ -295,7 +175,7 @@ class TableStore:
                 return Snapshot(self.spec, -1, (), self.spec.arrow_schema(), 0)
             current = self._current
             if current is None or current.version != state.version or current.sizes is None:
-                current = self._current = self._snapshot_of_log(state)
+                current = self._current = Snapshot.of_log(self.spec, self.location, state)
             return current
 
     def _latest_log(self) -> LogState | None:
@@ -316,22 +196,6 @@ class TableStore:
         self._checked_at = time.monotonic()
         return self._log
 
-    def _snapshot_of_log(self, state: LogState) -> Snapshot:
-        from deltalake import Schema
-
-        files = tuple(f.uri for f in state.files.values())
-        sizes = tuple(f.size for f in state.files.values())
-        schema = pa.schema(Schema.from_json(state.schema_string).to_arrow())
-        high_water = int(state.configuration.get(ID_HIGH_WATER, 0))
-        stats = {f.uri: f.stats for f in state.files.values() if f.stats is not None}
-        snapshot = Snapshot(self.spec, state.version, files, schema, high_water, self.location,
-                            sizes, stats)
-        ids = [f.max_id for f in state.files.values()]
-        if None in ids:  # no statistics: scan the ids
-            ids = pc.max(snapshot.read(["id"]).column("id")).as_py()
-            ids = [ids or 0]
-        return replace(snapshot, max_id=max([high_water, *ids]))
-
     def _snapshot_newer_than_deltalake(self, version: int | None) -> Snapshot | None:
         table = self._latest()
         if table is None:
@@ -350,23 +214,8 @@ class TableStore:
         current = self._current
         # A current snapshot ahead of the table is one this store committed itself.
         if current is None or current.version < table.version():
-            current = self._current = self._snapshot_of(table)
+            current = self._current = Snapshot.of_table(self.spec, self.location, table)
         return current
-
-    def _snapshot_of(self, table: DeltaTable) -> Snapshot:
-        files = tuple(table.file_uris())
-        schema = pa.schema(table.schema().to_arrow())
-        high_water = int(table.metadata().configuration.get(ID_HIGH_WATER, 0))
-        snapshot = Snapshot(self.spec, table.version(), files, schema, high_water, self.location)
-        if not files:
-            return snapshot
-        actions = pa.table(table.get_add_actions(flatten=True))
-        ids = actions.column("max.id") if "max.id" in actions.column_names else None
-        if ids is not None and ids.null_count == 0:
-            max_id = int(pc.max(ids).as_py() or 0)
-        else:  # no statistics: scan the ids
-            max_id = int(pc.max(snapshot.read(["id"]).column("id")).as_py() or 0)
-        return replace(snapshot, max_id=max(max_id, high_water))
 
     def version(self) -> int:
         with self._lock:
@@ -551,55 +400,10 @@ class TableStore:
         table = self._deltalake_at(snapshot.version)
         if before_commit is not None:
             before_commit()
-        self._commit_through_deltalake(table, snapshot, change, missing)
+        deltalake_commit.commit_through_deltalake(
+            table, snapshot, change, missing, self.location.delta_options,
+            self._commit_properties, after_id_mark=self._checkpoint_if_due)
         return len(table.file_uris())
-
-    def _commit_through_deltalake(self, table: DeltaTable, snapshot: Snapshot, change: Change,
-                                  missing: dict) -> None:
-        options = self.location.delta_options
-        schema = snapshot.schema
-        for name, arrow_type in missing.items():
-            schema = schema.append(pa.field(name, arrow_type))
-        evolve = {"schema_mode": "merge"} if missing else {}
-        if change.delete_ids:
-            if len(change.append) or change.replace:
-                raise ValueError("a change either deletes rows or writes them, not both")
-            # Deleting the row that holds the highest id takes two commits; dying between
-            # them leaves a raised mark and no row deleted.
-            mark = int(table.metadata().configuration.get(ID_HIGH_WATER, 0))
-            if mark < snapshot.max_id <= max(change.delete_ids):
-                table.alter.set_table_properties({ID_HIGH_WATER: str(snapshot.max_id)},
-                                                 raise_if_not_exists=False,
-                                                 commit_properties=self._commit_properties(
-                                                     "id mark"),
-                                                 post_commithook_properties=_NO_HOOKS)
-                self._checkpoint_if_due()
-            predicate, others = _id_selection(snapshot, change.delete_ids)
-            if others is None or not others.num_rows:
-                table.delete(predicate=predicate, commit_properties=self._commit_properties(),
-                             post_commithook_properties=_NO_HOOKS)
-            else:  # the span's other rows are written back: still one commit
-                write_deltalake(table, others, mode="overwrite", predicate=predicate,
-                                commit_properties=self._commit_properties(),
-                                storage_options=options, writer_properties=_WRITER,
-                                post_commithook_properties=_NO_HOOKS)
-            return
-        if change.replace:
-            if len(change.append):
-                raise ValueError("a change either replaces rows or appends them, not both")
-            rows = to_arrow(change.replace, schema)
-            predicate, others = _id_selection(snapshot, [r["id"] for r in change.replace])
-            if others is not None:
-                rows = pa.concat_tables([rows, to_arrow(others, schema)])
-            write_deltalake(table, rows, mode="overwrite", predicate=predicate,
-                            commit_properties=self._commit_properties(), storage_options=options,
-                            writer_properties=_WRITER, post_commithook_properties=_NO_HOOKS,
-                            **evolve)
-            return
-        write_deltalake(table, to_arrow(change.append, schema), mode="append",
-                        commit_properties=self._commit_properties(), storage_options=options,
-                        writer_properties=_WRITER, post_commithook_properties=_NO_HOOKS,
-                        **evolve)
 
     # ---- housekeeping --------------------------------------------------------------------
     def _checkpoint_if_due(self) -> None:
@@ -632,8 +436,7 @@ class TableStore:
             table.cleanup_metadata()
 
     def _maybe_compact(self, n_files: int) -> None:
-        if n_files >= COMPACT_AFTER_FILES and (
-                n_files - COMPACT_AFTER_FILES) % COMPACT_RETRY_FILES == 0:
+        if compaction.due(n_files):
             self.compact()
 
     def compact(self) -> dict:
@@ -663,11 +466,11 @@ class TableStore:
                 return {}  # not a log lamina writes: left as it is
             if state is None:
                 return {}
-            sizes = _small_files(state)
+            sizes = compaction.small_files(state)
             if len(sizes) < 2 or not append_commit.supports(self.location, state.protocol):
                 return {}
             # In id order, as appends left them: the newest rows stay in the last row groups.
-            rows = self._snapshot_of_log(state).read_whole(
+            rows = Snapshot.of_log(self.spec, self.location, state).read_whole(
                 [state.files[p].uri for p in sizes]).sort_by("id")
             add, merged_uri = append_commit.write_data_file(self.location, self.uri, rows,
                                                             data_change=False)
@@ -677,7 +480,7 @@ class TableStore:
             info = {"operation": "OPTIMIZE", "operationParameters": {},
                     "operationMetrics": {"num_added_files": 1, "num_removed_files": len(sizes)},
                     **self._commit_metadata("compact")}
-            for _ in range(COMPACT_COMMIT_ATTEMPTS):
+            for _ in range(compaction.COMMIT_ATTEMPTS):
                 try:
                     append_commit.put_log_entry(self.location, self.uri, state.version + 1,
                                                 actions, info)
@@ -690,7 +493,7 @@ class TableStore:
                     state = newer
                     continue
                 self._log = self._reader.committed(state, actions)
-                self._current = self._snapshot_of_log(self._log)
+                self._current = Snapshot.of_log(self.spec, self.location, self._log)
                 self._checkpoint_if_due()
                 return {"numFilesRemoved": len(sizes), "numRowsRewritten": rows.num_rows,
                         "version": self._log.version}
@@ -728,69 +531,3 @@ def _unless_taken(taken) -> Callable[[], None]:
         if taken.result():
             raise turns.TurnTaken
     return check
-
-
-def to_arrow(rows: Sequence[dict] | pa.Table, schema: pa.Schema) -> pa.Table:
-    if isinstance(rows, pa.Table):
-        missing = [n for n in schema.names if n not in rows.column_names]
-        for name in missing:
-            rows = rows.append_column(schema.field(name), pa.nulls(rows.num_rows, schema.field(name).type))
-        return rows.select(schema.names).cast(schema)
-    return pa.Table.from_pylist(list(rows), schema=schema)
-
-
-def _small_files(state: LogState) -> dict[str, int]:
-    """The data files of ``state`` a compaction merges: path relative to the table, as its
-    log names it, and size. Files below SMALL_FILE_BYTES, smallest first, each at most
-    MERGE_RATIO times the size of the smaller ones merged with it, so a large file is
-    rewritten only once the small files have grown comparable to it (each row is rewritten
-    a logarithmic number of times). Paths with characters that the log would percent-encode
-    (partition folders; never lamina's own names) are left out.
-
-    Why: merging every file below SMALL_FILE_BYTES rewrote the 11 MB file of a 1e5-artifact
-    catalog (and every chunk of one ingested in chunks) each time 32 one-row saves had
-    gathered: ~1.3 s of CPU, ~40 ms per save on average (bench/README.md, "Saves")."""
-    small = sorted((f.size, path) for path, f in state.files.items()
-                   if f.size < SMALL_FILE_BYTES and _PLAIN_PATH.fullmatch(path))
-    merged: dict[str, int] = {}
-    total = 0
-    for size, path in small:
-        if merged and size > MERGE_RATIO * total:
-            break
-        merged[path] = size
-        total += size
-    return merged
-
-
-def _id_runs(ids) -> list[tuple[int, int]]:
-    """``ids`` as sorted ranges (first, last) of consecutive ids. int() makes sure nothing but
-    integers reaches a predicate built from them."""
-    values = sorted({int(i) for i in ids})
-    runs: list[list[int]] = []
-    for value in values:
-        if runs and value == runs[-1][1] + 1:
-            runs[-1][1] = value
-        else:
-            runs.append([value, value])
-    return [(lo, hi) for lo, hi in runs]
-
-
-def _runs_predicate(runs: list[tuple[int, int]]) -> str:
-    return " OR ".join(f"id = {lo}" if lo == hi else f"(id >= {lo} AND id <= {hi})"
-                       for lo, hi in runs)
-
-
-def _id_selection(snapshot: Snapshot, ids: Sequence[int]) -> tuple[str, pa.Table | None]:
-    """A predicate for the rows ``ids`` of a delete or an overwrite, and the snapshot's other
-    rows it also selects (None when it selects exactly ``ids``). deltalake parses a long
-    ``id IN (...)`` recursively (100,000 ids crashed the process), so the predicate is ranges of
-    consecutive ids, or when those are too many, the span from the first to the last id: the
-    commit then writes that span's other rows back unchanged."""
-    runs = _id_runs(ids)
-    if len(runs) <= MAX_ID_RUNS:
-        return _runs_predicate(runs), None
-    lo, hi = runs[0][0], runs[-1][1]
-    span = (pc.field("id") >= lo) & (pc.field("id") <= hi)
-    others = snapshot.read(filter=span & ~pc.field("id").isin([int(i) for i in ids]))
-    return f"id >= {lo} AND id <= {hi}", others
-_PLAIN_PATH = re.compile(r"[A-Za-z0-9._-]+")

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from ..errors import DoesNotExist, ValidationError
 from . import tables
 from .ids import new_uid
-from .store import Change, Snapshot
+from .snapshot import Change, Snapshot
 
 TRASH_BRANCH_ID, ARCHIVE_BRANCH_ID, MAIN_BRANCH_ID = -1, 0, 1
 DEFAULT_SPACE_ID = 1

@@ -22,6 +22,7 @@ import functools
 import itertools
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -30,7 +31,9 @@ from collections.abc import Sequence
 import duckdb
 
 from ..catalog.location import Location
-from ..catalog.store import CATALOG_DIR, Snapshot
+from ..catalog.snapshot import Snapshot
+from ..catalog.store import CATALOG_DIR
+from ..errors import ValidationError
 from ..extensions import load_statement
 
 
@@ -183,6 +186,9 @@ def _copies_dir() -> str:
     return folder
 
 
+_EXPLAIN = re.compile(r"^\s*EXPLAIN(?:\s+ANALY[SZ]E)?\s+(.*)$", re.IGNORECASE | re.DOTALL)
+
+
 class SqlSandbox:
     """The connections ``ln.sql`` runs on: views over the snapshots of the registries a query
     names, and no other file. One connection per set of snapshots, the last few kept: a view
@@ -198,6 +204,28 @@ class SqlSandbox:
         # Parses queries (json_serialize_sql) and can read nothing.
         self._parser = duckdb.connect()
         self._parser.execute("SET enable_external_access = false")
+
+    def select_of(self, sql: str) -> str:
+        """The SELECT that ``sql``, one statement written for ``ln.sql``, runs (that of a plain
+        EXPLAIN [ANALYZE]); ValidationError for anything else."""
+        statements = self._parser.extract_statements(sql)
+        if len(statements) != 1:
+            raise ValidationError(f"ln.sql() runs exactly one statement, got {len(statements)}")
+        kind = statements[0].type
+        select = sql
+        if kind == duckdb.StatementType.EXPLAIN:
+            # EXPLAIN ANALYZE runs what it explains (COPY ... TO a file, DROP VIEW ...): only a
+            # plain EXPLAIN [ANALYZE] of a SELECT is read-only.
+            explained = _EXPLAIN.match(statements[0].query)
+            inner = self._parser.extract_statements(explained[1]) if explained else []
+            if len(inner) != 1 or inner[0].type != duckdb.StatementType.SELECT:
+                raise ValidationError("ln.sql() is read-only: EXPLAIN is allowed for a SELECT "
+                                      "only")
+            select = explained[1]
+        elif kind != duckdb.StatementType.SELECT:
+            raise ValidationError(f"ln.sql() is read-only: {kind.name} statements are refused; "
+                                  "use the registries' save() and delete() to change data")
+        return select
 
     def tables(self, select: str) -> set[str] | None:
         """The names of the tables and views a SELECT reads, from its parse tree (parsing

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..catalog.store import Snapshot
+from ..catalog.snapshot import Snapshot
 
 if TYPE_CHECKING:
     import pyarrow.dataset as ds

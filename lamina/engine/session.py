@@ -10,7 +10,6 @@ its rows) until its version moves.
 from __future__ import annotations
 
 import functools
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,8 @@ import pyarrow as pa
 
 from ..catalog import tables
 from ..catalog.instance import MAIN_BRANCH_ID, Instance
-from ..catalog.store import CATALOG_DIR, Snapshot
+from ..catalog.snapshot import Snapshot
+from ..catalog.store import CATALOG_DIR
 from ..errors import ValidationError
 from .connections import (CredentialSecret, SqlSandbox, catalog_scope, confine_to_catalog,
                           create_view, identifier, local_copies, new_connection,
@@ -31,10 +31,9 @@ from .connections import (CredentialSecret, SqlSandbox, catalog_scope, confine_t
 from .features import FeatureResolver, FeatureSet
 from .frames import import_pandas_meanwhile
 from .held_rows import HeldRows
-from .list_index import ListIndex
-from .planner import STEM_LOOKUP, id_list_condition, id_list_params
-from .row_columns import RowColumns
-from .row_index import RowIndex
+from .planner import id_list_condition, id_list_params
+from .value_lookup import ValueLookups
+from .version_caches import VersionCaches
 
 
 # Top-N queries up to this LIMIT read their non-sort columns for the winning rows only.
@@ -52,32 +51,6 @@ IN_MEMORY_AFTER_SECONDS = 0.2
 # A registry too large to copy whole keeps this many of its newest ids in memory instead (see
 # Session.newest_rows): one Parquet row group as the store writes them.
 NEWEST_IN_MEMORY_IDS = 16_384
-# Rows read from a registry's files by id (to show them: Session.rows_by_id) kept per version
-# and set of columns, up to this many (a display of a sparse filter shown again reads none).
-READ_BY_ID_ROWS = 4096
-# Answers of statements kept per set of table versions (Session.arrow_of_versions).
-KEPT_ANSWERS = 64
-# A lookup through the row index fetches the rows of at most this many candidates (the
-# versions under one key, say); a more common value is left to one statement.
-ROW_INDEX_CANDIDATES = 64
-
-
-def _indexed_value(row: dict, column: str, value):
-    """What an index of ``column`` keys ``row`` by (a uid stem: the uid's first characters,
-    as many as the stem asked has)."""
-    if column == STEM_LOOKUP:
-        uid = row["uid"]
-        return None if uid is None else uid[:len(value)]
-    return row[column]
-
-
-def _matches(row: dict, equal: dict) -> bool:
-    """Whether ``row`` holds every value of ``equal`` (Compiler.equalities)."""
-    return all(_indexed_value(row, c, v) == v if c == STEM_LOOKUP else row.get(c) == v
-               for c, v in equal.items())
-
-
-_EXPLAIN = re.compile(r"^\s*EXPLAIN(?:\s+ANALY[SZ]E)?\s+(.*)$", re.IGNORECASE | re.DOTALL)
 
 
 class Session:
@@ -102,24 +75,13 @@ class Session:
         self._copy_decided: set[str] = set()
         # (registry, version, columns) -> {id: row} of registries served from memory.
         self._by_id: dict[tuple, dict] = {}
-        # (registry, version, column) -> {value: [row, ...]} of registries served from memory.
-        self._indexes: dict[tuple, dict] = {}
         # registry -> (version, in-memory table, lowest id left out) of the newest rows of a
         # registry too large to copy whole (table None: not worth a copy).
         self._newest: dict[str, tuple[int, str | None, int]] = {}
         # registry -> (version, HeldRows) of the rows it keeps in memory (see held_rows).
         self._held: dict[str, tuple[int, HeldRows]] = {}
-        # (registry, columns) -> (version, HeldRows) of rows read by id (see rows_by_id).
-        self._read_by_id: dict[tuple[str, tuple], tuple[int, HeldRows]] = {}
-        # (tables and versions, statement, parameters) -> answer (see arrow_of_versions).
-        self._answers: dict[tuple, pa.Table] = {}
-        # (registry, list column) -> (version, ListIndex) of the rows on the main branch.
-        self._list_indexes: dict[tuple[str, str], tuple[int, ListIndex]] = {}
-        # registry -> (version, columns of its rows on the main branch in id order, their ids
-        # as numpy): see count_among.
-        self._row_columns: dict[str, RowColumns] = {}
-        # Of registries read from their files: ids by value per data file, and rows read.
-        self._row_index = RowIndex()
+        self._by_value = ValueLookups(self)
+        self._caches = VersionCaches(self)
         # Top-N queries (to_dataframe's default limit of 100, order_by + limit) first find the
         # winning rows from the filter and sort columns only, then read the other columns of
         # just those rows. DuckDB does this up to LIMIT 50 by default; at 1e6 artifacts it cuts
@@ -198,7 +160,7 @@ class Session:
         """Whether pointing ``spec``'s view fetches no files: anything but a small registry
         on an object store whose view does not show its current snapshot yet. Pointing that
         one fetches every file of it, which lookups by value do without
-        (_rows_equal_in_copies): a feature filter's warm repeat fetched the nine feature
+        (value_lookup.py): a feature filter's warm repeat fetched the nine feature
         files its first run had not needed."""
         behind = self._behind.get(spec.qualified)
         return behind is None or not small_remote(behind)
@@ -225,10 +187,8 @@ class Session:
         self._in_memory.discard(qualified)
         if self._newest.pop(qualified, (None, None))[1] is not None:
             self._newest_behind.add(qualified)
-        self._list_indexes = {k: v for k, v in self._list_indexes.items() if k[0] != qualified}
-        self._row_columns.pop(qualified, None)
+        self._caches.forget(qualified)
         self._held.pop(qualified, None)
-        self._read_by_id = {k: v for k, v in self._read_by_id.items() if k[0] != qualified}
         self._shown_at[qualified] = time.monotonic()
         self._copy_decided.discard(qualified)
         self._snapshots[qualified] = snapshot
@@ -248,10 +208,14 @@ class Session:
             self.con.execute(f'DROP TABLE IF EXISTS "{_newest_table(spec)}"')
             self._newest_behind.discard(spec.qualified)
 
+    def version_lasted(self, qualified: str) -> bool:
+        """Whether the current version of ``qualified`` has been shown for
+        IN_MEMORY_AFTER_SECONDS: what is kept per version is made only then."""
+        return time.monotonic() - self._shown_at[qualified] >= IN_MEMORY_AFTER_SECONDS
+
     def _copy_due(self, qualified: str) -> bool:
         """Whether _keep_in_memory would decide about ``qualified`` now."""
-        return qualified not in self._copy_decided and (
-            time.monotonic() - self._shown_at[qualified] >= IN_MEMORY_AFTER_SECONDS)
+        return qualified not in self._copy_decided and self.version_lasted(qualified)
 
     def _keep_in_memory(self, spec) -> None:
         """Serve a small registry from a copy in DuckDB's memory once a query reads a version
@@ -299,8 +263,7 @@ class Session:
             kept = self._newest.get(qualified)
             if kept is not None and kept[0] == version:
                 return None if kept[1] is None else kept[1:]
-            if qualified in self._in_memory or (
-                    time.monotonic() - self._shown_at[qualified] < IN_MEMORY_AFTER_SECONDS):
+            if qualified in self._in_memory or not self.version_lasted(qualified):
                 return None
             span = self.id_range(spec)
             if span is None:
@@ -336,106 +299,17 @@ class Session:
             return held
 
     def rows_by_id(self, spec, ids: np.ndarray, columns: list[str]) -> pa.Table:
-        """The rows of ``spec``'s current version with ``ids``, in that order, with
-        ``columns`` (names the caller validated); each row is read from the files once per
-        version (up to READ_BY_ID_ROWS rows kept). Why: the rows a sparse filter shows are
-        spread over the table, and reading them decodes every shown column of each row
-        group they fall in (10-15 ms at 1e5 artifacts); a display is asked again and again
-        at one version."""
-        with self._lock:
-            self.refresh([spec])
-            version = self._versions.get(spec.qualified)
-            key = (spec.qualified, tuple(columns))
-            kept = self._read_by_id.get(key)
-            read = kept[1] if kept is not None and kept[0] == version else None
-            missing = ids if read is None else ids[~read.has(ids)]
-            if len(missing):
-                names = ", ".join(f't."{c}"' for c in dict.fromkeys(["id", *columns]))
-                table = self.arrow(
-                    f'SELECT {names} FROM "{spec.view}" t WHERE {id_list_condition("t")}',
-                    id_list_params(missing.tolist()), [spec])
-                if read is not None and read.table.num_rows + table.num_rows <= READ_BY_ID_ROWS:
-                    table = pa.concat_tables([read.table, table])
-                read = HeldRows(table, None)
-                self._read_by_id[key] = (version, read)
-            return read.take(ids, columns)
+        """See VersionCaches.rows_by_id."""
+        return self._caches.rows_by_id(spec, ids, columns)
 
     def rows_holding(self, spec, tests) -> np.ndarray | None:
-        """The sorted ids of the rows on the main branch of ``spec``'s current version that
-        pass every one of ``tests`` (ListTest: a list column holds one of some ids), from an
-        index of each list column built once per version (list_index.py); None while the
-        version is younger than IN_MEMORY_AFTER_SECONDS (a loop of saves builds none)."""
-        with self._lock:
-            self.refresh([spec])
-            qualified = spec.qualified
-            version = self._versions.get(qualified)
-            if time.monotonic() - self._shown_at[qualified] < IN_MEMORY_AFTER_SECONDS:
-                return None
-            columns = self._columns[qualified]
-            if any(test.column not in columns for test in tests):
-                return None
-            found = None
-            for test in sorted(tests, key=lambda t: len(t.ids)):
-                rows = self._list_index(spec, version, test.column).rows_holding(test.ids)
-                found = rows if found is None else np.intersect1d(found, rows,
-                                                                  assume_unique=True)
-            return found
-
-    def _list_index(self, spec, version: int, column: str) -> ListIndex:
-        key = (spec.qualified, column)
-        kept = self._list_indexes.get(key)
-        if kept is None or kept[0] != version:
-            branch = f" WHERE branch_id = {MAIN_BRANCH_ID}" if spec.has_branch else ""
-            rows = self.con.execute(f'SELECT id, "{column}" FROM "{spec.view}"{branch}'
-                                    ).to_arrow_table()
-            kept = self._list_indexes[key] = (version, ListIndex(rows.column(0),
-                                                                 rows.column(1)))
-        return kept[1]
+        """See VersionCaches.rows_holding."""
+        return self._caches.rows_holding(spec, tests)
 
     def count_among(self, spec, ids: np.ndarray, condition: str, params: list,
                     columns: set[str], specs=()) -> int | None:
-        """How many of the rows with ``ids`` (sorted, on the main branch of ``spec``'s current
-        version, as rows_holding gives them) meet ``condition`` (alias ``t``, reading
-        ``columns`` of the row): one statement over those rows alone, taken from columns kept
-        per version (row_columns.py). None when the columns would outgrow ROW_COLUMNS_BYTES,
-        or the ids are not all rows of this version (the caller runs the whole statement)."""
-        with self._lock:
-            self.refresh([spec, *specs])
-            kept = self._kept_columns(spec, columns - {"id"})
-            rows = None if kept is None else kept.rows(ids, columns - {"id"})
-            if rows is None:
-                return None
-            self.con.register(_CANDIDATE_ROWS, rows)
-            try:
-                return self.con.execute(f'SELECT count(*) FROM "{_CANDIDATE_ROWS}" t '
-                                        f"WHERE {condition}", params).fetchone()[0]
-            finally:
-                self.con.unregister(_CANDIDATE_ROWS)
-
-    def _kept_columns(self, spec, columns: set[str]) -> RowColumns | None:
-        """The kept ids and ``columns`` of the main-branch rows of ``spec``'s current version,
-        each read once per version; None when one is not a column of the version or is too
-        large to keep."""
-        qualified = spec.qualified
-        if not columns <= self._columns[qualified]:
-            return None
-        version = self._versions[qualified]
-        kept = self._row_columns.get(qualified)
-        if kept is None or kept.version != version:
-            kept = self._row_columns[qualified] = RowColumns(version)
-        missing = kept.to_read(columns)
-        if missing is None:
-            return None
-        if missing or kept.ids is None:
-            branch = f" WHERE branch_id = {MAIN_BRANCH_ID}" if spec.has_branch else ""
-            names = ", ".join(f'"{c}"' for c in ["id", *missing])
-            # In file order, which is id order as the store writes rows (RowColumns.add sorts
-            # otherwise): an ORDER BY made reading a column of 1e6 rows ~2x dearer.
-            read = self.con.execute(f'SELECT {names} FROM "{spec.view}"{branch}'
-                                    ).to_arrow_table().combine_chunks()
-            if not kept.add(read):
-                return None
-        return kept
+        """See VersionCaches.count_among."""
+        return self._caches.count_among(spec, ids, condition, params, columns, specs)
 
     def id_range(self, spec) -> tuple[int, int] | None:
         """The lowest and highest id in ``spec``'s view (None when empty), once per version:
@@ -497,88 +371,8 @@ class Session:
         return identifier(spec.view)
 
     def rows_equal(self, spec, equal: dict) -> list[dict] | None:
-        """The rows of ``spec`` whose columns equal the values in ``equal`` (see
-        Compiler.equalities), from an index of the registry's rows when it is served from
-        memory, else from the index of its data files when ``equal`` names a text value or
-        the id; None otherwise (the caller runs a statement).
-
-        Why: ``get(name=...)`` is the call people type most, and one DuckDB statement costs
-        ~1-1.5 ms even on the in-memory copy; a dict lookup costs microseconds. The index is
-        of one version and is rebuilt when the version moves."""
-        with self._lock:
-            self.refresh([spec], views=False)
-            qualified = spec.qualified
-            if qualified not in self._in_memory:
-                return self._rows_equal_in_files(spec, equal)
-            # Index the most telling column: a name or key rather than a flag or the branch.
-            column = min(equal, key=lambda c: (c == "branch_id", isinstance(equal[c], bool)))
-            key = (qualified, self._versions[qualified], column)
-            index = self._indexes.get(key)
-            if index is None:
-                rows = self.con.execute(f'SELECT * FROM "{spec.view}"').to_arrow_table()
-                index = {}
-                for row in rows.to_pylist():
-                    index.setdefault(_indexed_value(row, column, equal[column]), []).append(row)
-                self._indexes = {k: v for k, v in self._indexes.items() if k[0] != qualified
-                                 or k[1] == key[1]}
-                self._indexes[key] = index
-            return [dict(row) for row in index.get(equal[column], ()) if _matches(row, equal)]
-
-    def _rows_equal_in_files(self, spec, equal: dict) -> list[dict] | None:
-        """rows_equal for a registry read from its data files (see row_index.py): the ids of
-        the rows holding the text value (or the id), then those rows, each read once per data
-        file. None when ``equal`` has neither, when the value is too common to fetch its rows
-        one by one (``filter(suffix=".h5ad").first()``: the statement reads one). A small
-        registry on an object store is read from local copies of its files instead
-        (_rows_equal_in_copies): indexing its files would fetch them again."""
-        snapshot = self._snapshots[spec.qualified]
-        if small_remote(snapshot):
-            return self._rows_equal_in_copies(spec, snapshot, equal)
-        # The column that names a row, when there is one: a uid, key or hash before a name,
-        # a name before a suffix or a kind.
-        texts = sorted((c for c, v in equal.items() if isinstance(v, str)),
-                       key=lambda c: (c not in ("uid", "key", "hash", STEM_LOOKUP),
-                                      c != spec.name_field))
-        column = texts[0] if texts else "id" if "id" in equal else None
-        found = None
-        if column == STEM_LOOKUP:
-            found = self._row_index.candidates(snapshot, "uid", equal[column],
-                                               prefix=len(equal[column]))
-        elif column is not None:
-            found = self._row_index.candidates(snapshot, column, equal[column])
-        if found is None or len(found) > ROW_INDEX_CANDIDATES:
-            self._point_view(spec)
-            return None
-        rows = self._row_index.rows(snapshot, found)
-        if rows is None:
-            self._point_view(spec)
-            return None
-        # A row read at an older version lacks the columns added since (NULL in the view).
-        columns = dict.fromkeys(self._columns[spec.qualified])
-        return [{**columns, **row} for row in rows if _matches(row, equal)]
-
-    def _rows_equal_in_copies(self, spec, snapshot: Snapshot, equal: dict) -> list[dict] | None:
-        """rows_equal for a small registry on an object store not yet served from memory:
-        read from local copies of only the data files whose statistics do not rule the
-        values out (file_stats.py). A registry grown by single saves has a file per row, so
-        ``get(name=...)`` fetches one file, not every file of the registry. None when the
-        statistics rule out no file (the caller's statement reads the view, which copies
-        them all, as it does for a uid stem, which no statistic names)."""
-        files = [] if STEM_LOOKUP in equal else snapshot.files_that_may_match(equal)
-        if STEM_LOOKUP in equal or len(files) == len(snapshot.files):
-            self._point_view(spec)
-            return None
-        if not files:
-            return []
-        source = parquet_source(local_copies(snapshot, files))
-        present = {d[0] for d in self.con.execute(f"SELECT * FROM {source} LIMIT 0").description}
-        if not present.issuperset(equal):
-            return []  # a column these files lack is NULL in each of their rows
-        where = " AND ".join(f"{identifier(c)} = ?" for c in equal)
-        rows = self.con.execute(f"SELECT * FROM {source} WHERE {where}", list(equal.values()))
-        # Files written before a column was added lack it (NULL in the view).
-        columns = dict.fromkeys(self._columns[spec.qualified])
-        return [{**columns, **row} for row in rows.to_arrow_table().to_pylist()]
+        """See ValueLookups.rows_equal."""
+        return self._by_value.rows_equal(spec, equal)
 
     def current_version(self, spec) -> int | None:
         """The version the view of ``spec`` shows once refreshed (pinned: the pinned one)."""
@@ -661,23 +455,8 @@ class Session:
             return self.con.execute(sql, params or []).to_arrow_table()
 
     def arrow_of_versions(self, sql: str, params: list, specs) -> pa.Table:
-        """arrow(), answered from memory when the same statement ran on the same versions of
-        every table it reads (``specs``: all of them; the statement reads their views, not
-        this session's temp tables). A version never changes, so neither does the answer.
-        Why: a display of a sparse relation filter with another condition checks it over
-        older row groups' condition columns on every call (~7 ms at 1e5 artifacts), and a
-        display is asked again and again at one version."""
-        with self._lock:
-            self.refresh(specs)
-            key = (tuple(sorted((s.qualified, self._versions.get(s.qualified)) for s in specs)),
-                   sql, repr(params))
-            found = self._answers.pop(key, None)
-            if found is None:
-                found = self.arrow(sql, params, specs)
-                while len(self._answers) >= KEPT_ANSWERS:
-                    self._answers.pop(next(iter(self._answers)))
-            self._answers[key] = found  # most recently used last
-            return found
+        """See VersionCaches.arrow_of_versions."""
+        return self._caches.arrow_of_versions(sql, params, specs)
 
     def scalar(self, sql: str, params: list | None = None, specs=()):
         """The first value of the first row (no Arrow round trip: ~0.2 ms less per count)."""
@@ -688,24 +467,8 @@ class Session:
 
     def read_only(self, sql: str, params: list | None = None) -> pa.Table:
         """Run one user-written SELECT over the current snapshots of every registry."""
-        statements = self.con.extract_statements(sql)
-        if len(statements) != 1:
-            raise ValidationError(f"ln.sql() runs exactly one statement, got {len(statements)}")
-        kind = statements[0].type
-        select = sql
-        if kind == duckdb.StatementType.EXPLAIN:
-            # EXPLAIN ANALYZE runs what it explains (COPY ... TO a file, DROP VIEW ...): only a
-            # plain EXPLAIN [ANALYZE] of a SELECT is read-only.
-            explained = _EXPLAIN.match(statements[0].query)
-            inner = self.con.extract_statements(explained[1]) if explained else []
-            if len(inner) != 1 or inner[0].type != duckdb.StatementType.SELECT:
-                raise ValidationError("ln.sql() is read-only: EXPLAIN is allowed for a SELECT "
-                                      "only")
-            select = explained[1]
-        elif kind != duckdb.StatementType.SELECT:
-            raise ValidationError(f"ln.sql() is read-only: {kind.name} statements are refused; "
-                                  "use the registries' save() and delete() to change data")
         with self._lock:
+            select = self._sandbox.select_of(sql)
             try:
                 # Views (and readable files) for the registries the query names only.
                 named = self._sandbox.tables(select)
@@ -744,10 +507,6 @@ class Session:
             self.refresh(specs)
             rows = self.con.execute("EXPLAIN " + sql, params or []).fetchall()
             return "\n".join(r[1] for r in rows)
-
-
-# The name under which count_among shows DuckDB the candidate rows, for one statement.
-_CANDIDATE_ROWS = "_candidate_rows"
 
 
 def _memory_table(spec) -> str:

@@ -13,7 +13,7 @@ from ..catalog import objects, tables, writer
 from ..catalog.ids import next_version_uid, version_number
 from ..catalog.instance import MAIN_BRANCH_ID, TRASH_BRANCH_ID, current
 from ..catalog.location import safe_key
-from ..catalog.store import Change, Snapshot
+from ..catalog.snapshot import Change, Snapshot
 from ..errors import InvalidPath, ValidationError
 from ..engine.session import session_for
 from .base import SQLRecord

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..catalog import tables, writer
 from ..catalog.instance import MAIN_BRANCH_ID, TRASH_BRANCH_ID, Instance, current
-from ..catalog.store import Change, Snapshot
+from ..catalog.snapshot import Change, Snapshot
 from ..catalog.tables import TableSpec
 from ..engine.features import FeatureInfo, parse_dtype
 from ..engine.lookups import coerce

@@ -5,7 +5,7 @@ notebook users; a partition column would multiply the small files every such com
 and trashed rows are a small fraction that a ``branch_id`` filter prunes from Parquet row-group
 statistics anyway. Revisit with the bulk-ingestion benchmark.
 
-Row groups: 16 Ki rows (catalog/store.py, append_commit.py), kept although a row not read
+Row groups: 16 Ki rows (catalog/deltalake_commit.py, append_commit.py), kept although a row not read
 before is read by decoding its row group (engine/row_index.py). Smaller groups make that read
 cheaper but every scan dearer: on the guide's 1e6 artifacts with 1,024-row groups one row
 cost 2.6 ms of CPU instead of 16 ms, while a filtered top 100 took 353 ms instead of 126, a

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ...catalog import objects, tables, writer
-from ...catalog.store import Change, Snapshot
+from ...catalog.snapshot import Change, Snapshot
 from .context import Context
 from .labels import encode_labels, flat_names, list_column, list_parts
 from .report import IngestReport
