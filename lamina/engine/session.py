@@ -393,12 +393,14 @@ class Session:
         return kept[1]
 
     def count_among(self, spec, ids: np.ndarray, condition: str, params: list,
-                    columns: set[str], specs=()) -> int | None:
+                    columns: set[str], specs=(), answer: str = "count(*)"):
         """How many of the rows with ``ids`` (sorted, on the main branch of ``spec``'s current
         version, as rows_holding gives them) meet ``condition`` (alias ``t``, reading
         ``columns`` of the row): one statement over those rows alone, taken from columns kept
         per version (row_columns.py). None when the columns would outgrow ROW_COLUMNS_BYTES,
-        or the ids are not all rows of this version (the caller runs the whole statement)."""
+        or the ids are not all rows of this version (the caller runs the whole statement).
+        ``answer``: a fixed aggregate over the rows meeting it instead of their count, e.g.
+        ``list(t.id)`` for their ids."""
         with self._lock:
             self.refresh([spec, *specs])
             kept = self._kept_columns(spec, columns - {"id"})
@@ -407,7 +409,7 @@ class Session:
                 return None
             self.con.register(_CANDIDATE_ROWS, rows)
             try:
-                return self.con.execute(f'SELECT count(*) FROM "{_CANDIDATE_ROWS}" t '
+                return self.con.execute(f'SELECT {answer} FROM "{_CANDIDATE_ROWS}" t '
                                         f"WHERE {condition}", params).fetchone()[0]
             finally:
                 self.con.unregister(_CANDIDATE_ROWS)
