@@ -10,7 +10,7 @@ import time
 import pytest
 
 import lamina as ln
-from lamina.engine import id_order, session
+from lamina.engine import id_order, row_columns, session
 
 import query_catalog as qc
 
@@ -61,12 +61,19 @@ def _ordered(oracle, field: str, descending: bool, **conditions) -> list:
     return present + [None] * (len(values) - len(present))
 
 
-@pytest.mark.parametrize("order", ["-key", "key", "-size", "created_at"])
+@pytest.mark.parametrize("order", ["-key", "key", "-size", "created_at", "-is_latest"])
 @pytest.mark.parametrize("conditions", [{}, {"suffix": ".h5ad"}, {"size__gt": 1e9}],
                          ids=lambda c: ",".join(c) or "all")
-def test_displays_in_another_order_equal_the_oracle(oracle, order, conditions):
+@pytest.mark.parametrize("through", ["kept columns", "statement"])
+def test_displays_in_another_order_equal_the_oracle(oracle, monkeypatch, order, conditions,
+                                                    through):
     """The first rows by another field, and each shown row the row with its id (rows are
-    found by id after their order)."""
+    found by id after their order); an unfiltered query's first ids once from the columns
+    the session keeps and once (none kept) from a statement."""
+    if through == "statement":
+        monkeypatch.setattr(row_columns, "ROW_COLUMNS_BYTES", 0)
+    ln.Artifact.filter(**conditions).order_by(order).to_dataframe(limit=1)
+    lasted()
     field = order.lstrip("-")
     expected = _ordered(oracle, field, order.startswith("-"), **conditions)
     rows = oracle.table(ln.Artifact)

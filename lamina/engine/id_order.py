@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .planner import Compiler, Q, row_columns
 
@@ -145,7 +146,9 @@ def top_rows(qs: QuerySet, columns: list[str], order: tuple, limit: int, offset:
 
     Why: one statement sorting the whole table carries every shown column through its
     Top-N: 38.8 ms at 1e5 artifacts, 24.4 ms as ids then rows (peer bench, load ~2)."""
-    ids = _ids(qs, order, limit, offset)
+    ids = _top_ids_kept(qs, order, limit, offset)
+    if ids is None:
+        ids = _ids(qs, order, limit, offset)
     if not len(ids):
         return _no_rows(qs, columns)
     held = qs._session().held_rows(qs.spec)
@@ -230,6 +233,33 @@ def _rows_by_id(qs: QuerySet, ids: np.ndarray, columns, held) -> pa.Table:
         names = Compiler(qs.spec).column_names(names)
         parts.append(qs._session().rows_by_id(qs.spec, ids, names))
     return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+
+
+def _top_ids_kept(qs: QuerySet, order: tuple, limit: int, offset: int) -> np.ndarray | None:
+    """The first ids of an unfiltered query in ``order`` (fields of the registry's own), from
+    the columns the session keeps per version (Session.kept_columns); None for a filter, a
+    field across a relation, a float field (NaN sorts otherwise in Arrow than in DuckDB), or
+    while the session keeps no columns.
+
+    Why: the statement decodes the sort column of every row group on every call (21-25 ms
+    for ``-key`` at 1e5 artifacts); a top-k over the kept column costs ~5.5 ms."""
+    fields = [term.lstrip("-") for term in order]
+    if qs.q or qs._distinct or not all(
+            qs.spec.column(f) is not None and (f == "id" or qs.spec.column(f).display)
+            for f in fields):
+        return None
+    kept = qs._session().kept_columns(qs.spec, set(fields) - {"id"})
+    if kept is None:
+        return None
+    table = pa.table({"id": pa.array(kept.ids, pa.int64()),
+                      **{f: kept.columns[f] for f in fields if f != "id"}})
+    if any(pa.types.is_floating(table.column(f).type) for f in fields):
+        return None
+    keys = [(term.lstrip("-"), "descending" if term.startswith("-") else "ascending")
+            for term in order]
+    top = pc.select_k_unstable(table, limit + offset, keys)
+    # select_k leaves its k rows in order, nulls last either way (ORDER BY ... NULLS LAST).
+    return np.asarray(table.column("id").take(top), dtype=np.int64)[offset:]
 
 
 def _no_rows(qs: QuerySet, columns) -> pa.Table:

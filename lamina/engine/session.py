@@ -414,6 +414,15 @@ class Session:
             finally:
                 self.con.unregister(_CANDIDATE_ROWS)
 
+    def kept_columns(self, spec, columns: set[str]) -> RowColumns | None:
+        """_kept_columns of ``spec``'s current version once it has lasted
+        IN_MEMORY_AFTER_SECONDS (a loop of saves reads none); None before."""
+        with self._lock:
+            self.refresh([spec])
+            if time.monotonic() - self._shown_at[spec.qualified] < IN_MEMORY_AFTER_SECONDS:
+                return None
+            return self._kept_columns(spec, columns)
+
     def _kept_columns(self, spec, columns: set[str]) -> RowColumns | None:
         """The kept ids and ``columns`` of the main-branch rows of ``spec``'s current version,
         each read once per version; None when one is not a column of the version or is too
