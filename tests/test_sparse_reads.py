@@ -29,14 +29,26 @@ def lasted():
     time.sleep(session.IN_MEMORY_AFTER_SECONDS + 0.05)
 
 
+def hold_few_rows(monkeypatch):
+    """Scaled down: the session holds the newest 2 artifacts and keeps 5 rows read by id, so
+    that rows are read by id from the files and the kept ones pass their cap."""
+    monkeypatch.setattr(session, "IN_MEMORY_VALUES", 1)
+    monkeypatch.setattr(session, "NEWEST_IN_MEMORY_IDS", 2)
+    monkeypatch.setattr(session, "READ_BY_ID_ROWS", 5)
+    monkeypatch.setattr(id_order, "NEWEST_WINDOW", 1)
+
+
 @pytest.mark.parametrize("conditions", RELATION_FILTERS, ids=lambda c: ",".join(c))
-@pytest.mark.parametrize("through", ["candidates", "statement"])
+@pytest.mark.parametrize("through", ["candidates", "candidates, few rows held", "statement"])
 def test_full_reads_of_a_relation_filter_equal_the_oracle(oracle, monkeypatch, conditions,
                                                           through):
-    """Every matching row, in both id orders, with offsets; once from the list index's
-    candidates and once (no candidate checked) from the whole statement."""
+    """Every matching row, in both id orders, with offsets; from the list index's
+    candidates (their rows held in memory, or read by id) and (no candidate checked) from
+    the whole statement."""
     if through == "statement":
         monkeypatch.setattr(id_order, "CANDIDATES_CHECKED", 0)
+    if through == "candidates, few rows held":
+        hold_few_rows(monkeypatch)
     experiment = ln.Record.filter(name="Experiment 1").order_by("id").first()
     expected = oracle.ids(ln.Artifact, records=experiment.id, **conditions)
     qs = ln.Artifact.filter(records=experiment, **conditions)
@@ -64,7 +76,8 @@ def _ordered(oracle, field: str, descending: bool, **conditions) -> list:
 @pytest.mark.parametrize("order", ["-key", "key", "-size", "created_at", "-is_latest"])
 @pytest.mark.parametrize("conditions", [{}, {"suffix": ".h5ad"}, {"size__gt": 1e9}],
                          ids=lambda c: ",".join(c) or "all")
-@pytest.mark.parametrize("through", ["kept columns", "statement"])
+@pytest.mark.parametrize("through", ["kept columns", "kept columns, few rows held",
+                                     "statement"])
 def test_displays_in_another_order_equal_the_oracle(oracle, monkeypatch, order, conditions,
                                                     through):
     """The first rows by another field, and each shown row the row with its id (rows are
@@ -72,6 +85,8 @@ def test_displays_in_another_order_equal_the_oracle(oracle, monkeypatch, order, 
     the session keeps and once (none kept) from a statement."""
     if through == "statement":
         monkeypatch.setattr(row_columns, "ROW_COLUMNS_BYTES", 0)
+    if through == "kept columns, few rows held":
+        hold_few_rows(monkeypatch)
     ln.Artifact.filter(**conditions).order_by(order).to_dataframe(limit=1)
     lasted()
     field = order.lstrip("-")

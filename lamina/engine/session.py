@@ -354,10 +354,15 @@ class Session:
                 table = self.arrow(
                     f'SELECT {names} FROM "{spec.view}" t WHERE {id_list_condition("t")}',
                     id_list_params(missing.tolist()), [spec])
-                if read is not None and read.table.num_rows + table.num_rows <= READ_BY_ID_ROWS:
-                    table = pa.concat_tables([read.table, table])
-                read = HeldRows(table, None)
-                self._read_by_id[key] = (version, read)
+                if read is None or read.table.num_rows + table.num_rows <= READ_BY_ID_ROWS:
+                    read = HeldRows(table if read is None
+                                    else pa.concat_tables([read.table, table]), None)
+                    self._read_by_id[key] = (version, read)
+                else:
+                    # Past the cap only the new rows are kept; the answer needs the held too.
+                    self._read_by_id[key] = (version, HeldRows(table, None))
+                    read = HeldRows(pa.concat_tables(
+                        [read.take(ids, read.table.column_names), table]), None)
             return read.take(ids, columns)
 
     def rows_holding(self, spec, tests) -> np.ndarray | None:
