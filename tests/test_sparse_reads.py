@@ -73,7 +73,8 @@ def _ordered(oracle, field: str, descending: bool, **conditions) -> list:
     return present + [None] * (len(values) - len(present))
 
 
-@pytest.mark.parametrize("order", ["-key", "key", "-size", "created_at", "-is_latest"])
+@pytest.mark.parametrize("order", ["-key", "key", "-size", "created_at", "-created_at",
+                                   "-is_latest"])
 @pytest.mark.parametrize("conditions", [{}, {"suffix": ".h5ad"}, {"size__gt": 1e9}],
                          ids=lambda c: ",".join(c) or "all")
 @pytest.mark.parametrize("through", ["kept columns", "kept columns, few rows held",

@@ -261,11 +261,39 @@ def _top_ids_kept(qs: QuerySet, order: tuple, limit: int, offset: int) -> np.nda
                       **{f: kept.columns[f] for f in fields if f != "id"}})
     if any(pa.types.is_floating(table.column(f).type) for f in fields):
         return None
+    ids = np.asarray(table.column("id"), dtype=np.int64)
+    first = _first_of_numbers(table.column(fields[0]), order[0].startswith("-"),
+                              limit + offset) if len(order) == 1 else None
+    if first is not None:
+        return ids[first][offset:]
     keys = [(term.lstrip("-"), "descending" if term.startswith("-") else "ascending")
             for term in order]
     top = pc.select_k_unstable(table, limit + offset, keys)
     # select_k leaves its k rows in order, nulls last either way (ORDER BY ... NULLS LAST).
-    return np.asarray(table.column("id").take(top), dtype=np.int64)[offset:]
+    return ids[np.asarray(top, dtype=np.int64)][offset:]
+
+
+def _first_of_numbers(column: pa.ChunkedArray, descending: bool, count: int
+                      ) -> np.ndarray | None:
+    """The positions of the first ``count`` values of an integer or timestamp column without
+    nulls, in order; None for another column. Why: Arrow's top-k keeps a heap that a
+    descending order over values rising with the rows replaces on nearly every row
+    (``-created_at`` at 1e5 artifacts: 15 ms, against ~1 ms for a partition here)."""
+    kind = column.type
+    if column.null_count or not (pa.types.is_integer(kind) or pa.types.is_timestamp(kind)
+                                 or pa.types.is_boolean(kind)):
+        return None
+    values = column.to_numpy()
+    if values.dtype.kind == "M":  # numpy partitions datetime64 several times slower than int64
+        values = values.view(np.int64)
+    count = min(count, len(values))
+    if not count:
+        return np.zeros(0, dtype=np.int64)
+    if descending:
+        part = np.argpartition(values, len(values) - count)[len(values) - count:]
+        return part[np.argsort(values[part], kind="stable")[::-1]]
+    part = np.argpartition(values, count - 1)[:count]
+    return part[np.argsort(values[part], kind="stable")]
 
 
 def _no_rows(qs: QuerySet, columns) -> pa.Table:
