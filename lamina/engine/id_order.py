@@ -125,7 +125,8 @@ def all_rows(qs: QuerySet, columns, descending: bool, offset: int) -> pa.Table |
     compiler = qs._compiler()
     qs._compile(compiler=compiler)
     candidates = qs._candidate_ids(compiler)
-    if candidates is None or len(candidates) > CANDIDATES_CHECKED:
+    if candidates is None or len(candidates) > CANDIDATES_CHECKED or (
+            not compiler.other_conditions and len(candidates) > ROWS_BY_ID):
         return None
     if compiler.other_conditions and len(candidates):
         condition, params = compiler.beside_list_tests(qs.q)
