@@ -148,11 +148,17 @@ def all_rows(qs: QuerySet, columns, descending: bool, offset: int) -> pa.Table |
 def top_rows(qs: QuerySet, columns: list[str], order: tuple, limit: int, offset: int
              ) -> pa.Table:
     """The first ``limit`` rows in an order other than by id (``order_by("-key")``): their
-    ids by a statement reading only the sort columns and the conditions', then their rows
-    by id (from the rows the session holds, or read by id once per version).
+    ids from the sort column the session keeps (unfiltered queries) or by a statement
+    reading only the sort columns and the conditions', then their rows by id (from the rows
+    the session holds, or read by id once per version). More than ROWS_BY_ID rows: one
+    statement.
 
     Why: one statement sorting the whole table carries every shown column through its
-    Top-N: 38.8 ms at 1e5 artifacts, 24.4 ms as ids then rows (peer bench, load ~2)."""
+    Top-N: ``order_by("-key")`` at 1e5 artifacts took 38.8 ms, 24.4 ms as a statement of ids
+    then rows, 8 ms from the kept column (bench/README.md, peer bench A/B)."""
+    if limit > ROWS_BY_ID:
+        return qs._run(*qs._compile(columns=columns, order_by=order, limit=limit,
+                                    offset=offset))
     ids = _top_ids_kept(qs, order, limit, offset)
     if ids is None:
         ids = _ids(qs, order, limit, offset)
@@ -167,7 +173,7 @@ def top_rows(qs: QuerySet, columns: list[str], order: tuple, limit: int, offset:
 
 def _ids(qs: QuerySet, order: tuple, limit: int, offset: int, in_memory: bool = False,
          **bounds) -> np.ndarray:
-    """The ids of the query's rows by id (``order``), cut by ``limit`` and ``offset``: one
+    """The ids of the query's rows in ``order``, cut by ``limit`` and ``offset``: one
     statement reading only the columns the conditions need; ``bounds`` as _compile's.
     ``in_memory``: the statement reads rows held in memory, and every matching id is
     fetched and sorted here. Why: over a 16,384-row table in memory, DuckDB's Top-N of
