@@ -317,3 +317,44 @@ def test_counts_from_list_indexes_equal_what_the_links_say(local_root, tmp_path)
         assert ln.Artifact.filter(records=A, branch_id=-1).count() == 1
 
     each_way(check)
+
+
+def test_full_relation_reads_and_other_orders_follow_another_processes_commits(
+        instance, tmp_path):
+    """All the rows of a relation filter with another condition (the candidates' kept
+    columns, then rows by id) and a display ordered by key (the first ids, then their rows)
+    show the new version after another process renames, unlinks, trashes and saves."""
+    a = ln.Record(name="A").save()
+    arts = [ln.Artifact(write_file(tmp_path, f"{i}.txt", str(i)), key=f"k{i}.txt").save()
+            for i in range(5)]
+    for artifact in arts[:4]:
+        artifact.records.add(a)
+
+    def full(**conditions) -> dict[int, str]:
+        frame = ln.Artifact.filter(records=a, **conditions).to_dataframe(limit=None)
+        return dict(zip(frame.index, frame["key"]))
+
+    def by_key() -> list[str]:
+        return list(ln.Artifact.filter().order_by("-key").to_dataframe(limit=3)["key"])
+
+    assert settled(lambda: full(key__startswith="k")) == {
+        arts[i].id: f"k{i}.txt" for i in (3, 2, 1, 0)}
+    assert by_key() == ["k4.txt", "k3.txt", "k2.txt"]
+    python(f"""
+        ln.connect({instance.root!r})
+        renamed = ln.Artifact.get(key="k0.txt")
+        renamed.key = "z0.txt"
+        renamed.save()
+        ln.Artifact.get(key="k1.txt").records.remove(ln.Record.get(name="A"))
+        ln.Artifact.get(key="k4.txt").delete()
+        new = ln.Artifact({str(write_file(tmp_path, "5.txt", "5"))!r}, key="k5.txt").save()
+        new.records.add(ln.Record.get(name="A"))
+    """)
+    def check():
+        newest = ln.Artifact.get(key="k5.txt").id
+        assert full(key__startswith="k") == {newest: "k5.txt", arts[3].id: "k3.txt",
+                                             arts[2].id: "k2.txt"}
+        assert full(key__startswith="z") == {arts[0].id: "z0.txt"}
+        assert by_key() == ["z0.txt", "k5.txt", "k3.txt"]
+
+    each_way(check)

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from .planner import Compiler, Q
+from .planner import Compiler, Q, row_columns
 
 if TYPE_CHECKING:
     from .queryset import QuerySet
@@ -25,6 +26,12 @@ NEWEST_WINDOW = 1024
 # A relation filter with another condition checks it on the list index's candidates when
 # they are at most this many; more, and the id window does.
 CANDIDATES_CHECKED = 65_536
+# A full read takes its rows by id when they are at most this many; more, and one statement
+# reading them all costs less than a list of their ids (7,024 rows of
+# ``schemas__in=``: 59 ms as a statement, 79 ms by id at 1e5 artifacts, load ~4).
+ROWS_BY_ID = 4096
+# The ids of the candidate rows meeting a condition (Session.count_among's answer).
+_IDS_MET = "coalesce(list(t.id), []::BIGINT[])"
 
 
 def first_rows(qs: QuerySet, columns, descending: bool, limit: int, offset: int
@@ -106,9 +113,67 @@ def first_rows(qs: QuerySet, columns, descending: bool, limit: int, offset: int
         width = wider
 
 
+def all_rows(qs: QuerySet, columns, descending: bool, offset: int) -> pa.Table | None:
+    """Every row of a relation filter (``records=r``, with or without other conditions) by
+    id, from the list index's candidates: those meeting the other conditions found among
+    the candidates' kept columns (Session.count_among), their rows then taken by id. None
+    when the query has no list test, the candidates are more than CANDIDATES_CHECKED, the
+    rows more than ROWS_BY_ID, or the session leaves the conditions to the whole statement.
+
+    Why: the whole statement decodes every row's list and every shown column of every row
+    group for a few hundred rows (21-31 ms at 1e5 artifacts for 251 and 645 rows)."""
+    compiler = qs._compiler()
+    qs._compile(compiler=compiler)
+    candidates = qs._candidate_ids(compiler)
+    if candidates is None or len(candidates) > CANDIDATES_CHECKED or (
+            not compiler.other_conditions and len(candidates) > ROWS_BY_ID):
+        return None
+    if compiler.other_conditions and len(candidates):
+        condition, params = compiler.beside_list_tests(qs.q)
+        found = qs._session().count_among(qs.spec, candidates, condition, params,
+                                          row_columns(condition), compiler.specs,
+                                          answer=_IDS_MET)
+        if found is None:
+            return None
+        candidates = np.sort(np.asarray(found, dtype=np.int64))
+    ordered = (candidates[::-1] if descending else candidates)[offset:]
+    if len(ordered) > ROWS_BY_ID:
+        return None
+    if not len(ordered):
+        return _no_rows(qs, columns)
+    held = qs._session().held_rows(qs.spec) if descending else None
+    return _rows_by_id(qs, ordered, columns, held)
+
+
+def top_rows(qs: QuerySet, columns: list[str], order: tuple, limit: int, offset: int
+             ) -> pa.Table:
+    """The first ``limit`` rows in an order other than by id (``order_by("-key")``): their
+    ids from the sort column the session keeps (unfiltered queries) or by a statement
+    reading only the sort columns and the conditions', then their rows by id (from the rows
+    the session holds, or read by id once per version). More than ROWS_BY_ID rows: one
+    statement.
+
+    Why: one statement sorting the whole table carries every shown column through its
+    Top-N: ``order_by("-key")`` at 1e5 artifacts took 38.8 ms, 24.4 ms as a statement of ids
+    then rows, 8 ms from the kept column (bench/README.md, peer bench A/B)."""
+    if limit > ROWS_BY_ID:
+        return qs._run(*qs._compile(columns=columns, order_by=order, limit=limit,
+                                    offset=offset))
+    ids = _top_ids_kept(qs, order, limit, offset)
+    if ids is None:
+        ids = _ids(qs, order, limit, offset)
+    if not len(ids):
+        return _no_rows(qs, columns)
+    held = qs._session().held_rows(qs.spec)
+    names = Compiler(qs.spec).column_names(columns)
+    if held is not None and held.holds(ids):
+        return held.take(ids, names)
+    return qs._session().rows_by_id(qs.spec, ids, names)
+
+
 def _ids(qs: QuerySet, order: tuple, limit: int, offset: int, in_memory: bool = False,
          **bounds) -> np.ndarray:
-    """The ids of the query's rows by id (``order``), cut by ``limit`` and ``offset``: one
+    """The ids of the query's rows in ``order``, cut by ``limit`` and ``offset``: one
     statement reading only the columns the conditions need; ``bounds`` as _compile's.
     ``in_memory``: the statement reads rows held in memory, and every matching id is
     fetched and sorted here. Why: over a 16,384-row table in memory, DuckDB's Top-N of
@@ -181,3 +246,63 @@ def _rows_by_id(qs: QuerySet, ids: np.ndarray, columns, held) -> pa.Table:
         names = Compiler(qs.spec).column_names(names)
         parts.append(qs._session().rows_by_id(qs.spec, ids, names))
     return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+
+
+def _top_ids_kept(qs: QuerySet, order: tuple, limit: int, offset: int) -> np.ndarray | None:
+    """The first ids of an unfiltered query in ``order`` (fields of the registry's own), from
+    the columns the session keeps per version (Session.kept_columns); None for a filter, a
+    field across a relation, a float field (NaN sorts otherwise in Arrow than in DuckDB), or
+    while the session keeps no columns.
+
+    Why: the statement decodes the sort column of every row group on every call (21-25 ms
+    for ``-key`` at 1e5 artifacts); a top-k over the kept column costs ~5.5 ms."""
+    fields = [term.lstrip("-") for term in order]
+    if qs.q or qs._distinct or not all(
+            qs.spec.column(f) is not None and (f == "id" or qs.spec.column(f).display)
+            for f in fields):
+        return None
+    kept = qs._session().kept_columns(qs.spec, set(fields) - {"id"})
+    if kept is None:
+        return None
+    table = pa.table({"id": pa.array(kept.ids, pa.int64()),
+                      **{f: kept.columns[f] for f in fields if f != "id"}})
+    if any(pa.types.is_floating(table.column(f).type) for f in fields):
+        return None
+    ids = np.asarray(table.column("id"), dtype=np.int64)
+    first = _first_of_numbers(table.column(fields[0]), order[0].startswith("-"),
+                              limit + offset) if len(order) == 1 else None
+    if first is not None:
+        return ids[first][offset:]
+    keys = [(term.lstrip("-"), "descending" if term.startswith("-") else "ascending")
+            for term in order]
+    top = pc.select_k_unstable(table, limit + offset, keys)
+    # select_k leaves its k rows in order, nulls last either way (ORDER BY ... NULLS LAST).
+    return ids[np.asarray(top, dtype=np.int64)][offset:]
+
+
+def _first_of_numbers(column: pa.ChunkedArray, descending: bool, count: int
+                      ) -> np.ndarray | None:
+    """The positions of the first ``count`` values of an integer or timestamp column without
+    nulls, in order; None for another column. Why: Arrow's top-k keeps a heap that a
+    descending order over values rising with the rows replaces on nearly every row
+    (``-created_at`` at 1e5 artifacts: 15 ms, against ~1 ms for a partition here)."""
+    kind = column.type
+    if column.null_count or not (pa.types.is_integer(kind) or pa.types.is_timestamp(kind)
+                                 or pa.types.is_boolean(kind)):
+        return None
+    values = column.to_numpy()
+    if values.dtype.kind == "M":  # numpy partitions datetime64 several times slower than int64
+        values = values.view(np.int64)
+    count = min(count, len(values))
+    if not count:
+        return np.zeros(0, dtype=np.int64)
+    if descending:
+        part = np.argpartition(values, len(values) - count)[len(values) - count:]
+        return part[np.argsort(values[part], kind="stable")[::-1]]
+    part = np.argpartition(values, count - 1)[:count]
+    return part[np.argsort(values[part], kind="stable")]
+
+
+def _no_rows(qs: QuerySet, columns) -> pa.Table:
+    """An empty answer with the columns asked (a statement no row group can answer)."""
+    return qs._run(*qs._compile(columns=columns, order_by=(), limit=None, offset=0, ids=[]))

@@ -214,8 +214,15 @@ class QuerySet:
         """The rows of the query, first ordered by ``order_by`` then cut by limit and offset."""
         limit = self._limit if limit is None else limit
         offset = self._offset if offset is None else offset
-        if limit is not None and tuple(order_by) in (("id",), ("-id",)):
+        by_id = tuple(order_by) in (("id",), ("-id",))
+        if limit is not None and by_id:
             return id_order.first_rows(self, columns, order_by[0] == "-id", limit, offset)
+        if limit is None and by_id:
+            table = id_order.all_rows(self, columns, order_by[0] == "-id", offset)
+            if table is not None:
+                return table
+        if limit is not None and order_by and columns:
+            return id_order.top_rows(self, columns, tuple(order_by), limit, offset)
         return self._run(*self._compile(columns=columns, order_by=order_by, limit=limit,
                                         offset=offset))
 

@@ -32,6 +32,7 @@ from .features import FeatureResolver, FeatureSet
 from .frames import import_pandas_meanwhile
 from .held_rows import HeldRows
 from .planner import id_list_condition, id_list_params
+from .row_columns import RowColumns
 from .value_lookup import ValueLookups
 from .version_caches import VersionCaches
 
@@ -307,9 +308,13 @@ class Session:
         return self._caches.rows_holding(spec, tests)
 
     def count_among(self, spec, ids: np.ndarray, condition: str, params: list,
-                    columns: set[str], specs=()) -> int | None:
+                    columns: set[str], specs=(), answer: str = "count(*)"):
         """See VersionCaches.count_among."""
-        return self._caches.count_among(spec, ids, condition, params, columns, specs)
+        return self._caches.count_among(spec, ids, condition, params, columns, specs, answer)
+
+    def kept_columns(self, spec, columns: set[str]) -> RowColumns | None:
+        """See VersionCaches.kept_columns."""
+        return self._caches.kept_columns(spec, columns)
 
     def id_range(self, spec) -> tuple[int, int] | None:
         """The lowest and highest id in ``spec``'s view (None when empty), once per version:

@@ -71,10 +71,15 @@ class VersionCaches:
                 table = session.arrow(
                     f'SELECT {names} FROM "{spec.view}" t WHERE {id_list_condition("t")}',
                     id_list_params(missing.tolist()), [spec])
-                if read is not None and read.table.num_rows + table.num_rows <= READ_BY_ID_ROWS:
-                    table = pa.concat_tables([read.table, table])
-                read = HeldRows(table, None)
-                self._read_by_id[key] = (version, read)
+                if read is None or read.table.num_rows + table.num_rows <= READ_BY_ID_ROWS:
+                    read = HeldRows(table if read is None
+                                    else pa.concat_tables([read.table, table]), None)
+                    self._read_by_id[key] = (version, read)
+                else:
+                    # Past the cap only the new rows are kept; the answer needs the held too.
+                    self._read_by_id[key] = (version, HeldRows(table, None))
+                    read = HeldRows(pa.concat_tables(
+                        [read.take(ids, read.table.column_names), table]), None)
             return read.take(ids, columns)
 
     def rows_holding(self, spec, tests) -> np.ndarray | None:
@@ -112,12 +117,14 @@ class VersionCaches:
         return kept[1]
 
     def count_among(self, spec, ids: np.ndarray, condition: str, params: list,
-                    columns: set[str], specs=()) -> int | None:
+                    columns: set[str], specs=(), answer: str = "count(*)"):
         """How many of the rows with ``ids`` (sorted, on the main branch of ``spec``'s current
         version, as rows_holding gives them) meet ``condition`` (alias ``t``, reading
         ``columns`` of the row): one statement over those rows alone, taken from columns kept
         per version (row_columns.py). None when the columns would outgrow ROW_COLUMNS_BYTES,
-        or the ids are not all rows of this version (the caller runs the whole statement)."""
+        or the ids are not all rows of this version (the caller runs the whole statement).
+        ``answer``: a fixed aggregate over the rows meeting it instead of their count, e.g.
+        ``list(t.id)`` for their ids."""
         session = self._session
         with session._lock:
             session.refresh([spec, *specs])
@@ -127,10 +134,20 @@ class VersionCaches:
                 return None
             session.con.register(_CANDIDATE_ROWS, rows)
             try:
-                return session.con.execute(f'SELECT count(*) FROM "{_CANDIDATE_ROWS}" t '
+                return session.con.execute(f'SELECT {answer} FROM "{_CANDIDATE_ROWS}" t '
                                            f"WHERE {condition}", params).fetchone()[0]
             finally:
                 session.con.unregister(_CANDIDATE_ROWS)
+
+    def kept_columns(self, spec, columns: set[str]) -> RowColumns | None:
+        """_kept_columns of ``spec``'s current version once it has lasted
+        IN_MEMORY_AFTER_SECONDS (a loop of saves reads none); None before."""
+        session = self._session
+        with session._lock:
+            session.refresh([spec])
+            if not session.version_lasted(spec.qualified):
+                return None
+            return self._kept_columns(spec, columns)
 
     def _kept_columns(self, spec, columns: set[str]) -> RowColumns | None:
         """The kept ids and ``columns`` of the main-branch rows of ``spec``'s current version,
