@@ -144,3 +144,17 @@ def write_file(folder, name: str, text: str) -> str:
     path = folder / name
     path.write_text(text)
     return str(path)
+
+
+def statements_of(monkeypatch, method: str) -> list[str]:
+    """The SQL of every ``Session.<method>`` call (``arrow`` runs the query statements,
+    ``scalar`` the counts) while the test runs, in order."""
+    calls = []
+    original = getattr(lamina_session.Session, method)
+
+    def recorded(self, sql, params=None, specs=()):
+        calls.append(sql)
+        return original(self, sql, params, specs)
+
+    monkeypatch.setattr(lamina_session.Session, method, recorded)
+    return calls

@@ -16,7 +16,7 @@ from lamina import Q
 from lamina.engine import row_columns, session
 
 import query_catalog as qc
-from helpers import python, write_file
+from helpers import python, statements_of, write_file
 
 oracle = qc.oracle
 world = qc.world
@@ -59,15 +59,7 @@ def settled_counts(count_calls: list, counts) -> list[int]:
 @pytest.fixture
 def count_statements(monkeypatch) -> list:
     """The count statements sessions run over a registry's whole view."""
-    calls = []
-    original = session.Session.scalar
-
-    def scalar(self, sql, params=None, specs=()):
-        calls.append(sql)
-        return original(self, sql, params, specs)
-
-    monkeypatch.setattr(session.Session, "scalar", scalar)
-    return calls
+    return statements_of(monkeypatch, "scalar")
 
 
 def test_combined_counts_equal_the_oracle_and_read_only_the_listed_rows(oracle,

@@ -18,6 +18,7 @@ from lamina.engine import id_order
 from lamina.engine import session as lamina_session
 
 import query_catalog as qc
+from helpers import statements_of
 
 # Fixtures of the generated catalog (module-scoped build, per-test connection).
 fresh = qc.fresh
@@ -40,15 +41,7 @@ def ids(qs) -> list[int]:
 @pytest.fixture
 def sql_calls(monkeypatch) -> list:
     """Every query statement the sessions run (feature metadata reads aside)."""
-    calls = []
-    original = lamina_session.Session.arrow
-
-    def arrow(self, sql, params=None, specs=()):
-        calls.append(sql)
-        return original(self, sql, params, specs)
-
-    monkeypatch.setattr(lamina_session.Session, "arrow", arrow)
-    return calls
+    return statements_of(monkeypatch, "arrow")
 
 
 # ---- laziness ----------------------------------------------------------------------------

@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 
 import lamina as ln
-from lamina.engine import session as lamina_session
 
-from helpers import local_only, write_file
+from helpers import local_only, statements_of, write_file
 
 
 
@@ -25,15 +24,7 @@ def six_artifacts(instance, tmp_path):
 @pytest.fixture
 def counts(monkeypatch) -> list:
     """Every count statement (Session.scalar) the sessions run."""
-    calls = []
-    original = lamina_session.Session.scalar
-
-    def scalar(self, sql, params=None, specs=()):
-        calls.append(sql)
-        return original(self, sql, params, specs)
-
-    monkeypatch.setattr(lamina_session.Session, "scalar", scalar)
-    return calls
+    return statements_of(monkeypatch, "scalar")
 
 
 def test_a_cut_frame_says_more_rows_match_without_counting_them(six_artifacts, caplog,

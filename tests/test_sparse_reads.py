@@ -10,7 +10,7 @@ import time
 import pytest
 
 import lamina as ln
-from lamina.engine import id_order, row_columns, session
+from lamina.engine import id_order, row_columns, session, version_caches
 
 import query_catalog as qc
 
@@ -34,7 +34,7 @@ def hold_few_rows(monkeypatch):
     that rows are read by id from the files and the kept ones pass their cap."""
     monkeypatch.setattr(session, "IN_MEMORY_VALUES", 1)
     monkeypatch.setattr(session, "NEWEST_IN_MEMORY_IDS", 2)
-    monkeypatch.setattr(session, "READ_BY_ID_ROWS", 5)
+    monkeypatch.setattr(version_caches, "READ_BY_ID_ROWS", 5)
     monkeypatch.setattr(id_order, "NEWEST_WINDOW", 1)
 
 
