@@ -60,6 +60,9 @@ CONTENDED_SECONDS = 30.0
 # A commit lands at exactly the version after the snapshot it was planned on, or fails: no
 # rebase onto a newer version the plan never saw. (Also imported by the peer bench's fix-up.)
 _EXACT_NEXT_VERSION = CommitProperties(max_commit_retries=0)
+# The writer settings of lamina's data files, under the name the peer bench's fix-up
+# (../shared/peer-bench, not ours to change) imports from here.
+_WRITER = deltalake_commit.WRITER_PROPERTIES
 # Commit-info keys that ``ln.history()`` reads back (catalog/history.py).
 USER_KEY, OPERATION_KEY = "lamina_user", "lamina_operation"
 
