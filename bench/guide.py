@@ -74,7 +74,6 @@ def build(n: int, workdir: str) -> dict:
     import lamina as ln
     from lamina import bionty as bt
     from lamina.catalog.deltalake_commit import WRITER_PROPERTIES
-    from lamina.catalog.snapshot import Snapshot
 
     root = os.path.join(workdir, "root")
     ln.init(storage=root, modules="bionty")
@@ -101,7 +100,7 @@ def build(n: int, workdir: str) -> dict:
     store = ln.current().store(ln.Artifact._spec)
     with store._lock:  # as a commit does: at exactly the next version, with its writer settings
         table = store.ensure()
-        rows = Snapshot.of_table(store.spec, store.location, table).read().sort_by("id")
+        rows = store._snapshot_of(table).read().sort_by("id")
         k = rng.integers(0, 3, rows.num_rows)
         links = [sorted(rng.choice(schema_ids, int(c), replace=False).tolist()) or None
                  for c in k]

@@ -159,6 +159,11 @@ class TableStore:
             return self.snapshot_newer_than(None)
         table = DeltaTable(self.uri, storage_options=self.location.delta_options)
         table.load_as_version(version)
+        return self._snapshot_of(table)
+
+    def _snapshot_of(self, table: DeltaTable) -> Snapshot:
+        """The snapshot of ``table`` at the version it is loaded at (also called by the peer
+        bench's fix-up, ../shared/peer-bench, which is not ours to change)."""
         return Snapshot.of_table(self.spec, self.location, table)
 
     def snapshot_newer_than(self, version: int | None) -> Snapshot | None:
@@ -217,7 +222,7 @@ class TableStore:
         current = self._current
         # A current snapshot ahead of the table is one this store committed itself.
         if current is None or current.version < table.version():
-            current = self._current = Snapshot.of_table(self.spec, self.location, table)
+            current = self._current = self._snapshot_of(table)
         return current
 
     def version(self) -> int:
