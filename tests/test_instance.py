@@ -11,7 +11,8 @@ import lamina as ln
 from lamina.catalog import instance as lamina_instance
 from lamina.catalog import settings
 
-from helpers import every_root, exists, python, read_bytes, reset_process_state, spawn
+from helpers import (every_root, exists, new_s3_root, python, read_bytes, reset_process_state,
+                     spawn)
 
 
 def meta_path(root: str) -> str:
@@ -266,3 +267,26 @@ def test_child_process_environment_is_isolated():
     # The children above rely on inheriting this test's LAMINA_HOME; make sure they do.
     out = python("from lamina.catalog import settings; print(settings.home())").stdout.strip()
     assert out == str(settings.home())
+
+
+@pytest.mark.parametrize("profile", [None, "lab"])
+def test_an_s3_instance_takes_its_region_from_the_aws_config_file(s3_endpoint, tmp_path,
+                                                                  monkeypatch, profile):
+    """With no region in the environment, the region comes from the AWS config file, for the
+    profile in use, as ``aws configure`` writes it; the environment still wins over the file."""
+    root = new_s3_root()  # before: creating a bucket outside us-east-1 takes a location constraint
+    config = tmp_path / "aws-config"
+    config.write_text("[default]\nregion = eu-west-1\n\n[profile lab]\nregion = ap-south-1\n")
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    if profile:
+        monkeypatch.setenv("AWS_PROFILE", profile)
+    expected = "ap-south-1" if profile else "eu-west-1"
+    ln.init(storage=root)
+    ln.Record(name="r").save()
+    assert ln.Record.get(name="r").name == "r"
+    location = ln.current().location
+    assert location.delta_options["AWS_REGION"] == expected
+    monkeypatch.setenv("AWS_REGION", "us-west-2")
+    assert location.delta_options["AWS_REGION"] == "us-west-2"

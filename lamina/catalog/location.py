@@ -532,7 +532,31 @@ def _gcs_emulator_secret(name: str, scope: str | None) -> str | None:
 
 
 def _aws_region() -> str | None:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    """The region as the AWS tools resolve it: the environment, else the ``region`` of the
+    profile (``AWS_PROFILE``, else ``default``) in the AWS config file. Why read the file:
+    lamina's own reads (obstore), DuckDB and deltalake all need the region given; s3fs, which
+    read the catalog before, found it through botocore, and a bucket outside us-east-1 set up
+    with ``aws configure`` must keep working."""
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        return region
+    path = os.environ.get("AWS_CONFIG_FILE") or os.path.join("~", ".aws", "config")
+    return _configured_region(os.path.expanduser(path), os.environ.get("AWS_PROFILE") or "default")
+
+
+@lru_cache(maxsize=8)
+def _configured_region(path: str, profile: str) -> str | None:
+    """The ``region`` of ``profile`` in the AWS config file at ``path`` (its section is
+    ``[default]`` or ``[profile NAME]``); None when the file or the setting is missing."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    try:
+        config.read(path)
+    except configparser.Error:
+        return None
+    section = profile if profile == "default" else f"profile {profile}"
+    return config.get(section, "region", fallback=None) or None
 
 
 def _sql_literal(value: str) -> str:
