@@ -19,7 +19,7 @@ from ..catalog import tables, writer
 from ..catalog.ids import uid_from_text
 from ..catalog.instance import Instance, current
 from ..catalog.snapshot import Snapshot
-from ..engine.planner import Q
+from ..engine.filter_tree import Q
 from ..engine.queryset import QuerySet
 from ..errors import FieldError, InstanceError, ValidationError, unknown_field
 from ..models.base import SQLRecord, model_for
