@@ -17,7 +17,7 @@ from .errors import (DoesNotExist, FieldError, InstanceError, InvalidPath, Lamin
 if TYPE_CHECKING:
     from . import bionty, examples
     from .catalog.instance import connect, current, init
-    from .engine.planner import Q
+    from .engine.filter_tree import Q
     from .models import (Artifact, Branch, Collection, Feature, Project, Record, Run, Schema,
                          Space, Storage, Transform, ULabel, User)
     from .models.lineage import finish, track
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 _LAZY_NAMES = {
     **dict.fromkeys(["bionty", "examples"], ""),
     **dict.fromkeys(["connect", "current", "init"], ".catalog.instance"),
-    "Q": ".engine.planner",
+    "Q": ".engine.filter_tree",
     **dict.fromkeys(["Artifact", "Branch", "Collection", "Feature", "Project", "Record", "Run",
                      "Schema", "Space", "Storage", "Transform", "ULabel", "User"], ".models"),
     **dict.fromkeys(["finish", "track"], ".models.lineage"),

@@ -48,6 +48,14 @@ def test_registries_load_without_polars_anndata_fsspec_or_pandas():
     assert sorted(loaded & {"polars", "anndata", "fsspec", "s3fs", "pandas"}) == []
 
 
+def test_building_a_q_tree_loads_no_heavy_library():
+    """A script may build its filters before anything queries: ``ln.Q`` is the tree alone."""
+    loaded = loaded_after("ln.Q(key__startswith='raw/') | ~ln.Q(suffix='.csv')")
+    assert sorted(loaded & set(HEAVY)) == []
+    ours = sorted(m for m in loaded if m.startswith("lamina."))
+    assert ours == ["lamina.engine", "lamina.engine.filter_tree", "lamina.errors"]
+
+
 def test_a_first_query_loads_neither_polars_nor_anndata(local_root, tmp_path):
     ln.init(storage=local_root)
     ln.Artifact(write_file(tmp_path, "a.txt", "a"), key="raw/a.txt").save()
@@ -76,7 +84,7 @@ assert len(ln.Artifact.filter(key="raw/a.txt").to_dataframe()) == 1""")
 
 def test_every_public_name_resolves_to_its_defining_object():
     from lamina.catalog.instance import connect
-    from lamina.engine.planner import Q
+    from lamina.engine.filter_tree import Q
     from lamina.models import Artifact, Record
     from lamina.models.saving import save
 

@@ -25,12 +25,12 @@ from ..catalog import tables
 from ..catalog.tables import TableSpec
 from ..catalog.tables.spec import BOOL, DATE, DATETIME, FLOAT, IDS, INT, STR
 from ..errors import FieldError, ValidationError
+from .filter_tree import SEP
 from .lookups import (LOOKUPS, ListTest, SubQuery, coerce, compare, list_holds_any,
                       unknown_comparator)
 
 FEATURE_ID_PATH = "_feature_id_"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-SEP = "__"
 
 SCALAR_TYPES = {"str": STR, "int": INT, "float": FLOAT, "num": FLOAT, "bool": BOOL,
                 "date": DATE, "datetime": DATETIME, "dict": STR}

@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .planner import Compiler, Q, row_columns
+from .filter_tree import Q
+from .planner import Compiler, row_columns
 
 if TYPE_CHECKING:
     from .queryset import QuerySet

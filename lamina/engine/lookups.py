@@ -313,6 +313,13 @@ class Day(Transform):
 TRANSFORMS: dict[str, type[Transform]] = {t.name: t for t in (Year, Month, Day)}
 
 
+def tests_null(rest: list[str], value) -> bool:
+    """Whether a path's lookup asks for NULL: ``__isnull=True``, or ``=None`` (exact)."""
+    if rest[-1] == "isnull":
+        return value is True
+    return value is None and (rest[-1] == "exact" or rest[-1] not in LOOKUPS)
+
+
 def compare(lhs: str, arrow_type: pa.DataType, rest: list[str], value, where: str,
             owner: str) -> tuple[str, list]:
     """``lhs`` through the transforms in ``rest`` (year, month, day), then its lookup

@@ -1,6 +1,9 @@
-"""Filters, ``Q`` trees, orderings and includes → one DuckDB SQL statement with bound parameters.
+"""Filters, ``Q`` trees and orderings → one DuckDB SQL statement with bound parameters (the
+statement of ``to_dataframe(include=...)`` is built in includes.py, on a :class:`Compiler`).
 
-Names are resolved against the declarative tables in ``catalog/tables``. A condition on the rows
+Names are resolved against the declarative tables in ``catalog/tables``; the conditions of one
+``filter()`` call on a many-valued relation are first gathered per related row
+(same_related_row.py). A condition on the rows
 related through a list column on the queried registry is resolved to the related ids first
 (``Compiler._related_ids``); otherwise a relation hop becomes a semi-join subquery (relations.py),
 so a row of the queried registry is never repeated by a join:
@@ -25,71 +28,14 @@ from ..catalog.tables import TableSpec
 from ..errors import FieldError, did_you_mean, unknown_field
 from .features import (FEATURE_ID_PATH, FeatureResolver, contains_any, feature_condition,
                        has_subquery, is_feature_path, json_condition, split_lookup)
-from .lookups import LOOKUPS, ListTest, SubQuery, compare
-from .relations import Hop, field_names, relations
+from .filter_tree import SEP, Q
+from .lookups import LOOKUPS, ListTest, SubQuery, compare, tests_null
+from .relations import Hop, field_names, on_target, relations
+from .same_related_row import SameRelatedRow, one_related_row
 
-SEP = "__"
 # The lookup of a uid stem in equalities(): all versions of one artifact.
 STEM_LOOKUP = "uid__startswith"
 _FEATURE_COLUMN = re.compile(r"^f_[0-9]+$")
-
-
-class Q:
-    """A boolean tree of filter conditions: ``Q(a=1) | ~Q(b__gt=2)``."""
-
-    AND, OR = "AND", "OR"
-
-    def __init__(self, *children, _connector: str = "AND", _negated: bool = False, **conditions):
-        for child in children:
-            if not isinstance(child, Q):
-                raise TypeError(f"positional filter arguments must be Q objects, got {child!r}")
-        self.children: tuple = (*children, *sorted(conditions.items()))
-        self.connector = _connector
-        self.negated = _negated
-        # True for the AND of chained filter() calls: each call finds its own related rows.
-        self.chained = False
-
-    @classmethod
-    def chain(cls, *calls: Q) -> Q:
-        """The AND of the conditions of successive ``filter()`` calls. Within one call, the
-        conditions on a many-valued relation refer to one related row; across calls they do
-        not (Django's rule)."""
-        flat = []
-        for call in calls:
-            flat.extend(call.children if call.chained else [call])
-        chained = cls(*flat)
-        chained.chained = True
-        return chained
-
-    def _combine(self, other: Q, connector: str) -> Q:
-        if not isinstance(other, Q):
-            return NotImplemented
-        return Q(self, other, _connector=connector)
-
-    def __and__(self, other: Q) -> Q:
-        return self._combine(other, self.AND)
-
-    def __or__(self, other: Q) -> Q:
-        return self._combine(other, self.OR)
-
-    def __invert__(self) -> Q:
-        return Q(self, _negated=True)
-
-    def __bool__(self) -> bool:
-        return bool(self.children)
-
-    def paths(self):
-        for child in self.children:
-            if isinstance(child, Q):
-                yield from child.paths()
-            else:
-                yield child[0]
-
-    def __repr__(self) -> str:
-        inner = f" {self.connector} ".join(
-            repr(c) if isinstance(c, Q) else f"{c[0]}={c[1]!r}" for c in self.children
-        )
-        return f"{'~' if self.negated else ''}Q({inner})"
 
 
 @dataclass
@@ -129,7 +75,7 @@ class Compiler:
             self.other_conditions = True
             top = False
         if q.connector == Q.AND and not q.chained:
-            children = _one_related_row(spec, _flatten_and(children))
+            children = one_related_row(spec, children)
         for child in children:
             if isinstance(child, Q):
                 sql, p = self.where(child, alias, spec, top)
@@ -154,8 +100,8 @@ class Compiler:
         return sql, params
 
     def _leaf(self, child, spec: TableSpec, alias: str) -> tuple[str, list]:
-        """A condition, or the conditions on one related row (_SameRelatedRow)."""
-        if not isinstance(child, _SameRelatedRow):
+        """A condition, or the conditions on one related row (SameRelatedRow)."""
+        if not isinstance(child, SameRelatedRow):
             return self.condition(spec, child[0], child[1], alias)
         self.specs.add(child.hop.target)
         resolved = self._related_ids(child.hop, alias, lambda inner: inner.where(
@@ -189,8 +135,8 @@ class Compiler:
             direct = hop.ids_condition(alias, lookup, value, path)
             if direct is not None:
                 return direct
-        rest = _on_target(rest)
-        if not _tests_null(rest, value):
+        rest = on_target(rest)
+        if not tests_null(rest, value):
             resolved = self._related_ids(hop, alias, lambda inner: inner.condition(
                 hop.target, SEP.join(rest), value, "l"), _subquery_specs(value))
             if resolved is not None:
@@ -202,7 +148,7 @@ class Compiler:
         inner_alias = self.alias()
         inner_sql, inner_params = self.condition(hop.target, SEP.join(rest), value, inner_alias)
         sql = hop.semi_join(alias, inner_alias, inner_sql)
-        if _tests_null(rest, value):
+        if tests_null(rest, value):
             # Django joins the relation LEFT OUTER here: a row with no related row matches too.
             sql = f"({sql} OR {hop.none_related(alias)})"
         return sql, inner_params
@@ -396,98 +342,6 @@ class Compiler:
                 f"WHERE {inner}.id = {alias}.{hop.column})")
 
 
-    # ---- includes ----------------------------------------------------------------------
-    def one_hop_field(self, path: str) -> tuple[Hop, str] | None:
-        """``(hop, field)`` when ``path`` is a field one hop along a relation whose column is
-        on this registry (``created_by__name``, ``records__name``): its values for a few rows
-        come from their own ``hop.column`` and one lookup of the related rows by id. None for
-        any other path (those go through :meth:`includes_query`)."""
-        parts = path.split(SEP)
-        column = self.spec.column(parts[0])
-        if len(parts) != 2 or column is not None and column.display:
-            return None
-        hop = relations(self.spec).get(parts[0])
-        if hop is None or hop.kind not in ("fk", "m2m"):
-            return None
-        field = hop.target.column(parts[1])
-        if field is None or not (field.display or field.name == "id"):
-            return None
-        self.specs.add(hop.target)
-        return hop, field.name
-
-    def includes_query(self, paths: list[str]) -> tuple[str, list[bool]]:
-        """One statement giving ``(id, v0, v1, ...)`` for the rows whose ids are bound as the
-        parameters of :func:`id_list_condition`: ``v<k>`` is the value at ``paths[k]``, or the
-        list of values when a hop on it has many (the flags returned say which).
-
-        The rows are read once, only the columns the paths start from, into a CTE that every
-        path joins from. Every hop is a LEFT JOIN so rows with nothing related still appear
-        (their list holds NULL, as the seed system shows it); many-to-many hops join through
-        the unnested list, of the wanted rows only when the list is on them.
-        """
-        needed, parts, flags = {"id"}, [], []
-        for k, path in enumerate(paths):
-            body, many, column = self._include(path)
-            needed.add(column)
-            flags.append(many)
-            parts.append((f"i{k}.v AS v{k}", f"LEFT JOIN ({body}) i{k} ON i{k}.id = r.id"))
-        # Only the columns the paths start from: DuckDB materialises a CTE used twice, and
-        # SELECT * would decode every column of the row groups.
-        columns = ", ".join(f"t.{c}" for c in sorted(needed))
-        sql = (f'WITH _rows AS (SELECT {columns} FROM "{self.spec.view}" t '
-               f"WHERE {id_list_condition('t')}) "
-               f"SELECT r.id AS id, {', '.join(p[0] for p in parts)} FROM _rows r "
-               + " ".join(p[1] for p in parts))
-        return sql, flags
-
-    def _include(self, path: str) -> tuple[str, bool, str]:
-        """The SELECT of ``(id, v)`` for one path over ``_rows``, whether it has many values,
-        and the column of the queried registry it starts from."""
-        parts = path.split(SEP)
-        spec, alias = self.spec, "t"
-        joins, many, start = [], False, "id"
-        for i, name in enumerate(parts):
-            column = spec.column(name)
-            last = i == len(parts) - 1
-            if column is not None and (column.display or name == "id"):
-                if not last:
-                    raise FieldError(f"{path!r}: {spec.model}.{name} is a field, not a relation")
-                value = f"{alias}.{name}"
-                if i == 0:
-                    start = name
-                break
-            hop = relations(spec).get(name)
-            if hop is None:
-                raise unknown_field(name, spec.model, field_names(spec))
-            if i == 0 and hop.kind in ("fk", "m2m"):
-                start = hop.column
-            self.specs.add(hop.target)
-            nxt, link = self.alias(), self.alias()
-            view = f'"{hop.target.view}"'
-            if hop.kind == "fk":
-                joins.append(f"LEFT JOIN {view} {nxt} ON {nxt}.id = {alias}.{hop.column}")
-            elif hop.kind == "reverse_fk":
-                many = True
-                joins.append(f"LEFT JOIN {view} {nxt} ON {nxt}.{hop.column} = {alias}.id")
-            elif hop.kind == "m2m":
-                many = True
-                source = "_rows" if alias == "t" else f'"{hop.source.view}"'
-                joins.append(f"LEFT JOIN (SELECT unnest({alias}_l.{hop.column}) AS dst, {alias}_l.id "
-                             f"AS src FROM {source} {alias}_l) {link} ON {link}.src = {alias}.id")
-                joins.append(f"LEFT JOIN {view} {nxt} ON {nxt}.id = {link}.dst")
-            else:
-                many = True
-                joins.append(f"LEFT JOIN (SELECT unnest({link}_l.{hop.column}) AS dst, {link}_l.id "
-                             f"AS src FROM {view} {link}_l) {link} ON {link}.dst = {alias}.id")
-                joins.append(f"LEFT JOIN {view} {nxt} ON {nxt}.id = {link}.src")
-            spec, alias = hop.target, nxt
-            if last:
-                value = f"{alias}.{spec.name_field or 'id'}"
-        aggregate = f"list(DISTINCT {value})" if many else f"any_value({value})"
-        body = f'SELECT t.id AS id, {aggregate} AS v FROM _rows t {" ".join(joins)} GROUP BY t.id'
-        return body, many, start
-
-
 # The compiler writes every column of the queried row as ``t.<column>`` (subqueries take
 # other aliases: t1, _u, l, ...) and binds every value, so these are the columns it reads.
 _ROW_COLUMN = re.compile(r"(?<![\w.\"])t\.(\w+)")
@@ -508,92 +362,6 @@ def id_list_condition(alias: str) -> str:
 def id_list_params(ids: list[int]) -> list:
     ids = [int(i) for i in ids]
     return [min(ids), max(ids), ids] if ids else [0, -1, []]
-
-
-@dataclass(frozen=True)
-class _SameRelatedRow:
-    """Conditions of one ``filter()`` call on a many-valued relation: as in Django, they must
-    all hold for the same related row (``records__name="IFNG", records__type__name="Perturbation"``
-    asks for one record that is both)."""
-
-    hop: Hop
-    conditions: Q
-
-
-def _flatten_and(children: tuple) -> tuple:
-    """``children`` of an AND node with their plain AND sub-trees spliced in: ``Q(a) & Q(b)``
-    in one ``filter()`` call is the same call as ``filter(a, b)``."""
-    out = []
-    for child in children:
-        if isinstance(child, Q) and child.connector == Q.AND and not (child.negated
-                                                                      or child.chained):
-            out.extend(_flatten_and(child.children))
-        else:
-            out.append(child)
-    return tuple(out)
-
-
-def _shared_head(spec: TableSpec, child) -> str | None:
-    """The many-valued relation a child of an AND node is entirely about, if any: a leaf on it,
-    or a sub-tree with no negation whose leaves all are on it. Such children of one
-    ``filter()`` call refer to one related row. Tests for NULL stay apart: they also match
-    rows with no related row at all."""
-    if isinstance(child, Q):
-        if child.negated or child.chained:
-            return None
-        heads = {_shared_head(spec, c) for c in child.children}
-        return heads.pop() if len(heads) == 1 else None
-    head, *rest = child[0].split(SEP)
-    column = spec.column(head)
-    if column is not None and (column.display or column.json or head == "id"):
-        return None
-    hop = relations(spec).get(head)
-    if hop is None or hop.kind == "fk" or _tests_null(rest or ["exact"], child[1]):
-        return None
-    return head
-
-
-def _on_related(child):
-    """A child about one relation (see :func:`_shared_head`), with paths on the related row."""
-    if isinstance(child, Q):
-        moved = Q(_connector=child.connector)
-        moved.children = tuple(_on_related(c) for c in child.children)
-        return moved
-    return SEP.join(_on_target(child[0].split(SEP)[1:])), child[1]
-
-
-def _one_related_row(spec: TableSpec, children: tuple) -> tuple:
-    """``children`` of an AND node, with the children that share a many-valued relation
-    gathered into one :class:`_SameRelatedRow` each."""
-    heads = [_shared_head(spec, child) for child in children]
-    shared = {h for h in heads if h is not None and heads.count(h) > 1}
-    if not shared:
-        return children
-    out, done = [], set()
-    for child, head in zip(children, heads):
-        if head not in shared:
-            out.append(child)
-        elif head not in done:
-            done.add(head)
-            inner = Q()
-            inner.children = tuple(_on_related(c) for c, h in zip(children, heads) if h == head)
-            out.append(_SameRelatedRow(relations(spec)[head], inner))
-    return tuple(out)
-
-
-def _on_target(rest: list[str]) -> list[str]:
-    """The path on the related registry: ``records=r`` and ``records__in=[...]`` ask for
-    its ``id``."""
-    if not rest or (len(rest) == 1 and rest[0] in LOOKUPS):
-        return ["id", *rest]
-    return rest
-
-
-def _tests_null(rest: list[str], value) -> bool:
-    """Whether a path's lookup asks for NULL: ``__isnull=True``, or ``=None`` (exact)."""
-    if rest[-1] == "isnull":
-        return value is True
-    return value is None and (rest[-1] == "exact" or rest[-1] not in LOOKUPS)
 
 
 def _same_kind(value, arrow_type: pa.DataType) -> bool:
@@ -630,5 +398,4 @@ def _as_value(value, compiler: Compiler):
     return value
 
 
-__all__ = ["Q", "Compiler", "Hop", "relations", "field_names", "id_list_condition",
-           "id_list_params", "row_columns"]
+__all__ = ["Compiler", "STEM_LOOKUP", "id_list_condition", "id_list_params", "row_columns"]

@@ -23,9 +23,11 @@ from ..errors import (
     unknown_field,
 )
 from . import id_order, shown_columns
+from .filter_tree import Q
 from .frames import plain_text, to_pandas
 from .lookups import SubQuery, coerce
-from .planner import Compiler, Q, relations, row_columns
+from .planner import Compiler, row_columns
+from .relations import relations
 from .session import session_for
 
 if TYPE_CHECKING:  # imported where a DataFrame is built, not when the registries load

@@ -94,5 +94,13 @@ def relations(spec: TableSpec) -> Mapping[str, Hop]:
     return MappingProxyType(found)
 
 
+def on_target(rest: list[str]) -> list[str]:
+    """The path on the related registry: ``records=r`` and ``records__in=[...]`` ask for
+    its ``id``."""
+    if not rest or (len(rest) == 1 and rest[0] in LOOKUPS):
+        return ["id", *rest]
+    return rest
+
+
 def field_names(spec: TableSpec) -> list[str]:
     return [c.name for c in spec.columns if c.display or c.name == "id"] + list(relations(spec))

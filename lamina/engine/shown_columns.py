@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from ..catalog.tables import TableSpec
 from ..errors import FieldError, did_you_mean
 from .features import to_display
+from .includes import includes_query, one_hop_field
 from .planner import Compiler, id_list_params
 
 if TYPE_CHECKING:  # imported where a DataFrame is built, not when the registries load
@@ -82,9 +83,9 @@ def _label_names(session, features, start_values: dict) -> dict:
 
 
 def one_hop_includes(spec: TableSpec, paths: list[str]) -> dict:
-    """The include paths that are one field one hop away (see Compiler.one_hop_field)."""
+    """The include paths that are one field one hop away (see includes.one_hop_field)."""
     compiler = Compiler(spec)
-    found = {path: compiler.one_hop_field(path) for path in paths}
+    found = {path: one_hop_field(compiler, path) for path in paths}
     return {path: hop_field for path, hop_field in found.items() if hop_field is not None}
 
 
@@ -94,7 +95,7 @@ def with_includes(spec: TableSpec, session, run, frame: pd.DataFrame, paths: lis
 
     One-hop paths take the related ids from the shown rows (``start_values`` holds the
     columns they start from, in the frame's order) and look the related rows up by id,
-    one statement per related registry; other paths run :meth:`Compiler.includes_query`.
+    one statement per related registry; other paths run :func:`includes.includes_query`.
     Why: the shown rows are already read, and the related registries are small; joining
     them in one statement cost 20-30 ms at 1e5 artifacts (re-reading the shown rows and
     unnesting their lists in DuckDB)."""
@@ -107,7 +108,7 @@ def with_includes(spec: TableSpec, session, run, frame: pd.DataFrame, paths: lis
     others = [p for p in paths if p not in one_hop]
     if others and ids:
         compiler = Compiler(spec)
-        sql, flags = compiler.includes_query(others)
+        sql, flags = includes_query(compiler, others)
         values = run(sql, id_list_params(ids), compiler.specs).to_pydict()
         positions = {row_id: k for k, row_id in enumerate(values["id"])}
         for k, (path, many) in enumerate(zip(others, flags)):
@@ -116,7 +117,7 @@ def with_includes(spec: TableSpec, session, run, frame: pd.DataFrame, paths: lis
             shown[path] = [(set(v) if v is not None else {None}) if many else v
                            for v in found]
     elif others:
-        Compiler(spec).includes_query(others)  # names are checked on no rows too
+        includes_query(Compiler(spec), others)  # names are checked on no rows too
     for path in paths:
         out[path] = shown[path] if ids else []
     return out

@@ -17,7 +17,7 @@ from ..catalog.snapshot import Change, Snapshot
 from ..catalog.tables import TableSpec
 from ..engine.features import FeatureInfo, parse_dtype
 from ..engine.lookups import coerce
-from ..engine.planner import Hop, relations
+from ..engine.relations import Hop, relations
 from ..engine.queryset import DEFAULT_DATAFRAME_LIMIT, QuerySet
 from ..errors import DoesNotExist, FieldError, ValidationError, did_you_mean, unknown_field
 from .describe import describe

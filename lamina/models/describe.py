@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from ..engine.planner import relations
+from ..engine.relations import relations
 
 if TYPE_CHECKING:
     from .base import SQLRecord

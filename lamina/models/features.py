@@ -8,7 +8,7 @@ from ..catalog import tables, writer
 from ..catalog.instance import current
 from ..engine.features import (FeatureInfo, decode, encode, feature_id_path, parse_dtype,
                                to_display)
-from ..engine.planner import Q
+from ..engine.filter_tree import Q
 from ..errors import ValidationError, did_you_mean
 from .base import SQLRecord, model_for
 from .labels import label_ids

@@ -14,8 +14,8 @@ from __future__ import annotations
 import pandas as pd
 
 from ..catalog.instance import current
+from ..engine.filter_tree import Q
 from ..engine.frames import plain_text
-from ..engine.planner import Q
 from ..engine.queryset import DEFAULT_DATAFRAME_LIMIT, REPR_LIMIT, Model, QuerySet
 from ..engine.session import session_for
 from ..search import search_registry
