@@ -200,17 +200,20 @@ def test_get_by_uid_stem_names_the_newest_version_after_another_process_saved_on
     assert [sql for sql in statements.sql if "WHERE" in sql] == []
 
 
-def test_rows_of_one_row_group_asked_one_by_one_read_the_group_once(instance, on_files,
-                                                                     monkeypatch):
+def test_rows_of_one_block_asked_one_by_one_read_the_block_once(instance, on_files,
+                                                                monkeypatch):
+    """A local file is read in aligned blocks of a row group, a remote one a group at a time."""
     monkeypatch.setattr(append_commit, "ROW_GROUP_ROWS", 4)
+    monkeypatch.setattr(row_index, "BLOCK_ROWS", 2)
     saved = ln.save([ln.Record(name=f"n{i}") for i in range(8)])  # groups of 4 rows
     reads = []
-    read_group = row_index._DataFile.read_group
+    read_block = row_index._DataFile.read_block
 
-    def counted(self, group):
-        reads.append(group)
-        return read_group(self, group)
+    def counted(self, group, start):
+        reads.append((group, start))
+        return read_block(self, group, start)
 
-    monkeypatch.setattr(row_index._DataFile, "read_group", counted)
+    monkeypatch.setattr(row_index._DataFile, "read_block", counted)
     assert [ln.Record.get(name=f"n{i}").id for i in range(8)] == [r.id for r in saved]
-    assert reads == [0, 1]
+    local = not instance.root.startswith("s3://")
+    assert reads == ([(0, 0), (0, 2), (1, 0), (1, 2)] if local else [(0, 0), (1, 0)])
