@@ -135,6 +135,7 @@ def test_rows_read_by_position_equal_the_rows_saved(instance, on_files, statemen
     """Rows of one file spread over several row groups, some groups with a column that is
     NULL throughout (filled in, not read), others with values in it, and empty lists."""
     monkeypatch.setattr(append_commit, "ROW_GROUP_ROWS", 3)
+    monkeypatch.setattr(row_index, "BLOCK_ROWS", 2)  # a group's last block is shorter
     saved = ln.save([ln.Record(name=f"r{i}", description="told" if i in (4, 9) else None)
                      for i in range(11)])
     statements.sql.clear()
@@ -147,6 +148,30 @@ def test_rows_read_by_position_equal_the_rows_saved(instance, on_files, statemen
     assert ln.Record.get(saved[5].id).name == "r5"
     # (The registry's size may be counted, to decide on a copy in memory; no row is fetched.)
     assert [sql for sql in statements.sql if "WHERE" in sql] == []
+
+
+def test_rows_read_before_a_compaction_in_another_process_come_from_the_merged_file(
+        instance, on_files):
+    saved = [ln.Record(name=f"m{i}").save() for i in range(6)]  # a file each
+    assert ln.Record.get(name="m1").description is None  # read, and kept with its block
+    assert ln.Record.get(name="m2").id == saved[2].id
+    python(f"""
+        ln.connect({instance.root!r})
+        edited = ln.Record.get(name="m1")
+        edited.description = "edited"
+        edited.save()
+        ln.Record.get(name="m2").delete(permanent=True)
+        ln.current().store(ln.Record._spec).compact()
+    """)
+    assert len(ln.current().store(ln.Record._spec).snapshot().files) == 1  # the merged file
+    assert ln.Record.get(name="m1").description == "edited"
+    with pytest.raises(ln.errors.DoesNotExist):
+        ln.Record.get(name="m2")
+    with pytest.raises(ln.errors.DoesNotExist):
+        ln.Record.get(saved[2].id)
+    assert [ln.Record.get(name=f"m{i}").id for i in (0, 3, 4, 5)] == [
+        saved[i].id for i in (0, 3, 4, 5)]
+    assert ln.Record.get(saved[1].id).description == "edited"
 
 
 def test_a_query_after_lookups_from_the_index_reads_the_version_they_saw(instance, on_files,
