@@ -10,15 +10,18 @@ removes whole files), so what is read from one stays right for as long as a snap
 it: a new version costs reading one column of the files it added, and a row read once is not
 decoded again.
 
-A row not read before is read from its data file by position, with the footer kept from the
-first read. From a local file, polars reads the aligned block of BLOCK_ROWS rows that holds it:
-its scan decodes only the rows of the slice, where pyarrow and DuckDB decode every value of the
-16 Ki-row group (what remains is decompressing the group's pages and decoding the dictionaries
-of its unique strings; bench/row_lookups.py). From an object store, the one row group, through
-a pyarrow fragment (no second filesystem and its credentials). Columns the group's statistics
-show NULL throughout (about a third of an artifact's: unused relations and features) are
-filled in, not read. The last blocks read are kept: the rows of a listing asked one by one fall
-mostly in one block.
+A row not read before is read from its data file by position (its row group found in the
+footer kept from the first read). From a local file, polars reads the aligned block of
+BLOCK_ROWS rows that holds it: its scan decodes only the rows of the slice, where pyarrow and
+DuckDB build every value of the 16 Ki-row group: 3.6 ms of CPU against 10.6 (pyarrow) and 7.6
+(DuckDB by file_row_number) for an artifact of the guide's 1e5 catalog, load ~7
+(bench/row_reads.py). What remains is decompressing the group's pages, decoding the
+dictionaries of its unique text, and polars parsing the footer again (it takes no parsed one:
+2 of the 5 ms in a 933k-row file). From an object store, the one row group, through a pyarrow
+fragment (polars would fetch the footer again: one more request per read). Columns the
+group's statistics show NULL throughout (about a third of an artifact's: unused relations and
+features) are filled in, not read. The last blocks read are kept: the rows of a listing asked
+one by one fall mostly in one block.
 """
 
 from __future__ import annotations
@@ -47,14 +50,14 @@ DICT_ROWS = 4096
 # Rows kept after they were read (~5 KB each with 51 columns).
 CACHED_ROWS = 1024
 # Rows read together from a local file when one of them is asked, aligned in their row group:
-# polars decodes 256 rows for the CPU of one (3.3 ms either, 3.9 ms for 1,024, 8.7 ms for the
-# whole 16 Ki-row group; 1e5 artifact file of the guide, load ~1, a hand measurement), so the
-# neighbours of a row in a listing come with it.
+# polars decodes these 256 for about the CPU of one (3.64 against 3.42 ms, the guide's 1e5
+# artifact file, bench/row_reads_results.json), so the neighbours of a row in a listing come
+# with it.
 BLOCK_ROWS = 256
 # Blocks kept after a row was read from them (a page of a listing spans one or two); on an
 # object store a block is a whole row group (6.8 MiB decoded for the guide's artifacts).
 BLOCKS_KEPT = 2
-# Rows not read before that a lookup reads from their files one row group each; more are
+# Rows not read before that a lookup reads from their files one block each; more are
 # left to one statement (the versions of a key spread over the small files of many saves).
 UNREAD_ROWS = 8
 
