@@ -12,8 +12,9 @@ then measured in a fresh session after ``ln.connect``. ``first get`` is the firs
 ``get(key=)`` of the session: it indexes the key column of every data file. ``same row``
 figures repeat one call (the row is read once, then kept); ``new rows`` ask a different
 artifact each call, each in another row group than the calls before, so each call reads its
-row group from Parquet; ``neighbouring new rows`` ask the artifacts of a listing one by one in
-its order (the group read for the first serves the next). p50 of >= 15 runs, wall and
+row from Parquet (a block of a row group: engine/row_index.py); ``neighbouring new rows`` ask
+the artifacts of a listing one by one in its order (the block read for the first serves the
+next). p50 of >= 15 runs, wall and
 process CPU. Then SAVES saves of a new small file under a new key, one after another into
 the same catalog: p50 and mean (the mean carries the compactions every ~32 saves), and the
 slowest. Raw results: ``bench/row_lookups_results.json``.

@@ -10,12 +10,18 @@ removes whole files), so what is read from one stays right for as long as a snap
 it: a new version costs reading one column of the files it added, and a row read once is not
 decoded again.
 
-A row not read before is read from its data file by position: the one row group holding it,
-decoded by pyarrow with the footer kept from the first read, and the row sliced out. A DuckDB
-statement by id decoded the same 16 Ki-row group in every column and cost 15-25 ms of CPU;
-pyarrow skips the columns the group's statistics say are entirely NULL (about a third of an
-artifact's: unused relations and features) and runs no planner (bench/row_lookups.py). The
-last groups read are kept: the rows of a listing asked one by one fall mostly in one group.
+A row not read before is read from its data file by position (its row group found in the
+footer kept from the first read). From a local file, polars reads the aligned block of
+BLOCK_ROWS rows that holds it: its scan decodes only the rows of the slice, where pyarrow and
+DuckDB build every value of the 16 Ki-row group: 3.6 ms of CPU against 10.6 (pyarrow) and 7.6
+(DuckDB by file_row_number) for an artifact of the guide's 1e5 catalog, load ~7
+(bench/row_reads.py). What remains is decompressing the group's pages, decoding the
+dictionaries of its unique text, and polars parsing the footer again (it takes no parsed one:
+2 of the 5 ms in a 933k-row file). From an object store, the one row group, through a pyarrow
+fragment (polars would fetch the footer again: one more request per read). Columns the
+group's statistics show NULL throughout (about a third of an artifact's: unused relations and
+features) are filled in, not read. The last blocks read are kept: the rows of a listing asked
+one by one fall mostly in one block.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import pyarrow.parquet as pq
 from ..catalog.snapshot import Snapshot
 
 if TYPE_CHECKING:
+    import polars as pl
     import pyarrow.dataset as ds
 
 # A file of at most this many rows is indexed with a dict (microseconds to build and to
@@ -42,10 +49,15 @@ if TYPE_CHECKING:
 DICT_ROWS = 4096
 # Rows kept after they were read (~5 KB each with 51 columns).
 CACHED_ROWS = 1024
-# Row groups kept after a row was read from them (a page of a listing spans one or two): a
-# 16 Ki-row group of the guide's artifacts is 6.8 MiB decoded.
-GROUPS_KEPT = 2
-# Rows not read before that a lookup reads from their files one row group each; more are
+# Rows read together from a local file when one of them is asked, aligned in their row group:
+# polars decodes these 256 for about the CPU of one (3.64 against 3.42 ms, the guide's 1e5
+# artifact file, bench/row_reads_results.json), so the neighbours of a row in a listing come
+# with it.
+BLOCK_ROWS = 256
+# Blocks kept after a row was read from them (a page of a listing spans one or two); on an
+# object store a block is a whole row group (6.8 MiB decoded for the guide's artifacts).
+BLOCKS_KEPT = 2
+# Rows not read before that a lookup reads from their files one block each; more are
 # left to one statement (the versions of a key spread over the small files of many saves).
 UNREAD_ROWS = 8
 
@@ -101,13 +113,29 @@ class _FileColumn:
         return self._keys.nbytes + self._positions.nbytes
 
 
+class _Block:
+    """Rows of one row group read together; ``start`` is the first one's offset in the group."""
+
+    __slots__ = ("_rows", "start")
+
+    def __init__(self, start: int, rows: pa.Table | pl.DataFrame):
+        self.start, self._rows = start, rows
+
+    def row(self, offset: int) -> dict:
+        """The row at ``offset`` in the group, as Python values."""
+        if isinstance(self._rows, pa.Table):  # a slice is zero-copy; take() copies every column
+            return self._rows.slice(offset - self.start, 1).to_pylist()[0]
+        return self._rows.row(offset - self.start, named=True)
+
+
 class _DataFile:
     """One data file, its footer read once (the file never changes): read whole for the
-    columns the index asks, or one row group at a time for rows.
+    columns the index asks, or a block of rows at a time.
 
-    Why two ways: a local file is opened with a ParquetFile, since pyarrow's dataset scanner
-    costs more per read than the read itself (3 columns of the 17 KB file of one save: 2.2
-    ms against 0.46 ms, load ~12); a file on an object store through a fragment opened with
+    Why several ways: a local file is opened with a ParquetFile for whole columns, since
+    pyarrow's dataset scanner costs more per read than the read itself (3 columns of the 17 KB
+    file of one save: 2.2 ms against 0.46 ms, load ~12), and with polars for a block of rows
+    (the module docstring says why); a file on an object store through a fragment opened with
     the size the log gives (no HEAD request)."""
 
     __slots__ = ("_filesystem", "_fragment", "_location", "_null_columns", "_path", "_size",
@@ -131,18 +159,13 @@ class _DataFile:
         # list as NULL too.
         self._null_columns: dict[int, set[str]] = {}
 
-    def read(self, columns: list[str], group: int | None = None) -> pa.Table:
-        """``columns`` (those the file has) of the whole file or of one row group."""
+    def read(self, columns: list[str]) -> pa.Table:
+        """``columns`` (those the file has) of the whole file."""
         columns = [c for c in columns if c in self.names]
         if self._location.is_local:
             parquet = pq.ParquetFile(self._path, metadata=self.metadata)
-            if group is None:
-                return parquet.read(columns, use_threads=False)
-            return parquet.read_row_group(group, columns, use_threads=False)
-        fragment = self._remote()
-        if group is not None:
-            fragment = fragment.subset(row_group_ids=[group])
-        return fragment.to_table(columns=columns, use_threads=False)
+            return parquet.read(columns, use_threads=False)
+        return self._remote().to_table(columns=columns, use_threads=False)
 
     def _remote(self) -> ds.ParquetFileFragment:
         """The file as a fragment of the location's current filesystem (rebuilt with new
@@ -164,10 +187,26 @@ class _DataFile:
             found.setdefault(int(group), []).append(position - int(self._starts[group]))
         return found
 
-    def read_group(self, group: int) -> pa.Table:
-        """One row group, without the columns that are NULL throughout in it."""
+    def block_start(self, group: int, offset: int) -> int:
+        """Where the block holding the row at ``offset`` of ``group`` starts in the group:
+        BLOCK_ROWS aligned rows of a local file; on an object store, the whole group (one
+        request for its columns)."""
+        return offset - offset % BLOCK_ROWS if self._location.is_local else 0
+
+    def read_block(self, group: int, start: int) -> _Block:
+        """The block of ``group`` starting at ``start``, without the columns NULL throughout
+        in the group."""
         nulls = self._nulls(group)
-        return self.read([n for n in self.names if n not in nulls], group)
+        columns = [n for n in self.names if n not in nulls]
+        if not self._location.is_local:
+            fragment = self._remote().subset(row_group_ids=[group])
+            return _Block(0, fragment.to_table(columns=columns, use_threads=False))
+        import polars as pl
+
+        first = int(self._starts[group]) + start
+        length = min(BLOCK_ROWS, int(self._starts[group + 1]) - first)
+        scan = pl.scan_parquet(self._path, glob=False, hive_partitioning=False)
+        return _Block(start, scan.select(columns).slice(first, length).collect())
 
     def _nulls(self, group: int) -> set[str]:
         nulls = self._null_columns.get(group)
@@ -202,8 +241,8 @@ class RowIndex:
         self._asked: dict[str, set[tuple]] = {}
         self._files: dict[str, set[str]] = {}
         self._rows: OrderedDict[tuple[str, int], dict] = OrderedDict()
-        # (file, row group) -> the group as read, the last GROUPS_KEPT
-        self._groups: OrderedDict[tuple[str, int], pa.Table] = OrderedDict()
+        # (file, row group, start of the block in it) -> the block as read, the last BLOCKS_KEPT
+        self._blocks: OrderedDict[tuple[str, int, int], _Block] = OrderedDict()
 
     def candidates(self, snapshot: Snapshot, column: str, value: str | int,
                    prefix: int | None = None) -> dict[int, tuple[str, int]]:
@@ -272,8 +311,8 @@ class RowIndex:
                 self._data_files.pop(file, None)
             for key in [k for k in self._rows if k[0] in gone]:
                 del self._rows[key]
-            for key in [k for k in self._groups if k[0] in gone]:
-                del self._groups[key]
+            for key in [k for k in self._blocks if k[0] in gone]:
+                del self._blocks[key]
 
     def rows(self, snapshot: Snapshot, found: dict[int, tuple[str, int]]) -> list[dict] | None:
         """The rows of ``found`` (from :meth:`candidates` on ``snapshot``): those read before
@@ -295,26 +334,26 @@ class RowIndex:
             data = self._data_files.get(file) or _DataFile(snapshot, file)
             self._data_files[file] = data
             for group, offsets in data.groups_of(positions).items():
-                table = self._group(file, data, group)
-                for offset in offsets:  # a slice is zero-copy; take() copies every column
-                    row = table.slice(offset, 1).to_pylist()[0]
+                for offset in offsets:
+                    row = self._block(file, data, group, offset).row(offset)
                     row = {name: row.get(name) for name in data.names}
                     self._keep_row(file, row)
                     rows.append(row)
         return rows
 
-    def _group(self, file: str, data: _DataFile, group: int) -> pa.Table:
-        """A row group read lately, or read now: the rows of a listing, asked one by one
-        in its order, mostly fall in the group of the row before."""
-        key = (file, group)
-        table = self._groups.get(key)
-        if table is None:
-            table = self._groups[key] = data.read_group(group)
-            while len(self._groups) > GROUPS_KEPT:
-                self._groups.popitem(last=False)
+    def _block(self, file: str, data: _DataFile, group: int, offset: int) -> _Block:
+        """The block holding the row at ``offset`` of ``group``, read lately or now: the rows
+        of a listing, asked one by one in its order, mostly fall in the block of the row
+        before."""
+        key = (file, group, data.block_start(group, offset))
+        block = self._blocks.get(key)
+        if block is None:
+            block = self._blocks[key] = data.read_block(group, key[2])
+            while len(self._blocks) > BLOCKS_KEPT:
+                self._blocks.popitem(last=False)
         else:
-            self._groups.move_to_end(key)
-        return table
+            self._blocks.move_to_end(key)
+        return block
 
     def _keep_row(self, file: str, row: dict) -> None:
         self._rows[(file, row["id"])] = row
