@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 # Rows read from a registry's files by id (to show them: rows_by_id) kept per version
 # and set of columns, up to this many (a display of a sparse filter shown again reads none).
 READ_BY_ID_ROWS = 4096
+# Rows per Arrow batch when a whole column is streamed from DuckDB to build a kept structure
+# (a list index): ~34 MiB of the records column at a time.
+STREAMED_BATCH_ROWS = 1_000_000
 # Answers of statements kept per set of table versions (arrow_of_versions).
 KEPT_ANSWERS = 64
 # The name under which count_among shows DuckDB the candidate rows, for one statement.
@@ -110,10 +113,9 @@ class VersionCaches:
         kept = self._list_indexes.get(key)
         if kept is None or kept[0] != version:
             branch = f" WHERE branch_id = {MAIN_BRANCH_ID}" if spec.has_branch else ""
-            rows = session.con.execute(f'SELECT id, "{column}" FROM "{spec.view}"{branch}'
-                                       ).to_arrow_table()
-            kept = self._list_indexes[key] = (version, ListIndex(rows.column(0),
-                                                                 rows.column(1)))
+            batches = session.con.execute(f'SELECT id, "{column}" FROM "{spec.view}"{branch}'
+                                          ).to_arrow_reader(STREAMED_BATCH_ROWS)
+            kept = self._list_indexes[key] = (version, ListIndex(batches))
         return kept[1]
 
     def count_among(self, spec, ids: np.ndarray, condition: str, params: list,
