@@ -106,7 +106,21 @@ def all_calls(root: str) -> dict:
         case["call"]()
         out["calls"].append({"name": case["name"], "peak_after": rss_peak(),
                              "rss_after": rss_now()})
+    out["kept_bytes"] = kept_bytes(ln)
     return out
+
+
+def kept_bytes(ln) -> dict:
+    """What the session keeps per version, by cache, in bytes."""
+    from lamina.engine.session import session_for
+
+    session = session_for(ln.current())
+    caches = session._caches
+    return {"list_indexes": {f"{table}.{column}": index.nbytes
+                             for (table, column), (_, index) in caches._list_indexes.items()},
+            "row_columns": {table: kept.nbytes for table, kept in caches._row_columns.items()},
+            "held_rows": {table: held.table.nbytes for table, (_, held) in session._held.items()},
+            "read_by_id": sum(held.table.nbytes for _, held in caches._read_by_id.values())}
 
 
 def child(*args: str) -> dict:
@@ -152,6 +166,9 @@ def markdown(result: dict) -> str:
               "MiB):", "", "| after call | peak | RSS |", "|---|---|---|"]
     lines += [f"| `{c['name']}` | {mib(c['peak_after'])} MiB | {mib(c['rss_after'])} MiB |"
               for c in seq["calls"]]
+    lines += ["", "Kept by the session after them (MiB): " + json.dumps(
+        {cache: {k: mib(v) for k, v in kept.items()} if isinstance(kept, dict) else mib(kept)
+         for cache, kept in seq["kept_bytes"].items()})]
     return "\n".join(lines)
 
 

@@ -81,3 +81,52 @@ def test_ids_past_32_bits_are_kept_whole():
     assert index.rows_holding({3}).tolist() == [1, 2]
     assert index.rows_holding({7, 3}).tolist() == [1, 2, big + 6]
     assert np.asarray(index.rows_holding({7})).dtype == np.int64
+
+
+def test_a_sessions_list_indexes_stay_within_their_byte_cap_and_counts_stay_right(
+        local_root, tmp_path, monkeypatch):
+    """With a cap of one index's bytes, indexes of several list columns asked in turn
+    replace each other (the one just built kept), and every count is what the links say."""
+    import time
+
+    import lamina as ln
+    from lamina.engine import session as session_module
+    from lamina.engine import version_caches
+
+    from helpers import write_file
+
+    ln.init(storage=local_root)
+    a, b = ln.Record(name="A").save(), ln.Record(name="B").save()
+    u = ln.ULabel(name="U").save()
+    arts = [ln.Artifact(write_file(tmp_path, f"{i}.txt", str(i)), key=f"{i}.txt").save()
+            for i in range(6)]
+    for art in arts[:3]:
+        art.records.add(a)
+    arts[3].records.add(b)
+    for art in arts[2:]:
+        art.ulabels.add(u)
+    caches = session_module.session_for(ln.current())._caches
+    assert ln.Artifact.filter(records=a).count() == 3
+    time.sleep(session_module.IN_MEMORY_AFTER_SECONDS + 0.05)  # the version has lasted
+    assert ln.Artifact.filter(records=a).count() == 3
+    one_index = caches.list_index_bytes
+    assert one_index > 0  # the count was answered from an index
+    monkeypatch.setattr(version_caches, "LIST_INDEX_BYTES", one_index)
+    for _ in range(2):
+        assert ln.Artifact.filter(ulabels=u).count() == 4
+        assert caches.list_index_bytes <= one_index + 8 * len(arts)
+        assert ln.Artifact.filter(records=b).count() == 1
+        assert ln.Artifact.filter(records=a, ulabels=u).count() == 1
+        assert caches.list_index_bytes <= 2 * one_index
+
+
+def test_answers_kept_per_index_stay_within_their_byte_cap(monkeypatch):
+    from lamina.engine import list_index
+
+    rows = lists_of(400, seed=2)
+    index = ListIndex(batches(rows, sorted(rows), 100))
+    monkeypatch.setattr(list_index, "KEPT_ANSWER_BYTES", 8 * 60)
+    bare = index.nbytes
+    for label in range(1, 12):
+        assert index.rows_holding({label}).tolist() == holding(rows, {label})
+        assert index.nbytes - bare <= 8 * 60

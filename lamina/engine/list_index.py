@@ -19,8 +19,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# Answers kept per index (each at most one id per row: 8 MB at 1e6 rows).
+# Answers kept per index, and the bytes they may take together: an answer holds up to one id
+# per row (80 MB at 1e7 rows), so a count alone would let 64 of them take 5 GB.
 KEPT_ANSWERS = 64
+KEPT_ANSWER_BYTES = 64 * 2**20
 
 
 class ListIndex:
@@ -62,10 +64,8 @@ class ListIndex:
     def rows_holding(self, ids) -> np.ndarray:
         """The sorted ids of the rows whose list holds any of ``ids``."""
         key = tuple(sorted({int(i) for i in ids}))
-        found = self._found.get(key)
+        found = self._found.pop(key, None)
         if found is None:
-            if len(self._found) >= KEPT_ANSWERS:
-                self._found.clear()
             if len(key) == 1:
                 found = self._rows[self._held == key[0]].astype(np.int64)
             else:
@@ -73,7 +73,12 @@ class ListIndex:
             # A list holding an id twice (or two of the ids) names its row twice.
             if len(found) > 1 and not bool(np.all(found[1:] > found[:-1])):
                 found = np.unique(found)
-            self._found[key] = found
+        if found.nbytes <= KEPT_ANSWER_BYTES:
+            kept = sum(answer.nbytes for answer in self._found.values())
+            while self._found and (len(self._found) >= KEPT_ANSWERS
+                                   or kept + found.nbytes > KEPT_ANSWER_BYTES):
+                kept -= self._found.pop(next(iter(self._found))).nbytes
+            self._found[key] = found  # most recently used last
         return found
 
     @property
