@@ -120,7 +120,12 @@ def kept_bytes(ln) -> dict:
                              for (table, column), (_, index) in caches._list_indexes.items()},
             "row_columns": {table: kept.nbytes for table, kept in caches._row_columns.items()},
             "held_rows": {table: held.table.nbytes for table, (_, held) in session._held.items()},
-            "read_by_id": sum(held.table.nbytes for _, held in caches._read_by_id.values())}
+            "read_by_id": sum(held.table.nbytes for _, held in caches._read_by_id.values()),
+            # DuckDB's buffer manager on the session's connection: temp tables (newest rows,
+            # small registries copied), cached file data, and what operators still hold.
+            "duckdb": dict(session.con.execute(
+                "SELECT tag, memory_usage_bytes FROM duckdb_memory() "
+                "WHERE memory_usage_bytes > 0").fetchall())}
 
 
 def child(*args: str) -> dict:
