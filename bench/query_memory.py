@@ -10,11 +10,14 @@ the process's resident memory just before the call (``VmRSS``, the baseline) and
 mark (``ru_maxrss``) after the call, so the call's own peak is the difference. The high-water
 mark is reset to the baseline just before the call (``/proc/self/clear_refs``), so it is the
 call's and not that of the import, which peaks above where it settles. Each call runs
-twice: ``first`` right after connecting (the artifact version shown for less than
-``IN_MEMORY_AFTER_SECONDS``, so no per-version cache is made and the call runs its plain
-statement), and ``kept`` after that wait (the call makes and uses the caches of the version:
-held rows, list indexes, kept columns). A last process runs every call one after another, as
-guide.py does, and records the high-water mark after each (caches of all calls growing).
+twice: ``first`` right after the setup, and ``kept`` after waiting
+``IN_MEMORY_AFTER_SECONDS``, so that the version has lasted and the call makes (or uses) the
+caches of the version: held rows, list indexes, kept columns. Whether the ``first`` call
+already makes them depends on how long connecting and the setup took (the version counts as
+shown from the first view made), so the call's peak is the larger of the two. A last process runs every call one after another, as
+guide.py does, and records the high-water mark after each (caches of all calls growing), and
+what the session keeps then. Last, two statements heavier than any guide call run on a DuckDB
+connection set up as lamina's, under DuckDB's default memory_limit and under smaller ones.
 
 Writes ``query_memory_results.json`` beside this script (``--json`` to change).
 """
@@ -128,6 +131,46 @@ def kept_bytes(ln) -> dict:
                 "WHERE memory_usage_bytes > 0").fetchall())}
 
 
+# Statements heavier than any guide call, over the artifact table's files, to see what
+# DuckDB's memory_limit does to them (lamina.engine.connections.MEMORY_LIMIT).
+HEAVY = {"GROUP BY key (1e7 groups), counted":
+         "SELECT count(*) FROM (SELECT key, count(*) FROM {src} GROUP BY key)",
+         "4 columns of every row ORDER BY key, as Arrow":
+         "SELECT id, key, size, created_at FROM {src} ORDER BY key"}
+
+
+def under_limit(root: str, limit: str) -> dict:
+    """In this (fresh) process: HEAVY on a DuckDB connection set up as lamina's, with
+    ``memory_limit`` ``limit`` ("default": DuckDB's own), each statement's own peak."""
+    import duckdb
+
+    from lamina.engine import connections
+
+    ln, _ = connected(root)
+    store = ln.current().store(ln.Artifact._spec)
+    con = duckdb.connect(config={"threads": os.cpu_count() or 2})
+    spill = tempfile.mkdtemp(prefix="lamina-query-memory-spill-")
+    if limit != "default":
+        con.execute(f"SET memory_limit = '{limit}'")
+        con.execute(f"SET temp_directory = '{spill}'")
+    connections.confine_to_catalog(con, store.location)
+    src = connections.parquet_source(store.snapshot().files)
+    out = {"limit": limit, "setting": con.execute(
+        "SELECT current_setting('memory_limit')").fetchone()[0], "statements": {}}
+    for name, sql in HEAVY.items():
+        before, t0 = reset_peak(), time.perf_counter()
+        try:
+            rows = con.execute(sql.format(src=src)).to_arrow_table()
+            answer = {"rows": rows.num_rows, "arrow_bytes": rows.nbytes}
+            del rows
+        except duckdb.Error as exc:
+            answer = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        out["statements"][name] = {**answer, "rss_before": before, "peak_after": rss_peak(),
+                                   "seconds": round(time.perf_counter() - t0, 2)}
+    shutil.rmtree(spill, ignore_errors=True)
+    return out
+
+
 def child(*args: str) -> dict:
     """Run this script with ``args`` in a fresh process; its JSON answer."""
     out = subprocess.run([sys.executable, os.path.abspath(__file__), *args],
@@ -174,6 +217,13 @@ def markdown(result: dict) -> str:
     lines += ["", "Kept by the session after them (MiB): " + json.dumps(
         {cache: {k: mib(v) for k, v in kept.items()} if isinstance(kept, dict) else mib(kept)
          for cache, kept in seq["kept_bytes"].items()})]
+    lines += ["", "Heavier statements on a DuckDB connection like lamina's, by memory_limit:", "",
+              "| memory_limit | statement | answer | own peak | s |", "|---|---|---|---|---|"]
+    for run in result["duckdb_limits"]:
+        for name, st in run["statements"].items():
+            answer = st.get("error") or f"{st['rows']:,} rows"
+            lines.append(f"| {run['limit']} ({run['setting']}) | {name} | {answer} | "
+                         f"{mib(st['peak_after'] - st['rss_before'])} MiB | {st['seconds']} |")
     return "\n".join(lines)
 
 
@@ -185,10 +235,12 @@ def main() -> None:
     parser.add_argument("--one", nargs=2, metavar=("ROOT", "INDEX"), help=argparse.SUPPRESS)
     parser.add_argument("--all", metavar="ROOT", help=argparse.SUPPRESS)
     parser.add_argument("--check", metavar="ROOT", help=argparse.SUPPRESS)
+    parser.add_argument("--limit", nargs=2, metavar=("ROOT", "LIMIT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.one or args.all or args.check:
+    if args.one or args.all or args.check or args.limit:
         answer = (one_call(args.one[0], int(args.one[1])) if args.one
-                  else all_calls(args.all) if args.all else check(args.check))
+                  else all_calls(args.all) if args.all
+                  else under_limit(*args.limit) if args.limit else check(args.check))
         print(json.dumps(answer))
         return
     n = int(args.n)
@@ -219,6 +271,9 @@ def main() -> None:
             own = max(row[p]["peak_after"] - row[p]["rss_before"] for p in ("first", "kept"))
             guide.log(f"  {name:55s} own peak {mib(own):8.1f} MiB  load {row['load']}")
         results["sequence"] = child("--all", root)
+        results["duckdb_limits"] = [dict(child("--limit", root, limit),
+                                         load=round(os.getloadavg()[0], 2))
+                                    for limit in ("default", "256MiB", "512MiB")]
         print(markdown(results) + "\n", flush=True)
         guide.write_results(results, args.json)
     finally:
