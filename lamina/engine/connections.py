@@ -72,11 +72,11 @@ class CredentialSecret:
 # What DuckDB's buffer manager may hold per connection: operators' state (hash tables, sorts),
 # temp tables (a registry's newest rows, small registries copied) and its cache of file data;
 # past it, operators spill to a folder of the connection's own. DuckDB's default is 80% of RAM.
-# Why 512 MiB: the guide's calls at 1e7 artifacts take <= 125 MiB in a fresh process, and
-# the session's DuckDB holds 72 MiB after all of them (query_memory_results.json); a GROUP BY
-# of 1e7 keys took the process to 957 MiB by default and 470 MiB at 256 MiB, spilling
-# (query_memory_results.json, "duckdb_limits"); half the issue's 1 GiB per query is left to
-# the Arrow side (list indexes, kept columns, the answer).
+# Why 512 MiB: at 1e7 artifacts the guide's calls that build no cache take <= 113 MiB in a
+# fresh process, and DuckDB holds 72 MiB after all of them; a GROUP BY of the 1e7 keys took
+# 740 MiB by default, 570 MiB at 512 MiB and 312 MiB at 256 MiB, spilling
+# (bench/query_memory_results.json); half of issue 11's 1 GiB per query is left to the Arrow
+# side (list indexes, kept columns, the answer itself).
 MEMORY_LIMIT = "512MiB"
 
 
