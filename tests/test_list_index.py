@@ -89,11 +89,11 @@ def test_a_sessions_list_indexes_stay_within_their_byte_cap_and_counts_stay_righ
     replace each other (the one just built kept), and every count is what the links say."""
     import time
 
+    from helpers import write_file
+
     import lamina as ln
     from lamina.engine import session as session_module
     from lamina.engine import version_caches
-
-    from helpers import write_file
 
     ln.init(storage=local_root)
     a, b = ln.Record(name="A").save(), ln.Record(name="B").save()

@@ -28,7 +28,8 @@ READ_BY_ID_ROWS = 4096
 STREAMED_BATCH_ROWS = 1_000_000
 # What the list indexes of one session may take together; past it the least recently used
 # are dropped (the one just built is kept whatever its size). At 1e7 artifacts the guide's
-# three (records, schemas, a categorical feature) take LIST_INDEXES_MEASURED.
+# three (records, schemas, a categorical feature) take 450 MiB together
+# (bench/query_memory_results.json).
 LIST_INDEX_BYTES = 512 * 2**20
 # Answers of statements kept per set of table versions (arrow_of_versions).
 KEPT_ANSWERS = 64
