@@ -69,10 +69,25 @@ class CredentialSecret:
         self._installed = credentials
 
 
+# What DuckDB's buffer manager may hold per connection: operators' state (hash tables, sorts),
+# temp tables (a registry's newest rows, small registries copied) and its cache of file data;
+# past it, operators spill to a folder of the connection's own. DuckDB's default is 80% of RAM.
+# Why 512 MiB: at 1e7 artifacts the guide's calls that build no cache take <= 113 MiB in a
+# fresh process, and DuckDB holds 72 MiB after all of them; a GROUP BY of the 1e7 keys took
+# 740 MiB by default, 570 MiB at 512 MiB and 312 MiB at 256 MiB, spilling
+# (bench/query_memory_results.json); half of issue 11's 1 GiB per query is left to the Arrow
+# side (list indexes, kept columns, the answer itself).
+MEMORY_LIMIT = "512MiB"
+
+
 def new_connection(location: Location) -> duckdb.DuckDBPyConnection:
     """A connection able to read ``location``'s kind of storage (httpfs for object stores),
-    caching what it reads of the immutable Delta data files."""
+    caching what it reads of the immutable Delta data files, within MEMORY_LIMIT."""
     con = duckdb.connect(config={"threads": os.cpu_count() or 2})
+    con.execute(f"SET memory_limit = {quote(MEMORY_LIMIT)}")
+    # A folder per connection: DuckDB names its spill files per database, and connections
+    # sharing a folder could overwrite each other's.
+    con.execute(f"SET temp_directory = {quote(tempfile.mkdtemp(dir=_process_dir()))}")
     # A query slower than 2 s (a loaded machine) would print DuckDB's progress bar on the
     # user's stdout: in the middle of their output, or of a child process's JSON lines.
     con.execute("SET enable_progress_bar = false")
@@ -179,11 +194,17 @@ _COPIES_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
-def _copies_dir() -> str:
-    """This process's folder of copies, removed when it exits."""
-    folder = os.path.realpath(tempfile.mkdtemp(prefix="lamina-copies-"))
+def _process_dir() -> str:
+    """This process's temporary folder (copies, DuckDB's spill files), removed when it exits."""
+    folder = os.path.realpath(tempfile.mkdtemp(prefix="lamina-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
+
+
+@functools.lru_cache(maxsize=1)
+def _copies_dir() -> str:
+    """This process's folder of copies of small registries' files."""
+    return tempfile.mkdtemp(prefix="copies-", dir=_process_dir())
 
 
 _EXPLAIN = re.compile(r"^\s*EXPLAIN(?:\s+ANALY[SZ]E)?\s+(.*)$", re.IGNORECASE | re.DOTALL)

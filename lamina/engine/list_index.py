@@ -13,35 +13,50 @@ sort every element up front (a full inverted index): people ask for a few ids pe
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# Answers kept per index (each at most one id per row: 8 MB at 1e6 rows).
+# Answers kept per index, and the bytes they may take together: an answer holds up to one id
+# per row (80 MB at 1e7 rows), so a count alone would let 64 of them take 5 GB.
 KEPT_ANSWERS = 64
+KEPT_ANSWER_BYTES = 64 * 2**20
 
 
 class ListIndex:
     """The elements of one list column of one table version, and the rows holding them."""
 
-    def __init__(self, row_ids: pa.Array, lists: pa.Array):
-        if isinstance(lists, pa.ChunkedArray):
-            lists = lists.combine_chunks()
-        ids = np.asarray(row_ids.to_numpy() if isinstance(row_ids, pa.Array)
-                         else pa.chunked_array(row_ids).to_numpy(), dtype=np.int64)
-        lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy()
-        order = None
-        if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
-            order = np.argsort(ids, kind="stable")
-        # A NULL element is no id (ids are positive).
-        held = pc.fill_null(pc.list_flatten(lists), -1).to_numpy()
-        rows = np.repeat(ids, lengths)
-        if order is not None:
+    def __init__(self, batches: Iterable[pa.RecordBatch]):
+        """From ``batches`` of (row id, list) read one at a time. Why not the whole column at
+        once: at 1e7 artifacts the ``records`` column is 338 MiB as Arrow, and flattening it
+        in one piece (its copies, the int64 elements, the repeated row ids) took the process
+        1.4 GiB above its baseline for an index of 217 MiB (bench/query_memory.py)."""
+        held_parts, row_parts = [], []
+        previous = None  # the last row id seen, while the rows come in id order
+        in_order = True
+        for batch in batches:
+            ids = np.asarray(batch.column(0).to_numpy(), dtype=np.int64)
+            lists = batch.column(1)
+            lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy()
+            # A NULL element is no id (ids are positive).
+            held = pc.fill_null(pc.list_flatten(lists), -1).to_numpy()
+            if len(ids):
+                in_order = in_order and (previous is None or ids[0] > previous) and bool(
+                    np.all(ids[1:] > ids[:-1]))
+                previous = ids[-1]
+            held_parts.append(_narrow(held))
+            row_parts.append(_narrow(np.repeat(ids, lengths)))
+        # Parts of both widths concatenate to int64.
+        held = np.concatenate(held_parts) if held_parts else np.empty(0, np.int32)
+        del held_parts
+        rows = np.concatenate(row_parts) if row_parts else np.empty(0, np.int32)
+        del row_parts
+        if not in_order:
             by_row = np.argsort(rows, kind="stable")
             held, rows = held[by_row], rows[by_row]
-        small = len(ids) == 0 or int(ids.max()) < 2**31
-        self._held = held.astype(np.int32 if small and held.max(initial=0) < 2**31 else np.int64)
-        self._rows = rows.astype(np.int32) if small else rows
+        self._held, self._rows = held, rows
         # The answer of each set of ids asked for: a union over several ids is a pass over
         # every element, too much to repeat on every call at 1e6 rows.
         self._found: dict[tuple, np.ndarray] = {}
@@ -49,10 +64,8 @@ class ListIndex:
     def rows_holding(self, ids) -> np.ndarray:
         """The sorted ids of the rows whose list holds any of ``ids``."""
         key = tuple(sorted({int(i) for i in ids}))
-        found = self._found.get(key)
+        found = self._found.pop(key, None)
         if found is None:
-            if len(self._found) >= KEPT_ANSWERS:
-                self._found.clear()
             if len(key) == 1:
                 found = self._rows[self._held == key[0]].astype(np.int64)
             else:
@@ -60,10 +73,22 @@ class ListIndex:
             # A list holding an id twice (or two of the ids) names its row twice.
             if len(found) > 1 and not bool(np.all(found[1:] > found[:-1])):
                 found = np.unique(found)
-            self._found[key] = found
+        if found.nbytes <= KEPT_ANSWER_BYTES:
+            kept = sum(answer.nbytes for answer in self._found.values())
+            while self._found and (len(self._found) >= KEPT_ANSWERS
+                                   or kept + found.nbytes > KEPT_ANSWER_BYTES):
+                kept -= self._found.pop(next(iter(self._found))).nbytes
+            self._found[key] = found  # most recently used last
         return found
 
     @property
     def nbytes(self) -> int:
         return (self._held.nbytes + self._rows.nbytes
                 + sum(found.nbytes for found in self._found.values()))
+
+
+def _narrow(values: np.ndarray) -> np.ndarray:
+    """``values`` (ids) as int32 when every one fits: half the memory of the index."""
+    if len(values) == 0 or (values.min() >= -2**31 and values.max() < 2**31):
+        return values.astype(np.int32)
+    return values

@@ -23,6 +23,14 @@ if TYPE_CHECKING:
 # Rows read from a registry's files by id (to show them: rows_by_id) kept per version
 # and set of columns, up to this many (a display of a sparse filter shown again reads none).
 READ_BY_ID_ROWS = 4096
+# Rows per Arrow batch when a whole column is streamed from DuckDB to build a kept structure
+# (a list index): ~34 MiB of the records column at a time.
+STREAMED_BATCH_ROWS = 1_000_000
+# What the list indexes of one session may take together; past it the least recently used
+# are dropped (the one just built is kept whatever its size). At 1e7 artifacts the guide's
+# three (records, schemas, a categorical feature) take 450 MiB together
+# (bench/query_memory_results.json).
+LIST_INDEX_BYTES = 512 * 2**20
 # Answers of statements kept per set of table versions (arrow_of_versions).
 KEPT_ANSWERS = 64
 # The name under which count_among shows DuckDB the candidate rows, for one statement.
@@ -107,14 +115,22 @@ class VersionCaches:
     def _list_index(self, spec, version: int, column: str) -> ListIndex:
         session = self._session
         key = (spec.qualified, column)
-        kept = self._list_indexes.get(key)
+        kept = self._list_indexes.pop(key, None)
         if kept is None or kept[0] != version:
             branch = f" WHERE branch_id = {MAIN_BRANCH_ID}" if spec.has_branch else ""
-            rows = session.con.execute(f'SELECT id, "{column}" FROM "{spec.view}"{branch}'
-                                       ).to_arrow_table()
-            kept = self._list_indexes[key] = (version, ListIndex(rows.column(0),
-                                                                 rows.column(1)))
+            batches = session.con.execute(f'SELECT id, "{column}" FROM "{spec.view}"{branch}'
+                                          ).to_arrow_reader(STREAMED_BATCH_ROWS)
+            kept = (version, ListIndex(batches))
+            held = kept[1].nbytes + self.list_index_bytes
+            while self._list_indexes and held > LIST_INDEX_BYTES:
+                held -= self._list_indexes.pop(next(iter(self._list_indexes)))[1].nbytes
+        self._list_indexes[key] = kept  # most recently used last
         return kept[1]
+
+    @property
+    def list_index_bytes(self) -> int:
+        """What the list indexes kept take."""
+        return sum(index.nbytes for _, index in self._list_indexes.values())
 
     def count_among(self, spec, ids: np.ndarray, condition: str, params: list,
                     columns: set[str], specs=(), answer: str = "count(*)"):
