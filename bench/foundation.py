@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 
 # Seed system's figures (shared/design.md, "What the seed system measures on this machine").
@@ -744,12 +745,14 @@ _SPACE = re.compile(r"\s*")
 
 
 def request_kind(entry: dict) -> str:
-    """What a recorded request touched: the table's lease, a log commit, a checkpoint, a
-    data file, a listing, or something else."""
+    """What a recorded request touched: the table's turn (its queue of tickets; a lease
+    object before), a log commit, a checkpoint, a data file, a listing, or something else."""
     path = entry.get("url") or entry.get("path") or ""
     path, _, query = path.partition("?")
     if path.endswith(".lease"):
         return "lease"
+    if ".turns/" in path or ".turns/" in urllib.parse.unquote(query):
+        return "turn"
     if "list-type" in query or "prefix=" in query:
         return "list"
     if "/_delta_log/" in path:
