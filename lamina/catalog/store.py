@@ -366,9 +366,8 @@ class TableStore:
         return turns.turn_for(self.location, self.spec.qualified)
 
     def _queued_turn(self):
-        """The table's turn on S3 (turns.py), taken in the order it was asked for by a
-        compaction and by a writer that lost the race or found others waiting; taken before
-        the store's lock, as every holder does."""
+        """The table's turn on S3 (turns.py), taken in the order it was asked for by writers
+        that lost the race or found others waiting; taken before the store's lock."""
         return turns.queued_turn(self.location, self.spec.qualified)
 
     def _commit(self, snapshot: Snapshot, change: Change,
@@ -456,8 +455,12 @@ class TableStore:
         an edit of one of those rows ends this round (the next commit tries again); what it
         reads, first and after a lost race, comes from the log reader (only the commits it
         has not seen; deltalake's re-read made a compaction on S3 take 5.3 s on average,
-        bench/foundation_latency_runs/probe-before-turns.json). It commits in the table's
-        turn (turns.py: the machine's flock locally, the queue on S3).
+        bench/foundation_latency_runs/probe-before-turns.json). The merge runs outside the
+        table's turn, and each commit attempt in the machine's flock locally; on S3 it does
+        not queue for the turn: in the queue it held up every waiting writer for its whole
+        merge (1.3 s at load 10, five times in the 200 saves of the 8-writer race), while a
+        commit of its that wins makes at most the one holder re-plan. Two compactions may
+        then merge the same files at once; the first to commit ends the other's round.
         Before, a compaction rewrote through a predicate overwrite, which on S3 re-read every
         small file and rewrote them again after each lost race: 8 racing writers, p99 save
         27 s (bench/README.md). deltalake's ``optimize.compact()`` is not used: two of them
@@ -465,7 +468,7 @@ class TableStore:
         is not seen as a conflict; delta-rs #1348, #3982), which leaves every merged row in
         the table twice. Old files stay until vacuum, so readers of an older snapshot are
         never broken."""
-        with self._queued_turn(), self._lock, self._turn():
+        with self._lock:
             try:
                 state = self._latest_log()
             except UnsupportedLog:
@@ -475,36 +478,37 @@ class TableStore:
             sizes = compaction.small_files(state)
             if len(sizes) < 2 or not append_commit.supports(self.location, state.protocol):
                 return {}
-            # In id order, as appends left them: the newest rows stay in the last row groups.
-            rows = Snapshot.of_log(self.spec, self.location, state).read_whole(
-                [state.files[p].uri for p in sizes]).sort_by("id")
-            add, merged_uri = append_commit.write_data_file(self.location, self.uri, rows,
-                                                            data_change=False)
-            actions = [add, *(append_commit.remove_action(p, sizes[p], data_change=False)
-                              for p in sorted(sizes))]
-            # No rows change: ln.history() shows a compaction with 0 rows.
-            info = {"operation": "OPTIMIZE", "operationParameters": {},
-                    "operationMetrics": {"num_added_files": 1, "num_removed_files": len(sizes)},
-                    **self._commit_metadata("compact")}
-            for _ in range(compaction.COMMIT_ATTEMPTS):
+        # In id order, as appends left them: the newest rows stay in the last row groups.
+        rows = Snapshot.of_log(self.spec, self.location, state).read_whole(
+            [state.files[p].uri for p in sizes]).sort_by("id")
+        add, merged_uri = append_commit.write_data_file(self.location, self.uri, rows,
+                                                        data_change=False)
+        actions = [add, *(append_commit.remove_action(p, sizes[p], data_change=False)
+                          for p in sorted(sizes))]
+        # No rows change: ln.history() shows a compaction with 0 rows.
+        info = {"operation": "OPTIMIZE", "operationParameters": {},
+                "operationMetrics": {"num_added_files": 1, "num_removed_files": len(sizes)},
+                **self._commit_metadata("compact")}
+        for _ in range(compaction.COMMIT_ATTEMPTS):
+            with self._lock, self._turn():
+                # Only the commits since the merge began (one LIST, their GETs concurrently).
+                newer = self._reader.update(state) or state
+                if (not sizes.keys() <= newer.files.keys()
+                        or newer.schema_string != state.schema_string):
+                    break  # merged or edited meanwhile, or new columns: next round
+                state = newer
                 try:
                     append_commit.put_log_entry(self.location, self.uri, state.version + 1,
                                                 actions, info)
                 except append_commit.LostRace:
-                    # Only the commits since (one LIST, their GETs concurrently).
-                    newer = self._reader.update(state) or state
-                    if (not sizes.keys() <= newer.files.keys()
-                            or newer.schema_string != state.schema_string):
-                        break  # merged or edited meanwhile, or new columns: next round
-                    state = newer
                     continue
                 self._log = self._reader.committed(state, actions)
                 self._current = Snapshot.of_log(self.spec, self.location, self._log)
                 self._checkpoint_if_due()
                 return {"numFilesRemoved": len(sizes), "numRowsRewritten": rows.num_rows,
                         "version": self._log.version}
-            append_commit.remove_file(self.location, merged_uri)
-            return {}
+        append_commit.remove_file(self.location, merged_uri)
+        return {}
 
     def vacuum(self, retention_hours: int = 168) -> list[str]:
         """Delete files no snapshot younger than ``retention_hours`` needs."""

@@ -16,11 +16,11 @@ bench/README.md, "Racing writers").
   wait. A ticket that stays first for ``TURN_SECONDS`` of a waiter's watch belongs to a writer
   that died or stalled; that waiter deletes it.
 
-Who takes the turn on S3: a compaction (two never merge the same files at once), a writer that
-lost the commit race twice (store.TURN_AFTER_LOSSES), and a writer whose first attempt on a
-table others committed to lately finds the queue not empty: the check is one LIST, issued while
-its rows are encoded (:func:`turn_taken`); it then joins the queue before uploading anything
-(:class:`TurnTaken`) instead of waiting for the release and racing again.
+Who takes the turn on S3: a writer that lost the commit race twice (store.TURN_AFTER_LOSSES),
+and a writer whose first attempt on a table others committed to lately finds the queue not
+empty: the check is one LIST, issued while its rows are encoded (:func:`turn_taken`); it then
+joins the queue before uploading anything (:class:`TurnTaken`) instead of waiting for the
+release and racing again. A compaction does not queue (TableStore.compact says why).
 
 Before the queue, the turn was a lease object created with put-if-absent, and whoever polled
 first after a release took it: a writer could lose the turn several times in a row (8 writers
