@@ -11,9 +11,9 @@ bench/README.md, "Racing writers").
   from reading the snapshot to the commit (:class:`MachineTurn`).
 - On S3, a table's turn is a queue (:class:`TurnQueue`): a writer that wants the turn puts a
   ticket ``.lamina/locks/<table>.turns/<nanoseconds>-<pid>-<random>``, named by the time it
-  began waiting, and holds the turn while its ticket is the first one a listing returns; it
-  deletes the ticket when done. So the turn goes to the writers in the order they began to
-  wait. A ticket that stays first for ``TURN_SECONDS`` of a waiter's watch belongs to a writer
+  began waiting, and holds the turn while its ticket is the oldest in a listing (by the
+  store's clock, then by name); it deletes the ticket when done. So the turn goes to the
+  writers in the order they began to wait. A ticket that stays first for ``TURN_SECONDS`` of a waiter's watch belongs to a writer
   that died or stalled; that waiter deletes it.
 
 Who takes the turn on S3: a writer that lost the commit race twice (store.TURN_AFTER_LOSSES),
@@ -137,11 +137,13 @@ _REGISTRY_LOCK = threading.Lock()
 class TurnQueue:
     """A table's queue of tickets for its turn on S3 (see the module docstring).
 
-    Ticket names sort by the time their writer began to wait, by that writer's clock: writers
-    on one machine are served strictly in order, writers on machines whose clocks differ by
-    more than a turn not quite (the turn is about time, never about correctness). Two writers
-    may for a moment both see their ticket first (one put its ticket, stamped earlier, just
-    after the other listed); their commits are still put-if-absent."""
+    Tickets are served in the order the store received them (their ``Last-Modified``, by the
+    store's clock), and within one tick of that clock (a second on AWS S3) by their names,
+    the time their writer began to wait by its own clock: strictly in order on one machine,
+    and a writer on a machine whose clock is off waits at most one tick more or less. Two
+    writers may for a moment both see their ticket first (two tickets of one tick, the one
+    named earlier put just after the other listed); their commits are still put-if-absent
+    (the turn is about time, never about correctness)."""
 
     def __init__(self, location: Location, uri: str):
         self.location = location
@@ -206,7 +208,9 @@ class TurnQueue:
         """The tickets in the queue, first first (one LIST)."""
         answer = self.location.fs.call_s3("list_objects_v2", Bucket=self.bucket,
                                           Prefix=self.prefix)
-        return sorted(item["Key"] for item in answer.get("Contents", ()))
+        items = sorted(answer.get("Contents", ()),
+                       key=lambda item: (item["LastModified"], item["Key"]))
+        return [item["Key"] for item in items]
 
     def is_taken(self) -> bool:
         """Whether any writer holds or waits for the turn (or left a ticket when it died:
