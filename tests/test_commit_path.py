@@ -303,11 +303,12 @@ def test_a_first_attempt_waits_while_another_writer_holds_the_turn(queue):
 
     assert names_while_held == ["first", "other"]
     assert len(queued) == 2 and queued[0] == ticket  # the save queued behind the holder
-    # It gave way before uploading its rows (nothing written, nothing to remove), and its
-    # polls of the queue spread out as the turn lasts (a lease HEAD every 50 ms, ~20 in this
-    # second, before the polls grew).
+    # It gave way before uploading its rows (nothing written, nothing to remove), and, next in
+    # line, its polls of the queue spread out as the turn lasts: every 20 ms for the first
+    # 0.1 s, then a fifth of the time the turn has lasted (at most ~22 in this second; 50 at
+    # a steady 20 ms).
     assert not [r for r in while_held if r[0] in ("PUT", "DELETE") and ".parquet" in r[1]]
-    assert len([r for r in while_held if r[0] == "GET" and ".turns" in r[1]]) <= 15
+    assert len([r for r in while_held if r[0] == "GET" and ".turns" in r[1]]) <= 25
     assert saved.is_set()
     assert committed_names(location.root) == ["first", "other", "waiting"]
     assert turn.tickets() == []
