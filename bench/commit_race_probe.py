@@ -1,15 +1,17 @@
 #!/usr/bin/env python
 """Where the time of racing S3 writers goes: P writer processes × K ``Record.save()`` on the
 moto S3 root (as ``foundation.py --only-latency``), with every phase of every save timed in the
-writer — the snapshot read, the data-file upload, the log PUT (won or lost), the lease wait, the
-backoff sleeps, compaction and checkpoints; an attempt that gave way to the turn shows as
-``_commit`` with outcome ``TurnTaken``.
+writer — the snapshot read, the data-file upload, the log PUT (won or lost), joining the queue for
+the turn and waiting in it, the backoff sleeps, compaction and checkpoints; an attempt that
+queued for the turn instead of racing shows as ``_commit`` with outcome ``TurnTaken``.
 
     python bench/commit_race_probe.py 8 25 bench/foundation_latency_runs/probe-<name>.json
     TURN_AFTER=1 python bench/commit_race_probe.py ...   # another store.TURN_AFTER_LOSSES
 
 Prints the load average, p50/p99/max save and each phase's count and total; writes every
-save's phases (writer, save, seconds, [(phase, ms, outcome)]) with the load to the file.
+save's phases (writer, save, seconds, [(phase, ms, outcome, start, end)]) with the load to the
+file; and how the queue for the turn was served: how long a turn was held, and the gap from one
+release to the next holder's noticing.
 """
 
 from __future__ import annotations
@@ -32,18 +34,20 @@ METHODS = ["ensure", "_planning_snapshot", "_latest_log", "_commit", "_maybe_com
 
 
 def timed(phases: list, owner, name: str, label: str) -> None:
-    """Replace ``owner.name`` by a wrapper that appends (label, ms, outcome) to ``phases``."""
+    """Replace ``owner.name`` by a wrapper that appends (label, ms, outcome, wall-clock start
+    and end in seconds) to ``phases``."""
     original = getattr(owner, name)
 
     def wrapper(*args, **kwargs):
-        started, outcome = time.perf_counter(), "ok"
+        started, outcome, wall = time.perf_counter(), "ok", time.time()
         try:
             return original(*args, **kwargs)
         except Exception as exc:
             outcome = type(exc).__name__
             raise
         finally:
-            phases.append((label, round((time.perf_counter() - started) * 1e3, 1), outcome))
+            phases.append((label, round((time.perf_counter() - started) * 1e3, 1), outcome,
+                           wall, time.time()))
 
     setattr(owner, name, wrapper)
 
@@ -58,7 +62,8 @@ class SleepRecorder:
         return getattr(time, name)
 
     def sleep(self, seconds: float) -> None:
-        self.phases.append(("sleep", round(seconds * 1e3, 1), "ok"))
+        self.phases.append(("sleep", round(seconds * 1e3, 1), "ok", time.time(),
+                            time.time() + seconds))
         time.sleep(seconds)
 
 
@@ -73,7 +78,9 @@ def writer(uri: str, who: int, k: int, barrier, results, env: dict) -> None:
     phases: list = []
     for name in METHODS:
         timed(phases, store.TableStore, name, name)
-    timed(phases, turns.Lease, "acquire", "lease_acquire")
+    timed(phases, turns.TurnQueue, "join", "turn_join")
+    timed(phases, turns.TurnQueue, "wait_first", "turn_wait")
+    timed(phases, turns.TurnQueue, "release", "turn_release")
     timed(phases, store.Snapshot, "read", "snapshot_read")
     timed(phases, append_commit, "write_data_file", "write_data_file")
     timed(phases, append_commit, "put_log_entry", "put_log_entry")
@@ -88,6 +95,23 @@ def writer(uri: str, who: int, k: int, barrier, results, env: dict) -> None:
         ln.Record(name=f"conc-{who}-{i}").save()
         saves.append((who, i, time.perf_counter() - started, list(phases)))
     results.put(saves)
+
+
+def turn_summary(saves: list) -> None:
+    """Print how long turns were held (from the end of the wait to the end of the release)
+    and the gaps between the end of one release and the end of the next holder's wait."""
+    acquired = sorted(end for save in saves for label, _, _, _, end in save[3]
+                      if label == "turn_wait")
+    released = sorted(end for save in saves for label, _, _, _, end in save[3]
+                      if label == "turn_release")
+    if not acquired:
+        return
+    held = [r - a for a, r in zip(acquired, released)]
+    gaps = [a - r for r, a in zip(released, acquired[1:]) if a > r]
+    print(f"turns {len(acquired)}: held {sum(held) / len(held) * 1e3:.0f} ms on average; "
+          f"release to next holder {sum(gaps) / max(1, len(gaps)) * 1e3:.0f} ms on average "
+          f"({len(gaps)} gaps, {sum(gaps):.1f} s in all); wall covered by turns "
+          f"{sum(held):.1f} s")
 
 
 def main() -> None:
@@ -122,12 +146,13 @@ def main() -> None:
           f"p99 {xs[int(len(xs) * 0.99)]:.3f} s, max {xs[-1]:.3f} s")
     total, count = collections.Counter(), collections.Counter()
     for save in saves:
-        for label, ms, outcome in save[3]:
+        for label, ms, outcome, *_ in save[3]:
             total[(label, outcome)] += ms
             count[(label, outcome)] += 1
     for key in sorted(total, key=lambda key: -total[key]):
         print(f"{key[0]:>18} {key[1]:<10} {count[key]:5d} × {total[key] / count[key]:7.1f} ms"
               f" = {total[key]:9.0f} ms")
+    turn_summary(saves)
     with open(out, "w") as f:
         json.dump({"load_at_end": load, "writers": p, "saves_each": k, "saves": saves}, f)
 

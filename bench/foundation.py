@@ -31,15 +31,19 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 
 # Seed system's figures (shared/design.md, "What the seed system measures on this machine").
 SEED_SAVE_P50_MS = 25.0
 SEED_BULK_RECORDS_PER_S = 450.0
 BUCKET = "lamina-bench"
-# Measure the lamina of the tree this script is in, not an installed one (the writer processes
-# are spawned with this sys.path).
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Measure the lamina of the tree this script is in, not an installed one; or that of the tree
+# latency_ab.py names in LAMINA_BENCH_TREE. Spawned writer processes import this module again,
+# so the choice holds for them too (a sys.path set by the parent alone was undone here, and the
+# "before" runs of an A/B measured the tree after).
+sys.path.insert(0, os.environ.get("LAMINA_BENCH_TREE")
+                or os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 # ---- small helpers -------------------------------------------------------------------------
@@ -558,6 +562,10 @@ def _writer(kind: str, uri: str, who: int, k: int, barrier, results, env: dict):
             import lamina as ln
             from lamina.catalog import store
 
+            tree = os.environ.get("LAMINA_BENCH_TREE")
+            check(not tree or ln.__file__.startswith(tree),
+                  f"writer measures {ln.__file__}, not the tree {tree}")
+
             quiet_lamina()
             original = store.TableStore._commit
 
@@ -744,12 +752,14 @@ _SPACE = re.compile(r"\s*")
 
 
 def request_kind(entry: dict) -> str:
-    """What a recorded request touched: the table's lease, a log commit, a checkpoint, a
-    data file, a listing, or something else."""
+    """What a recorded request touched: the table's turn (its queue of tickets; a lease
+    object before), a log commit, a checkpoint, a data file, a listing, or something else."""
     path = entry.get("url") or entry.get("path") or ""
     path, _, query = path.partition("?")
     if path.endswith(".lease"):
         return "lease"
+    if ".turns/" in path or ".turns/" in urllib.parse.unquote(query):
+        return "turn"
     if "list-type" in query or "prefix=" in query:
         return "list"
     if "/_delta_log/" in path:

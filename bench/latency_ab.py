@@ -22,10 +22,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def main() -> None:
     tree, out = os.path.abspath(sys.argv[1]), sys.argv[2]
+    os.environ["LAMINA_BENCH_TREE"] = tree  # foundation.py puts it first, also in the writers
     sys.path.insert(0, HERE)
     import foundation
-
-    sys.path.insert(0, tree)  # before the tree foundation.py put first; writers inherit it
     work = tempfile.mkdtemp(prefix="latency-ab-")
     os.environ["LAMINA_HOME"] = os.path.join(work, "home")
     os.environ["LAMINA_CACHE_DIR"] = os.path.join(work, "cache")

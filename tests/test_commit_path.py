@@ -1,6 +1,6 @@
 """The commit path below a save: appends and compactions that lamina commits itself are
-ordinary Delta commits, a version is committed once, and compactions on S3 take turns through a
-lease that a dead writer cannot keep."""
+ordinary Delta commits, a version is committed once, and writers on S3 take the table's turn in
+the order they asked for it, through a queue a dead writer cannot block."""
 
 from __future__ import annotations
 
@@ -122,16 +122,16 @@ def test_a_compaction_is_a_delta_commit_that_changes_no_rows(root):
 
 
 @pytest.fixture
-def lease_uri(s3_endpoint):
-    """An instance on the S3 root, and where its record table's lease lives."""
+def queue(s3_endpoint):
+    """An instance on the S3 root, and its record table's queue for the turn."""
     location = Location.of(ln.init(storage=new_s3_root()).root)
-    return location, location.join(turns.LOCKS_DIR, "core.record.lease")
+    return location, turns.TurnQueue(location, turns.queue_uri(location, "core.record"))
 
 
-def test_a_compaction_on_s3_fetches_each_small_file_with_one_request(lease_uri):
-    """It holds the table's lease while it reads: a read through each file's footer first
+def test_a_compaction_on_s3_fetches_each_small_file_with_one_request(queue):
+    """It holds the table's turn while it reads: a read through each file's footer first
     cost two requests a file."""
-    location, _ = lease_uri
+    location, _ = queue
     for i in range(5):
         ln.Record(name=f"r{i}").save()
     store = current().store(RECORD)
@@ -147,50 +147,82 @@ def test_a_compaction_on_s3_fetches_each_small_file_with_one_request(lease_uri):
     assert committed_names(location.root) == [f"r{i}" for i in range(5)]
 
 
-def test_writers_holding_the_lease_take_turns(lease_uri):
-    location, uri = lease_uri
+def test_writers_take_the_turn_one_after_another(queue):
+    location, first = queue
     events = []
-    first = turns.Lease(location, uri)
-    etag = first.acquire()
+    ticket = first.acquire()
 
     def second():
-        with turns.Lease(location, uri).held():
+        with turns.TurnQueue(location, first.uri).held():
             events.append("second holds")
 
     thread = threading.Thread(target=second)
     thread.start()
-    time.sleep(0.5)  # the second writer is waiting for the lease meanwhile
+    time.sleep(0.5)  # the second writer is waiting for the turn meanwhile
     events.append("first releases")
-    first.release(etag)
+    first.release(ticket)
     thread.join(timeout=30)
 
     assert events == ["first releases", "second holds"]
-    assert not filesystem(location.root).exists(uri)  # released after use
+    assert first.tickets() == []  # released after use
 
 
-def test_an_expired_lease_is_taken_over_and_its_late_release_spares_the_new_holder(
-        lease_uri, monkeypatch):
-    location, uri = lease_uri
-    monkeypatch.setattr(turns, "LEASE_SECONDS", 1.0)
-    stalled = turns.Lease(location, uri)
-    stalled_etag = stalled.acquire()
+def test_writers_take_the_turn_in_the_order_they_began_waiting(queue, tmp_path):
+    """Five writer processes queue, one after another, while the turn is held; each notes
+    when it holds the turn. Before the queue, whoever polled first after a release took the
+    turn (one order of 120 would have passed)."""
+    location, holder = queue
+    held_by = tmp_path / "held_by"
+    ticket = holder.acquire()
+    waiters = []
+    for n in range(5):
+        waiter = spawn(f"""
+            import time
+            from lamina.catalog import turns
+            from lamina.catalog.location import Location
+            queue = turns.TurnQueue(Location.of({location.root!r}), {holder.uri!r})
+            ticket = queue.join()
+            print("waiting", flush=True)
+            queue.wait_first(ticket)
+            with open({str(held_by)!r}, "a") as f:
+                f.write("{n} ")
+            time.sleep(0.05)
+            queue.release(ticket)
+        """)
+        assert waiter.stdout.readline().strip() == "waiting", waiter.stderr.read()
+        waiters.append(waiter)
 
-    taker = turns.Lease(location, uri)
-    taker_etag = taker.acquire()  # waits until the stalled writer's lease is too old
-    stalled.release(stalled_etag)  # the stalled writer wakes up and releases "its" lease
+    holder.release(ticket)
+    for waiter in waiters:
+        assert waiter.wait(timeout=60) == 0, waiter.stderr.read()
 
-    head = location.fs.call_s3("head_object", Bucket=taker.bucket, Key=taker.key)
-    assert head["ETag"] == taker_etag != stalled_etag
-    taker.release(taker_etag)
-    assert not filesystem(location.root).exists(uri)
+    assert held_by.read_text().split() == ["0", "1", "2", "3", "4"]
+    assert holder.tickets() == []
 
 
-def leave_a_dead_writers_lease(location, uri: str) -> None:
-    """Another process takes the lease at ``uri`` and is killed while holding it."""
+def test_a_stalled_holder_loses_the_turn_and_its_late_release_spares_the_next(
+        queue, monkeypatch):
+    location, stalled = queue
+    monkeypatch.setattr(turns, "TURN_SECONDS", 1.0)
+    stalled_ticket = stalled.acquire()
+
+    taker = turns.TurnQueue(location, stalled.uri)
+    started = time.monotonic()
+    taker_ticket = taker.acquire()  # waits until the stalled ticket was first for 1 s
+    assert time.monotonic() - started >= 1.0
+    stalled.release(stalled_ticket)  # the stalled writer wakes up and releases its turn
+
+    assert taker.tickets() == [taker_ticket]
+    taker.release(taker_ticket)
+    assert taker.tickets() == []
+
+
+def leave_a_dead_writers_ticket(location, queue) -> None:
+    """Another process takes the turn of ``queue`` and is killed while holding it."""
     holder = spawn(f"""
         from lamina.catalog import turns
         from lamina.catalog.location import Location
-        turns.Lease(Location.of({location.root!r}), {uri!r}).acquire()
+        turns.TurnQueue(Location.of({location.root!r}), {queue.uri!r}).acquire()
         print("held", flush=True)
         import time; time.sleep(600)
     """)
@@ -199,19 +231,21 @@ def leave_a_dead_writers_lease(location, uri: str) -> None:
     holder.wait(timeout=30)
 
 
-def test_a_writer_killed_while_holding_the_lease_does_not_block_others(lease_uri):
-    location, uri = lease_uri
+def test_a_compaction_does_not_wait_for_the_turn(queue):
+    """It merges outside the turn and commits without queueing: a compaction in the queue held
+    up every writer behind it for its whole merge."""
+    location, turn = queue
     for name in ["a", "b", "c"]:
         ln.Record(name=name).save()
-    leave_a_dead_writers_lease(location, uri)
-    assert filesystem(location.root).exists(uri)  # the dead writer's lease is still there
+    leave_a_dead_writers_ticket(location, turn)
 
-    # Compaction always commits in the lease: it waits for the dead writer's lease to expire.
-    merged = current().store(RECORD).compact()
+    merged = {}
+    requests = s3_requests(lambda: merged.update(current().store(RECORD).compact()))
 
     assert merged["numFilesRemoved"] == 3
+    assert not [r for r in requests if ".turns" in r[1]]  # never looked at the queue
     assert sorted(r.name for r in ln.Record.filter()) == ["a", "b", "c"]
-    assert not filesystem(location.root).exists(uri)
+    assert len(turn.tickets()) == 1  # only a writer queueing behind it removes it
 
 
 def committed_names(root: str) -> list[str]:
@@ -220,8 +254,8 @@ def committed_names(root: str) -> list[str]:
                   .to_pylist())
 
 
-def test_a_writer_that_lost_twice_commits_in_the_turn(lease_uri):
-    location, uri = lease_uri
+def test_a_writer_that_lost_twice_commits_in_the_turn(queue):
+    location, turn = queue
     ln.Record(name="first").save()
     store = current().store(RECORD)
     user_id = current().user_id
@@ -233,28 +267,27 @@ def test_a_writer_that_lost_twice_commits_in_the_turn(lease_uri):
 
     def before_commit():
         # Another process commits before each of our first two attempts lands: both lose.
-        attempts.append(filesystem(location.root).exists(uri))
+        attempts.append(bool(turn.tickets()))
         if len(attempts) <= 2:
             python(f"ln.connect({location.root!r})\n"
                    f"ln.Record(name='other-{len(attempts)}').save()")
 
     row = store.transact(plan, before_commit).result
 
-    # Racing twice, then in the table's lease; released after the commit.
+    # Racing twice, then in the table's turn; released after the commit.
     assert attempts == [False, False, True]
-    assert not filesystem(location.root).exists(uri)
+    assert turn.tickets() == []
     assert committed_names(location.root) == ["first", "mine", "other-1", "other-2"]
     ids = record_table(location.root).to_pyarrow_table(columns=["id"]).column("id").to_pylist()
     assert row["id"] == max(ids) and len(set(ids)) == 4
 
 
-def test_a_first_attempt_waits_while_another_writer_holds_the_turn(lease_uri):
-    location, uri = lease_uri
+def test_a_first_attempt_waits_while_another_writer_holds_the_turn(queue):
+    location, turn = queue
     ln.Record(name="first").save()
     python(f"ln.connect({location.root!r})\nln.Record(name='other').save()")
     ln.Record.filter().count()  # this process has seen another writer's commit
-    holder = turns.Lease(location, uri)
-    etag = holder.acquire()
+    ticket = turn.acquire()
     saved = threading.Event()
     thread = threading.Thread(target=lambda: (ln.Record(name="waiting").save(), saved.set()))
 
@@ -264,29 +297,33 @@ def test_a_first_attempt_waits_while_another_writer_holds_the_turn(lease_uri):
 
     while_held = s3_requests(holders_turn)
     names_while_held = committed_names(location.root)
-    holder.release(etag)
+    queued = turn.tickets()
+    turn.release(ticket)
     thread.join(timeout=60)
 
     assert names_while_held == ["first", "other"]
-    # It gave way before uploading its rows (nothing written, nothing to remove), and its
-    # polls for the release spread out as the wait grows (every 50 ms, ~20 in this second,
-    # before).
+    assert len(queued) == 2 and queued[0] == ticket  # the save queued behind the holder
+    # It gave way before uploading its rows (nothing written, nothing to remove), and, next in
+    # line, its polls of the queue spread out as the turn lasts: every 20 ms for the first
+    # 0.1 s, then a fifth of the time the turn has lasted (at most ~22 in this second; 50 at
+    # a steady 20 ms).
     assert not [r for r in while_held if r[0] in ("PUT", "DELETE") and ".parquet" in r[1]]
-    assert len([r for r in while_held if r[0] == "HEAD" and r[1].endswith(".lease")]) <= 12
+    assert len([r for r in while_held if r[0] == "GET" and ".turns" in r[1]]) <= 25
     assert saved.is_set()
     assert committed_names(location.root) == ["first", "other", "waiting"]
+    assert turn.tickets() == []
 
 
-def test_a_writer_killed_holding_the_turn_does_not_block_saves(lease_uri, monkeypatch):
-    location, uri = lease_uri
-    monkeypatch.setattr(turns, "LEASE_SECONDS", 1.0)
+def test_a_writer_killed_holding_the_turn_does_not_block_saves(queue, monkeypatch):
+    location, turn = queue
+    monkeypatch.setattr(turns, "TURN_SECONDS", 1.0)
     ln.Record(name="first").save()
     python(f"ln.connect({location.root!r})\nln.Record(name='other').save()")
     ln.Record.filter().count()  # contended: the next save checks for a turn holder
-    leave_a_dead_writers_lease(location, uri)
-    assert filesystem(location.root).exists(uri)
+    leave_a_dead_writers_ticket(location, turn)
+    assert len(turn.tickets()) == 1
 
-    ln.Record(name="after").save()  # yields to the dead writer's lease until it expires
+    ln.Record(name="after").save()  # queues behind the dead writer's ticket until it expires
 
     assert committed_names(location.root) == ["after", "first", "other"]
-    assert not filesystem(location.root).exists(uri)  # the expired lease was removed
+    assert turn.tickets() == []  # the dead writer's ticket was removed, ours released

@@ -79,7 +79,7 @@ def test_a_warm_save_makes_six_requests(saved_requests):
     assert len(warm) <= 6, shown(warm)
     puts = [path for method, path in warm if method == "PUT"]
     assert len(puts) == 3, shown(warm)
-    assert not any(path.endswith(".lease") for _, path in warm), shown(warm)
+    assert not any(".turns" in path for _, path in warm), shown(warm)
 
 
 BOOTSTRAP_TABLES = ("user", "branch", "space", "storage")

@@ -50,11 +50,9 @@ SMALL_APPEND_ROWS = 10_000
 # meanwhile, the commit is refused and re-planned, which costs what the check would have
 # saved only in that case.
 SEEN_LATELY_SECONDS = 1.0
-# After this many lost races a writer takes the table's turn (turns.py) and others yield to it;
-# before, it backs off a random share of its lost attempt and races again.
+# After this many lost races a writer queues for the table's turn (turns.py); before, it backs
+# off a random share of its lost attempt and races again.
 TURN_AFTER_LOSSES = 2
-# A writer that yielded this often takes the turn too, so that yielding is bounded as well.
-TURN_AFTER_YIELDS = 4
 # A table another writer committed to within this many seconds counts as contended.
 CONTENDED_SECONDS = 30.0
 # A commit lands at exactly the version after the snapshot it was planned on, or fails: no
@@ -264,15 +262,15 @@ class TableStore:
 
     def _transact(self, plan: Callable[[Snapshot], Change],
                   before_commit: Callable[[], None] | None) -> Change:
-        losses = yields = 0
-        holds_turn = False
+        losses = 0
+        holds_turn = queue_for_turn = False
         with contextlib.ExitStack() as turn:
             for attempt in range(MAX_ATTEMPTS):
-                if not holds_turn and (losses >= TURN_AFTER_LOSSES
-                                       or yields >= TURN_AFTER_YIELDS):
-                    # A writer that keeps losing takes the table's turn (the lease on S3,
-                    # turns.py); other writers yield to it instead of racing it.
-                    turn.enter_context(self._lease())
+                if not holds_turn and (losses >= TURN_AFTER_LOSSES or queue_for_turn):
+                    # A writer that keeps losing, or that found others waiting for the turn,
+                    # waits for its own turn in the order it asked (S3, turns.py) instead of
+                    # racing them.
+                    turn.enter_context(self._queued_turn())
                     holds_turn = True
                 with self._lock, self._turn():
                     started = time.perf_counter()
@@ -298,14 +296,13 @@ class TableStore:
                         outcome = "lost"
                         self._others_seen_at = time.monotonic()
                     except turns.TurnTaken:
-                        outcome = "yielded"
+                        outcome = "queue"
                     else:
                         self._checkpoint_if_due()
                 if outcome is None:
                     break
-                if outcome == "yielded":
-                    yields += 1
-                    turns.wait_for_turn(self.location, self.spec.qualified)
+                if outcome == "queue":
+                    queue_for_turn = True
                 else:
                     losses += 1
                     if losses < TURN_AFTER_LOSSES and not holds_turn:
@@ -319,8 +316,8 @@ class TableStore:
 
     def _contended(self) -> bool:
         """Whether other writers committed to this table lately: only then does a first
-        attempt check for a writer holding the turn (one HEAD, beside the data upload), so a
-        lone user's save makes no request for it."""
+        attempt check for writers holding or awaiting the turn (one LIST, beside the encoding
+        of its rows), so a lone user's save makes no request for it."""
         return time.monotonic() - self._others_seen_at < CONTENDED_SECONDS
 
     def _planning_snapshot(self, recheck: bool) -> Snapshot:
@@ -368,18 +365,18 @@ class TableStore:
         root, nothing on S3 (writers race)."""
         return turns.turn_for(self.location, self.spec.qualified)
 
-    def _lease(self):
-        """The table's lease on S3 (turns.py), held by a compaction and by a writer that lost
-        the race; taken before the store's lock, as every holder does."""
-        return turns.lease_for(self.location, self.spec.qualified)
+    def _queued_turn(self):
+        """The table's turn on S3 (turns.py), taken in the order it was asked for by writers
+        that lost the race or found others waiting; taken before the store's lock."""
+        return turns.queued_turn(self.location, self.spec.qualified)
 
     def _commit(self, snapshot: Snapshot, change: Change,
                 before_commit: Callable[[], None] | None = None,
                 yield_turn: bool = False) -> int:
         """Commit ``change`` as the version after ``snapshot``'s; the number of data files the
         table then has. With ``yield_turn``, an append raises TurnTaken instead of committing
-        while another writer holds the table's lease (checked while its rows are encoded,
-        before their upload). A small
+        while other writers hold or await the table's turn (checked while its rows are
+        encoded, before their upload). A small
         append is committed from the log reader's state of that version (its protocol says
         whether the store may), without a deltalake table."""
         schema = snapshot.schema
@@ -389,9 +386,9 @@ class TableStore:
                 and not change.delete_ids and not missing
                 and state is not None and state.version == snapshot.version
                 and append_commit.supports(self.location, state.protocol)):
-            # The lease check runs while the rows are encoded, and an attempt that yields
+            # The turn check runs while the rows are encoded, and an attempt that yields
             # uploads nothing (a data file written and removed again costs two requests).
-            taken = turns.lease_taken(self.location, self.spec.qualified) if yield_turn else None
+            taken = turns.turn_taken(self.location, self.spec.qualified) if yield_turn else None
             rows = to_arrow(change.append, schema)
             add, uri = append_commit.commit_append(
                 self.location, self.uri, snapshot.version + 1, rows, self._commit_metadata(),
@@ -458,8 +455,12 @@ class TableStore:
         an edit of one of those rows ends this round (the next commit tries again); what it
         reads, first and after a lost race, comes from the log reader (only the commits it
         has not seen; deltalake's re-read made a compaction on S3 take 5.3 s on average,
-        bench/foundation_latency_runs/probe-before-turns.json). It commits in the table's
-        turn (turns.py: the machine's flock locally, the lease on S3).
+        bench/foundation_latency_runs/probe-before-turns.json). The merge runs outside the
+        table's turn, and each commit attempt in the machine's flock locally; on S3 it does
+        not queue for the turn: in the queue it held up every waiting writer for its whole
+        merge (1.3 s at load 10, five times in the 200 saves of the 8-writer race), while a
+        commit of its that wins makes at most the one holder re-plan. Two compactions may
+        then merge the same files at once; the first to commit ends the other's round.
         Before, a compaction rewrote through a predicate overwrite, which on S3 re-read every
         small file and rewrote them again after each lost race: 8 racing writers, p99 save
         27 s (bench/README.md). deltalake's ``optimize.compact()`` is not used: two of them
@@ -467,7 +468,7 @@ class TableStore:
         is not seen as a conflict; delta-rs #1348, #3982), which leaves every merged row in
         the table twice. Old files stay until vacuum, so readers of an older snapshot are
         never broken."""
-        with self._lease(), self._lock, self._turn():
+        with self._lock:
             try:
                 state = self._latest_log()
             except UnsupportedLog:
@@ -477,36 +478,37 @@ class TableStore:
             sizes = compaction.small_files(state)
             if len(sizes) < 2 or not append_commit.supports(self.location, state.protocol):
                 return {}
-            # In id order, as appends left them: the newest rows stay in the last row groups.
-            rows = Snapshot.of_log(self.spec, self.location, state).read_whole(
-                [state.files[p].uri for p in sizes]).sort_by("id")
-            add, merged_uri = append_commit.write_data_file(self.location, self.uri, rows,
-                                                            data_change=False)
-            actions = [add, *(append_commit.remove_action(p, sizes[p], data_change=False)
-                              for p in sorted(sizes))]
-            # No rows change: ln.history() shows a compaction with 0 rows.
-            info = {"operation": "OPTIMIZE", "operationParameters": {},
-                    "operationMetrics": {"num_added_files": 1, "num_removed_files": len(sizes)},
-                    **self._commit_metadata("compact")}
-            for _ in range(compaction.COMMIT_ATTEMPTS):
+        # In id order, as appends left them: the newest rows stay in the last row groups.
+        rows = Snapshot.of_log(self.spec, self.location, state).read_whole(
+            [state.files[p].uri for p in sizes]).sort_by("id")
+        add, merged_uri = append_commit.write_data_file(self.location, self.uri, rows,
+                                                        data_change=False)
+        actions = [add, *(append_commit.remove_action(p, sizes[p], data_change=False)
+                          for p in sorted(sizes))]
+        # No rows change: ln.history() shows a compaction with 0 rows.
+        info = {"operation": "OPTIMIZE", "operationParameters": {},
+                "operationMetrics": {"num_added_files": 1, "num_removed_files": len(sizes)},
+                **self._commit_metadata("compact")}
+        for _ in range(compaction.COMMIT_ATTEMPTS):
+            with self._lock, self._turn():
+                # Only the commits since the merge began (one LIST, their GETs concurrently).
+                newer = self._reader.update(state) or state
+                if (not sizes.keys() <= newer.files.keys()
+                        or newer.schema_string != state.schema_string):
+                    break  # merged or edited meanwhile, or new columns: next round
+                state = newer
                 try:
                     append_commit.put_log_entry(self.location, self.uri, state.version + 1,
                                                 actions, info)
                 except append_commit.LostRace:
-                    # Only the commits since (one LIST, their GETs concurrently).
-                    newer = self._reader.update(state) or state
-                    if (not sizes.keys() <= newer.files.keys()
-                            or newer.schema_string != state.schema_string):
-                        break  # merged or edited meanwhile, or new columns: next round
-                    state = newer
                     continue
                 self._log = self._reader.committed(state, actions)
                 self._current = Snapshot.of_log(self.spec, self.location, self._log)
                 self._checkpoint_if_due()
                 return {"numFilesRemoved": len(sizes), "numRowsRewritten": rows.num_rows,
                         "version": self._log.version}
-            append_commit.remove_file(self.location, merged_uri)
-            return {}
+        append_commit.remove_file(self.location, merged_uri)
+        return {}
 
     def vacuum(self, retention_hours: int = 168) -> list[str]:
         """Delete files no snapshot younger than ``retention_hours`` needs."""
@@ -533,8 +535,8 @@ def _backoff(took: float) -> float:
 
 
 def _unless_taken(taken) -> Callable[[], None]:
-    """A wait for the lease check ``taken`` that raises TurnTaken when another writer holds
-    the turn."""
+    """A wait for the turn check ``taken`` that raises TurnTaken when other writers hold or
+    await the turn."""
     def check() -> None:
         if taken.result():
             raise turns.TurnTaken

@@ -9,52 +9,55 @@ bench/README.md, "Racing writers").
 
 - On a local root, writers on this machine hold an flock on ``.lamina/locks/<table>.lock``
   from reading the snapshot to the commit (:class:`MachineTurn`).
-- On S3, a table has a lease: the object ``.lamina/locks/<table>.lease``, created with
-  put-if-absent (``If-None-Match: *``) and deleted when done (:class:`Lease`). A lease older
-  than ``LEASE_SECONDS`` (by the store's clock: its ``Last-Modified`` against the ``Date`` of
-  the answer) belongs to a writer that died or stalled; it is removed, with ``If-Match`` on its
-  ETag so a lease taken meanwhile by someone else stays.
+- On S3, a table's turn is a queue (:class:`TurnQueue`): a writer that wants the turn puts a
+  ticket ``.lamina/locks/<table>.turns/<nanoseconds>-<pid>-<random>``, named by the time it
+  began waiting, and holds the turn while its ticket is the oldest in a listing (by the
+  store's clock, then by name); it deletes the ticket when done. So the turn goes to the
+  writers in the order they began to wait. A ticket that stays first for ``TURN_SECONDS`` of a waiter's watch belongs to a writer
+  that died or stalled; that waiter deletes it.
 
-Who holds the lease on S3: a compaction (two never merge the same files at once), and a writer
-that lost the commit race twice (store.TURN_AFTER_LOSSES). Other writers race as before, except
-that a first attempt on a table other writers committed to lately checks the lease with one
-HEAD, issued while its rows are encoded (:func:`lease_taken`), and, while it is held, gives
-way before uploading anything (:class:`TurnTaken`) and waits for the release
-(:func:`wait_for_turn`), polling less often the longer it waits. Racing alone let a
-writer that lost keep losing to writers that had just committed (8 writers × 25 saves: up to 24
-losses in a row, a 15.7 s save); a lease for every writer that lost lately queued everyone
-behind it (p99 28-34 s, bench/foundation_latency_runs/6-7). Figures: bench/README.md, "Save
-latency of racing writers".
+Who takes the turn on S3: a writer that lost the commit race twice (store.TURN_AFTER_LOSSES),
+and a writer whose first attempt on a table others committed to lately finds the queue not
+empty: the check is one LIST, issued while its rows are encoded (:func:`turn_taken`); it then
+joins the queue before uploading anything (:class:`TurnTaken`) instead of waiting for the
+release and racing again. A compaction does not queue (TableStore.compact says why).
+
+Before the queue, the turn was a lease object created with put-if-absent, and whoever polled
+first after a release took it: a writer could lose the turn several times in a row (8 writers
+× 25 saves on loopback S3, quiet: p50 140 ms, p99 3.7 s, 27 saves over 2 s while a fair queue
+would give each about 1.1 s). Racing alone let a writer that lost keep losing (up to 24 losses
+in a row, a 15.7 s save). Figures: bench/README.md, "Save latency of racing writers".
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import random
 import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from email.utils import parsedate_to_datetime
 
 from .location import Location
 
 LOCKS_DIR = ".lamina/locks"
-# A lease older than this is taken to be a dead writer's: a compaction of 32 small files
-# holds it for well under a second on loopback S3 (a few seconds on a machine at load 15).
-LEASE_SECONDS = 5.0
-# Waiters try to create the lease about this often (jittered, so they do not come in step),
-# more often the longer they have waited (down to MIN_POLL_SECONDS): the longest waiter tends
-# to be the next holder.
-POLL_SECONDS = 0.05
-MIN_POLL_SECONDS = 0.01
-# A writer that gave way polls for the release every POLL_SECONDS at first, each poll this much
-# later than the one before, up to MAX_WAIT_POLL_SECONDS.
-WAIT_POLL_GROWTH = 1.5
-MAX_WAIT_POLL_SECONDS = 0.25
+# A ticket first in the queue this long (by the watch of a waiter) is taken to be a dead or
+# stalled writer's: a compaction of 32 small files holds the turn for well under a second on
+# loopback S3 (a few seconds on a machine at load 15).
+TURN_SECONDS = 5.0
+# A waiter's first guess of how long one turn lasts, before it has seen one pass (a save's
+# turn on loopback S3: a log read and two PUTs).
+FIRST_TURN_GUESS_SECONDS = 0.1
+# Waiters poll the queue about when their turn may come (every poll is a request the store
+# serves beside the holder's commit): the next in line every MIN_POLL_SECONDS at first, then
+# every NEXT_POLL_SHARE of the time the holder has held the turn so far (a compaction's turn,
+# or a dead writer's, is not polled 50 times a second); the others about when they will be
+# next, by the pace they have seen turns pass. Never less often than MAX_POLL_SECONDS.
+MIN_POLL_SECONDS = 0.02
+NEXT_POLL_SHARE = 0.2
+MAX_POLL_SECONDS = 0.5
 
 
 def turn_for(location: Location, qualified: str):
@@ -68,37 +71,33 @@ def turn_for(location: Location, qualified: str):
     return contextlib.nullcontext()
 
 
-def lease_for(location: Location, qualified: str):
-    """The table's lease on S3 (held by a compaction, and by a writer that lost the race);
-    nothing elsewhere."""
+def queued_turn(location: Location, qualified: str):
+    """The table's turn on S3, taken in the order writers asked for it (held by a compaction
+    and by a writer that lost the race or found others waiting); nothing elsewhere."""
     if location.type == "s3":
-        return Lease(location, _lease_uri(location, qualified)).held()
+        return TurnQueue(location, queue_uri(location, qualified)).held()
     return contextlib.nullcontext()
 
 
-def lease_taken(location: Location, qualified: str) -> Future | None:
-    """Whether another writer holds the table's lease (a future: one HEAD, issued while the
-    caller encodes its data file); None where there is no lease."""
+def turn_taken(location: Location, qualified: str) -> Future | None:
+    """Whether writers hold or wait for the table's turn (a future: one LIST, issued while the
+    caller encodes its data file); None where there is no queue."""
     if location.type != "s3":
         return None
-    return _CHECKS.submit(Lease(location, _lease_uri(location, qualified)).is_held)
+    return _CHECKS.submit(TurnQueue(location, queue_uri(location, qualified)).is_taken)
 
 
-def wait_for_turn(location: Location, qualified: str) -> None:
-    """Wait until the table's lease, which another writer holds, is released (or expired)."""
-    if location.type == "s3":
-        Lease(location, _lease_uri(location, qualified)).wait_released()
+def queue_uri(location: Location, qualified: str) -> str:
+    """Where the tickets of table ``qualified`` live (a folder)."""
+    return location.join(LOCKS_DIR, f"{qualified}.turns")
 
 
 class TurnTaken(Exception):
-    """Another writer holds the table's turn: a first attempt yields to it instead of racing."""
+    """Writers hold or wait for the table's turn: a first attempt queues for it instead of
+    racing them."""
 
 
-def _lease_uri(location: Location, qualified: str) -> str:
-    return location.join(LOCKS_DIR, f"{qualified}.lease")
-
-
-# A few threads for the lease checks that run beside a save's encoding of its rows.
+# A few threads for the turn checks that run beside a save's encoding of its rows.
 _CHECKS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lamina-turn")
 
 
@@ -135,90 +134,97 @@ _MACHINE_TURNS: dict[str, MachineTurn] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
-class Lease:
-    """A table's lease object on S3 (see the module docstring)."""
+class TurnQueue:
+    """A table's queue of tickets for its turn on S3 (see the module docstring).
+
+    Tickets are served in the order the store received them (their ``Last-Modified``, by the
+    store's clock), and within one tick of that clock (a second on AWS S3) by their names,
+    the time their writer began to wait by its own clock: strictly in order on one machine,
+    and a writer on a machine whose clock is off waits at most one tick more or less. Two
+    writers may for a moment both see their ticket first (two tickets of one tick, the one
+    named earlier put just after the other listed); their commits are still put-if-absent
+    (the turn is about time, never about correctness)."""
 
     def __init__(self, location: Location, uri: str):
         self.location = location
         self.uri = uri
-        self.bucket, _, self.key = uri.split("://", 1)[1].partition("/")
+        self.bucket, _, prefix = uri.split("://", 1)[1].partition("/")
+        self.prefix = prefix.rstrip("/") + "/"
 
     @contextlib.contextmanager
     def held(self):
-        etag = self.acquire()
+        ticket = self.acquire()
         try:
             yield
         finally:
-            self.release(etag)
+            self.release(ticket)
 
     def acquire(self) -> str:
-        """Wait until this process holds the lease; its ETag."""
-        fs = self.location.fs
-        body = json.dumps({"holder": f"{os.getpid()}-{uuid.uuid4().hex[:8]}",
-                           "expires_after_seconds": LEASE_SECONDS}).encode()
+        """Wait until this writer holds the turn; its ticket (for :meth:`release`)."""
+        ticket = self.join()
+        self.wait_first(ticket)
+        return ticket
+
+    def join(self) -> str:
+        """Put this writer's ticket at the end of the queue; the ticket."""
+        ticket = f"{self.prefix}{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.location.fs.call_s3("put_object", Bucket=self.bucket, Key=ticket, Body=b"")
+        return ticket
+
+    def wait_first(self, ticket: str) -> None:
+        """Wait until ``ticket`` is the first in the queue (the tickets before it released,
+        or deleted once they stayed first for TURN_SECONDS)."""
         started = time.monotonic()
-        next_age_check = started + LEASE_SECONDS
+        ahead_at_start = None
+        first, first_since = None, started
         while True:
-            try:
-                answer = fs.call_s3("put_object", Bucket=self.bucket, Key=self.key, Body=body,
-                                    IfNoneMatch="*")
-                return answer["ETag"]
-            except FileExistsError:
-                pass
-            except OSError as exc:  # s3fs names a 412 without its condition an OSError
-                if "PreconditionFailed" not in str(exc) and "412" not in str(exc):
-                    raise
-            if time.monotonic() >= next_age_check:
-                next_age_check = time.monotonic() + LEASE_SECONDS
-                if self._remove_if_expired():
-                    continue
-            waited = time.monotonic() - started
-            time.sleep(max(MIN_POLL_SECONDS,
-                           random.uniform(0.5, 1.5) * POLL_SECONDS / (1 + waited)))
+            tickets = self.tickets()
+            if ticket not in tickets:  # deleted as stalled (we waited too long): queue again
+                self.location.fs.call_s3("put_object", Bucket=self.bucket, Key=ticket,
+                                         Body=b"")
+                continue
+            ahead = tickets.index(ticket)
+            if ahead == 0:
+                return
+            now = time.monotonic()
+            if tickets[0] != first:
+                first, first_since = tickets[0], now
+            elif now - first_since >= TURN_SECONDS:
+                self._delete(first)  # a dead or stalled writer's
+                continue
+            if ahead_at_start is None:
+                ahead_at_start = ahead
+            if ahead == 1:
+                wait = NEXT_POLL_SHARE * (now - first_since)
+            else:
+                # How long a turn lasts, as this waiter has seen them pass.
+                passed = ahead_at_start - ahead
+                turn = (now - started) / passed if passed > 0 else FIRST_TURN_GUESS_SECONDS
+                wait = 0.75 * turn * (ahead - 1)
+            time.sleep(random.uniform(0.8, 1.2)
+                       * min(MAX_POLL_SECONDS, max(MIN_POLL_SECONDS, wait)))
 
-    def wait_released(self) -> None:
-        """Wait while the lease is held (polling; an expired one is removed). The polls
-        spread out the longer the wait: a turn that lasts is one with writers queued for it,
-        whose polls would cost the store CPU that the holder's commit needs."""
-        started = time.monotonic()
-        next_age_check = started + LEASE_SECONDS
-        interval = POLL_SECONDS
-        while self.is_held():
-            if time.monotonic() >= next_age_check:
-                next_age_check = time.monotonic() + LEASE_SECONDS
-                if self._remove_if_expired():
-                    return
-            time.sleep(random.uniform(0.5, 1.5) * interval)
-            interval = min(interval * WAIT_POLL_GROWTH, MAX_WAIT_POLL_SECONDS)
+    def tickets(self) -> list[str]:
+        """The tickets in the queue, first first (one LIST)."""
+        answer = self.location.fs.call_s3("list_objects_v2", Bucket=self.bucket,
+                                          Prefix=self.prefix)
+        items = sorted(answer.get("Contents", ()),
+                       key=lambda item: (item["LastModified"], item["Key"]))
+        return [item["Key"] for item in items]
 
-    def is_held(self) -> bool:
-        """Whether the lease object exists (held, or left by a writer that died: whoever waits
-        for it removes it once it is older than LEASE_SECONDS)."""
+    def is_taken(self) -> bool:
+        """Whether any writer holds or waits for the turn (or left a ticket when it died:
+        whoever queues behind it deletes it after TURN_SECONDS)."""
+        answer = self.location.fs.call_s3("list_objects_v2", Bucket=self.bucket,
+                                          Prefix=self.prefix, MaxKeys=1)
+        return bool(answer.get("Contents"))
+
+    def release(self, ticket: str) -> None:
+        """Hand the turn to the next ticket."""
+        self._delete(ticket)
+
+    def _delete(self, ticket: str) -> None:
         try:
-            self.location.fs.call_s3("head_object", Bucket=self.bucket, Key=self.key)
-        except FileNotFoundError:
-            return False
-        return True
-
-    def release(self, etag: str) -> None:
-        """Remove our lease (not one another writer took after ours expired)."""
-        self._delete(etag)
-
-    def _remove_if_expired(self) -> bool:
-        try:
-            head = self.location.fs.call_s3("head_object", Bucket=self.bucket, Key=self.key)
-        except FileNotFoundError:
-            return True  # released meanwhile
-        date = head.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
-        now = parsedate_to_datetime(date) if date else None
-        if now is None or (now - head["LastModified"]).total_seconds() <= LEASE_SECONDS:
-            return False
-        self._delete(head["ETag"])
-        return True
-
-    def _delete(self, etag: str) -> None:
-        try:
-            self.location.fs.call_s3("delete_object", Bucket=self.bucket, Key=self.key,
-                                     IfMatch=etag)
-        except OSError:  # gone, or replaced by another writer's lease: theirs stays
+            self.location.fs.call_s3("delete_object", Bucket=self.bucket, Key=ticket)
+        except OSError:  # gone already
             pass
