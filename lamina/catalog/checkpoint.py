@@ -103,9 +103,16 @@ def can_checkpoint(state: LogState | None) -> bool:
             and all(f.action is not None for f in state.files.values()))
 
 
-def write_checkpoint(location: Location, table_uri: str, state: LogState) -> None:
-    """Write the checkpoint of ``state.version`` and point ``_last_checkpoint`` at it (two
-    PUTs on an object store). ``state`` must satisfy :func:`can_checkpoint`."""
+def write_checkpoint(location: Location, table_uri: str, state: LogState,
+                     hint: bool = True) -> None:
+    """Write the checkpoint of ``state.version`` (one PUT on an object store) and, with
+    ``hint``, point ``_last_checkpoint`` at it (one more). ``state`` must satisfy
+    :func:`can_checkpoint`.
+
+    ``_last_checkpoint`` is a hint, not the truth: Delta readers list the log from the
+    version it names on, so a hint a few versions old is still correct (delta_log.py takes
+    the newest checkpoint in that listing), and lamina's reader needs it only for a log
+    longer than one LIST page."""
     if not can_checkpoint(state):
         raise ValueError(f"the state of version {state.version} is not complete")
     metadata = dict(state.metadata)
@@ -128,10 +135,11 @@ def write_checkpoint(location: Location, table_uri: str, state: LogState) -> Non
     log_uri = f"{table_uri}/{LOG_DIR}"
     _put_whole(location, f"{log_uri}/{state.version:020d}.checkpoint.parquet",
                buffer.getvalue())
-    hint = {"version": state.version, "size": table.num_rows,
-            "sizeInBytes": buffer.tell(), "numOfAddFiles": len(state.files)}
-    _put_whole(location, f"{log_uri}/{LAST_CHECKPOINT}",
-               json.dumps(hint, separators=(",", ":")).encode())
+    if hint:
+        found = {"version": state.version, "size": table.num_rows,
+                 "sizeInBytes": buffer.tell(), "numOfAddFiles": len(state.files)}
+        _put_whole(location, f"{log_uri}/{LAST_CHECKPOINT}",
+                   json.dumps(found, separators=(",", ":")).encode())
 
 
 _MAP_FIELDS = ("partitionValues", "tags", "configuration", "options")

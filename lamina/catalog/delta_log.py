@@ -125,14 +125,19 @@ class DeltaLogReader:
             return None
         names, _ = self.location.list_names(self.log_uri, after=f"{state.version:020d}.json")
         wanted = _contiguous(_commit_versions(names), state.version)
-        if not wanted:
-            return None
+        return self.read_commits(state, wanted[-1]) if wanted else None
+
+    def read_commits(self, state: LogState, version: int) -> LogState:
+        """``state`` brought to ``version``, which is known to exist (this process has just
+        committed it through deltalake): the commits after ``state.version`` fetched by name,
+        concurrently, with no LIST."""
+        wanted = list(range(state.version + 1, version + 1))
         paths = [f"{self.log_uri}/{v:020d}.json" for v in wanted]
         blobs = self.location.read_many(paths)
         updated = state.next()
-        for version, path in zip(wanted, paths):
+        for number, path in zip(wanted, paths):
             self._apply_commit(updated, blobs[path])
-            updated.version = version
+            updated.version = number
         return updated
 
     # ---- reading the log ---------------------------------------------------------------
