@@ -12,7 +12,7 @@ import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
 import lamina as ln
-from lamina.catalog.checkpoint import can_checkpoint, write_checkpoint
+from lamina.catalog.checkpoint import can_checkpoint, wait_written, write_checkpoint
 from lamina.catalog.delta_log import DeltaLogReader
 from lamina.catalog.location import Location
 
@@ -173,9 +173,9 @@ def test_a_reader_process_sees_whole_versions_while_a_writer_checkpoints(local_r
 
 
 def test_deltalake_reads_an_s3_table_lamina_checkpointed_at_every_version(s3_endpoint):
-    """On S3 every version a process commits is checkpointed: its own appends, and the
+    """On S3 the versions a process commits are checkpointed: its own appends, and the
     replaces and deletes deltalake commits for it (the two commits of a delete of the newest
-    row too). deltalake, replaying from those checkpoints, sees the rows saved, and so does a
+    row too). deltalake, reading from those checkpoints, sees the rows saved, and so does a
     new reader of lamina's, from the latest checkpoint alone."""
     from helpers import new_s3_root, reset_process_state, s3_requests
 
@@ -187,14 +187,17 @@ def test_deltalake_reads_an_s3_table_lamina_checkpointed_at_every_version(s3_end
     saved[1].delete(permanent=True)
     saved[3].delete(permanent=True)  # the newest row: the id mark, then the delete
     expected = {"renamed", "r2"}
+    wait_written()  # the last checkpoints are written in the background
 
     location = Location.of(root)
     uri = location.join(".lamina", "catalog", "core", "record")
     listed = location.list_names(f"{uri}/_delta_log")[0]
     latest = max(int(n.split(".")[0]) for n in listed if n.endswith(".json"))
     checkpointed = {int(n.split(".")[0]) for n in listed if n.endswith(".checkpoint.parquet")}
+    # the delete's version, committed by deltalake, checkpointed from the state the store
+    # keeps (a version whose checkpoint was not written yet when this process committed the
+    # next one is left to that one's)
     assert latest in checkpointed
-    assert set(range(1, latest + 1)) - checkpointed <= {latest - 1}  # the id mark's version
 
     table = DeltaTable(uri, storage_options=location.delta_options)
     assert table.version() == latest

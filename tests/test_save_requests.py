@@ -12,6 +12,7 @@ from collections import Counter
 import pytest
 
 import lamina as ln
+from lamina.catalog.checkpoint import wait_written
 
 from helpers import new_s3_root, python, write_file
 
@@ -50,6 +51,8 @@ def save(name):
 
 first = requests_of(lambda: save("first.txt"))
 save("second.txt")
+from lamina.catalog.checkpoint import wait_written
+wait_written()  # its checkpoint, written in the background, is not the next save's
 warm = requests_of(lambda: save("third.txt"))
 print(json.dumps({{"first": first, "warm": warm}}))
 """, env=env)
@@ -166,6 +169,7 @@ def test_the_first_save_on_a_registry_grown_by_single_saves_fetches_no_data_file
     ln.init(storage=root)
     for i in range(25):
         ln.Artifact(write_file(tmp_path, f"f{i}.txt", f"content {i}"), key=f"data/f{i}.txt").save()
+    wait_written()  # the last save's checkpoint, written in the background
     first = save_requests(root)["first"]
     assert not [path for method, path in first
                 if method == "GET" and path.endswith(".snappy.parquet")], shown(first)

@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
+import threading
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -94,6 +98,44 @@ SCHEMA = pa.schema([
                                                      nullable=False))),
     ])),
 ])
+
+
+logger = logging.getLogger("lamina")
+# One thread writes this process's checkpoints on an object store, in the order of the commits
+# they follow (an older version's checkpoint never lands after a newer one of this process):
+# a save returns once its commit has landed, without waiting another round trip for the PUT
+# (~30 ms of a save's ~60 ms on loopback moto; bench/README.md, "Straight from the bucket").
+# Its thread is joined when the interpreter exits, so a short script's last checkpoint is
+# written before it ends.
+_writer: ThreadPoolExecutor | None = None
+_pending: set[Future] = set()
+_writer_lock = threading.Lock()
+
+
+def in_background(write: Callable[[], None]) -> None:
+    """Run ``write`` on the checkpoint thread; what it raises is logged, never the save's."""
+    global _writer
+    with _writer_lock:
+        if _writer is None:
+            _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lamina-checkpoint")
+        future = _writer.submit(write)
+        _pending.add(future)
+    future.add_done_callback(_finished)
+
+
+def _finished(future: Future) -> None:
+    with _writer_lock:
+        _pending.discard(future)
+    if future.exception() is not None:
+        logger.warning("no checkpoint written: %s", future.exception())
+
+
+def wait_written() -> None:
+    """Wait until the checkpoints this process started writing are written (or failed)."""
+    with _writer_lock:
+        pending = list(_pending)
+    for future in pending:
+        future.exception()  # waits; failures were logged
 
 
 def can_checkpoint(state: LogState | None) -> bool:

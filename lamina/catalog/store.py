@@ -97,6 +97,8 @@ class TableStore:
         self._lock = threading.RLock()
         # Who commits through this store, written into each commit's info for the history.
         self.committer: str | None = None
+        # The newest version this store wrote a checkpoint of (_write_checkpoint_now).
+        self._checkpointed = -1
         # When (time.monotonic) the latest version was last confirmed (_seen_lately).
         self._checked_at = float("-inf")
         # When (time.monotonic) this store last saw a commit of another writer, or lost a race
@@ -465,20 +467,32 @@ class TableStore:
 
     def _write_checkpoint(self, version: int | None) -> None:
         """Checkpoint ``version`` (None: nothing due), so a new reader loads one Parquet
-        checkpoint and the commits after it. Written from the log state this store holds,
-        else from the log as delta_log.py reads it (a LIST, the commits since the last
-        checkpoint); by deltalake for a log that reader does not support. The commit has
-        landed: a checkpoint that cannot be written is skipped (readers replay a few more
-        commits), not reported as a failed save."""
+        checkpoint and the commits after it: on an object store on the checkpoint thread
+        (checkpoint.in_background), so the save does not wait for the PUT. Written from the
+        log state this store holds, else from the log as delta_log.py reads it (a LIST, the
+        commits since the last checkpoint); by deltalake for a log that reader does not
+        support. The commit has landed: a checkpoint that cannot be written is skipped
+        (readers replay a commit or more), not reported as a failed save."""
         if version is None:
             return
+        if self.location.is_local:
+            self._write_checkpoint_now(version)
+        else:
+            checkpoint.in_background(lambda: self._write_checkpoint_now(version))
+
+    def _write_checkpoint_now(self, version: int) -> None:
+        """Checkpoint ``version``, or the newer version this store holds by now (a
+        background write that starts after the next commit writes that one's checkpoint,
+        once). ``_last_checkpoint`` is written when a checkpoint passes a multiple of
+        LAST_CHECKPOINT_INTERVAL since this store's previous one."""
         with self._lock:
-            state = self._log
-        hint = version % LAST_CHECKPOINT_INTERVAL == 0
+            state, done = self._log, self._checkpointed
         try:
-            if state is None or state.version != version or not checkpoint.can_checkpoint(state):
+            held = (state is not None and state.version >= version
+                    and checkpoint.can_checkpoint(state))
+            if not held:
                 if state is not None and state.version > version:
-                    return  # a newer commit of this process checkpoints instead
+                    return  # a newer commit of this process is checkpointed by its own rule
                 try:
                     state = self._reader.load()
                 except UnsupportedLog:
@@ -487,9 +501,15 @@ class TableStore:
                     with self._lock:
                         if self._log is None or self._log.version <= state.version:
                             self._log = state
-                hint = True
+            elif state.version <= done:
+                return  # written already, by the write for an older commit
             if checkpoint.can_checkpoint(state):
+                previous = done if done >= 0 else state.version - 1
+                hint = not held or (state.version // LAST_CHECKPOINT_INTERVAL
+                                    > previous // LAST_CHECKPOINT_INTERVAL)
                 checkpoint.write_checkpoint(self.location, self.uri, state, hint=hint)
+                with self._lock:
+                    self._checkpointed = max(self._checkpointed, state.version)
                 return
         except OSError as exc:
             logger.warning("no checkpoint of %s at version %d: %s", self.uri, version, exc)
