@@ -209,3 +209,29 @@ def test_deltalake_reads_an_s3_table_lamina_checkpointed_at_every_version(s3_end
     assert [u.rsplit("/", 1)[1] for _, u in requests if "list-type=" not in u] == [
         f"{latest:020d}.checkpoint.parquet"]
     assert {f.uri for f in reader.load().files.values()} == set(table.file_uris())
+
+
+def test_a_process_ends_after_its_last_checkpoint_is_written(s3_endpoint):
+    """Checkpoints on S3 are written in the background after the commit; a process that
+    saves and ends at once (and one that saves while it ends, in an exit handler) still
+    leaves the checkpoint of its last version, and its saves succeed."""
+    from helpers import new_s3_root, python
+
+    root = new_s3_root()
+    ln.init(storage=root)
+    proc = python(f"""
+        import atexit
+        ln.connect({root!r})
+        ln.Record(name="saved").save()
+        atexit.register(lambda: ln.Record(name="saved-at-exit").save())
+    """)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    location = Location.of(root)
+    uri = location.join(".lamina", "catalog", "core", "record")
+    listed = location.list_names(f"{uri}/_delta_log")[0]
+    latest = max(int(n.split(".")[0]) for n in listed if n.endswith(".json"))
+    assert f"{latest:020d}.checkpoint.parquet" in listed
+    assert f"{latest - 1:020d}.checkpoint.parquet" in listed
+    table = DeltaTable(uri, storage_options=location.delta_options)
+    names = set(table.to_pyarrow_table(columns=["name"]).column("name").to_pylist())
+    assert {"saved", "saved-at-exit"} <= names

@@ -8,7 +8,9 @@ record table of 55 commits made 79 requests (bench/README.md, "S3"). deltalake's
 in ranged GETs): 50-60 requests on S3 for a checkpoint at version 10 or 20, which a checkpoint
 every 10 versions would add to every tenth save. A store that has just committed knows the
 state of that version already (delta_log.LogState, kept complete with every action a checkpoint
-holds), so writing one costs two PUTs: the checkpoint, then ``_last_checkpoint``.
+holds), so writing one costs one PUT (and one more for ``_last_checkpoint`` now and then): the
+store checkpoints every version on an object store (store.py, CHECKPOINT_INTERVAL), so a new
+reader's log is one LIST and one checkpoint.
 
 A checkpoint is an optimisation, never the truth: it repeats the state of a version whose commit
 file exists, and is written whole (a PUT on an object store, a rename locally), so a reader never
@@ -113,13 +115,23 @@ _writer_lock = threading.Lock()
 
 
 def in_background(write: Callable[[], None]) -> None:
-    """Run ``write`` on the checkpoint thread; what it raises is logged, never the save's."""
+    """Run ``write`` on the checkpoint thread; what it raises is logged, never the save's.
+    While the interpreter shuts down (a save in an exit handler) it runs here and now."""
     global _writer
     with _writer_lock:
         if _writer is None:
             _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lamina-checkpoint")
-        future = _writer.submit(write)
-        _pending.add(future)
+        try:
+            future = _writer.submit(write)
+        except RuntimeError:  # no new threads after shutdown began
+            future = Future()
+            try:
+                write()
+                future.set_result(None)
+            except Exception as exc:  # noqa: BLE001 - logged, as on the thread
+                future.set_exception(exc)
+        else:
+            _pending.add(future)
     future.add_done_callback(_finished)
 
 
