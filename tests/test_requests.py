@@ -205,7 +205,8 @@ def test_a_table_of_a_thousand_commits_answers_in_few_requests(s3_endpoint, tmp_
 
     from lamina.catalog import tables
     from lamina.catalog.snapshot import to_arrow
-    from lamina.catalog.store import CATALOG_DIR, CHECKPOINT_INTERVAL
+    from lamina.catalog.checkpoint import CHECKPOINT_INTERVAL
+    from lamina.catalog.store import CATALOG_DIR
 
     # Built on a local root (a commit there takes milliseconds) with one-row commits that
     # each replace the row, then copied to the bucket as it is, without the replaced files.

@@ -9,7 +9,7 @@ in ranged GETs): 50-60 requests on S3 for a checkpoint at version 10 or 20, whic
 every 10 versions would add to every tenth save. A store that has just committed knows the
 state of that version already (delta_log.LogState, kept complete with every action a checkpoint
 holds), so writing one costs one PUT (and one more for ``_last_checkpoint`` now and then): the
-store checkpoints every version on an object store (store.py, CHECKPOINT_INTERVAL), so a new
+store checkpoints every version on an object store (CHECKPOINT_INTERVAL below), so a new
 reader's log is one LIST and one checkpoint.
 
 A checkpoint is an optimisation, never the truth: it repeats the state of a version whose commit
@@ -103,6 +103,40 @@ SCHEMA = pa.schema([
 
 
 logger = logging.getLogger("lamina")
+
+# Versions between checkpoints. Locally a commit read is a file read: the default interval.
+# On an object store a new reader GETs every commit since the last checkpoint, one request
+# each, and a first answer may make only a handful (issue 15: a label display reads three
+# tables, each a LIST and its log, in 10 requests): a store that holds the log state of the
+# version it committed checkpoints every version, one PUT after the commit, so a reader's log
+# is one LIST and one GET at any version. A store that does not hold that state (another
+# tool's commits) reads the log first, so it checkpoints every 10 versions.
+# Figures: bench/README.md, "Straight from the bucket".
+CHECKPOINT_INTERVAL = 100
+REMOTE_CHECKPOINT_INTERVAL = 10
+# ``_last_checkpoint`` is only a hint (write_checkpoint): written when a store's checkpoints
+# pass a multiple of this (one PUT more), enough for a reader of a log past one LIST page to
+# start near its end.
+LAST_CHECKPOINT_INTERVAL = 10
+
+
+def due(location: Location, version: int, state: LogState | None) -> bool:
+    """Whether ``version``, just committed by a store holding ``state``, is checkpointed (see
+    CHECKPOINT_INTERVAL). Version 0 never is: one commit file costs a reader what a
+    checkpoint would."""
+    if version <= 0:
+        return False
+    if location.is_local:
+        return version % CHECKPOINT_INTERVAL == 0
+    if state is not None and state.version == version and can_checkpoint(state):
+        return True
+    return version % REMOTE_CHECKPOINT_INTERVAL == 0
+
+
+def hint_due(version: int, previous: int) -> bool:
+    """Whether a checkpoint of ``version``, after one of ``previous``, also writes
+    ``_last_checkpoint``: when it passes a multiple of LAST_CHECKPOINT_INTERVAL."""
+    return version // LAST_CHECKPOINT_INTERVAL > previous // LAST_CHECKPOINT_INTERVAL
 # One thread writes this process's checkpoints on an object store, in the order of the commits
 # they follow (an older version's checkpoint never lands after a newer one of this process):
 # a save returns once its commit has landed, without waiting another round trip for the PUT

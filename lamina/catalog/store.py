@@ -34,20 +34,6 @@ logger = logging.getLogger("lamina")
 
 CATALOG_DIR = ".lamina/catalog"
 MAX_ATTEMPTS = 60
-# Versions between checkpoints. Locally a commit read is a file read: the default interval.
-# On an object store a new reader GETs every commit since the last checkpoint, one request
-# each, and a first answer may make only a handful (issue 15: a label display reads three
-# tables, each a LIST and its log, in 10 requests): a store that holds the log state of the
-# version it committed checkpoints every version, one PUT after the commit (checkpoint.py),
-# so a reader's log is one LIST and one GET at any version. A store that does not hold that
-# state (another tool's commits) reads the log first, so it checkpoints every 10 versions.
-# Figures: bench/README.md, "Straight from the bucket".
-CHECKPOINT_INTERVAL = 100
-REMOTE_CHECKPOINT_INTERVAL = 10
-# ``_last_checkpoint`` is only a hint (checkpoint.py): written at every tenth version on an
-# object store (one PUT more), enough for a reader of a log past one LIST page to start near
-# its end.
-LAST_CHECKPOINT_INTERVAL = 10
 # Commits of its own through deltalake a store fetches by name to keep its log state complete
 # (_log_of_own); a delete of the newest row makes two.
 FOLLOWED_COMMITS = 2
@@ -451,19 +437,9 @@ class TableStore:
         self._write_checkpoint(self._checkpoint_due())
 
     def _checkpoint_due(self) -> int | None:
-        """The version just committed, when its checkpoint is due (see CHECKPOINT_INTERVAL):
-        every version on an object store while this store holds that version's complete log
-        state, else every REMOTE_CHECKPOINT_INTERVAL (CHECKPOINT_INTERVAL locally)."""
+        """The version just committed, when its checkpoint is due (checkpoint.due)."""
         version = self._known_version()
-        if version <= 0:  # one commit file: as cheap to read as a checkpoint
-            return None
-        if self.location.is_local:
-            return None if version % CHECKPOINT_INTERVAL else version
-        state = self._log
-        if (state is not None and state.version == version
-                and checkpoint.can_checkpoint(state)):
-            return version
-        return None if version % REMOTE_CHECKPOINT_INTERVAL else version
+        return version if checkpoint.due(self.location, version, self._log) else None
 
     def _write_checkpoint(self, version: int | None) -> None:
         """Checkpoint ``version`` (None: nothing due), so a new reader loads one Parquet
@@ -483,8 +459,7 @@ class TableStore:
     def _write_checkpoint_now(self, version: int) -> None:
         """Checkpoint ``version``, or the newer version this store holds by now (a
         background write that starts after the next commit writes that one's checkpoint,
-        once). ``_last_checkpoint`` is written when a checkpoint passes a multiple of
-        LAST_CHECKPOINT_INTERVAL since this store's previous one."""
+        once); ``_last_checkpoint`` as checkpoint.hint_due says."""
         with self._lock:
             state, done = self._log, self._checkpointed
         try:
@@ -504,9 +479,8 @@ class TableStore:
             elif state.version <= done:
                 return  # written already, by the write for an older commit
             if checkpoint.can_checkpoint(state):
-                previous = done if done >= 0 else state.version - 1
-                hint = not held or (state.version // LAST_CHECKPOINT_INTERVAL
-                                    > previous // LAST_CHECKPOINT_INTERVAL)
+                hint = not held or checkpoint.hint_due(
+                    state.version, done if done >= 0 else state.version - 1)
                 checkpoint.write_checkpoint(self.location, self.uri, state, hint=hint)
                 with self._lock:
                     self._checkpointed = max(self._checkpointed, state.version)
@@ -514,7 +488,7 @@ class TableStore:
         except OSError as exc:
             logger.warning("no checkpoint of %s at version %d: %s", self.uri, version, exc)
             return
-        if version % CHECKPOINT_INTERVAL == 0:
+        if version % checkpoint.CHECKPOINT_INTERVAL == 0:
             table = self._synced(self.ensure(recheck=False))
             table.create_checkpoint()
             table.cleanup_metadata()
