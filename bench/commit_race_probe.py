@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(HERE))  # the lamina of this tree
 
 # The store's methods each writer times.
 METHODS = ["ensure", "_planning_snapshot", "_latest_log", "_commit", "_maybe_compact",
-           "_checkpoint_if_due", "compact"]
+           "_write_checkpoint", "compact"]
 
 
 def timed(phases: list, owner, name: str, label: str) -> None:

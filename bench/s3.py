@@ -69,11 +69,23 @@ def requests():
 """
 
 # Single saves in one process (after a query, as a session that looks and then adds does), each
-# save's requests; then what deltalake's own create_checkpoint costs on the same table.
+# save's requests (the checkpoint it writes in the background after its commit included) and
+# time (until the save returns; and until its checkpoint is written too); then what
+# deltalake's own create_checkpoint costs on the same table.
 SAVING = RECORDER + """
+try:
+    from lamina.catalog.checkpoint import wait_written
+except ImportError:  # a tree that writes checkpoints within the save (for A/B runs)
+    def wait_written():
+        pass
+times, written_times = [], []
 def counted(action):
     record("reset-recording"); record("start-recording")
+    started = time.perf_counter()
     action()
+    times.append(time.perf_counter() - started)
+    wait_written()
+    written_times.append(time.perf_counter() - started)
     return requests()
 import lamina as ln
 from lamina.catalog import tables
@@ -81,6 +93,7 @@ from lamina.catalog.store import CATALOG_DIR
 ln.connect({root!r})
 ln.Record.filter(name__startswith="record-").count()
 ln.Record(name="saved-first").save()  # a process's first save reads what saves need
+wait_written()  # its checkpoint, written in the background, is not the next save's
 saves = [counted(lambda i=i: ln.Record(name=f"saved-{{i}}").save()) for i in range({saves})]
 from deltalake import DeltaTable
 spec = tables.get("core.record")
@@ -89,7 +102,9 @@ from lamina.catalog.location import Location
 options = Location.of({root!r}).delta_options
 deltalake_checkpoint = counted(
     lambda: DeltaTable(uri, storage_options=options).create_checkpoint())
-print(json.dumps({{"saves": saves, "deltalake_checkpoint": deltalake_checkpoint}}))
+print(json.dumps({{"saves": saves, "times": times[:len(saves)],
+                  "written_times": written_times[:len(saves)],
+                  "deltalake_checkpoint": deltalake_checkpoint}}))
 """
 
 BUILD = """
@@ -166,22 +181,32 @@ def run_call(root: str, call: str, moto: str, env: dict) -> dict:
             "warm_ms": round(statistics.median(out["warm_times"]) * 1000, 1)}
 
 
-def run_saves(root: str, moto: str, env: dict) -> dict:
-    """SAVES single saves in a fresh process: requests of each (and whether it checkpointed),
-    and the requests of deltalake's create_checkpoint on the same table."""
+def run_saves(root: str, env: dict) -> dict:
+    """SAVES single saves in a fresh process: requests and time of each (what it wrote to
+    the log), and the requests of deltalake's create_checkpoint on the same table."""
     proc = subprocess.run([sys.executable, "-c", SAVING.format(root=root, saves=SAVES)],
                           check=False, env=env, capture_output=True, text=True, timeout=600,
                           cwd=REPO)
     if proc.returncode:
         raise RuntimeError(proc.stderr)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    saves = [{"requests": len(r), "by_kind": by_kind(r),
-              "checkpoint": any(".checkpoint." in u for _, u in r)} for r in out["saves"]]
-    plain = [s["requests"] for s in saves if not s["checkpoint"]]
+    saves = [{"requests": len(r), "by_kind": by_kind(r), "ms": round(t * 1000, 1),
+              "checkpoint_written_ms": round(w * 1000, 1),
+              "checkpoint": any(".checkpoint." in u for _, u in r),
+              "last_checkpoint": any(u.endswith("/_last_checkpoint") for _, u in r),
+              "compacted": sum(m == "PUT" and "/part-" in u for m, u in r) > 1}
+             for r, t, w in zip(out["saves"], out["times"], out["written_times"])]
+    plain = [s for s in saves if not s["last_checkpoint"] and not s["compacted"]]
     return {"saves": saves, "mean_requests_per_save": round(
                 sum(s["requests"] for s in saves) / len(saves), 2),
-            "plain_save_requests": sorted(set(plain)),
-            "checkpointing_save_requests": [s["requests"] for s in saves if s["checkpoint"]],
+            "median_ms": round(statistics.median(s["ms"] for s in saves), 1),
+            "plain_save_requests": sorted({s["requests"] for s in plain}),
+            "plain_save_median_ms": round(statistics.median(s["ms"] for s in plain), 1),
+            "plain_save_checkpoint_written_median_ms": round(
+                statistics.median(s["checkpoint_written_ms"] for s in plain), 1),
+            "last_checkpoint_save_requests": [s["requests"] for s in saves
+                                              if s["last_checkpoint"]],
+            "compacting_save_requests": [s["requests"] for s in saves if s["compacted"]],
             "deltalake_create_checkpoint_requests": len(out["deltalake_checkpoint"]),
             "deltalake_create_checkpoint_by_kind": by_kind(out["deltalake_checkpoint"])}
 
@@ -231,7 +256,10 @@ def main() -> None:
             log(f"{name}: {row['0ms']['cold_requests']} requests, "
                 f"{row['0ms']['cold_s']} s / {slow['cold_s']} s with latency")
         # Last: the saves change the record table the calls above read.
-        results["single_saves"] = run_saves(root, moto, env)
+        results["single_saves"] = run_saves(root, env)
+        with testing.latency_proxy(args.latency_ms, upstream=moto) as proxy:
+            results[f"single_saves_{args.latency_ms:g}ms"] = run_saves(
+                root, dict(env, AWS_ENDPOINT_URL=proxy.endpoint))
     results["load_after"] = os.getloadavg()
     print_table(results, args.latency_ms)
     with open(args.json, "w") as f:
@@ -253,11 +281,17 @@ def print_table(results: dict, latency_ms: float) -> None:
               f"| {cold['cold_s']} s | {cold['cold_cpu_s']} s | {lat['cold_s']} s "
               f"| {cold['warm_requests']} "
               f"| {cold['warm_ms']} ms | {lat['warm_ms']} ms |")
-    saves = results["single_saves"]
-    print(f"\n{SAVES} single Record saves in one process: {saves['mean_requests_per_save']} "
-          f"requests per save (plain {saves['plain_save_requests']}, checkpointing "
-          f"{saves['checkpointing_save_requests']}); deltalake's create_checkpoint on the same "
-          f"table: {saves['deltalake_create_checkpoint_requests']} requests")
+    for key, label in (("single_saves", "0 ms"), (f"single_saves_{slow}", slow)):
+        saves = results[key]
+        print(f"\n{SAVES} single Record saves in one process, {label}: "
+              f"{saves['mean_requests_per_save']} requests per save (plain "
+              f"{saves['plain_save_requests']}, with _last_checkpoint "
+              f"{saves['last_checkpoint_save_requests']}, compacting "
+              f"{saves['compacting_save_requests']}); median {saves['median_ms']} ms (plain "
+              f"{saves['plain_save_median_ms']} ms, "
+              f"{saves['plain_save_checkpoint_written_median_ms']} ms until its checkpoint is "
+              f"written); deltalake's create_checkpoint on the same "
+              f"table: {saves['deltalake_create_checkpoint_requests']} requests")
 
 
 if __name__ == "__main__":

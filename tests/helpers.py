@@ -26,7 +26,11 @@ every_root = pytest.mark.parametrize("root", ["local", "s3", "gs"], indirect=Tru
 
 
 def reset_process_state() -> None:
-    """Forget the active instance and close the DuckDB sessions opened for earlier ones."""
+    """Forget the active instance and close the DuckDB sessions opened for earlier ones, once
+    the checkpoints this process writes in the background are written (as at its exit)."""
+    from lamina.catalog import checkpoint
+
+    checkpoint.wait_written()
     lamina_instance.disconnect()
     with lamina_session._sessions_lock:
         sessions = list(lamina_session._sessions.values())
@@ -135,6 +139,11 @@ def s3_requests(action) -> list[tuple[str, str]]:
     call("start-recording")
     try:
         action()
+        # The checkpoints a save writes after its commit, on a thread of their own, belong
+        # to that save.
+        checkpoint = sys.modules.get("lamina.catalog.checkpoint")
+        if checkpoint is not None:
+            checkpoint.wait_written()
     finally:
         call("stop-recording")
     lines = call("download-recording").decode().splitlines()

@@ -12,7 +12,7 @@ import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
 import lamina as ln
-from lamina.catalog.checkpoint import can_checkpoint, write_checkpoint
+from lamina.catalog.checkpoint import can_checkpoint, wait_written, write_checkpoint
 from lamina.catalog.delta_log import DeltaLogReader
 from lamina.catalog.location import Location
 
@@ -170,3 +170,68 @@ def test_a_reader_process_sees_whole_versions_while_a_writer_checkpoints(local_r
     assert any(0 < n < saves for n in seen)  # the reader ran while the writer did
     # the writer's log crossed a checkpoint, and readers after it start there
     assert any(name.endswith(".checkpoint.parquet") for name in os.listdir(log))
+
+
+def test_deltalake_reads_an_s3_table_lamina_checkpointed_at_every_version(s3_endpoint):
+    """On S3 the versions a process commits are checkpointed: its own appends, and the
+    replaces and deletes deltalake commits for it (the two commits of a delete of the newest
+    row too). deltalake, reading from those checkpoints, sees the rows saved, and so does a
+    new reader of lamina's, from the latest checkpoint alone."""
+    from helpers import new_s3_root, reset_process_state, s3_requests
+
+    root = new_s3_root()
+    ln.init(storage=root)
+    saved = [ln.Record(name=f"r{i}").save() for i in range(4)]
+    saved[0].name = "renamed"
+    saved[0].save()  # a replace, committed by deltalake
+    saved[1].delete(permanent=True)
+    saved[3].delete(permanent=True)  # the newest row: the id mark, then the delete
+    expected = {"renamed", "r2"}
+    wait_written()  # the last checkpoints are written in the background
+
+    location = Location.of(root)
+    uri = location.join(".lamina", "catalog", "core", "record")
+    listed = location.list_names(f"{uri}/_delta_log")[0]
+    latest = max(int(n.split(".")[0]) for n in listed if n.endswith(".json"))
+    checkpointed = {int(n.split(".")[0]) for n in listed if n.endswith(".checkpoint.parquet")}
+    # the delete's version, committed by deltalake, checkpointed from the state the store
+    # keeps (a version whose checkpoint was not written yet when this process committed the
+    # next one is left to that one's)
+    assert latest in checkpointed
+
+    table = DeltaTable(uri, storage_options=location.delta_options)
+    assert table.version() == latest
+    assert set(table.to_pyarrow_table(columns=["name"]).column("name").to_pylist()) == expected
+
+    reset_process_state()
+    reader = DeltaLogReader(location, uri)
+    requests = s3_requests(reader.load)
+    assert [u.rsplit("/", 1)[1] for _, u in requests if "list-type=" not in u] == [
+        f"{latest:020d}.checkpoint.parquet"]
+    assert {f.uri for f in reader.load().files.values()} == set(table.file_uris())
+
+
+def test_a_process_ends_after_its_last_checkpoint_is_written(s3_endpoint):
+    """Checkpoints on S3 are written in the background after the commit; a process that
+    saves and ends at once (and one that saves while it ends, in an exit handler) still
+    leaves the checkpoint of its last version, and its saves succeed."""
+    from helpers import new_s3_root, python
+
+    root = new_s3_root()
+    ln.init(storage=root)
+    proc = python(f"""
+        import atexit
+        ln.connect({root!r})
+        ln.Record(name="saved").save()
+        atexit.register(lambda: ln.Record(name="saved-at-exit").save())
+    """)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    location = Location.of(root)
+    uri = location.join(".lamina", "catalog", "core", "record")
+    listed = location.list_names(f"{uri}/_delta_log")[0]
+    latest = max(int(n.split(".")[0]) for n in listed if n.endswith(".json"))
+    assert f"{latest:020d}.checkpoint.parquet" in listed
+    assert f"{latest - 1:020d}.checkpoint.parquet" in listed
+    table = DeltaTable(uri, storage_options=location.delta_options)
+    names = set(table.to_pyarrow_table(columns=["name"]).column("name").to_pylist())
+    assert {"saved", "saved-at-exit"} <= names

@@ -69,3 +69,26 @@ def test_a_partitioned_table_is_left_to_deltalake(root):
     write_deltalake(uri, pa.table({"id": [1], "k": ["a"]}), partition_by=["k"])
     with pytest.raises(UnsupportedLog, match="partition"):
         DeltaLogReader(location, uri).load()
+
+
+@pytest.mark.parametrize("remembered", [2, 40])
+def test_a_remembered_checkpoint_of_a_table_made_again_misleads_no_reader(root, remembered):
+    """Where a machine remembers a long log's checkpoint (settings.remember_checkpoint), the
+    listing starts there; when the table was made again since, with a checkpoint before that
+    version (2) or fewer versions than it (40), the reader lists the log from its start."""
+    from lamina.catalog import settings
+
+    location = Location.of(root)
+    uri = location.join("tables", "again")
+    options = location.delta_options
+    write_deltalake(uri, pa.table({"id": [1], "x": ["a"]}), storage_options=options)
+    for i in range(2, 6):
+        write_deltalake(uri, pa.table({"id": [i], "x": [str(i)]}), mode="append",
+                        storage_options=options)
+        if i == 2:
+            DeltaTable(uri, storage_options=options).create_checkpoint()  # version 1
+    reader = DeltaLogReader(location, uri)
+    settings.remember_checkpoint(reader.log_uri, remembered)
+    state = reader.load()
+    assert reader_view(state) == deltalake_view(uri, location)
+    assert max(f.max_id for f in state.files.values()) == 5

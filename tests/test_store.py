@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 import pytest
 
 import lamina as ln
-from lamina.catalog import compaction, deltalake_commit, settings, store as store_module, tables
+from lamina.catalog import (checkpoint, compaction, deltalake_commit, settings,
+                            store as store_module, tables)
 from lamina.catalog.snapshot import Change
 from lamina.catalog.store import TableStore
 from lamina.errors import CommitConflict
@@ -92,6 +93,7 @@ def test_log_is_checkpointed_so_a_new_reader_does_not_replay_every_commit(instan
     for i in range(105):
         store.transact(lambda snapshot, i=i: Change(append=[
             {"id": snapshot.next_id, "uid": f"{i:016d}", "name": f"c{i}", "branch_id": 1}]))
+    checkpoint.wait_written()  # written after the commit, on an object store in the background
     fs = instance.location.fs
     last = json.loads(fs.cat_file(f"{store.uri}/_delta_log/_last_checkpoint"))
     assert last["version"] >= 99

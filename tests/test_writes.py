@@ -302,17 +302,17 @@ def test_a_warm_save_on_s3_makes_a_bounded_number_of_requests(s3_endpoint, tmp_p
     artifact_save = s3_requests(lambda: ln.Artifact(path, key="new.txt").save())
     record_save = s3_requests(lambda: ln.Record(name="new").save())
 
-    # artifact: the content check's and the key lookup's freshness checks (a LIST of the log
-    # after the version last seen, each) and the read of the newest data file, then the
-    # object, data file and log entry PUTs. The commit plans on the version those lookups
-    # confirmed (no request of its own), reads nothing back, and checks for a writer holding
-    # the table's turn only when other writers committed lately (none here).
+    # artifact: the content check's and the key lookup's freshness check (one LIST of the log
+    # after the version last seen), then the object, data file, log entry and checkpoint
+    # PUTs. The commit plans on the version those lookups confirmed (no request of its own),
+    # reads nothing back, and checks for a writer holding the table's turn only when other
+    # writers committed lately (none here).
     assert len(artifact_save) <= 6, artifact_save
-    assert sum(method == "PUT" for method, _ in artifact_save) == 3, artifact_save
-    # record: a freshness HEAD (none when the table was confirmed within the last second),
-    # the data file and the log entry
-    assert len(record_save) <= 3, record_save
-    assert sum(method == "PUT" for method, _ in record_save) == 2, record_save
+    assert sum(method == "PUT" for method, _ in artifact_save) == 4, artifact_save
+    # record: a freshness check (none when the table was confirmed within the last second),
+    # the data file, the log entry and its checkpoint
+    assert len(record_save) <= 4, record_save
+    assert sum(method == "PUT" for method, _ in record_save) == 3, record_save
     # Neither reads its own commit back (deltalake listed the log and read its entry twice).
     # (A listing of the log after the version last seen is the freshness check, not a read.)
     for method, url in artifact_save + record_save:

@@ -8,7 +8,9 @@ record table of 55 commits made 79 requests (bench/README.md, "S3"). deltalake's
 in ranged GETs): 50-60 requests on S3 for a checkpoint at version 10 or 20, which a checkpoint
 every 10 versions would add to every tenth save. A store that has just committed knows the
 state of that version already (delta_log.LogState, kept complete with every action a checkpoint
-holds), so writing one costs two PUTs: the checkpoint, then ``_last_checkpoint``.
+holds), so writing one costs one PUT (and one more for ``_last_checkpoint`` now and then): the
+store checkpoints every version on an object store (CHECKPOINT_INTERVAL below), so a new
+reader's log is one LIST and one checkpoint.
 
 A checkpoint is an optimisation, never the truth: it repeats the state of a version whose commit
 file exists, and is written whole (a PUT on an object store, a rename locally), so a reader never
@@ -19,10 +21,14 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
+import threading
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -96,6 +102,88 @@ SCHEMA = pa.schema([
 ])
 
 
+logger = logging.getLogger("lamina")
+
+# Versions between checkpoints. Locally a commit read is a file read: the default interval.
+# On an object store a new reader GETs every commit since the last checkpoint, one request
+# each, and a first answer may make only a handful (issue 15: a label display reads three
+# tables, each a LIST and its log, in 10 requests): a store that holds the log state of the
+# version it committed checkpoints every version, one PUT after the commit, so a reader's log
+# is one LIST and one GET at any version. A store that does not hold that state (another
+# tool's commits) reads the log first, so it checkpoints every 10 versions.
+# Figures: bench/README.md, "Straight from the bucket".
+CHECKPOINT_INTERVAL = 100
+REMOTE_CHECKPOINT_INTERVAL = 10
+# ``_last_checkpoint`` is only a hint (write_checkpoint): written when a store's checkpoints
+# pass a multiple of this (one PUT more), enough for a reader of a log past one LIST page to
+# start near its end.
+LAST_CHECKPOINT_INTERVAL = 10
+
+
+def due(location: Location, version: int, state: LogState | None) -> bool:
+    """Whether ``version``, just committed by a store holding ``state``, is checkpointed (see
+    CHECKPOINT_INTERVAL). Version 0 never is: one commit file costs a reader what a
+    checkpoint would."""
+    if version <= 0:
+        return False
+    if location.is_local:
+        return version % CHECKPOINT_INTERVAL == 0
+    if state is not None and state.version == version and can_checkpoint(state):
+        return True
+    return version % REMOTE_CHECKPOINT_INTERVAL == 0
+
+
+def hint_due(version: int, previous: int) -> bool:
+    """Whether a checkpoint of ``version``, after one of ``previous``, also writes
+    ``_last_checkpoint``: when it passes a multiple of LAST_CHECKPOINT_INTERVAL."""
+    return version // LAST_CHECKPOINT_INTERVAL > previous // LAST_CHECKPOINT_INTERVAL
+# One thread writes this process's checkpoints on an object store, in the order of the commits
+# they follow (an older version's checkpoint never lands after a newer one of this process):
+# a save returns once its commit has landed, without waiting another round trip for the PUT
+# (~30 ms of a save's ~60 ms on loopback moto; bench/README.md, "Straight from the bucket").
+# Its thread is joined when the interpreter exits, so a short script's last checkpoint is
+# written before it ends.
+_writer: ThreadPoolExecutor | None = None
+_pending: set[Future] = set()
+_writer_lock = threading.Lock()
+
+
+def in_background(write: Callable[[], None]) -> None:
+    """Run ``write`` on the checkpoint thread; what it raises is logged, never the save's.
+    While the interpreter shuts down (a save in an exit handler) it runs here and now."""
+    global _writer
+    with _writer_lock:
+        if _writer is None:
+            _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lamina-checkpoint")
+        try:
+            future = _writer.submit(write)
+        except RuntimeError:  # no new threads after shutdown began
+            future = Future()
+            try:
+                write()
+                future.set_result(None)
+            except Exception as exc:  # noqa: BLE001 - logged, as on the thread
+                future.set_exception(exc)
+        else:
+            _pending.add(future)
+    future.add_done_callback(_finished)
+
+
+def _finished(future: Future) -> None:
+    with _writer_lock:
+        _pending.discard(future)
+    if future.exception() is not None:
+        logger.warning("no checkpoint written: %s", future.exception())
+
+
+def wait_written() -> None:
+    """Wait until the checkpoints this process started writing are written (or failed)."""
+    with _writer_lock:
+        pending = list(_pending)
+    for future in pending:
+        future.exception()  # waits; failures were logged
+
+
 def can_checkpoint(state: LogState | None) -> bool:
     """Whether ``state`` holds every action a checkpoint of its version needs."""
     return (state is not None and state.complete and state.protocol is not None
@@ -103,9 +191,16 @@ def can_checkpoint(state: LogState | None) -> bool:
             and all(f.action is not None for f in state.files.values()))
 
 
-def write_checkpoint(location: Location, table_uri: str, state: LogState) -> None:
-    """Write the checkpoint of ``state.version`` and point ``_last_checkpoint`` at it (two
-    PUTs on an object store). ``state`` must satisfy :func:`can_checkpoint`."""
+def write_checkpoint(location: Location, table_uri: str, state: LogState,
+                     hint: bool = True) -> None:
+    """Write the checkpoint of ``state.version`` (one PUT on an object store) and, with
+    ``hint``, point ``_last_checkpoint`` at it (one more). ``state`` must satisfy
+    :func:`can_checkpoint`.
+
+    ``_last_checkpoint`` is a hint, not the truth: Delta readers list the log from the
+    version it names on, so a hint a few versions old is still correct (delta_log.py takes
+    the newest checkpoint in that listing), and lamina's reader needs it only for a log
+    longer than one LIST page."""
     if not can_checkpoint(state):
         raise ValueError(f"the state of version {state.version} is not complete")
     metadata = dict(state.metadata)
@@ -128,10 +223,11 @@ def write_checkpoint(location: Location, table_uri: str, state: LogState) -> Non
     log_uri = f"{table_uri}/{LOG_DIR}"
     _put_whole(location, f"{log_uri}/{state.version:020d}.checkpoint.parquet",
                buffer.getvalue())
-    hint = {"version": state.version, "size": table.num_rows,
-            "sizeInBytes": buffer.tell(), "numOfAddFiles": len(state.files)}
-    _put_whole(location, f"{log_uri}/{LAST_CHECKPOINT}",
-               json.dumps(hint, separators=(",", ":")).encode())
+    if hint:
+        found = {"version": state.version, "size": table.num_rows,
+                 "sizeInBytes": buffer.tell(), "numOfAddFiles": len(state.files)}
+        _put_whole(location, f"{log_uri}/{LAST_CHECKPOINT}",
+                   json.dumps(found, separators=(",", ":")).encode())
 
 
 _MAP_FIELDS = ("partitionValues", "tags", "configuration", "options")

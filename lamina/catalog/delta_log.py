@@ -5,9 +5,9 @@ fetches every commit file since the last checkpoint twice and reads a one-file c
 six ranged GETs, twice (24 requests for a table of 11 commits, 13 for one with a fresh
 checkpoint); each is a network round trip. This reader makes, for a table it has not seen:
 
-- one LIST of the log (a log of more than 1000 files, which only a table with hundreds of
-  commits since its logs were last cleaned up has: one GET of ``_delta_log/_last_checkpoint``
-  and one LIST from that checkpoint on instead, so thousands of older commits cost nothing),
+- one LIST of the log (a log of more than 1000 files, which a table with hundreds of
+  commits since its logs were last cleaned up has, is listed from a checkpoint instead, so
+  thousands of older commits cost nothing: see ``_names``),
 - one GET per file it needs: the newest checkpoint (whole, in one request) and each commit
   after it, issued concurrently;
 
@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+from . import settings
 from .file_stats import FileStats
 from .location import Location
 
@@ -88,15 +89,7 @@ class DeltaLogReader:
 
     def load(self) -> LogState | None:
         """The latest state; None when the table does not exist (no commit file)."""
-        names, complete = self.location.list_names(self.log_uri, first_page=True)
-        if not complete:
-            # More than a page of log files: start at the checkpoint ``_last_checkpoint``
-            # names (a hint: without that checkpoint, replay the whole log).
-            hint = self._last_checkpoint_version()
-            if hint is not None:
-                names, _ = self.location.list_names(self.log_uri, after=f"{hint:020d}")
-            if hint is None or _newest_checkpoint(names) is None:
-                names, _ = self.location.list_names(self.log_uri)
+        names = self._names()
         base = _newest_checkpoint(names)
         commits = _commit_versions(names)
         wanted = _contiguous(commits, -1 if base is None else base)
@@ -125,17 +118,48 @@ class DeltaLogReader:
             return None
         names, _ = self.location.list_names(self.log_uri, after=f"{state.version:020d}.json")
         wanted = _contiguous(_commit_versions(names), state.version)
-        if not wanted:
-            return None
+        return self.read_commits(state, wanted[-1]) if wanted else None
+
+    def read_commits(self, state: LogState, version: int) -> LogState:
+        """``state`` brought to ``version``, which is known to exist (this process has just
+        committed it through deltalake): the commits after ``state.version`` fetched by name,
+        concurrently, with no LIST."""
+        wanted = list(range(state.version + 1, version + 1))
         paths = [f"{self.log_uri}/{v:020d}.json" for v in wanted]
         blobs = self.location.read_many(paths)
         updated = state.next()
-        for version, path in zip(wanted, paths):
+        for number, path in zip(wanted, paths):
             self._apply_commit(updated, blobs[path])
-            updated.version = version
+            updated.version = number
         return updated
 
     # ---- reading the log ---------------------------------------------------------------
+    def _names(self) -> list[str]:
+        """The names of the log's files from its newest checkpoint on (or all of them). A log
+        of more than one LIST page (1000 names: 500 versions, each a commit and its
+        checkpoint) is listed from a checkpoint: the one this machine remembers from an
+        earlier process (one LIST, as for a new table), else the one ``_last_checkpoint``
+        names (a GET and a second LIST). A remembered checkpoint is only where a listing
+        starts: if the listing from it finds no checkpoint (the table was made again), the
+        log is listed from the start."""
+        remembered = settings.remembered_checkpoint(self.log_uri)
+        if remembered is not None:
+            names, complete = self.location.list_names(
+                self.log_uri, after=f"{remembered:020d}", first_page=True)
+            if complete and _newest_checkpoint(names) is not None:
+                return names
+        names, complete = self.location.list_names(self.log_uri, first_page=True)
+        if complete:
+            return names
+        # Without that checkpoint, replay the whole log.
+        hint = self._last_checkpoint_version()
+        if hint is not None:
+            names, _ = self.location.list_names(self.log_uri, after=f"{hint:020d}")
+        if hint is None or _newest_checkpoint(names) is None:
+            return self.location.list_names(self.log_uri)[0]
+        settings.remember_checkpoint(self.log_uri, _newest_checkpoint(names))
+        return names
+
     def _last_checkpoint_version(self) -> int | None:
         try:
             blob = self.location.read_many([f"{self.log_uri}/{LAST_CHECKPOINT}"])

@@ -1,8 +1,10 @@
-"""What a machine remembers across processes: the current instance, the local user, and the
-ids of the rows each instance's first write found or made for this user (bootstrap).
+"""What a machine remembers across processes: the current instance, the local user, the ids
+of the rows each instance's first write found or made for this user (bootstrap), and a recent
+checkpoint of each long Delta log it read.
 
-Stored in ``$LAMINA_HOME/settings.json`` (default ``~/.lamina``) and, for the ids,
-``$LAMINA_HOME/bootstrapped.json``. ``LAMINA_INSTANCE`` overrides the current instance,
+Stored in ``$LAMINA_HOME/settings.json`` (default ``~/.lamina``), for the ids
+``$LAMINA_HOME/bootstrapped.json``, and for where long Delta logs end (delta_log.py)
+``$LAMINA_HOME/checkpoints.json``. ``LAMINA_INSTANCE`` overrides the current instance,
 ``LAMINA_USER_HANDLE`` / ``LAMINA_USER_NAME`` the user.
 """
 
@@ -78,6 +80,30 @@ def remember_bootstrapped_ids(instance_uid: str, root: str, user_uid: str,
         known = _read(_bootstrapped_path())
         known[_bootstrap_key(instance_uid, root, user_uid)] = dict(ids)
         _write(_bootstrapped_path(), known)
+    except (OSError, ValueError):
+        pass
+
+
+def _checkpoints_path() -> Path:
+    return home() / "checkpoints.json"
+
+
+def remembered_checkpoint(log_uri: str) -> int | None:
+    """The version of a checkpoint this machine saw in the Delta log at ``log_uri`` (only logs
+    longer than one LIST page are remembered); None if none (or the file is unreadable)."""
+    try:
+        found = _read(_checkpoints_path()).get(log_uri)
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, int) else None
+
+
+def remember_checkpoint(log_uri: str, version: int) -> None:
+    """Record ``version`` for :func:`remembered_checkpoint`. Best effort, as the ids above."""
+    try:
+        known = _read(_checkpoints_path())
+        known[log_uri] = version
+        _write(_checkpoints_path(), known)
     except (OSError, ValueError):
         pass
 

@@ -34,12 +34,9 @@ logger = logging.getLogger("lamina")
 
 CATALOG_DIR = ".lamina/catalog"
 MAX_ATTEMPTS = 60
-# Versions between checkpoints. On an object store a new reader GETs every commit since the
-# last checkpoint, and a checkpoint the store writes from the state it holds costs two PUTs
-# (checkpoint.py): every 10 versions bounds a reader at 9 commit GETs for 0.2 requests per
-# save (bench/README.md, "S3"). Locally a commit read is a file read: the default interval.
-CHECKPOINT_INTERVAL = 100
-REMOTE_CHECKPOINT_INTERVAL = 10
+# Commits of its own through deltalake a store fetches by name to keep its log state complete
+# (_log_of_own); a delete of the newest row makes two.
+FOLLOWED_COMMITS = 2
 # Appends of up to this many rows are committed by the store itself (append_commit.py): a
 # one-row save in ~1 ms of commit instead of ~10-14 ms through write_deltalake locally, two
 # requests instead of six on S3. Bulk appends stay with deltalake's writer (file splitting,
@@ -84,6 +81,8 @@ class TableStore:
         self._lock = threading.RLock()
         # Who commits through this store, written into each commit's info for the history.
         self.committer: str | None = None
+        # The newest version this store wrote a checkpoint of (_write_checkpoint_now).
+        self._checkpointed = -1
         # When (time.monotonic) the latest version was last confirmed (_seen_lately).
         self._checked_at = float("-inf")
         # When (time.monotonic) this store last saw a commit of another writer, or lost a race
@@ -188,7 +187,7 @@ class TableStore:
         written = self._table
         if written is not None and written.version() > (-1 if self._log is None
                                                        else self._log.version):
-            self._log = self._reader.adopt(written)  # what this process committed
+            self._log = self._log_of_own(written)
         if self._log is None:
             self._log = self._reader.load()
         else:
@@ -201,6 +200,20 @@ class TableStore:
         # asks no more (its lookups have just read the log).
         self._checked_at = time.monotonic()
         return self._log
+
+    def _log_of_own(self, table: DeltaTable) -> LogState:
+        """The log state of ``table``, which this process has just committed to (or created)
+        through deltalake. On an object store, from the state held before and the few new
+        commits fetched by name (one round trip, no LIST): it stays complete, so the new
+        version is checkpointed without a read of the log. Else adopted from ``table``
+        without a request, and not checkpointed from."""
+        state = self._log
+        if not self.location.is_local and (
+                (state is None and table.version() == 0)
+                or (checkpoint.can_checkpoint(state)
+                    and 0 < table.version() - state.version <= FOLLOWED_COMMITS)):
+            return self._reader.read_commits(state or LogState(version=-1), table.version())
+        return self._reader.adopt(table)
 
     def _snapshot_newer_than_deltalake(self, version: int | None) -> Snapshot | None:
         table = self._latest()
@@ -264,6 +277,7 @@ class TableStore:
                   before_commit: Callable[[], None] | None) -> Change:
         losses = 0
         holds_turn = queue_for_turn = False
+        due = None  # the version to checkpoint once the commit has landed
         with contextlib.ExitStack() as turn:
             for attempt in range(MAX_ATTEMPTS):
                 if not holds_turn and (losses >= TURN_AFTER_LOSSES or queue_for_turn):
@@ -298,7 +312,7 @@ class TableStore:
                     except turns.TurnTaken:
                         outcome = "queue"
                     else:
-                        self._checkpoint_if_due()
+                        due = self._checkpoint_due()
                 if outcome is None:
                     break
                 if outcome == "queue":
@@ -311,6 +325,9 @@ class TableStore:
                 raise CommitConflict(
                     f"could not commit to {self.spec.qualified} after {MAX_ATTEMPTS} attempts; "
                     "too many concurrent writers")
+        # Written once the commit has landed and the turn is released: other writers do not
+        # wait for it.
+        self._write_checkpoint(due)
         self._maybe_compact(n_files)
         return change
 
@@ -408,34 +425,67 @@ class TableStore:
         deltalake_commit.commit_through_deltalake(
             table, snapshot, change, missing, self.location.delta_options,
             self._commit_properties, after_id_mark=self._checkpoint_if_due)
+        if not self.location.is_local:  # checkpointed from it (_checkpoint_due)
+            self._log = self._log_of_own(table)
         return len(table.file_uris())
 
     # ---- housekeeping --------------------------------------------------------------------
     def _checkpoint_if_due(self) -> None:
-        """Checkpoint the log every CHECKPOINT_INTERVAL versions (REMOTE_CHECKPOINT_INTERVAL on
-        an object store), so a new reader loads one Parquet checkpoint and the commits after
-        it. Written from the log state this store holds, else from the log as delta_log.py
-        reads it (a LIST, the commits since the last checkpoint); by deltalake for a log that
-        reader does not support. The commit has landed: a checkpoint that cannot be written
-        is skipped (readers replay a few more commits), not reported as a failed save."""
+        self._write_checkpoint(self._checkpoint_due())
+
+    def _checkpoint_due(self) -> int | None:
+        """The version just committed, when its checkpoint is due (checkpoint.due)."""
         version = self._known_version()
-        interval = CHECKPOINT_INTERVAL if self.location.is_local else REMOTE_CHECKPOINT_INTERVAL
-        if version % interval:
+        return version if checkpoint.due(self.location, version, self._log) else None
+
+    def _write_checkpoint(self, version: int | None) -> None:
+        """Checkpoint ``version`` (None: nothing due), so a new reader loads one Parquet
+        checkpoint and the commits after it: on an object store on the checkpoint thread
+        (checkpoint.in_background), so the save does not wait for the PUT. Written from the
+        log state this store holds, else from the log as delta_log.py reads it (a LIST, the
+        commits since the last checkpoint); by deltalake for a log that reader does not
+        support. The commit has landed: a checkpoint that cannot be written is skipped
+        (readers replay a commit or more), not reported as a failed save."""
+        if version is None:
             return
-        state = self._log
+        if self.location.is_local:
+            self._write_checkpoint_now(version)
+        else:
+            checkpoint.in_background(lambda: self._write_checkpoint_now(version))
+
+    def _write_checkpoint_now(self, version: int) -> None:
+        """Checkpoint ``version``, or the newer version this store holds by now (a
+        background write that starts after the next commit writes that one's checkpoint,
+        once); ``_last_checkpoint`` as checkpoint.hint_due says."""
+        with self._lock:
+            state, done = self._log, self._checkpointed
         try:
-            if state is None or state.version != version or not checkpoint.can_checkpoint(state):
+            held = (state is not None and state.version >= version
+                    and checkpoint.can_checkpoint(state))
+            if not held:
+                if state is not None and state.version > version:
+                    return  # a newer commit of this process is checkpointed by its own rule
                 try:
-                    state = self._log = self._reader.load()
+                    state = self._reader.load()
                 except UnsupportedLog:
                     state = None
+                if state is not None:
+                    with self._lock:
+                        if self._log is None or self._log.version <= state.version:
+                            self._log = state
+            elif state.version <= done:
+                return  # written already, by the write for an older commit
             if checkpoint.can_checkpoint(state):
-                checkpoint.write_checkpoint(self.location, self.uri, state)
+                hint = not held or checkpoint.hint_due(
+                    state.version, done if done >= 0 else state.version - 1)
+                checkpoint.write_checkpoint(self.location, self.uri, state, hint=hint)
+                with self._lock:
+                    self._checkpointed = max(self._checkpointed, state.version)
                 return
         except OSError as exc:
             logger.warning("no checkpoint of %s at version %d: %s", self.uri, version, exc)
             return
-        if version % CHECKPOINT_INTERVAL == 0:
+        if version % checkpoint.CHECKPOINT_INTERVAL == 0:
             table = self._synced(self.ensure(recheck=False))
             table.create_checkpoint()
             table.cleanup_metadata()

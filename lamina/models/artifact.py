@@ -72,14 +72,18 @@ class Artifact(HasFeatures, SQLRecord):
         if revises is not None and not isinstance(revises, Artifact):
             raise ValidationError(f"revises expects an Artifact, got {revises!r}")
         size, hash_, n_files = objects.describe_local(local)
-        existing = Artifact.filter(hash=hash_).order_by("id").first()
-        # The version that check saw: saving re-checks the content only if the table moved on
-        # since. Taken before any other query refreshes the view (a later version would cover
-        # commits the check did not see: two racing processes then saved the same content).
-        object.__setattr__(self, "_hash_checked_at",
-                           session_for(current()).viewed_version(self._spec))
-        if existing is None and revises is None and key is not None:
-            revises = Artifact.filter(key=key, is_latest=True).order_by("-id").first()
+        session = session_for(current())
+        # Both lookups see one version of the table: it is checked for new commits once (one
+        # LIST on an object store, not two).
+        with session.one_view():
+            existing = Artifact.filter(hash=hash_).order_by("id").first()
+            # The version that check saw: saving re-checks the content only if the table moved
+            # on since. Taken before any other query refreshes the view (a later version would
+            # cover commits the check did not see: two racing processes then saved the same
+            # content).
+            object.__setattr__(self, "_hash_checked_at", session.viewed_version(self._spec))
+            if existing is None and revises is None and key is not None:
+                revises = Artifact.filter(key=key, is_latest=True).order_by("-id").first()
         if existing is not None:
             log.warning(f"returning existing artifact with same hash: {existing!r}")
             object.__setattr__(self, "_data", dict(existing._data))
