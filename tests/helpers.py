@@ -135,15 +135,19 @@ def s3_requests(action) -> list[tuple[str, str]]:
                                          method=method)
         return urllib.request.urlopen(request).read()
 
+    def wait_for_checkpoints() -> None:
+        checkpoint = sys.modules.get("lamina.catalog.checkpoint")
+        if checkpoint is not None:
+            checkpoint.wait_written()
+
+    # The checkpoints a save writes after its commit, on a thread of their own, belong to that
+    # save: an earlier save's are not counted, this action's are.
+    wait_for_checkpoints()
     call("reset-recording")
     call("start-recording")
     try:
         action()
-        # The checkpoints a save writes after its commit, on a thread of their own, belong
-        # to that save.
-        checkpoint = sys.modules.get("lamina.catalog.checkpoint")
-        if checkpoint is not None:
-            checkpoint.wait_written()
+        wait_for_checkpoints()
     finally:
         call("stop-recording")
     lines = call("download-recording").decode().splitlines()
