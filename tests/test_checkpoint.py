@@ -16,7 +16,7 @@ from lamina.catalog.checkpoint import can_checkpoint, wait_written, write_checkp
 from lamina.catalog.delta_log import DeltaLogReader
 from lamina.catalog.location import Location
 
-from helpers import spawn
+from helpers import filesystem, spawn
 
 
 def replayed(uri: str, location: Location) -> tuple[int, set[str], list[str], dict]:
@@ -119,15 +119,17 @@ def test_a_checkpoint_keeps_the_tombstones_younger_than_the_retention(local_root
     assert removes == recent
 
 
-def test_a_reader_process_sees_whole_versions_while_a_writer_checkpoints(local_root):
-    """One process saves records one by one past the version a local root checkpoints at
-    (compacting on the way); another connects again and again meanwhile (each time reading
-    the log from the newest checkpoint) and asks between connects too. Every answer is a
-    version the writer committed: the first n records, nothing torn, nothing twice."""
-    saves = 250
+def test_a_reader_process_sees_whole_versions_while_a_writer_checkpoints(root, tmp_path):
+    """One process saves records one by one past the versions the root checkpoints at (every
+    100 locally; every version on S3, on the writer's checkpoint thread), compacting on the
+    way; another connects again and again meanwhile (each time reading the log from the
+    newest checkpoint) and asks between connects too. Every answer is a version the writer
+    committed: the first n records, nothing torn, nothing twice."""
+    local_root = root
+    saves = 250 if Location.of(root).is_local else 40
     ln.init(storage=local_root)
-    log = os.path.join(local_root, ".lamina", "catalog", "core", "record", "_delta_log")
-    ready = os.path.join(local_root, "reader-ready")
+    log = f"{root}/.lamina/catalog/core/record/_delta_log"
+    ready = str(tmp_path / "reader-ready")
     reader = spawn(f"""
         import time
         from lamina.catalog.instance import disconnect
@@ -169,7 +171,7 @@ def test_a_reader_process_sees_whole_versions_while_a_writer_checkpoints(local_r
     assert seen == sorted(seen) and answers[-1][1] == saves
     assert any(0 < n < saves for n in seen)  # the reader ran while the writer did
     # the writer's log crossed a checkpoint, and readers after it start there
-    assert any(name.endswith(".checkpoint.parquet") for name in os.listdir(log))
+    assert any(name.endswith(".checkpoint.parquet") for name in filesystem(root).ls(log))
 
 
 def test_deltalake_reads_an_s3_table_lamina_checkpointed_at_every_version(s3_endpoint):

@@ -40,6 +40,8 @@ def test_a_statement_past_the_memory_limit_spills_and_answers(local_root, monkey
     monkeypatch.setattr(connections, "MEMORY_LIMIT", "16MiB")
     ln.init(storage=local_root)
     con = session_for(ln.current()).con
+    limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert _bytes(limit) == 16 * 2**20
     n = con.execute("SELECT count(*) FROM (SELECT 'key-' || i::VARCHAR AS k, count(*) "
                     "FROM range(1000000) t(i) GROUP BY k)").fetchone()[0]
     assert n == 1_000_000

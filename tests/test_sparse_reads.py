@@ -29,6 +29,20 @@ def lasted():
     time.sleep(session.IN_MEMORY_AFTER_SECONDS + 0.05)
 
 
+def answers_of(monkeypatch, name: str) -> list:
+    """What ``id_order.<name>`` returns on each call (None: it left the query to the whole
+    statement), so a test can tell which path gave its rows."""
+    original = getattr(id_order, name)
+    answers = []
+
+    def recorded(*args, **kwargs):
+        answers.append(original(*args, **kwargs))
+        return answers[-1]
+
+    monkeypatch.setattr(id_order, name, recorded)
+    return answers
+
+
 def hold_few_rows(monkeypatch):
     """Scaled down: the session holds the newest 2 artifacts and keeps 5 rows read by id, so
     that rows are read by id from the files and the kept ones pass their cap."""
@@ -54,7 +68,10 @@ def test_full_reads_of_a_relation_filter_equal_the_oracle(oracle, monkeypatch, c
     qs = ln.Artifact.filter(records=experiment, **conditions)
     qs.count()
     lasted()
+    answers = answers_of(monkeypatch, "all_rows")
     frame = qs.to_dataframe(limit=None)
+    from_candidates = answers[0] is not None
+    assert from_candidates == (through != "statement")
     assert list(frame.index) == expected[::-1]
     rows = oracle.table(ln.Artifact)
     assert list(frame["key"]) == [rows[i]["key"] for i in expected[::-1]]
@@ -93,8 +110,12 @@ def test_displays_in_another_order_equal_the_oracle(oracle, monkeypatch, order, 
     field = order.lstrip("-")
     expected = _ordered(oracle, field, order.startswith("-"), **conditions)
     rows = oracle.table(ln.Artifact)
+    answers = answers_of(monkeypatch, "_top_ids_kept")
     for limit in (100, 7):
         frame = ln.Artifact.filter(**conditions).order_by(order).to_dataframe(limit=limit)
+        # An unfiltered query takes its first ids from the kept column; a filter (or no
+        # column kept) from a statement.
+        assert (answers[-1] is not None) == (not conditions and through != "statement")
         assert [None if v != v else v for v in frame[field]] == expected[:limit]
         for artifact_id, key, size in zip(frame.index, frame["key"], frame["size"]):
             assert (key, size if size == size else None) == (rows[artifact_id]["key"],
