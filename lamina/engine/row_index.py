@@ -187,8 +187,8 @@ class _DataFile:
             found.setdefault(int(group), []).append(position - int(self._starts[group]))
         return found
 
-    def block_start(self, group: int, offset: int) -> int:
-        """Where the block holding the row at ``offset`` of ``group`` starts in the group:
+    def block_start(self, offset: int) -> int:
+        """Where the block holding the row at ``offset`` of its row group starts in the group:
         BLOCK_ROWS aligned rows of a local file; on an object store, the whole group (one
         request for its columns)."""
         return offset - offset % BLOCK_ROWS if self._location.is_local else 0
@@ -345,7 +345,7 @@ class RowIndex:
         """The block holding the row at ``offset`` of ``group``, read lately or now: the rows
         of a listing, asked one by one in its order, mostly fall in the block of the row
         before."""
-        key = (file, group, data.block_start(group, offset))
+        key = (file, group, data.block_start(offset))
         block = self._blocks.get(key)
         if block is None:
             block = self._blocks[key] = data.read_block(group, key[2])

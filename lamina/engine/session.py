@@ -379,17 +379,12 @@ class Session:
         """See ValueLookups.rows_equal."""
         return self._by_value.rows_equal(spec, equal)
 
-    def current_version(self, spec) -> int | None:
-        """The version the view of ``spec`` shows once refreshed (pinned: the pinned one)."""
+    def current_version(self, spec, views: bool = True) -> int | None:
+        """The version the view of ``spec`` shows once refreshed (pinned: the pinned one).
+        With ``views`` False the view is not pointed (a statement that reads it will): on an
+        object store, pointing a small registry's view fetches all its files."""
         with self._lock:
-            self.refresh([spec])
-            return self._versions.get(spec.qualified)
-
-    def latest_version(self, spec) -> int | None:
-        """current_version, without pointing the view (a statement that reads it will):
-        on an object store, pointing a small registry's view fetches all its files."""
-        with self._lock:
-            self.refresh([spec], views=False)
+            self.refresh([spec], views=views)
             return self._versions.get(spec.qualified)
 
     def viewed_version(self, spec) -> int | None:
@@ -418,8 +413,9 @@ class Session:
                 found = FeatureSet(functools.partial(self._main_branch_features, spec),
                                    functools.partial(self._main_branch_rows, spec))
                 self._features = (
-                    version, FeatureResolver(found, self.columns, self.arrow,
-                                             self.latest_version, self.rows_equal),
+                    version, FeatureResolver(
+                        found, self.columns, self.arrow,
+                        functools.partial(self.current_version, views=False), self.rows_equal),
                     FeatureResolver(found, self._seen_columns))
             return self._features[1]
 

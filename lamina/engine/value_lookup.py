@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import duckdb
+
 from ..catalog.snapshot import Snapshot
 from .connections import identifier, local_copies, parquet_source, small_remote
 from .planner import STEM_LOOKUP
@@ -124,12 +126,12 @@ class ValueLookups:
         if not files:
             return []
         source = parquet_source(local_copies(snapshot, files))
-        empty = session.con.execute(f"SELECT * FROM {source} LIMIT 0")
-        present = {d[0] for d in empty.description}
-        if not present.issuperset(equal):
-            return []  # a column these files lack is NULL in each of their rows
         where = " AND ".join(f"{identifier(c)} = ?" for c in equal)
-        rows = session.con.execute(f"SELECT * FROM {source} WHERE {where}", list(equal.values()))
+        try:
+            rows = session.con.execute(f"SELECT * FROM {source} WHERE {where}",
+                                       list(equal.values()))
+        except duckdb.BinderException:
+            return []  # a column these files lack is NULL in each of their rows
         # Files written before a column was added lack it (NULL in the view).
         columns = dict.fromkeys(session._columns[spec.qualified])
         return [{**columns, **row} for row in rows.to_arrow_table().to_pylist()]
