@@ -84,10 +84,9 @@ class Snapshot:
             return self.read(files=files)
         import pyarrow.parquet as pq
 
-        # cat_ranges, not cat: cat looks each path up first (a HEAD a file).
-        fetched = location.fs.cat_ranges(list(files), 0, None, on_error="raise")
-        return pa.concat_tables([to_arrow(pq.read_table(pa.BufferReader(data)), self.schema)
-                                 for data in fetched])
+        fetched = location.read_many(list(files))
+        return pa.concat_tables([to_arrow(pq.read_table(pa.BufferReader(fetched[f])),
+                                          self.schema) for f in files])
 
     @property
     def next_id(self) -> int:

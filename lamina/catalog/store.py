@@ -554,9 +554,11 @@ class TableStore:
                     continue
                 self._log = self._reader.committed(state, actions)
                 self._current = Snapshot.of_log(self.spec, self.location, self._log)
-                self._checkpoint_if_due()
-                return {"numFilesRemoved": len(sizes), "numRowsRewritten": rows.num_rows,
-                        "version": self._log.version}
+                due, version = self._checkpoint_due(), self._log.version
+            # Outside the turn, as a save's: other writers do not wait for the checkpoint.
+            self._write_checkpoint(due)
+            return {"numFilesRemoved": len(sizes), "numRowsRewritten": rows.num_rows,
+                    "version": version}
         append_commit.remove_file(self.location, merged_uri)
         return {}
 
