@@ -201,8 +201,8 @@ def long_log(tmp_path_factory):
     checkpointed every CHECKPOINT_INTERVAL versions and vacuumed: a log of more than one LIST
     page of files. Built locally (a commit takes milliseconds there); each test copies it to
     a bucket of its own (copied_to_s3). Yields its folder."""
-    from deltalake import DeltaTable, write_deltalake
     import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
 
     from lamina.catalog import tables
     from lamina.catalog.checkpoint import CHECKPOINT_INTERVAL
