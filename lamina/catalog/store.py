@@ -461,8 +461,8 @@ class TableStore:
     def _write_checkpoint_now(self, version: int) -> None:
         """Checkpoint ``version``, or the newer version this store holds by now (a
         background write that starts after the next commit writes that one's checkpoint,
-        once); ``_last_checkpoint`` as checkpoint.hint_due says, the instance's log hint as
-        log_hints.py does."""
+        once); ``_last_checkpoint`` and the instance's log hint when due (checkpoint.py,
+        log_hints.py)."""
         with self._lock:
             state, done = self._log, self._checkpointed
         try:
