@@ -71,11 +71,14 @@ def test_a_partitioned_table_is_left_to_deltalake(root):
         DeltaLogReader(location, uri).load()
 
 
-@pytest.mark.parametrize("remembered", [2, 40])
-def test_a_remembered_checkpoint_of_a_table_made_again_misleads_no_reader(root, remembered):
-    """Where a machine remembers a long log's checkpoint (settings.remember_checkpoint), the
-    listing starts there; when the table was made again since, with a checkpoint before that
-    version (2) or fewer versions than it (40), the reader lists the log from its start."""
+@pytest.mark.parametrize("source", ["machine", "instance"])
+@pytest.mark.parametrize("start", [2, 40])
+def test_a_checkpoint_of_a_table_made_again_misleads_no_reader(root, start, source):
+    """Where a machine remembers a long log's checkpoint (settings.remember_checkpoint), or
+    instance.json names one (the reader's ``hint``, log_hints.py), the listing starts there;
+    when the table was made again since, with a checkpoint before that version (2) or fewer
+    versions than it (40: the hint is past the log's end), the reader lists the log from its
+    start."""
     from lamina.catalog import settings
 
     location = Location.of(root)
@@ -87,8 +90,11 @@ def test_a_remembered_checkpoint_of_a_table_made_again_misleads_no_reader(root, 
                         storage_options=options)
         if i == 2:
             DeltaTable(uri, storage_options=options).create_checkpoint()  # version 1
-    reader = DeltaLogReader(location, uri)
-    settings.remember_checkpoint(reader.log_uri, remembered)
+    if source == "instance":
+        reader = DeltaLogReader(location, uri, hint=lambda: start)
+    else:
+        reader = DeltaLogReader(location, uri)
+        settings.remember_checkpoint(reader.log_uri, start)
     state = reader.load()
     assert reader_view(state) == deltalake_view(uri, location)
     assert max(f.max_id for f in state.files.values()) == 5

@@ -190,56 +190,115 @@ def test_the_latency_proxy_forwards_every_request_of_a_query(catalog):
 
 
 # ---- a long-lived table -------------------------------------------------------------------
-COMMITS = 1_050
+COMMITS = 1_200
+# A checkpoint of the long log with more than one LIST page of names (1000) after it.
+STALE_HINT = 100
 
 
-def test_a_table_of_a_thousand_commits_answers_in_few_requests(s3_endpoint, tmp_path):
-    """A log of 1,050 commits (checkpoints every 100: more than one LIST page of files) is
-    read from its newest checkpoint on: the commits before it cost nothing. The first process
-    on a machine makes two requests more than for a new table with as many commits after its
-    checkpoint (``_last_checkpoint`` and a LIST from there: the first page of the log holds
-    its oldest files); the next process starts its one LIST at the checkpoint the machine
-    remembers."""
-    from deltalake import DeltaTable, write_deltalake
+@pytest.fixture(scope="module")
+def long_log(tmp_path_factory):
+    """A local catalog whose record table has COMMITS one-row commits, each replacing the row,
+    checkpointed every CHECKPOINT_INTERVAL versions and vacuumed: a log of more than one LIST
+    page of files. Built locally (a commit takes milliseconds there); each test copies it to
+    a bucket of its own (copied_to_s3). Yields its folder."""
     import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
 
     from lamina.catalog import tables
-    from lamina.catalog.snapshot import to_arrow
     from lamina.catalog.checkpoint import CHECKPOINT_INTERVAL
+    from lamina.catalog.snapshot import to_arrow
     from lamina.catalog.store import CATALOG_DIR
 
-    # Built on a local root (a commit there takes milliseconds) with one-row commits that
-    # each replace the row, then copied to the bucket as it is, without the replaced files.
-    local = str(tmp_path / "root")
-    ln.init(storage=local)
-    ln.Record(name="first").save()
-    spec = tables.get("core.record")
-    uri = os.path.join(local, CATALOG_DIR, spec.module, spec.name)
-    table = DeltaTable(uri)
-    schema = pa.schema(table.schema().to_arrow())
-    for i in range(table.version() + 1, COMMITS):
-        row = {"id": i, "uid": f"{i:016d}", "name": f"r{i}", "branch_id": 1}
-        write_deltalake(table, to_arrow([row], schema), mode="overwrite")
-        if table.version() % CHECKPOINT_INTERVAL == 0:
-            table.create_checkpoint()
-    table.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
-    latest = DeltaTable(uri).version()  # vacuum commits too
-    assert latest >= COMMITS - 1
-    assert len(os.listdir(os.path.join(uri, "_delta_log"))) > 1000
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LAMINA_HOME", str(tmp_path_factory.mktemp("long-log-home")))
+        local = str(tmp_path_factory.mktemp("long-log") / "root")
+        ln.init(storage=local)
+        ln.Record(name="first").save()
+        spec = tables.get("core.record")
+        uri = os.path.join(local, CATALOG_DIR, spec.module, spec.name)
+        table = DeltaTable(uri)
+        schema = pa.schema(table.schema().to_arrow())
+        for i in range(table.version() + 1, COMMITS):
+            row = {"id": i, "uid": f"{i:016d}", "name": f"r{i}", "branch_id": 1}
+            write_deltalake(table, to_arrow([row], schema), mode="overwrite")
+            if table.version() % CHECKPOINT_INTERVAL == 0:
+                table.create_checkpoint()
+        table.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+        reset_process_state()
+    log = os.listdir(os.path.join(uri, "_delta_log"))
+    assert len([n for n in log if n > f"{STALE_HINT:020d}"]) > 1000
+    yield local
+
+
+def copied_to_s3(local: str) -> str:
+    """A new S3 root holding a copy of the catalog in the folder ``local``."""
     root = new_s3_root()
     filesystem(root).put(local + "/", root.split("://", 1)[1] + "/", recursive=True)
-    reset_process_state()
+    return root
 
-    since_checkpoint = latest % CHECKPOINT_INTERVAL
-    new_table = 1 + 1 + (1 + since_checkpoint) + 1  # instance, LIST, log files, one data file
-    for extra in (2, 0):  # the first process on this machine, then the next one
+
+def record_log(root: str) -> tuple[list[int], list[int]]:
+    """The versions of the record table's commits and of its checkpoints, as S3 lists them."""
+    names = [p.rsplit("/", 1)[1] for p in filesystem(root).ls(
+        f"{root}/.lamina/catalog/core/record/_delta_log", detail=False)]
+    return ([int(n.split(".")[0]) for n in names if n.endswith(".json")],
+            [int(n.split(".")[0]) for n in names if n.endswith(".checkpoint.parquet")])
+
+
+def meta_file(root: str) -> str:
+    return f"{root}/.lamina/instance.json"
+
+
+def test_a_table_of_a_thousand_commits_answers_in_as_few_requests_as_a_new_one(
+        s3_endpoint, long_log, tmp_path):
+    """A log of more than one LIST page of files is listed from the checkpoint its writer
+    names in ``instance.json`` (log_hints.py): a save through lamina that checkpoints a
+    version far enough past the last one named moves the hint there, with one PUT. From then
+    on the first process on any machine reads the table with the requests of a new one (one
+    LIST, the checkpoint and the commits after it) where it made two more
+    (``_last_checkpoint`` and a second LIST)."""
+    root = copied_to_s3(long_log)
+    assert "log_hints" not in json.loads(filesystem(root).cat(meta_file(root)))
+    # Another machine saves a record; its connect read the ETag the hint's PUT is
+    # conditional on.
+    saved = s3_requests(lambda: python(f"""
+        ln.connect({root!r})
+        ln.Record(name="late").save()
+    """, env={"LAMINA_HOME": str(tmp_path / "writer-home")}))
+    assert [m for m, u in saved if u.split("?")[0].endswith("/.lamina/instance.json")] == [
+        "GET", "PUT"], shown(saved)
+    commits, checkpoints = record_log(root)
+    hint = json.loads(filesystem(root).cat(meta_file(root)))["log_hints"]["core.record"]
+    assert hint == max(commits) == max(checkpoints)
+
+    new_table = 1 + 1 + 1 + 1  # instance.json, the LIST, the checkpoint, one data file
+    for _ in range(2):  # the first process on this machine, then the next one
         answer, requests = fresh_process(root, f'ln.Record.get(name="r{COMMITS - 1}").name')
         assert answer == f"r{COMMITS - 1}"
-        fetched_logs = [u for m, u in requests if "_delta_log/0" in u and "list-type" not in u]
-        # the checkpoint and the commits after it
-        assert len(fetched_logs) == 1 + since_checkpoint, shown(requests)
-        assert len(requests) == new_table + extra, shown(requests)
-        assert kinds(requests)["LIST"] == 1 + extra // 2, shown(requests)
+        assert log_reads(requests) == [f"{hint:020d}.checkpoint.parquet"], shown(requests)
+        assert len(requests) == new_table, shown(requests)
+        assert kinds(requests)["LIST"] == 1, shown(requests)
+
+
+def test_a_stale_log_hint_costs_requests_not_the_answer(s3_endpoint, long_log):
+    """A hint with more than one LIST page of the log after it (its writers have not moved
+    it since) still finds the newest checkpoint: the first page from the hint is followed by
+    ``_last_checkpoint`` and a LIST from there, two requests more than a new table."""
+    root = copied_to_s3(long_log)
+    fs = filesystem(root)
+    meta = json.loads(fs.cat(meta_file(root)))
+    fs.pipe_file(meta_file(root), json.dumps({**meta, "log_hints": {
+        "core.record": STALE_HINT}}).encode())
+    commits, checkpoints = record_log(root)
+    newest = max(checkpoints)
+    after = [f"{v:020d}.json" for v in sorted(commits) if v > newest]
+
+    answer, requests = fresh_process(root, f'ln.Record.get(name="r{COMMITS - 1}").name')
+    assert answer == f"r{COMMITS - 1}"
+    assert sorted(log_reads(requests)) == sorted([f"{newest:020d}.checkpoint.parquet", *after])
+    new_table = 1 + 1 + (1 + len(after)) + 1  # instance.json, LIST, log files, one data file
+    assert len(requests) == new_table + 2, shown(requests)
+    assert kinds(requests)["LIST"] == 2, shown(requests)
 
 
 # ---- consistency ---------------------------------------------------------------------------

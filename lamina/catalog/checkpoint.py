@@ -10,7 +10,9 @@ every 10 versions would add to every tenth save. A store that has just committed
 state of that version already (delta_log.LogState, kept complete with every action a checkpoint
 holds), so writing one costs one PUT (and one more for ``_last_checkpoint`` now and then): the
 store checkpoints every version on an object store (CHECKPOINT_INTERVAL below), so a new
-reader's log is one LIST and one checkpoint.
+reader's log is one LIST and one checkpoint. Once every few hundred versions the store also
+names its checkpoint in ``instance.json`` (log_hints.py), where a reader of a log longer than
+one LIST page starts its listing.
 
 A checkpoint is an optimisation, never the truth: it repeats the state of a version whose commit
 file exists, and is written whole (a PUT on an object store, a rename locally), so a reader never
@@ -201,7 +203,7 @@ def write_checkpoint(location: Location, table_uri: str, state: LogState,
     ``_last_checkpoint`` is a hint, not the truth: Delta readers list the log from the
     version it names on, so a hint a few versions old is still correct (delta_log.py takes
     the newest checkpoint in that listing), and lamina's reader needs it only for a log
-    longer than one LIST page."""
+    longer than one LIST page after the checkpoint ``instance.json`` names (log_hints.py)."""
     if not can_checkpoint(state):
         raise ValueError(f"the state of version {state.version} is not complete")
     metadata = dict(state.metadata)

@@ -26,6 +26,7 @@ import io
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -82,10 +83,13 @@ class LogState:
 class DeltaLogReader:
     """Reads the latest state of the Delta table at ``uri`` and keeps it up to date."""
 
-    def __init__(self, location: Location, uri: str):
+    def __init__(self, location: Location, uri: str,
+                 hint: Callable[[], int | None] = lambda: None):
         self.location = location
         self.uri = uri.rstrip("/")
         self.log_uri = f"{self.uri}/{LOG_DIR}"
+        # A checkpoint version the table's log may be listed from (log_hints.py).
+        self.hint = hint
 
     def load(self) -> LogState | None:
         """The latest state; None when the table does not exist (no commit file)."""
@@ -137,25 +141,29 @@ class DeltaLogReader:
     def _names(self) -> list[str]:
         """The names of the log's files from its newest checkpoint on (or all of them). A log
         of more than one LIST page (1000 names: 500 versions, each a commit and its
-        checkpoint) is listed from a checkpoint: the one this machine remembers from an
-        earlier process (one LIST, as for a new table), else the one ``_last_checkpoint``
-        names (a GET and a second LIST). A remembered checkpoint is only where a listing
-        starts: if the listing from it finds no checkpoint (the table was made again), the
-        log is listed from the start."""
-        remembered = settings.remembered_checkpoint(self.log_uri)
-        if remembered is not None:
+        checkpoint) is listed from a checkpoint: the newer of the one ``instance.json`` names
+        (log_hints.py) and the one this machine remembers from an earlier process (one LIST,
+        as for a new table), else the one ``_last_checkpoint`` names (a GET and a second
+        LIST). A hint is only where a listing starts: if the listing from it finds no
+        checkpoint (the table was made again), the log is listed from the start; if it fills
+        a page (a stale hint), from ``_last_checkpoint``."""
+        starts = [v for v in (self.hint(), settings.remembered_checkpoint(self.log_uri))
+                  if v is not None]
+        complete = True
+        if starts:
             names, complete = self.location.list_names(
-                self.log_uri, after=f"{remembered:020d}", first_page=True)
+                self.log_uri, after=f"{max(starts):020d}", first_page=True)
             if complete and _newest_checkpoint(names) is not None:
                 return names
-        names, complete = self.location.list_names(self.log_uri, first_page=True)
         if complete:
-            return names
+            names, complete = self.location.list_names(self.log_uri, first_page=True)
+            if complete:
+                return names
         # Without that checkpoint, replay the whole log.
-        hint = self._last_checkpoint_version()
-        if hint is not None:
-            names, _ = self.location.list_names(self.log_uri, after=f"{hint:020d}")
-        if hint is None or _newest_checkpoint(names) is None:
+        last = self._last_checkpoint_version()
+        if last is not None:
+            names, _ = self.location.list_names(self.log_uri, after=f"{last:020d}")
+        if last is None or _newest_checkpoint(names) is None:
             return self.location.list_names(self.log_uri)[0]
         settings.remember_checkpoint(self.log_uri, _newest_checkpoint(names))
         return names

@@ -15,6 +15,7 @@ from . import objects, settings, tables, writer
 from .history import PastTableStore, versions_as_of
 from .ids import new_uid
 from .location import Location
+from .log_hints import LogHints
 from .store import TableStore
 from .writer import ARCHIVE_BRANCH_ID, MAIN_BRANCH_ID, TRASH_BRANCH_ID
 
@@ -33,6 +34,8 @@ class Instance:
     location: Location
     meta: dict
     user: settings.LocalUser
+    # Where the tables' long logs are listed from, moved by their writers (log_hints.py).
+    hints: LogHints | None = field(default=None, repr=False)
     _user_id: int | None = field(default=None, repr=False)
     _storage_id: int | None = field(default=None, repr=False)
     # Set for a read-only view of the past: {qualified table: version} and what it shows.
@@ -85,7 +88,7 @@ class Instance:
                     found = PastTableStore(self.location, spec, self.past.get(spec.qualified),
                                            self.past_phrase)
                 else:
-                    found = TableStore(self.location, spec)
+                    found = TableStore(self.location, spec, self.hints)
                     found.committer = self.user.handle
                 self._stores[spec.qualified] = found
             return found
@@ -171,18 +174,25 @@ def _parse_modules(modules: str | list[str] | None) -> list[str]:
 
 
 def _read_meta(location: Location) -> dict | None:
-    """The instance metadata in ``location``; None when there is none. A bucket that does not
-    exist or a store that refuses the read is an InstanceError saying so."""
+    """The instance metadata in ``location``; None when there is none."""
+    return _read_tagged_meta(location)[0]
+
+
+def _read_tagged_meta(location: Location) -> tuple[dict | None, str | None]:
+    """The instance metadata in ``location`` (None when there is none) and its ETag on S3,
+    which a move of a log hint is conditional on (log_hints.py). A bucket that does not exist
+    or a store that refuses the read is an InstanceError saying so."""
     try:
         # One GET (opening a file object would HEAD it first).
-        return json.loads(location.read_many([location.join(META_FILE)])[location.join(META_FILE)])
+        blob, tag = location.read_tagged(location.join(META_FILE))
+        return json.loads(blob), tag
     except FileNotFoundError:
         if not location.is_local:
             bucket = location.root.split("://", 1)[1].split("/", 1)[0]
             if not _bucket_exists(location, bucket):
                 raise InstanceError(f"bucket {bucket!r} of {location.root} does not exist; "
                                     "create it first") from None
-        return None
+        return None, None
     except (InstanceError, json.JSONDecodeError):
         raise
     except Exception as exc:  # the object store's own errors: credentials, permissions, ...
@@ -231,7 +241,9 @@ def init(storage: str | os.PathLike, modules: str | list[str] | None = None,
     except OSError as exc:
         raise InstanceError(f"cannot create an instance in {location.root}: "
                             f"{exc.strerror or exc}") from None
-    instance = Instance(location, meta, user)
+    # The ETag of the file just created is not known: a first move of a hint reads it.
+    instance = Instance(location, meta, user, LogHints(location, location.join(META_FILE),
+                                                       meta, None))
     _bootstrap(instance)
     settings.remember_instance(location.root)
     log.info(f"initialized lamina: {instance.slug}")
@@ -255,7 +267,7 @@ def connect(root: str | os.PathLike | None = None, *, as_of=None) -> Instance:
             )
     location = Location.of(root)
     location.check_reachable()
-    meta = _read_meta(location)
+    meta, tag = _read_tagged_meta(location)
     if meta is None:
         raise InstanceError(
             f"{location.root} holds no lamina instance ({META_FILE} is missing); "
@@ -265,7 +277,8 @@ def connect(root: str | os.PathLike | None = None, *, as_of=None) -> Instance:
         raise InstanceError(f"{location.root} was written by a newer lamina; upgrade lamina")
     if as_of is not None:
         return _activate(_open_past(location, meta, settings.local_user(), as_of))
-    instance = Instance(location, meta, settings.local_user())
+    instance = Instance(location, meta, settings.local_user(),
+                        LogHints(location, location.join(META_FILE), meta, tag))
     if remember:
         settings.remember_instance(location.root)
     log.info(f"connected lamina: {instance.slug}")

@@ -232,6 +232,24 @@ class Location:
 
         return dict(zip(paths, sync(fs.loop, fetch_all)))
 
+    def read_tagged(self, path: str) -> tuple[bytes, str | None]:
+        """The content of ``path`` (one GET) and, on S3, its ETag, which
+        :meth:`replace_if_unchanged` takes; None elsewhere."""
+        if self.type != "s3":
+            return self.read_many([path])[path], None
+        found = self.object_store.get(_s3_key(path))
+        return bytes(found.bytes()), found.meta["e_tag"]
+
+    def replace_if_unchanged(self, path: str, data: bytes, tag: str) -> str | None:
+        """Replace the S3 object ``path`` with ``data`` in one PUT if its ETag is still
+        ``tag`` (If-Match): the new ETag, or None when another writer replaced it since."""
+        from obstore.exceptions import PreconditionError
+
+        try:
+            return self.object_store.put(_s3_key(path), data, mode={"e_tag": tag})["e_tag"]
+        except PreconditionError:
+            return None
+
     @property
     def object_store(self) -> S3Store:
         """obstore's client for this S3 root's bucket, holding the credentials in force (a new

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
+from functools import partial
 
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable
@@ -27,6 +28,7 @@ from . import append_commit, checkpoint, compaction, deltalake_commit, turns
 from .delta_log import DeltaLogReader, LogState, UnsupportedLog
 from .file_stats import FileStats
 from .location import Location
+from .log_hints import LogHints
 from .snapshot import Change, Snapshot, to_arrow
 from .tables import TableSpec
 
@@ -65,14 +67,17 @@ USER_KEY, OPERATION_KEY = "lamina_user", "lamina_operation"
 class TableStore:
     """One registry's Delta table. Thread-safe; one instance per table per process."""
 
-    def __init__(self, location: Location, spec: TableSpec):
+    def __init__(self, location: Location, spec: TableSpec, hints: LogHints | None = None):
         self.location = location
         self.spec = spec
         self.uri = location.join(CATALOG_DIR, spec.module, spec.name)
         self._table: DeltaTable | None = None
         # Reads, and the appends the store commits itself, go through the log reader (few
-        # requests); the commits deltalake makes through ``_table``, opened on first use.
-        self._reader = DeltaLogReader(location, self.uri)
+        # requests), which lists a long log from the instance's hint (log_hints.py); the
+        # commits deltalake makes through ``_table``, opened on first use.
+        self._hints = hints
+        self._reader = DeltaLogReader(location, self.uri, hint=(
+            (lambda: None) if hints is None else partial(hints.start, spec.qualified)))
         self._log: LogState | None = None
         # The latest table's snapshot, kept until the version moves: a save and the query
         # that follows it would otherwise each list the add actions of the same version.
@@ -456,7 +461,8 @@ class TableStore:
     def _write_checkpoint_now(self, version: int) -> None:
         """Checkpoint ``version``, or the newer version this store holds by now (a
         background write that starts after the next commit writes that one's checkpoint,
-        once); ``_last_checkpoint`` as checkpoint.hint_due says."""
+        once); ``_last_checkpoint`` and the instance's log hint when due (checkpoint.py,
+        log_hints.py)."""
         with self._lock:
             state, done = self._log, self._checkpointed
         try:
@@ -481,6 +487,8 @@ class TableStore:
                 checkpoint.write_checkpoint(self.location, self.uri, state, hint=hint)
                 with self._lock:
                     self._checkpointed = max(self._checkpointed, state.version)
+                if self._hints is not None:
+                    self._hints.advance(self.spec.qualified, state.version)
                 return
         except OSError as exc:
             logger.warning("no checkpoint of %s at version %d: %s", self.uri, version, exc)
