@@ -26,10 +26,8 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-
-import guide  # noqa: E402  (the catalog, the timing and the raw connection)
+import guide  # the catalog, the timing and the raw connection
+from _common import HERE, load, new_results, write_results
 
 # Calls beyond guide.py's counts: a list test AND other conditions.
 COMBINED = [
@@ -83,7 +81,7 @@ def child(root: str) -> dict:
     for case in cases:
         rows.append({"name": case["name"], "lamina": guide.measure(case["call"]),
                      "first_ms": first_ms.get(case["name"]),
-                     "load": round(os.getloadavg()[0], 2)})
+                     "load": load()})
     peak_rss_mib = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     # What the session keeps for these counts: the columns of count_among (absent in a
     # lamina without it) and the list indexes.
@@ -183,12 +181,12 @@ def main() -> None:
     trees = {"this tree": os.path.dirname(HERE)}
     if args.against:
         trees[os.path.basename(os.path.abspath(args.against))] = os.path.abspath(args.against)
-    results = {"machine": guide.ingest.machine(), "load_start": os.getloadavg(), "sizes": []}
+    results = new_results(sizes=[])
     for size in args.sizes:
         result = run_size(int(float(size)), trees, args.rounds)
         results["sizes"].append(result)
         print(markdown(result, list(trees)) + "\n", flush=True)
-    guide.write_results(results, args.json)
+    write_results(results, args.json)
 
 
 if __name__ == "__main__":

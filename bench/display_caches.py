@@ -20,17 +20,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [os.path.dirname(HERE), *filter(None, [os.environ.get("PYTHONPATH")])])
-sys.path.insert(0, os.path.dirname(HERE))
-sys.path.insert(0, HERE)
+from _common import HERE, load, new_results, use_this_tree, write_results
 
-import ingest  # noqa: E402
-from guide import built_catalog, write_results  # noqa: E402
+use_this_tree()
+
+from guide import built_catalog  # noqa: E402
 
 
 def timed(fn, repeats: int) -> dict:
@@ -41,7 +37,7 @@ def timed(fn, repeats: int) -> dict:
         walls.append((time.perf_counter() - w0) * 1e3)
         cpus.append((time.process_time() - c0) * 1e3)
     return {"wall_ms": round(statistics.median(walls), 2),
-            "cpu_ms": round(statistics.median(cpus), 2), "load": round(os.getloadavg()[0], 2)}
+            "cpu_ms": round(statistics.median(cpus), 2), "load": load()}
 
 
 def in_memory_tables_bytes(con) -> int:
@@ -102,7 +98,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", default=os.path.join(HERE, "display_caches_results.json"))
     args = parser.parse_args()
-    results = {"machine": ingest.machine(), "load_start": os.getloadavg(), "sizes": []}
+    results = new_results(sizes=[])
     print("| n | cache | links / ids | build wall | build CPU | memory | load |")
     print("|---|---|---|---|---|---|---|")
     for size in args.sizes:

@@ -40,13 +40,10 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-# The lamina beside this script, not whichever one the interpreter has installed (the build
-# runs in a child process, which inherits PYTHONPATH).
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [os.path.dirname(HERE), *filter(None, [os.environ.get("PYTHONPATH")])])
-sys.path.insert(0, os.path.dirname(HERE))
+from _common import HERE, load, new_results, use_this_tree, write_results
+
+# The build runs in a child process, which inherits the choice of lamina.
+use_this_tree()
 
 import ingest  # noqa: E402  (the manifest and the labels/features it needs)
 
@@ -270,7 +267,7 @@ def run_size(n: int, seed: dict) -> dict:
             target = TARGETS[case["target"]][0 if n <= 100_000 else 1 if n <= 1_000_000 else 2]
             rows.append({"name": case["name"], "lamina": lamina, "raw": None,
                          "seed_1e5_ms": seed_ms, "target_ms": target,
-                         "load": round(os.getloadavg()[0], 2)})
+                         "load": load()})
             log(f"  {case['name']:55s} lamina {lamina['p50_ms']:8.2f} ms "
                 f"(cpu {lamina['cpu_p50_ms']:.2f})  load {rows[-1]['load']}")
         # The high-water mark of this process's memory after lamina's calls (before the raw
@@ -324,15 +321,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_results(results: dict, path: str) -> None:
-    """Write a bench's raw results (with the load average now) and say on what machine."""
-    results["load_end"] = os.getloadavg()
-    with open(path, "w") as f:
-        json.dump(results, f, indent=1)
-    print(f"machine: {results['machine']}; load average at start "
-          f"{results['load_start'][0]:.1f}, at end {results['load_end'][0]:.1f}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["1e4", "1e5"])
@@ -343,7 +331,7 @@ def main() -> None:
         print(json.dumps(build(int(args.build[0]), args.build[1])))
         return
     seed = seed_figures()
-    results = {"machine": ingest.machine(), "load_start": os.getloadavg(), "sizes": []}
+    results = new_results(sizes=[])
     for size in args.sizes:
         result = run_size(int(float(size)), seed)
         results["sizes"].append(result)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -36,6 +35,7 @@ import tempfile
 import time
 
 import numpy as np
+from _common import machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TARGET_ROWS_PER_S = 100_000
@@ -55,23 +55,6 @@ FEATURES = {"perturbation": "cat[Record]", "donor": "cat[Record[Donor]]",
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def machine() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor()
-    import deltalake
-    import duckdb
-    import polars
-    import pyarrow
-
-    return (f"{os.cpu_count()} cores ({cpu}), python {platform.python_version()}, "
-            f"pyarrow {pyarrow.__version__}, polars {polars.__version__}, "
-            f"deltalake {deltalake.__version__}, duckdb {duckdb.__version__}")
 
 
 # ---- the manifest -------------------------------------------------------------------------------

@@ -34,11 +34,9 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [os.path.dirname(HERE), *filter(None, [os.environ.get("PYTHONPATH")])])
-sys.path.insert(0, os.path.dirname(HERE))
+from _common import HERE, load, new_results, use_this_tree, write_results
+
+use_this_tree()
 
 import guide  # noqa: E402  (the catalog's builder and the calls)
 
@@ -259,20 +257,19 @@ def main() -> None:
         check_root(root, n)
         ln, bt = connected(root)
         names = [case["name"] for case in guide.cases(ln, bt)]
-        results = {"machine": guide.ingest.machine(), "load_start": os.getloadavg(), "n": n,
-                   "calls": []}
+        results = new_results(n=n, calls=[])
         for index, name in enumerate(names):
             row = child("--one", root, str(index))
-            row["load"] = round(os.getloadavg()[0], 2)
+            row["load"] = load()
             results["calls"].append(row)
             own = max(row[p]["peak_after"] - row[p]["rss_before"] for p in ("first", "kept"))
             guide.log(f"  {name:55s} own peak {mib(own):8.1f} MiB  load {row['load']}")
         results["sequence"] = child("--all", root)
         results["duckdb_limits"] = [dict(child("--limit", root, limit),
-                                         load=round(os.getloadavg()[0], 2))
+                                         load=load())
                                     for limit in ("default", "256MiB", "512MiB")]
         print(markdown(results) + "\n", flush=True)
-        guide.write_results(results, args.json)
+        write_results(results, args.json)
     finally:
         shutil.rmtree(home, ignore_errors=True)
         if workdir:

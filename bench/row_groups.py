@@ -23,24 +23,17 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [os.path.dirname(HERE), *filter(None, [os.environ.get("PYTHONPATH")])])
-sys.path.insert(0, os.path.dirname(HERE))
+from _common import HERE, load, new_results, use_this_tree, write_results
 
-from guide import built_catalog, measure, write_results  # noqa: E402
-from ingest import machine  # noqa: E402
+use_this_tree()
+
+from guide import built_catalog, measure  # noqa: E402
 
 ROW_GROUPS = (1024, 2048, 4096, 16_384)
 # The columns of the default display, as the guide's bench shows them (a subset is enough to
 # weigh a row group: text, numbers, lists).
 DISPLAY = ["id", "uid", "key", "description", "suffix", "kind", "size", "hash", "created_at",
            "is_latest", "records", "schemas", "f_4", "f_5", "f_8"]
-
-
-def load() -> float:
-    return round(os.getloadavg()[0], 2)
 
 
 def run_size(n: int) -> dict:
@@ -120,7 +113,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["1e5", "1e6"])
     parser.add_argument("--json", default=os.path.join(HERE, "row_groups_results.json"))
     args = parser.parse_args()
-    results = {"machine": machine(), "load_start": os.getloadavg(), "sizes": []}
+    results = new_results(sizes=[])
     for size in args.sizes:
         results["sizes"].append(run_size(int(float(size))))
     print("| n | rows a group | write (deltalake) | top 100 display | f_4 count | "

@@ -31,14 +31,11 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [os.path.dirname(HERE), *filter(None, [os.environ.get("PYTHONPATH")])])
-sys.path.insert(0, os.path.dirname(HERE))
+from _common import HERE, load, new_results, use_this_tree, write_results
 
-from guide import built_catalog, measure, raw_connection, write_results  # noqa: E402
-from ingest import machine  # noqa: E402
+use_this_tree()
+
+from guide import built_catalog, measure, raw_connection  # noqa: E402
 
 
 # Ids between the rows "new rows" ask one after another: more than a row group (16 Ki rows).
@@ -46,10 +43,6 @@ ROW_GROUP_STEP = 16_411
 # Saves measured one after another: enough to pass the compaction threshold (32 files) three
 # times.
 SAVES = 100
-
-
-def load() -> float:
-    return round(os.getloadavg()[0], 2)
 
 
 def saves(ln) -> dict:
@@ -143,7 +136,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["1e5", "1e6"])
     parser.add_argument("--json", default=os.path.join(HERE, "row_lookups_results.json"))
     args = parser.parse_args()
-    results = {"machine": machine(), "load_start": os.getloadavg(), "sizes": []}
+    results = new_results(sizes=[])
     for size in args.sizes:
         results["sizes"].append(run_size(int(float(size))))
     print("| n | call | p50 | CPU p50 | load |\n|---|---|---|---|---|")

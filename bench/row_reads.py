@@ -25,14 +25,11 @@ import shutil
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [os.path.dirname(HERE), *filter(None, [os.environ.get("PYTHONPATH")])])
-sys.path.insert(0, os.path.dirname(HERE))
+from _common import HERE, load, new_results, use_this_tree, write_results
 
-from guide import built_catalog, measure, write_results  # noqa: E402
-from ingest import machine  # noqa: E402
+use_this_tree()
+
+from guide import built_catalog, measure  # noqa: E402
 from row_groups import DISPLAY  # noqa: E402
 
 BLOCK = 256
@@ -41,10 +38,6 @@ LAYOUTS = {
     "1,024-row pages, 32 KiB dictionaries": {"data_page_row_count_limit": 1024,
                                              "dictionary_page_size_limit": 32 * 1024},
 }
-
-
-def load() -> float:
-    return round(os.getloadavg()[0], 2)
 
 
 def readers(path: str) -> dict:
@@ -155,7 +148,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["1e5", "1e6"])
     parser.add_argument("--json", default=os.path.join(HERE, "row_reads_results.json"))
     args = parser.parse_args()
-    results = {"machine": machine(), "load_start": os.getloadavg(), "sizes": []}
+    results = new_results(sizes=[])
     for size in args.sizes:
         results["sizes"].append(run_size(int(float(size))))
     print("| n | layout | rows / groups / footer of the file | read (CPU p50) | ms | load |\n"

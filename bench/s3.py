@@ -219,7 +219,7 @@ def main() -> None:
     args = parser.parse_args()
     n, records = (10_000, 1_000) if args.quick else (100_000, 10_000)
 
-    from ingest import machine
+    from _common import machine
 
     from lamina import testing
 

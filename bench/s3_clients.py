@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--json", default=os.path.join(HERE, "s3_clients_results.json"))
     args = parser.parse_args()
 
-    from ingest import machine
+    from _common import machine
 
     from lamina import testing
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from contextlib import contextmanager
 
@@ -37,6 +38,22 @@ def reset_process_state() -> None:
         lamina_session._sessions.clear()
     for found in sessions:
         found.close()
+
+
+def wait_until_lasted() -> None:
+    """Sleep until the table versions read so far have lasted long enough for the session to
+    keep copies of them in memory (``IN_MEMORY_AFTER_SECONDS``, read at the call so a
+    monkeypatched value counts)."""
+    time.sleep(lamina_session.IN_MEMORY_AFTER_SECONDS + 0.05)
+
+
+def each_way(check) -> None:
+    """``check()`` on a version's files, then (once the version has lasted) on the copy in
+    memory, twice: the copy is made by the first of the two."""
+    check()
+    wait_until_lasted()
+    check()
+    check()
 
 
 def new_s3_root(prefix: str = "root") -> str:

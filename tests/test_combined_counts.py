@@ -6,17 +6,16 @@ lasted, and after another process commits."""
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 
 import pytest
 
 import lamina as ln
 from lamina import Q
-from lamina.engine import row_columns, session
+from lamina.engine import row_columns
 
 import query_catalog as qc
-from helpers import python, statements_of, write_file
+from helpers import each_way, python, statements_of, wait_until_lasted, write_file
 
 oracle = qc.oracle
 world = qc.world
@@ -48,7 +47,7 @@ def settled_counts(count_calls: list, counts) -> list[int]:
     """``counts()`` once on a version just read, then once the version has lasted (answered
     from the list index and the rows it finds); both answers must agree."""
     first = counts()
-    time.sleep(session.IN_MEMORY_AFTER_SECONDS + 0.05)
+    wait_until_lasted()
     counts()
     count_calls.clear()
     second = counts()
@@ -113,7 +112,7 @@ def test_combined_counts_follow_another_processes_commits(root, tmp_path):
         return A.filter(records=treated, size__gt=2).count()
 
     assert count() == 2  # sizes 3 and 4 among the four treated ones
-    time.sleep(session.IN_MEMORY_AFTER_SECONDS + 0.05)
+    wait_until_lasted()
     assert count() == count() == 2
 
     python(f"""
@@ -135,7 +134,4 @@ def test_combined_counts_follow_another_processes_commits(root, tmp_path):
         assert count() == 4
         assert A.filter(records=treated, description="resized").count() == 1
 
-    check()
-    time.sleep(session.IN_MEMORY_AFTER_SECONDS + 0.05)
-    check()
-    check()
+    each_way(check)

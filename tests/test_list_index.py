@@ -87,9 +87,7 @@ def test_a_sessions_list_indexes_stay_within_their_byte_cap_and_counts_stay_righ
         local_root, tmp_path, monkeypatch):
     """With a cap of one index's bytes, indexes of several list columns asked in turn
     replace each other (the one just built kept), and every count is what the links say."""
-    import time
-
-    from helpers import write_file
+    from helpers import wait_until_lasted, write_file
 
     import lamina as ln
     from lamina.engine import session as session_module
@@ -107,7 +105,7 @@ def test_a_sessions_list_indexes_stay_within_their_byte_cap_and_counts_stay_righ
         art.ulabels.add(u)
     caches = session_module.session_for(ln.current())._caches
     assert ln.Artifact.filter(records=a).count() == 3
-    time.sleep(session_module.IN_MEMORY_AFTER_SECONDS + 0.05)  # the version has lasted
+    wait_until_lasted()  # the version has lasted
     assert ln.Artifact.filter(records=a).count() == 3
     one_index = caches.list_index_bytes
     assert one_index > 0  # the count was answered from an index

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-import time
 
 import pandas as pd
 import polars as pl
@@ -18,7 +17,7 @@ from lamina.engine import id_order
 from lamina.engine import session as lamina_session
 
 import query_catalog as qc
-from helpers import statements_of
+from helpers import statements_of, wait_until_lasted
 
 # Fixtures of the generated catalog (module-scoped build, per-test connection).
 fresh = qc.fresh
@@ -288,7 +287,7 @@ def test_displays_of_relation_filters_show_the_oracles_rows_wherever_they_are_he
     monkeypatch.setattr(lamina_session, "_sessions", {})
     A = ln.Artifact
     A.filter(suffix=".h5ad").count()
-    time.sleep(lamina_session.IN_MEMORY_AFTER_SECONDS + 0.05)  # the copies are made
+    wait_until_lasted()  # the copies are made
     rows = oracle.table(A)
     for calls in RELATION_DISPLAYS:
         q = ln.Q.chain(*[ln.Q(**c) for c in calls]) if len(calls) > 1 else ln.Q(**calls[0])
@@ -320,7 +319,7 @@ def test_displays_read_the_shown_columns_only_for_rows_not_held(oracle, monkeypa
     monkeypatch.setattr(lamina_session, "_sessions", {})
     A = ln.Artifact
     A.filter(records__name="DMSO").count()
-    time.sleep(lamina_session.IN_MEMORY_AFTER_SECONDS + 0.05)
+    wait_until_lasted()
 
     def artifact_statements(call) -> list[str]:
         sql_calls.clear()

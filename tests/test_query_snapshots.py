@@ -4,32 +4,21 @@ process commits: every answer below is checked after a real second process saved
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 import lamina as ln
 from lamina import bionty as bt
 from lamina.engine import id_order, session
 
-from helpers import new_s3_root, python, s3_requests, write_file
+from helpers import each_way, new_s3_root, python, s3_requests, wait_until_lasted, write_file
 
 
 def settled(call):
     """``call()`` made again once the table versions it reads have lasted long enough to be
     served from memory; its second answer."""
     call()
-    time.sleep(session.IN_MEMORY_AFTER_SECONDS + 0.05)
+    wait_until_lasted()
     return call()
-
-
-def each_way(check):
-    """``check()`` on a version's files, then (once the version has lasted) on the copy in
-    memory, twice: the copy is made by the first of the two."""
-    check()
-    time.sleep(session.IN_MEMORY_AFTER_SECONDS + 0.05)
-    check()
-    check()
 
 
 def test_a_small_registry_is_served_from_memory_and_sees_another_processes_save(instance):

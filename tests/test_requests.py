@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections import Counter
 from contextlib import contextmanager
 
@@ -18,7 +17,7 @@ import lamina as ln
 from lamina import testing
 
 from helpers import (filesystem, new_s3_root, python, reset_process_state, s3_requests,
-                     spawn)
+                     spawn, wait_until_lasted)
 
 N_ARTIFACTS = 300
 PERTURBATIONS = ["DMSO", "IFNG", "TNF"]
@@ -556,13 +555,11 @@ def test_a_warm_repeat_on_a_catalog_grown_by_hand_fetches_no_file(grown_by_hand)
     """Past the age at which a small registry is copied into memory, a repeated feature
     filter checks its two tables for new commits and fetches nothing: the feature files
     its first run did not need are not fetched for a copy either."""
-    from lamina.engine.session import IN_MEMORY_AFTER_SECONDS
-
     root, frame = grown_by_hand
     ln.connect(root)
     query = lambda: ln.Artifact.filter(temperature__gt=25).count()  # noqa: E731
     assert query() == (frame.temperature > 25).sum()
-    time.sleep(IN_MEMORY_AFTER_SECONDS + 0.1)
+    wait_until_lasted()
     requests = s3_requests(query)
     assert kinds(requests) == {"LIST": 2}, shown(requests)
 

@@ -5,14 +5,13 @@ index's candidates or from the whole statement."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 import lamina as ln
 from lamina.engine import id_order, row_columns, session, version_caches
 
 import query_catalog as qc
+from helpers import wait_until_lasted
 
 # Fixtures of the generated catalog (module-scoped build, per-test connection).
 oracle = qc.oracle
@@ -22,11 +21,6 @@ RELATION_FILTERS = [
     {"suffix": ".h5ad"}, {"size__gt": 10_000}, {"key__contains": "a"},
     {"suffix": "no such suffix"}, {"description__isnull": True, "size__lte": 5e5},
 ]
-
-
-def lasted():
-    """Wait until the versions read have lasted long enough for the list indexes."""
-    time.sleep(session.IN_MEMORY_AFTER_SECONDS + 0.05)
 
 
 def answers_of(monkeypatch, name: str) -> list:
@@ -67,7 +61,7 @@ def test_full_reads_of_a_relation_filter_equal_the_oracle(oracle, monkeypatch, c
     expected = oracle.ids(ln.Artifact, records=experiment.id, **conditions)
     qs = ln.Artifact.filter(records=experiment, **conditions)
     qs.count()
-    lasted()
+    wait_until_lasted()
     answers = answers_of(monkeypatch, "all_rows")
     frame = qs.to_dataframe(limit=None)
     from_candidates = answers[0] is not None
@@ -106,7 +100,7 @@ def test_displays_in_another_order_equal_the_oracle(oracle, monkeypatch, order, 
     if through == "kept columns, few rows held":
         hold_few_rows(monkeypatch)
     ln.Artifact.filter(**conditions).order_by(order).to_dataframe(limit=1)
-    lasted()
+    wait_until_lasted()
     field = order.lstrip("-")
     expected = _ordered(oracle, field, order.startswith("-"), **conditions)
     rows = oracle.table(ln.Artifact)

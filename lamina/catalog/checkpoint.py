@@ -147,7 +147,6 @@ def hint_due(version: int, previous: int) -> bool:
 # Its thread is joined when the interpreter exits, so a short script's last checkpoint is
 # written before it ends.
 _writer: ThreadPoolExecutor | None = None
-_pending: set[Future] = set()
 _writer_lock = threading.Lock()
 
 
@@ -167,24 +166,25 @@ def in_background(write: Callable[[], None]) -> None:
                 future.set_result(None)
             except Exception as exc:  # noqa: BLE001 - logged, as on the thread
                 future.set_exception(exc)
-        else:
-            _pending.add(future)
-    future.add_done_callback(_finished)
+    future.add_done_callback(_logged)
 
 
-def _finished(future: Future) -> None:
-    with _writer_lock:
-        _pending.discard(future)
+def _logged(future: Future) -> None:
     if future.exception() is not None:
         logger.warning("no checkpoint written: %s", future.exception())
 
 
 def wait_written() -> None:
-    """Wait until the checkpoints this process started writing are written (or failed)."""
+    """Wait until the checkpoints this process started writing are written (or failed): the
+    one thread writes them in order, so a step queued behind them ends after the last."""
     with _writer_lock:
-        pending = list(_pending)
-    for future in pending:
-        future.exception()  # waits; failures were logged
+        writer = _writer
+    if writer is None:
+        return
+    try:
+        writer.submit(lambda: None).result()
+    except RuntimeError:  # the interpreter is shutting down: its exit joined the thread
+        pass
 
 
 def can_checkpoint(state: LogState | None) -> bool:

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .filter_tree import Q
-from .planner import Compiler, row_columns
+from .planner import Compiler
 
 if TYPE_CHECKING:
     from .queryset import QuerySet
@@ -65,12 +65,12 @@ def first_rows(qs: QuerySet, columns, descending: bool, limit: int, offset: int
         shown = held.newest_main(needed)
         if shown is not None:
             return held.take(shown[offset:], columns or held.table.column_names)
-    compiler = qs._compiler()
-    if qs.q:
-        qs._compile(compiler=compiler)
     if held is not None and held.low is None:  # the whole registry is held
-        shown = _ids(qs, order, limit, offset, in_memory=True, compiler=compiler)
+        shown = _ids(qs, order, limit, offset, in_memory=True)
         return held.take(shown, columns or held.table.column_names)
+    compiler = qs._compiler()
+    if qs.q:  # the list tests and other conditions _candidate_ids needs
+        qs._compile(compiler=compiler)
     width = max(NEWEST_WINDOW, needed)
     newest = session.newest_rows(qs.spec) if descending else None
     if newest is not None and qs.q:
@@ -130,10 +130,7 @@ def all_rows(qs: QuerySet, columns, descending: bool, offset: int) -> pa.Table |
             not compiler.other_conditions and len(candidates) > ROWS_BY_ID):
         return None
     if compiler.other_conditions and len(candidates):
-        condition, params = compiler.beside_list_tests(qs.q)
-        found = qs._session().count_among(qs.spec, candidates, condition, params,
-                                          row_columns(condition), compiler.specs,
-                                          answer=_IDS_MET)
+        found = qs._count_among(candidates, compiler, answer=_IDS_MET)
         if found is None:
             return None
         candidates = np.sort(np.asarray(found, dtype=np.int64))
@@ -183,7 +180,7 @@ def _ids(qs: QuerySet, order: tuple, limit: int, offset: int, in_memory: bool = 
         sql, params, specs = qs._compile(columns=["id"], order_by=order, limit=limit,
                                          offset=offset, **bounds)
         return np.asarray(qs._run(sql, params, specs).column("id"), dtype=np.int64)
-    compiler = bounds.pop("compiler", None) or qs._compiler()
+    compiler = qs._compiler()
     sql, params = compiler.select(qs.q, columns=["id"], distinct=qs._distinct, **bounds)
     ids = np.sort(np.asarray(qs._run(sql, params, compiler.specs).column("id"),
                              dtype=np.int64))

@@ -53,8 +53,11 @@ class Compiler:
     # and whether it has others too (see QuerySet._candidate_ids).
     list_tests: list = field(default_factory=list)
     other_conditions: bool = False
-    # True while compiling what rows known to pass the list tests must still meet.
-    _beside_list_tests: bool = False
+    # Of the last select() too, compiled in the same pass: its condition without those
+    # ListTest conjuncts and without the branch, ``(sql, params)``: what rows already known to
+    # pass the list tests, on the main branch, must still meet. The queried row is ``t``;
+    # :func:`row_columns` names the columns it reads.
+    beside_list_tests: tuple[str, list] = ("", [])
     _aliases: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self):
@@ -64,12 +67,17 @@ class Compiler:
         return f"t{next(self._aliases)}"
 
     # ---- conditions --------------------------------------------------------------------
-    def where(self, q: Q, alias: str = "t", spec: TableSpec | None = None,
-              top: bool = False) -> tuple[str, list]:
-        """``top``: ``q`` is (a conjunct of) the statement's condition; its ListTest
-        conjuncts are collected in ``list_tests``."""
-        spec = spec or self.spec
-        parts, params = [], []
+    def where(self, q: Q, alias: str = "t", spec: TableSpec | None = None
+              ) -> tuple[str, list]:
+        """The condition ``q`` on the row ``alias`` of ``spec`` (the compiled registry's)."""
+        return self._where(q, alias, spec or self.spec, top=False)[0]
+
+    def _where(self, q: Q, alias: str, spec: TableSpec, top: bool
+               ) -> tuple[tuple[str, list], tuple[str, list]]:
+        """where(), and the same condition without its ListTest conjuncts. ``top``: ``q`` is
+        (a conjunct of) the statement's condition; its ListTest conjuncts are collected in
+        ``list_tests`` (not ``top``: the two conditions are the same)."""
+        parts, params, beside_parts, beside_params = [], [], [], []
         children = q.children
         if top and children and (q.connector != Q.AND or q.negated):
             self.other_conditions = True
@@ -78,26 +86,24 @@ class Compiler:
             children = one_related_row(spec, children)
         for child in children:
             if isinstance(child, Q):
-                sql, p = self.where(child, alias, spec, top)
+                (sql, p), (beside, beside_p) = self._where(child, alias, spec, top)
             else:
                 compiled = self._leaf(child, spec, alias)
-                sql, p = compiled
+                (sql, p), (beside, beside_p) = compiled, compiled
                 if top:
                     if isinstance(compiled, ListTest):
                         self.list_tests.append(compiled)
-                        if self._beside_list_tests:
-                            continue
+                        beside = ""
                     elif sql:
                         self.other_conditions = True
             if sql:
                 parts.append(f"({sql})")
                 params.extend(p)
-        sql = f" {q.connector} ".join(parts)
-        if q.negated and sql:
-            # NULL-safe: a row whose field is NULL does not equal the value, so NOT keeps it.
-            # (Same truth table as NOT coalesce(x, false); DuckDB evaluates it ~20 % faster.)
-            sql = f"({sql}) IS NOT TRUE"
-        return sql, params
+            if beside:
+                beside_parts.append(f"({beside})")
+                beside_params.extend(beside_p)
+        whole = (_joined(q, parts), params)
+        return whole, ((_joined(q, beside_parts), beside_params) if top else whole)
 
     def _leaf(self, child, spec: TableSpec, alias: str) -> tuple[str, list]:
         """A condition, or the conditions on one related row (SameRelatedRow)."""
@@ -246,18 +252,6 @@ class Compiler:
             found.setdefault("branch_id", MAIN_BRANCH_ID)
         return found
 
-    def beside_list_tests(self, q: Q) -> tuple[str, list]:
-        """The condition of select() on ``q`` without its ListTest conjuncts (collected in
-        ``list_tests`` as select() collects them) and without the branch: what rows already
-        known to pass those tests, on the main branch, must still meet. The queried row is
-        ``t``; :func:`row_columns` names the columns it reads."""
-        self.list_tests, self.other_conditions = [], False
-        self._beside_list_tests = True
-        try:
-            return self.where(q, "t", top=True)
-        finally:
-            self._beside_list_tests = False
-
     def mentions_branch(self, q: Q) -> bool:
         return any(p.split(SEP)[0] in ("branch", "branch_id") for p in q.paths())
 
@@ -272,7 +266,7 @@ class Compiler:
         (Session.newest_rows), read instead of its view; ``ids``: only the rows with these
         ids."""
         self.list_tests, self.other_conditions = [], False
-        where, params = self.where(q, "t", top=True)
+        (where, params), self.beside_list_tests = self._where(q, "t", self.spec, top=True)
         conditions = [where] if where else []
         if id_bound is not None:
             operator, bound = id_bound
@@ -345,6 +339,16 @@ class Compiler:
 # The compiler writes every column of the queried row as ``t.<column>`` (subqueries take
 # other aliases: t1, _u, l, ...) and binds every value, so these are the columns it reads.
 _ROW_COLUMN = re.compile(r"(?<![\w.\"])t\.(\w+)")
+
+
+def _joined(q: Q, parts: list[str]) -> str:
+    """``parts`` (each in parentheses) joined by ``q``'s connector, negated if ``q`` is."""
+    sql = f" {q.connector} ".join(parts)
+    if q.negated and sql:
+        # NULL-safe: a row whose field is NULL does not equal the value, so NOT keeps it.
+        # (Same truth table as NOT coalesce(x, false); DuckDB evaluates it ~20 % faster.)
+        sql = f"({sql}) IS NOT TRUE"
+    return sql
 
 
 def row_columns(condition: str) -> set[str]:

@@ -351,19 +351,20 @@ class QuerySet:
             if candidates is not None and (not compiler.other_conditions or not len(candidates)):
                 return len(candidates)
             if candidates is not None:
-                counted = self._count_among(candidates)
+                counted = self._count_among(candidates, compiler)
                 if counted is not None:
                     return counted
         return self._session().scalar(f"SELECT count(*) AS n FROM ({inner})", params, specs)
 
-    def _count_among(self, candidates: np.ndarray) -> int | None:
+    def _count_among(self, candidates: np.ndarray, compiler: Compiler,
+                     answer: str = "count(*)"):
         """How many of ``candidates`` (the rows passing the query's list tests) meet its other
-        conditions, evaluated on those rows alone (Session.count_among); None when the session
-        leaves it to the whole statement."""
-        compiler = self._compiler()
-        condition, params = compiler.beside_list_tests(self.q)
+        conditions, evaluated on those rows alone (Session.count_among; ``answer`` as there);
+        None when the session leaves it to the whole statement. ``compiler``: the one that
+        compiled the query (select()), which kept those conditions."""
+        condition, params = compiler.beside_list_tests
         return self._session().count_among(self.spec, candidates, condition, params,
-                                           row_columns(condition), compiler.specs)
+                                           row_columns(condition), compiler.specs, answer)
 
     def __len__(self) -> int:
         return self.count()

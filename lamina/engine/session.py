@@ -282,6 +282,13 @@ class Session:
         process, made once per version; None when it keeps none."""
         with self._lock:
             self.refresh([spec])
+            return self._held_rows(spec)
+
+    def _held_rows(self, spec) -> HeldRows | None:
+        """held_rows of the version the caller has just refreshed ``spec`` to. A registry served
+        from memory is read into it once per version, and its lookups by id and by value are
+        made from it (fields_by_id, ValueLookups.rows_equal) rather than reading it again."""
+        with self._lock:
             qualified = spec.qualified
             version = self._versions.get(qualified)
             kept = self._held.get(qualified)
@@ -335,7 +342,8 @@ class Session:
         column names the caller validated). A registry served from memory answers from a
         mapping of all its rows kept per version: the includes of a shown page then cost no
         statement at all (each one, even on a 100-row copy, is ~1-2 ms of DuckDB)."""
-        names = ", ".join(f"t.{f}" for f in dict.fromkeys(["id", *fields]))
+        columns = list(dict.fromkeys(["id", *fields]))
+        names = ", ".join(f"t.{f}" for f in columns)
         with self._lock:
             self.refresh([spec], views=False)
             qualified = spec.qualified
@@ -343,8 +351,8 @@ class Session:
                 key = (qualified, self._versions[qualified], names)
                 every = self._by_id.get(key)
                 if every is None:
-                    rows = self.con.execute(f'SELECT {names} FROM "{spec.view}" t')
-                    every = {r["id"]: r for r in rows.to_arrow_table().to_pylist()}
+                    rows = self._held_rows(spec).table.select(columns)
+                    every = {r["id"]: r for r in rows.to_pylist()}
                     self._by_id = {k: v for k, v in self._by_id.items() if k[0] != qualified}
                     self._by_id[key] = every
                 return {i: every[i] for i in ids if i in every}

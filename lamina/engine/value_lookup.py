@@ -68,7 +68,7 @@ class ValueLookups:
             key = (qualified, session._versions[qualified], column)
             index = self._indexes.get(key)
             if index is None:
-                rows = session.con.execute(f'SELECT * FROM "{spec.view}"').to_arrow_table()
+                rows = session._held_rows(spec).table
                 index = {}
                 for row in rows.to_pylist():
                     index.setdefault(_indexed_value(row, column, equal[column]), []).append(row)
