@@ -227,7 +227,9 @@ def test_get_by_uid_stem_names_the_newest_version_after_another_process_saved_on
 
 def test_rows_of_one_block_asked_one_by_one_read_the_block_once(instance, on_files,
                                                                 monkeypatch):
-    """A local file is read in aligned blocks of a row group, a remote one a group at a time."""
+    """A local file is read in aligned blocks of a row group, a remote one a group at a time
+    (without the decoded copy of the file, which answers once its build ends)."""
+    monkeypatch.setenv("LAMINA_ROW_CACHE_MB", "0")
     monkeypatch.setattr(append_commit, "ROW_GROUP_ROWS", 4)
     monkeypatch.setattr(row_index, "BLOCK_ROWS", 2)
     saved = ln.save([ln.Record(name=f"n{i}") for i in range(8)])  # groups of 4 rows

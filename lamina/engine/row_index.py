@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..catalog.snapshot import Snapshot
+from .row_cache import RowCache
 
 if TYPE_CHECKING:
     import polars as pl
@@ -75,7 +77,10 @@ def _keys(values: pa.Array) -> np.ndarray:
 def _key(value: str | int):
     if isinstance(value, int):
         return np.int64(value)
-    return _keys(pa.array([value], pa.string()))[0]
+    import polars as pl
+
+    # The hash _keys gives, without building an Arrow array first (0.07 against 0.10 ms).
+    return np.uint64(pl.Series([value], dtype=pl.String).hash(seed=0)[0])
 
 
 class _FileColumn:
@@ -179,6 +184,25 @@ class _DataFile:
             self._filesystem = filesystem
         return self._fragment
 
+    def row_groups(self) -> Iterator[pa.Table]:
+        """Every row group of the file in order, all columns (the build of its row cache, on
+        another thread: it opens the file on its own)."""
+        import pyarrow.dataset as ds
+
+        if self._location.is_local:
+            parquet = pq.ParquetFile(self._path, metadata=self.metadata)
+            for group in range(self.metadata.num_row_groups):
+                yield parquet.read_row_group(group, use_threads=False)
+            return
+        fragment = ds.ParquetFileFormat().make_fragment(
+            self._path, self._location.arrow_fs, file_size=self._size)
+        for group in range(self.metadata.num_row_groups):
+            yield fragment.subset(row_group_ids=[group]).to_table(use_threads=False)
+
+    @property
+    def size(self) -> int | None:
+        return self._size
+
     def groups_of(self, positions: list[int]) -> dict[int, list[int]]:
         """``{row group: [offset in the group, ...]}`` of the rows at ``positions``."""
         found: dict[int, list[int]] = {}
@@ -243,6 +267,7 @@ class RowIndex:
         self._rows: OrderedDict[tuple[str, int], dict] = OrderedDict()
         # (file, row group, start of the block in it) -> the block as read, the last BLOCKS_KEPT
         self._blocks: OrderedDict[tuple[str, int, int], _Block] = OrderedDict()
+        self.row_cache = RowCache()
 
     def candidates(self, snapshot: Snapshot, column: str, value: str | int,
                    prefix: int | None = None) -> dict[int, tuple[str, int]]:
@@ -309,6 +334,7 @@ class RowIndex:
             for file in gone:
                 self._ids.pop(file, None)
                 self._data_files.pop(file, None)
+            self.row_cache.forget(gone)
             for key in [k for k in self._rows if k[0] in gone]:
                 del self._rows[key]
             for key in [k for k in self._blocks if k[0] in gone]:
@@ -333,6 +359,14 @@ class RowIndex:
         for file, positions in unread.items():
             data = self._data_files.get(file) or _DataFile(snapshot, file)
             self._data_files[file] = data
+            decoded = self.row_cache.file(file, data.size, data.metadata.num_rows,
+                                          data.row_groups)
+            if decoded is not None:
+                for position in positions:
+                    row = decoded.row(position)
+                    self._keep_row(file, row)
+                    rows.append(row)
+                continue
             for group, offsets in data.groups_of(positions).items():
                 for offset in offsets:
                     row = self._block(file, data, group, offset).row(offset)
