@@ -192,7 +192,7 @@ def test_eviction_keeps_the_copies_under_their_bound(tmp_path, monkeypatch):
         if number == 1:  # room for two copies
             monkeypatch.setenv("LAMINA_ROW_CACHE_MB", str((2 * one_copy + 100) / 2**20))
         parquet = pq.ParquetFile(path)
-        groups = lambda parquet=parquet: (parquet.read_row_group(g)  # noqa: E731
+        groups = lambda parquet=parquet: (parquet.read_row_group(g)
                                           for g in range(parquet.num_row_groups))
         assert cache.file(path, os.path.getsize(path), 1000, groups) is None
         cache.wait()

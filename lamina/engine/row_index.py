@@ -10,25 +10,30 @@ removes whole files), so what is read from one stays right for as long as a snap
 it: a new version costs reading one column of the files it added, and a row read once is not
 decoded again.
 
-A row not read before is read from its data file by position (its row group found in the
-footer kept from the first read). From a local file, polars reads the aligned block of
-BLOCK_ROWS rows that holds it: its scan decodes only the rows of the slice, where pyarrow and
-DuckDB build every value of the 16 Ki-row group: 3.6 ms of CPU against 10.6 (pyarrow) and 7.6
-(DuckDB by file_row_number) for an artifact of the guide's 1e5 catalog, load ~7
-(bench/row_reads.py). What remains is decompressing the group's pages, decoding the
-dictionaries of its unique text, and polars parsing the footer again (it takes no parsed one:
-2 of the 5 ms in a 933k-row file). From an object store, the one row group, through a pyarrow
-fragment (polars would fetch the footer again: one more request per read). Columns the
-group's statistics show NULL throughout (about a third of an artifact's: unused relations and
-features) are filled in, not read. The last blocks read are kept: the rows of a listing asked
-one by one fall mostly in one block.
+A row not read before comes from a decoded copy of its data file on this machine once one
+is built (row_cache.py): a memory-mapped Arrow record batch and one row of it, 0.3-0.7 ms of
+CPU for a whole get() at 1e5 and 1e6 artifacts, load 5-9, against 4.5-6.4 ms without
+(bench/row_lookups_runs/after-rowcache.json and before-4e39f40-same-minutes.json). The first
+row asked of a file starts its copy in the background (0.1 s of CPU for a 1e5-row file, ~1 s
+for 933k rows), and until the copy is in place rows are read from the file by position (its
+row group found in the footer kept from the first read). From a local file, polars reads the
+aligned block of BLOCK_ROWS rows that holds it: its scan decodes only the rows of the slice,
+where pyarrow and DuckDB build every value of the 16 Ki-row group: 3.6 ms of CPU against 10.6
+(pyarrow) and 7.6 (DuckDB by file_row_number) for an artifact of the guide's 1e5 catalog, load
+~7 (bench/row_reads.py). What remains there is decompressing the group's pages, decoding the
+dictionaries of its unique text, and polars parsing the footer again (it takes no parsed one: 2
+of the 5 ms in a 933k-row file): the floor the copy removes. From an object store, the one row
+group, through a pyarrow fragment (polars would fetch the footer again: one more request per
+read). Columns the group's statistics show NULL throughout (about a third of an artifact's:
+unused relations and features) are filled in, not read. The last blocks read are kept: the
+rows of a listing asked one by one fall mostly in one block.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
