@@ -5,10 +5,12 @@ Why: a row not read before is otherwise decoded from its Parquet file, which cos
 its row group (pages decompressed, dictionaries decoded, the footer parsed again): 5-9 ms of
 CPU per ``get()`` of the guide's catalog (bench/row_lookups_results.json). From a mapped
 Arrow file it is one record batch located by the file's footer and one row turned into
-Python values: ~0.3 ms of CPU on the guide's 1e6 artifact file (a hand measurement of the
-candidates, load ~2: uncompressed 2,048-row batches 0.29 ms; LZ4-compressed batches of 256
-to 2,048 rows 0.9-1.2 ms, as every column's buffers of the batch are decompressed; see
-bench/README.md for the measured ``get()``).
+Python values: a whole ``get()`` of a new row then costs 0.3-0.7 ms of CPU at 1e5 and 1e6
+artifacts (bench/row_lookups_runs/after-rowcache.json, load 5-6.5). Uncompressed, because
+decompressing is the cost: reading one row of the guide's 933k-row artifact file took 0.29 ms
+from uncompressed 2,048-row batches and 0.9-1.2 ms from LZ4 batches of 256 to 2,048 rows,
+whose every column buffer is decompressed (a hand measurement, load ~2; LZ4 would take 157
+instead of 432 MiB on disk).
 
 Why it never goes stale: a Delta data file never changes (commits add and remove whole
 files, under new names), so a copy named by the file's URI and size holds what the file holds
@@ -25,7 +27,7 @@ its temporary file, removed by the next eviction. A copy whose footer or row cou
 match its data file (a truncated or foreign file) is not trusted: it is removed and built
 again.
 
-Bounded: copies take ~470 bytes a row for the guide's artifacts (4.4x the Parquet file); when
+Bounded: copies take ~480 bytes a row for the guide's artifacts (4.4x the Parquet file); when
 a build ends the least recently opened copies are removed until the folder holds at most
 ``LAMINA_ROW_CACHE_MB`` (default ROW_CACHE_MB); 0 turns the copies off.
 """
