@@ -183,8 +183,9 @@ class RowCache:
     def __init__(self):
         self._opened: dict[str, tuple[Path, DecodedFile]] = {}
         self._builds: dict[str, threading.Thread] = {}
-        # Files whose copy would not fit under the bound alone: not built again.
-        self._too_large: set[str] = set()
+        # Files whose copy failed, or would not fit under the bound alone: not built again
+        # by this process (their rows are read from the files).
+        self._not_built: set[str] = set()
         self._lock = threading.Lock()
 
     def file(self, file: str, size: int | None, num_rows: int,
@@ -194,7 +195,7 @@ class RowCache:
         opened = self._opened.get(file)
         if opened is not None:
             return opened[1]
-        if file in self._builds or file in self._too_large:
+        if file in self._builds or file in self._not_built:
             return None
         limit = limit_bytes()
         if limit <= 0 or num_rows == 0:
@@ -220,12 +221,13 @@ class RowCache:
             pa.default_memory_pool().release_unused()
             removed = set(evict(limit, keep=path))
             if path in removed:
-                self._too_large.add(file)
+                self._not_built.add(file)
             # A copy removed while mapped here keeps its disk space until it is unmapped.
             for opened, (opened_path, _) in list(self._opened.items()):
                 if opened_path in removed:
                     self._opened.pop(opened, None)
         except Exception as exc:  # noqa: BLE001 - the rows are still read from the file
+            self._not_built.add(file)
             log.warning("no row cache of %s: %s", file, exc)
         finally:
             with self._lock:
