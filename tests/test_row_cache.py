@@ -18,9 +18,9 @@ import pytest
 import lamina as ln
 from lamina.catalog import append_commit
 from lamina.catalog.location import Location
-from lamina.engine import connections, row_cache, row_index, session
+from lamina.engine import connections, row_cache, session
 
-from helpers import filesystem, python, reset_process_state, spawn
+from helpers import filesystem, reset_process_state, spawn
 
 # Children of the two-process test: the registry read from its data files, as on_files does.
 ON_FILES = """
@@ -39,20 +39,6 @@ def on_files(monkeypatch):
     monkeypatch.setattr(connections, "LOCAL_COPY_BYTES", 0)
     monkeypatch.setattr(append_commit, "ROW_GROUP_ROWS", 3)
     monkeypatch.setattr(row_cache, "BATCH_ROWS", 4)
-
-
-@pytest.fixture
-def block_reads(monkeypatch) -> list:
-    """The rows read from a data file itself (not from its copy), as (row group, start)."""
-    reads = []
-    read_block = row_index._DataFile.read_block
-
-    def counted(self, group, start):
-        reads.append((group, start))
-        return read_block(self, group, start)
-
-    monkeypatch.setattr(row_index._DataFile, "read_block", counted)
-    return reads
 
 
 def cache_of(instance) -> row_cache.RowCache:
@@ -124,28 +110,6 @@ def test_a_truncated_copy_is_not_trusted_and_is_built_again(instance, on_files, 
     block_reads.clear()
     assert ln.Record.get(name="t4").id == saved[4].id
     assert block_reads == []
-
-
-def test_a_copy_of_a_file_a_compaction_dropped_is_not_used(instance, on_files):
-    for i in range(4):
-        ln.Record(name=f"m{i}").save()  # a file each
-    for i in range(4):
-        ln.Record.get(name=f"m{i}")
-    cache_of(instance).wait()
-    python(f"""
-        ln.connect({instance.root!r})
-        edited = ln.Record.get(name="m1")
-        edited.description = "edited"
-        edited.save()
-        ln.Record.get(name="m2").delete(permanent=True)
-        ln.current().store(ln.Record._spec).compact()
-    """)
-    assert ln.Record.get(name="m1").description == "edited"
-    with pytest.raises(ln.errors.DoesNotExist):
-        ln.Record.get(name="m2")
-    cache_of(instance).wait()  # the merged file's copy
-    assert ln.Record.get(name="m3").description is None
-    assert ln.Record.get(name="m1").description == "edited"
 
 
 def test_two_processes_building_one_copy_both_answer_right(instance, on_files, block_reads):
