@@ -16,7 +16,8 @@ Why it never goes stale: a Delta data file never changes (commits add and remove
 files, under new names), so a copy named by the file's URI and size holds what the file holds
 for as long as any snapshot lists it; a file a version dropped is simply no longer asked.
 
-Built once per data file, on the first row asked of it that the copy does not answer yet, in a
+Built once per data file, on the second row asked of it that no copy answers yet (a file asked
+once, as by a script's one get(), is not worth the copy: a whole download of it on S3), in a
 background thread: that row is read the way it was before (row_index.py), and the rows asked
 after the copy is in place come from it. A build reads one row group at a time (the memory of
 one decoded group), writes a temporary file and renames it into place, so a reader sees a whole
@@ -56,6 +57,9 @@ log = logging.getLogger(__name__)
 BATCH_ROWS = 2048
 # Default bound of the folder of copies: the guide's 1e6 artifacts take ~470 MiB.
 ROW_CACHE_MB = 4096
+# Rows of a file asked (and read from it) before a copy of it is built: a second one says the
+# file is being browsed.
+MISSES_BEFORE_BUILD = 2
 # A temporary file older than this is a build that was cut short (its process ended).
 STALE_TEMPORARY_S = 3600
 SUFFIX = ".arrow"
@@ -183,6 +187,8 @@ class RowCache:
     def __init__(self):
         self._opened: dict[str, tuple[Path, DecodedFile]] = {}
         self._builds: dict[str, threading.Thread] = {}
+        # Rows asked of each file without a copy so far, until its build starts.
+        self._misses: dict[str, int] = {}
         # Files whose copy failed, or would not fit under the bound alone: not built again
         # by this process (their rows are read from the files).
         self._not_built: set[str] = set()
@@ -190,8 +196,9 @@ class RowCache:
 
     def file(self, file: str, size: int | None, num_rows: int,
              groups: Callable[[], Iterator[pa.Table]]) -> DecodedFile | None:
-        """The copy of data file ``file`` if there is one; else None, and a build of it starts
-        in the background from ``groups()`` (the file's row groups, in order)."""
+        """The copy of data file ``file`` if there is one; else None, and, on the
+        MISSES_BEFORE_BUILD-th row asked of the file, a build of it starts in the background
+        from ``groups()`` (the file's row groups, in order)."""
         opened = self._opened.get(file)
         if opened is not None:
             return opened[1]
@@ -205,6 +212,10 @@ class RowCache:
         if decoded is not None:
             self._opened[file] = (path, decoded)
             return decoded
+        misses = self._misses[file] = self._misses.get(file, 0) + 1
+        if misses < MISSES_BEFORE_BUILD:
+            return None
+        del self._misses[file]
         thread = threading.Thread(target=self._build, args=(file, path, num_rows, groups, limit),
                                   name="lamina-row-cache", daemon=True)
         with self._lock:
@@ -244,3 +255,4 @@ class RowCache:
         """Stop using the copies of ``files`` (no snapshot holds them any more)."""
         for file in files:
             self._opened.pop(file, None)
+            self._misses.pop(file, None)

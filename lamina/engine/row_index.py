@@ -13,7 +13,7 @@ decoded again.
 A row not read before comes from a decoded copy of its data file on this machine once one
 is built (row_cache.py): a memory-mapped Arrow record batch and one row of it, 0.3-0.7 ms of
 CPU for a whole get() at 1e5 and 1e6 artifacts, against 6.4-7.9 ms without, load 4-6.5
-(bench/row_lookups_runs/after-rowcache.json and before-4e39f40-same-minutes.json). The first
+(bench/row_lookups_runs/after-rowcache.json and before-4e39f40-same-minutes.json). The second
 row asked of a file starts its copy in the background (0.2 s of CPU for a 1e5-row file, ~1 s
 for 933k rows), and until the copy is in place rows are read from the file by position (its
 row group found in the footer kept from the first read). From a local file, polars reads the
