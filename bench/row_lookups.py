@@ -14,8 +14,12 @@ figures repeat one call (the row is read once, then kept); ``new rows`` ask a di
 artifact each call, each in another row group than the calls before, so each call reads its
 row from Parquet (a block of a row group: engine/row_index.py); ``neighbouring new rows`` ask
 the artifacts of a listing one by one in its order (the block read for the first serves the
-next). p50 of >= 15 runs, wall and
-process CPU. Then SAVES saves of a new small file under a new key, one after another into
+next). The first row read from a data file starts a decoded copy of that file
+(engine/row_cache.py) in the background: the bench waits for it and reports when it was ready,
+so the new rows after it are served from copies (a later miss); ``copies`` in the results holds
+their bytes on disk, the cost of building each timed by itself, and the peak RSS before and after those timed builds (the pages of the copies the
+process mapped count in it). p50 of >= 15
+runs, wall and process CPU. Then SAVES saves of a new small file under a new key, one after another into
 the same catalog: p50 and mean (the mean carries the compactions every ~32 saves), and the
 slowest. Raw results: ``bench/row_lookups_results.json``.
 """
@@ -25,11 +29,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import resource
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from _common import HERE, load, new_results, use_this_tree, write_results
 
@@ -67,6 +73,51 @@ def saves(ln) -> dict:
             "cpu_mean_ms": statistics.mean(cpus), "max_ms": max(walls), "load": load()}
 
 
+def resident() -> dict:
+    """The process's resident memory now, split as Linux does: anonymous (its own) and
+    file-backed (pages of mapped files, such as the copies: shared, and dropped by the kernel
+    under pressure)."""
+    found = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("RssAnon", "RssFile"):
+                found[name] = int(value.split()[0]) * 1024
+    return found
+
+
+def copy_costs(ln, A) -> dict:
+    """The decoded copies of the registry's data files (engine/row_cache.py): bytes on disk,
+    and what building each costs when timed by itself (into a scratch folder), and the
+    process's peak RSS so far (the pages of the copies it mapped count in it)."""
+    from lamina.engine import row_cache
+    from lamina.engine.row_index import _DataFile
+
+    peak_before_builds = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    folder = row_cache.folder()
+    disk = sum(p.stat().st_size for p in folder.glob("*" + row_cache.SUFFIX))
+    snapshot = ln.current().store(A._spec).snapshot()
+    builds = []
+    scratch = tempfile.mkdtemp(prefix="lamina-copy-")
+    try:
+        for file in snapshot.files:
+            data = _DataFile(snapshot, file)
+            w0, c0 = time.perf_counter(), time.process_time()
+            row_cache.build(Path(scratch) / "copy.arrow", data.metadata.num_rows,
+                            data.row_groups())
+            builds.append({"rows": data.metadata.num_rows,
+                           "parquet_bytes": data.size,
+                           "copy_bytes": os.path.getsize(os.path.join(scratch, "copy.arrow")),
+                           "wall_s": round(time.perf_counter() - w0, 3),
+                           "cpu_s": round(time.process_time() - c0, 3), "load": load()})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"disk_bytes": disk, "builds": builds, "peak_rss_bytes": peak_before_builds,
+            "rss_now_bytes": resident(),
+            "peak_rss_after_timed_builds_bytes":
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
 def run_size(n: int) -> dict:
     import lamina as ln
     from lamina.engine.session import session_for
@@ -79,6 +130,15 @@ def run_size(n: int) -> dict:
                  "cpu_p50_ms": (time.process_time() - c0) * 1e3, "runs": 1}
         rows = [{"name": "first get(key=) of the session (indexes key)", "lamina": first,
                  "load": load()}]
+        # That get read its row from Parquet; a second row of the same file starts the copy
+        # of the file in the background; until the copy is in place, rows not read before
+        # come from Parquet.
+        A.get(key="atlas/cells_8.h5ad")
+        cache = session_for(ln.current())._by_value.row_index.row_cache
+        cache.wait()
+        copy_ready = {"p50_ms": (time.perf_counter() - w0) * 1e3, "runs": 1}
+        rows.append({"name": "first get(key=) and a second row of its file, until the copy of the file is built (wall)",
+                     "lamina": {**copy_ready, "cpu_p50_ms": None}, "load": load()})
         for name, call in (("first get(uid) (indexes uid)", lambda: A.get(probe.uid)),
                            ("first filter(hash=).first() (indexes hash)",
                             lambda: A.filter(hash=probe.hash).first())):
@@ -117,6 +177,9 @@ def run_size(n: int) -> dict:
             print(f"  n={n:,} {name:45s} {rows[-1]['lamina']['p50_ms']:8.2f} ms "
                   f"(cpu {rows[-1]['lamina']['cpu_p50_ms']:.2f})  load {rows[-1]['load']}",
                   file=sys.stderr, flush=True)
+        cache.wait()  # copies of the other files the new rows fell in
+        copies = copy_costs(ln, A)
+        print(f"  n={n:,} copies: {copies}", file=sys.stderr, flush=True)
         con = raw_connection(ln)
         sql = "SELECT * FROM artifact WHERE key = ? AND is_latest AND branch_id = 1 LIMIT 2"
         assert con.execute(sql, [probe.key]).to_arrow_table()["id"].to_pylist() == [probe.id]
@@ -128,7 +191,7 @@ def run_size(n: int) -> dict:
               f"{saved['cpu_p50_ms']:.2f}), mean {saved['mean_ms']:.2f} ms, max "
               f"{saved['max_ms']:.0f} ms  load {saved['load']}", file=sys.stderr, flush=True)
         return {"n": n, "build": built, "index_bytes_key_uid_hash": index_bytes, "rows": rows,
-                "saves": saved}
+                "saves": saved, "copies": copies}
 
 
 def main() -> None:
@@ -143,8 +206,23 @@ def main() -> None:
     for size in results["sizes"]:
         for row in size["rows"]:
             lam = row["lamina"]
+            cpu = "—" if lam["cpu_p50_ms"] is None else f"{lam['cpu_p50_ms']:.2f} ms"
             print(f"| {size['n']:,} | {row['name']} | {lam['p50_ms']:.2f} ms | "
-                  f"{lam['cpu_p50_ms']:.2f} ms | {row.get('load', '—')} |")
+                  f"{cpu} | {row.get('load', '—')} |")
+        copies = size["copies"]
+        print(f"| {size['n']:,} | copies of the artifact files on disk | "
+              f"{copies['disk_bytes'] / 2**20:.0f} MiB | | |")
+        for built in copies["builds"]:
+            print(f"| {size['n']:,} | building the copy of a {built['rows']:,}-row file "
+                  f"({built['parquet_bytes'] / 2**20:.1f} MiB Parquet, "
+                  f"{built['copy_bytes'] / 2**20:.0f} MiB copy) | {built['wall_s'] * 1e3:.0f} ms | "
+                  f"{built['cpu_s'] * 1e3:.0f} ms | {built['load']} |")
+        print(f"| {size['n']:,} | peak RSS of the process so far (after the timed builds) | "
+              f"{copies['peak_rss_bytes'] / 2**20:.0f} MiB "
+              f"({copies['peak_rss_after_timed_builds_bytes'] / 2**20:.0f} MiB) | | |")
+        now = copies["rss_now_bytes"]
+        print(f"| {size['n']:,} | resident now: anonymous / mapped files | "
+              f"{now['RssAnon'] / 2**20:.0f} / {now['RssFile'] / 2**20:.0f} MiB | | |")
         print(f"| {size['n']:,} | index of key, uid, hash and the files' ids (bytes held) | "
               f"{size['index_bytes_key_uid_hash'] / 2**20:.1f} MiB | | |")
         saved = size["saves"]
@@ -153,6 +231,8 @@ def main() -> None:
         print(f"| {size['n']:,} | the same, mean (compactions included); slowest "
               f"{saved['max_ms']:.0f} ms | {saved['mean_ms']:.2f} ms | "
               f"{saved['cpu_mean_ms']:.2f} ms | {saved['load']} |")
+    results["peak_rss_end_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"peak RSS of the process at its end: {results['peak_rss_end_bytes'] / 2**20:.0f} MiB")
     write_results(results, args.json)
 
 

@@ -74,3 +74,20 @@ def instance(root):
     import lamina as ln
 
     return ln.init(storage=root)
+
+
+@pytest.fixture
+def block_reads(monkeypatch) -> list:
+    """The blocks of rows the row index reads from data files themselves (engine/row_index.py),
+    as (row group, start in the group); rows from a decoded copy (row_cache.py) are not."""
+    from lamina.engine import row_index
+
+    reads = []
+    read_block = row_index._DataFile.read_block
+
+    def counted(self, group, start):
+        reads.append((group, start))
+        return read_block(self, group, start)
+
+    monkeypatch.setattr(row_index._DataFile, "read_block", counted)
+    return reads

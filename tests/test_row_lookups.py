@@ -150,11 +150,18 @@ def test_rows_read_by_position_equal_the_rows_saved(instance, on_files, statemen
     assert [sql for sql in statements.sql if "WHERE" in sql] == []
 
 
+@pytest.mark.parametrize("copies", ["building", "built"])
 def test_rows_read_before_a_compaction_in_another_process_come_from_the_merged_file(
-        instance, on_files):
+        instance, on_files, copies, block_reads):
+    """Read while the decoded copies of the files (row_cache.py) are still being built, or
+    from the copies once built: the copies of the files the compaction dropped are not used."""
     saved = [ln.Record(name=f"m{i}").save() for i in range(6)]  # a file each
     assert ln.Record.get(name="m1").description is None  # read, and kept with its block
     assert ln.Record.get(name="m2").id == saved[2].id
+    row_cache = session.session_for(instance)._by_value.row_index.row_cache
+    if copies == "built":
+        row_cache.wait()
+        assert ln.Record.get(name="m4").id == saved[4].id
     python(f"""
         ln.connect({instance.root!r})
         edited = ln.Record.get(name="m1")
@@ -172,6 +179,12 @@ def test_rows_read_before_a_compaction_in_another_process_come_from_the_merged_f
     assert [ln.Record.get(name=f"m{i}").id for i in (0, 3, 4, 5)] == [
         saved[i].id for i in (0, 3, 4, 5)]
     assert ln.Record.get(saved[1].id).description == "edited"
+    if copies == "built":  # the merged file's copy answers once built
+        row_cache.wait()
+        block_reads.clear()
+        assert ln.Record.get(name="m5").id == saved[5].id
+        assert ln.Record.get(name="m1").description == "edited"
+        assert block_reads == []
 
 
 def test_a_query_after_lookups_from_the_index_reads_the_version_they_saw(instance, on_files,
@@ -226,19 +239,14 @@ def test_get_by_uid_stem_names_the_newest_version_after_another_process_saved_on
 
 
 def test_rows_of_one_block_asked_one_by_one_read_the_block_once(instance, on_files,
-                                                                monkeypatch):
-    """A local file is read in aligned blocks of a row group, a remote one a group at a time."""
+                                                                block_reads, monkeypatch):
+    """A local file is read in aligned blocks of a row group, a remote one a group at a time
+    (without the decoded copy of the file, which answers once its build ends)."""
+    monkeypatch.setenv("LAMINA_ROW_CACHE_MB", "0")
     monkeypatch.setattr(append_commit, "ROW_GROUP_ROWS", 4)
     monkeypatch.setattr(row_index, "BLOCK_ROWS", 2)
     saved = ln.save([ln.Record(name=f"n{i}") for i in range(8)])  # groups of 4 rows
-    reads = []
-    read_block = row_index._DataFile.read_block
-
-    def counted(self, group, start):
-        reads.append((group, start))
-        return read_block(self, group, start)
-
-    monkeypatch.setattr(row_index._DataFile, "read_block", counted)
+    block_reads.clear()
     assert [ln.Record.get(name=f"n{i}").id for i in range(8)] == [r.id for r in saved]
     local = not instance.root.startswith("s3://")
-    assert reads == ([(0, 0), (0, 2), (1, 0), (1, 2)] if local else [(0, 0), (1, 0)])
+    assert block_reads == ([(0, 0), (0, 2), (1, 0), (1, 2)] if local else [(0, 0), (1, 0)])

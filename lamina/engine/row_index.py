@@ -10,23 +10,29 @@ removes whole files), so what is read from one stays right for as long as a snap
 it: a new version costs reading one column of the files it added, and a row read once is not
 decoded again.
 
-A row not read before is read from its data file by position (its row group found in the
-footer kept from the first read). From a local file, polars reads the aligned block of
-BLOCK_ROWS rows that holds it: its scan decodes only the rows of the slice, where pyarrow and
-DuckDB build every value of the 16 Ki-row group: 3.6 ms of CPU against 10.6 (pyarrow) and 7.6
-(DuckDB by file_row_number) for an artifact of the guide's 1e5 catalog, load ~7
-(bench/row_reads.py). What remains is decompressing the group's pages, decoding the
-dictionaries of its unique text, and polars parsing the footer again (it takes no parsed one:
-2 of the 5 ms in a 933k-row file). From an object store, the one row group, through a pyarrow
-fragment (polars would fetch the footer again: one more request per read). Columns the
-group's statistics show NULL throughout (about a third of an artifact's: unused relations and
-features) are filled in, not read. The last blocks read are kept: the rows of a listing asked
-one by one fall mostly in one block.
+A row not read before comes from a decoded copy of its data file on this machine once one
+is built (row_cache.py): a memory-mapped Arrow record batch and one row of it, 0.3-0.7 ms of
+CPU for a whole get() at 1e5 and 1e6 artifacts, against 6.4-7.9 ms without, load 4-6.5
+(bench/row_lookups_runs/after-rowcache.json and before-4e39f40-same-minutes.json). The second
+row asked of a file starts its copy in the background (0.2 s of CPU for a 1e5-row file, ~1 s
+for 933k rows), and until the copy is in place rows are read from the file by position (its
+row group found in the footer kept from the first read). From a local file, polars reads the
+aligned block of BLOCK_ROWS rows that holds it: its scan decodes only the rows of the slice,
+where pyarrow and DuckDB build every value of the 16 Ki-row group: 3.6 ms of CPU against 10.6
+(pyarrow) and 7.6 (DuckDB by file_row_number) for an artifact of the guide's 1e5 catalog, load
+~7 (bench/row_reads.py). What remains there is decompressing the group's pages, decoding the
+dictionaries of its unique text, and polars parsing the footer again (it takes no parsed one: 2
+of the 5 ms in a 933k-row file): the floor the copy removes. From an object store, the one row
+group, through a pyarrow fragment (polars would fetch the footer again: one more request per
+read). Columns the group's statistics show NULL throughout (about a third of an artifact's:
+unused relations and features) are filled in, not read. The last blocks read are kept: the
+rows of a listing asked one by one fall mostly in one block.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -36,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..catalog.snapshot import Snapshot
+from .row_cache import RowCache
 
 if TYPE_CHECKING:
     import polars as pl
@@ -75,7 +82,10 @@ def _keys(values: pa.Array) -> np.ndarray:
 def _key(value: str | int):
     if isinstance(value, int):
         return np.int64(value)
-    return _keys(pa.array([value], pa.string()))[0]
+    import polars as pl
+
+    # The hash _keys gives, without building an Arrow array first (0.07 against 0.10 ms).
+    return np.uint64(pl.Series([value], dtype=pl.String).hash(seed=0)[0])
 
 
 class _FileColumn:
@@ -179,6 +189,25 @@ class _DataFile:
             self._filesystem = filesystem
         return self._fragment
 
+    def row_groups(self) -> Iterator[pa.Table]:
+        """Every row group of the file in order, all columns (the build of its row cache, on
+        another thread: it opens the file on its own)."""
+        import pyarrow.dataset as ds
+
+        if self._location.is_local:
+            parquet = pq.ParquetFile(self._path, metadata=self.metadata)
+            for group in range(self.metadata.num_row_groups):
+                yield parquet.read_row_group(group, use_threads=False)
+            return
+        fragment = ds.ParquetFileFormat().make_fragment(
+            self._path, self._location.arrow_fs, file_size=self._size)
+        for group in range(self.metadata.num_row_groups):
+            yield fragment.subset(row_group_ids=[group]).to_table(use_threads=False)
+
+    @property
+    def size(self) -> int | None:
+        return self._size
+
     def groups_of(self, positions: list[int]) -> dict[int, list[int]]:
         """``{row group: [offset in the group, ...]}`` of the rows at ``positions``."""
         found: dict[int, list[int]] = {}
@@ -243,6 +272,7 @@ class RowIndex:
         self._rows: OrderedDict[tuple[str, int], dict] = OrderedDict()
         # (file, row group, start of the block in it) -> the block as read, the last BLOCKS_KEPT
         self._blocks: OrderedDict[tuple[str, int, int], _Block] = OrderedDict()
+        self.row_cache = RowCache()
 
     def candidates(self, snapshot: Snapshot, column: str, value: str | int,
                    prefix: int | None = None) -> dict[int, tuple[str, int]]:
@@ -309,6 +339,7 @@ class RowIndex:
             for file in gone:
                 self._ids.pop(file, None)
                 self._data_files.pop(file, None)
+            self.row_cache.forget(gone)
             for key in [k for k in self._rows if k[0] in gone]:
                 del self._rows[key]
             for key in [k for k in self._blocks if k[0] in gone]:
@@ -333,6 +364,14 @@ class RowIndex:
         for file, positions in unread.items():
             data = self._data_files.get(file) or _DataFile(snapshot, file)
             self._data_files[file] = data
+            decoded = self.row_cache.file(file, data.size, data.metadata.num_rows,
+                                          data.row_groups)
+            if decoded is not None:
+                for position in positions:
+                    row = decoded.row(position)
+                    self._keep_row(file, row)
+                    rows.append(row)
+                continue
             for group, offsets in data.groups_of(positions).items():
                 for offset in offsets:
                     row = self._block(file, data, group, offset).row(offset)

@@ -1,0 +1,174 @@
+"""Rows not read before are served from a decoded copy of their data file on this machine
+(engine/row_cache.py) once it is built: what such a copy answers must equal what the Parquet
+file holds (the oracle reads the file with pyarrow, not through lamina), a damaged copy must not
+be trusted, two processes building one copy must both answer right, and the folder of copies
+stays under its bound."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import textwrap
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import lamina as ln
+from lamina.catalog import append_commit
+from lamina.catalog.location import Location
+from lamina.engine import connections, row_cache, session
+
+from helpers import filesystem, reset_process_state, spawn
+
+# Children of the two-process test: the registry read from its data files, as on_files does.
+ON_FILES = """
+from lamina.engine import connections, row_index, session
+session.IN_MEMORY_VALUES = 0
+connections.LOCAL_COPY_BYTES = 0
+"""
+
+
+@pytest.fixture
+def on_files(monkeypatch):
+    """Registries stay on their data files (no copy in memory, no whole read of a small
+    remote registry into local copies), read in small row groups and copied in batches of 4
+    rows, so a copy's batches straddle the file's row groups."""
+    monkeypatch.setattr(session, "IN_MEMORY_VALUES", 0)
+    monkeypatch.setattr(connections, "LOCAL_COPY_BYTES", 0)
+    monkeypatch.setattr(append_commit, "ROW_GROUP_ROWS", 3)
+    monkeypatch.setattr(row_cache, "BATCH_ROWS", 4)
+
+
+def cache_of(instance) -> row_cache.RowCache:
+    return session.session_for(instance)._by_value.row_index.row_cache
+
+
+def record_files(root: str) -> list[str]:
+    fs = filesystem(root)
+    folder = Location.of(root).join(".lamina/catalog/core/record")
+    return [p for p in fs.find(folder) if p.endswith(".parquet") and "/_delta_log/" not in p]
+
+
+def file_rows(root: str, path: str) -> list[dict]:
+    """The oracle: the rows of a Parquet file as pyarrow reads its bytes."""
+    return pq.read_table(io.BytesIO(filesystem(root).cat_file(path))).to_pylist()
+
+
+def copies() -> dict[str, int]:
+    folder = row_cache.folder()
+    return {p.name: p.stat().st_size for p in folder.glob("*.arrow")} if folder.exists() else {}
+
+
+def test_rows_from_a_copy_equal_the_rows_of_the_data_file(instance, on_files, block_reads):
+    saved = ln.save([ln.Record(name=f"r{i}", description="told" if i % 4 == 1 else None)
+                     for i in range(11)])
+    assert ln.Record.get(name="r0").id == saved[0].id  # read from the file
+    assert cache_of(instance)._builds == {}  # one row asked of a file starts no copy
+    assert ln.Record.get(name="r1").id == saved[1].id  # a second one starts it
+    cache_of(instance).wait()
+    block_reads.clear()
+    (file,) = record_files(instance.root)
+    expected = {row["name"]: row for row in file_rows(instance.root, file)}
+    for record in reversed(saved):
+        got = ln.Record.get(name=record.name)
+        row = expected[record.name]
+        assert (got.id, got.uid, got.description, got.created_at, got.is_type) == (
+            row["id"], row["uid"], row["description"], row["created_at"], row["is_type"])
+    assert block_reads == []  # every row came from the copy
+
+
+def test_a_copy_holds_every_row_and_column_of_its_file(instance, on_files):
+    ln.save([ln.Record(name=f"c{i}", description=None if i % 3 else f"d{i}")
+             for i in range(10)])
+    ln.Record.get(name="c5")
+    ln.Record.get(name="c6")
+    cache_of(instance).wait()
+    (file,) = record_files(instance.root)
+    expected = file_rows(instance.root, file)
+    snapshot = ln.current().store(ln.Record._spec).snapshot()
+    ((uri, size),) = zip(snapshot.files, snapshot.sizes)
+    assert uri.split("://")[-1] == file.split("://")[-1]
+    decoded = row_cache.DecodedFile.open(row_cache.copy_path(uri, size), len(expected))
+    assert decoded is not None
+    assert [decoded.row(position) for position in range(len(expected))] == expected
+
+
+def test_a_truncated_copy_is_not_trusted_and_is_built_again(instance, on_files, block_reads):
+    saved = ln.save([ln.Record(name=f"t{i}") for i in range(7)])
+    ln.Record.get(name="t0")
+    ln.Record.get(name="t1")
+    cache_of(instance).wait()
+    ((name, size),) = copies().items()
+    path = row_cache.folder() / name
+    with open(path, "r+b") as copy:
+        copy.truncate(size // 2)
+    reset_process_state()  # a new process: the copy is opened from disk again
+    ln.connect(instance.root)
+    block_reads.clear()
+    assert [ln.Record.get(name=f"t{i}").id for i in (6, 2)] == [saved[6].id, saved[2].id]
+    assert block_reads != []  # read from the data file, not from the damaged copy
+    cache_of(ln.current()).wait()
+    assert copies() == {name: size}  # built again, whole
+    block_reads.clear()
+    assert ln.Record.get(name="t4").id == saved[4].id
+    assert block_reads == []
+
+
+def test_two_processes_building_one_copy_both_answer_right(instance, on_files, block_reads):
+    saved = ln.save([ln.Record(name=f"p{i}") for i in range(40)])
+    expected = {r.name: r.id for r in saved}
+    child = ON_FILES + textwrap.dedent(f"""
+        from lamina.engine import row_cache
+        row_cache.BATCH_ROWS = 4
+        ln.connect({instance.root!r})
+        first = ln.Record.get(name="p0").id
+        ln.Record.get(name="p1")  # a second row of the file starts the build
+        cache = session.session_for(ln.current())._by_value.row_index.row_cache
+        cache.wait()
+        calls = []
+        read_block = row_index._DataFile.read_block
+        row_index._DataFile.read_block = lambda *a: calls.append(a) or read_block(*a)
+        found = {{f"p{{i}}": ln.Record.get(name=f"p{{i}}").id for i in range(40)}}
+        print(json.dumps({{"first": first, "found": found, "file_reads": len(calls)}}))
+    """)
+    children = [spawn(child) for _ in range(2)]
+    for process in children:
+        out, err = process.communicate(timeout=180)
+        assert process.returncode == 0, err
+        answer = json.loads(out.strip().splitlines()[-1])
+        assert answer["first"] == expected["p0"] and answer["found"] == expected
+        assert answer["file_reads"] == 0
+    assert len(copies()) == 1  # one copy, whole: this process trusts it
+    reset_process_state()
+    ln.connect(instance.root)
+    assert ln.Record.get(name="p17").id == expected["p17"]
+    assert block_reads == []  # from the copy they left
+
+
+def test_eviction_keeps_the_copies_under_their_bound(tmp_path, monkeypatch):
+    files = []
+    for i in range(4):
+        path = tmp_path / f"{i}.parquet"
+        pq.write_table(pa.table({"id": list(range(i * 1000, (i + 1) * 1000)),
+                                 "name": [f"row {j}" for j in range(1000)]}), path,
+                       row_group_size=300)
+        files.append(str(path))
+    one_copy = None
+    cache = row_cache.RowCache()
+    for number, path in enumerate(files):
+        if number == 1:  # room for two copies
+            monkeypatch.setenv("LAMINA_ROW_CACHE_MB", str((2 * one_copy + 100) / 2**20))
+        parquet = pq.ParquetFile(path)
+        groups = lambda parquet=parquet: (parquet.read_row_group(g)
+                                          for g in range(parquet.num_row_groups))
+        for _ in range(row_cache.MISSES_BEFORE_BUILD):  # the last of these starts the build
+            assert cache.file(path, os.path.getsize(path), 1000, groups) is None
+        cache.wait()
+        one_copy = one_copy or sum(copies().values())
+        decoded = cache.file(path, os.path.getsize(path), 1000, groups)
+        assert decoded.row(999) == {"id": number * 1000 + 999, "name": "row 999"}
+    assert sum(copies().values()) <= 2 * one_copy + 100
+    kept = {row_cache.copy_path(p, os.path.getsize(p)).name for p in files[2:]}
+    assert set(copies()) == kept  # the two opened last
