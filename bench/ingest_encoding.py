@@ -27,9 +27,9 @@ sys.path.insert(0, HERE)
 
 def artifact_rows(workdir: str, n: int):
     """The artifact rows ``bench/ingest.py``'s manifest of ``n`` rows becomes."""
+    import ingest as ingest_bench
     import pyarrow.parquet as pq
 
-    import ingest as ingest_bench
     import lamina as ln
 
     os.environ["LAMINA_HOME"] = os.path.join(workdir, "home")

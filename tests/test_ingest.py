@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -441,7 +442,7 @@ def test_paths_spelled_relative_or_with_dot_segments_name_the_same_files(instanc
     for name in "abcd":
         artifact = ln.Artifact.get(key=f"spelled/{name}.txt")
         assert artifact.size == len(f"file {name}")
-        assert open(artifact.cache()).read() == f"file {name}"
+        assert Path(artifact.cache()).read_text() == f"file {name}"
 
 # ---- two writers, one manifest ------------------------------------------------------------------
 def test_two_processes_ingesting_the_same_manifest_register_each_file_once(world, tmp_path):
