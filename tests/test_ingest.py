@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -420,6 +421,28 @@ def test_from_dir_local_folder_copies_with_folder_keys(instance, tmp_path):
     assert keys == {"plates/top.json", *{f"plates/a/w{i}.txt" for i in range(5)}}
     assert ln.Artifact.get(key="plates/top.json").load() == {"x": 1}
 
+
+
+def test_paths_spelled_relative_or_with_dot_segments_name_the_same_files(instance, tmp_path,
+                                                                         monkeypatch):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in "abcd":
+        (folder / f"{name}.txt").write_text(f"file {name}")
+    monkeypatch.chdir(tmp_path)
+    spelled = ["data/a.txt", f"{tmp_path}/data/./b.txt", f"{tmp_path}/data/sub/../c.txt",
+               f"{tmp_path}//data//d.txt"]
+    manifest = pd.DataFrame({"path": spelled, "key": [f"spelled/{n}.txt" for n in "abcd"]})
+    batch = ln.Artifact.from_manifest(manifest)
+    preview = batch.to_dataframe()
+    assert list(preview["path"]) == [os.path.normpath(os.path.join(tmp_path, p))
+                                     for p in spelled]
+    report = ln.save(batch)
+    assert (report.new, report.failed) == (4, 0)
+    for name in "abcd":
+        artifact = ln.Artifact.get(key=f"spelled/{name}.txt")
+        assert artifact.size == len(f"file {name}")
+        assert Path(artifact.cache()).read_text() == f"file {name}"
 
 # ---- two writers, one manifest ------------------------------------------------------------------
 def test_two_processes_ingesting_the_same_manifest_register_each_file_once(world, tmp_path):

@@ -9,9 +9,10 @@ from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import (CommitProperties, DeltaTable, PostCommitHookProperties, WriterProperties,
-                       write_deltalake)
+from deltalake import (ColumnProperties, CommitProperties, DeltaTable, PostCommitHookProperties,
+                       WriterProperties, write_deltalake)
 
+from .append_commit import PLAIN_TEXT_COLUMNS
 from .snapshot import ID_HIGH_WATER, Change, Snapshot, to_arrow
 
 # A delete or overwrite names up to this many ranges of ids; beyond, it rewrites their span.
@@ -25,8 +26,12 @@ _NO_HOOKS = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_lo
 # are one or two row groups (the default to_dataframe() reads those only; with 122,880-row
 # groups it decoded every display column of a 1e5 table, ~20 ms). deltalake's default (1 Mi
 # rows) leaves one group per file. Snappy, as deltalake's default: WriterProperties without a
-# codec writes uncompressed (+65 % bytes). Figures: bench/README.md, "Query".
-WRITER_PROPERTIES = WriterProperties(max_row_group_size=16_384, compression="SNAPPY")
+# codec writes uncompressed (+65 % bytes). Figures: bench/README.md, "Query". Columns of
+# distinct text values are written without a dictionary (append_commit.PLAIN_TEXT_COLUMNS).
+WRITER_PROPERTIES = WriterProperties(
+    max_row_group_size=16_384, compression="SNAPPY",
+    column_properties={name: ColumnProperties(dictionary_enabled=False)
+                       for name in PLAIN_TEXT_COLUMNS})
 
 
 def commit_through_deltalake(table: DeltaTable, snapshot: Snapshot, change: Change,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import numpy as np
@@ -89,17 +90,32 @@ class IngestBatch:
             # manifest is prepared again chunk by chunk, so memory stays bounded.
             kept: list | None = []
             kept_bytes = 0
-            for offset, table in self._source.chunks():
-                issues = Issues()
-                df = prepare(ctx, offset, table, seen, issues, self._stats)
+
+            def labelled(offset, rows, df, issues):
+                """A chunk's labels checked: its issues and the chunk kept (in order)."""
+                nonlocal kept, kept_bytes
                 df = check_labels(ctx, df, issues, self.create_labels)
                 issues_all.extend(issues.to_list())
                 failed.append(issues.rows())
-                bar.update(table.num_rows)
+                bar.update(rows)
                 if kept is not None:
                     kept_bytes += df.estimated_size()
                     kept = kept + [(offset, df)] if kept_bytes <= _cache_budget() else None
-                del df, table
+
+            # A chunk's labels are checked on a second thread while the next chunk is
+            # prepared (both mostly Arrow, NumPy and Polars work outside the GIL), one chunk
+            # behind, so issues and kept chunks stay in manifest order.
+            with ThreadPoolExecutor(1, thread_name_prefix="lamina-labels") as labeller:
+                checking = None
+                for offset, table in self._source.chunks():
+                    issues = Issues()
+                    df = prepare(ctx, offset, table, seen, issues, self._stats)
+                    if checking is not None:
+                        checking.result()
+                    checking = labeller.submit(labelled, offset, table.num_rows, df, issues)
+                    del df, table
+                if checking is not None:
+                    checking.result()
             bar.close()
             self._prepared = kept
             if self.create_labels:

