@@ -79,8 +79,11 @@ class LogHints:
     def _move(self, table: str, checkpoint: int) -> None:
         for _ in range(ATTEMPTS):
             if self._tag is None:
-                blob, self._tag = self.location.read_tagged(self.path)
-                self._meta = json.loads(blob)
+                blob, tag = self.location.read_tagged(self.path)
+                meta = json.loads(blob)
+                if not isinstance(meta, dict):
+                    raise ValueError(f"{self.path} holds no JSON object")
+                self._meta, self._tag = meta, tag
             if (self._meta.get("format", 1) != self._format
                     or not _due(self._meta, table, checkpoint)):
                 return  # another writer moved it, or a newer lamina rewrote the file

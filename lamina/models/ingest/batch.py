@@ -105,17 +105,22 @@ class IngestBatch:
             # A chunk's labels are checked on a second thread while the next chunk is
             # prepared (both mostly Arrow, NumPy and Polars work outside the GIL), one chunk
             # behind, so issues and kept chunks stay in manifest order.
+            # An error of the chunk being checked is raised before one of a later chunk
+            # (which becomes its context).
             with ThreadPoolExecutor(1, thread_name_prefix="lamina-labels") as labeller:
                 checking = None
-                for offset, table in self._source.chunks():
-                    issues = Issues()
-                    df = prepare(ctx, offset, table, seen, issues, self._stats)
+                try:
+                    for offset, table in self._source.chunks():
+                        issues = Issues()
+                        df = prepare(ctx, offset, table, seen, issues, self._stats)
+                        if checking is not None:
+                            checking.result()
+                        checking = labeller.submit(labelled, offset, table.num_rows, df,
+                                                   issues)
+                        del df, table
+                finally:
                     if checking is not None:
                         checking.result()
-                    checking = labeller.submit(labelled, offset, table.num_rows, df, issues)
-                    del df, table
-                if checking is not None:
-                    checking.result()
             bar.close()
             self._prepared = kept
             if self.create_labels:
@@ -231,7 +236,18 @@ class IngestBatch:
                              f"artifacts; {report.new + report.existing:,} of {to_commit:,} "
                              "rows saved so far")
         except KeyboardInterrupt:
-            raise KeyboardInterrupt(_say_interrupted(report)) from None
+            # One Ctrl-C can arrive twice: Polars raises its own KeyboardInterrupt for a
+            # signal that Python then raises again (as on entering the function below), so a
+            # second interrupt while saying what was saved is absorbed, as is a user pressing
+            # Ctrl-C again. The loop is here, not inside the function: Python handles a
+            # pending signal on entering a call.
+            while True:
+                try:
+                    message = _say_interrupted(report)
+                    break
+                except KeyboardInterrupt:
+                    continue
+            raise KeyboardInterrupt(message) from None
         finally:
             for bar in bars.values():
                 bar.close()
@@ -278,19 +294,12 @@ def _cache_budget() -> int:
 
 
 def _say_interrupted(report: IngestReport) -> str:
-    """Log what an interrupted save committed. One Ctrl-C can arrive twice: Polars raises its
-    own KeyboardInterrupt for a signal that Python then raises again, so a second interrupt
-    while saying this is absorbed (as is a user pressing Ctrl-C again)."""
-    while True:
-        try:
-            message = (f"interrupted: {report.new:,} new artifacts in {report.chunks} committed "
-                       f"chunk(s) are saved{_id_span(report)}; the chunk in progress was not "
-                       "committed. Run the same ln.save again to resume: it skips what is "
-                       "saved.")
-            log.warning(message)
-            return message
-        except KeyboardInterrupt:
-            continue
+    """Log what an interrupted save committed, and return it."""
+    message = (f"interrupted: {report.new:,} new artifacts in {report.chunks} committed "
+               f"chunk(s) are saved{_id_span(report)}; the chunk in progress was not "
+               "committed. Run the same ln.save again to resume: it skips what is saved.")
+    log.warning(message)
+    return message
 
 
 def _id_span(report: IngestReport) -> str:
