@@ -3,7 +3,7 @@
 store's writer settings and with a dictionary on every column (the settings before
 ``append_commit.PLAIN_TEXT_COLUMNS``), alternating run by run so both see the same load.
 
-    PYTHONPATH=. python bench/ingest_encoding.py [--rows 100000] [--repeats 7]
+    python bench/ingest_encoding.py [--rows 100000] [--repeats 7]
 
 The rows are real: ``bench/ingest.py``'s manifest ingested into a fresh catalog, then the
 artifact table's data file read back. Prints a table (wall and CPU seconds per write, file
@@ -13,16 +13,15 @@ size) and writes the raw timings to ``ingest_encoding_results.json`` beside this
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+from _common import HERE, new_results, use_this_tree, write_results
+
+use_this_tree()
 
 
 def artifact_rows(workdir: str, n: int):
@@ -61,7 +60,7 @@ def main() -> None:
             "dictionary on every column (before)": WriterProperties(
                 max_row_group_size=16_384, compression="SNAPPY"),
         }
-        load_before = os.getloadavg()
+        results = new_results(rows=rows.num_rows, columns=rows.num_columns)
         runs: dict[str, list] = {name: [] for name in settings}
         for _ in range(args.repeats):
             for name, properties in settings.items():
@@ -73,12 +72,10 @@ def main() -> None:
                 size = sum(os.path.getsize(os.path.join(target, f)) for f in os.listdir(target)
                            if f.endswith(".parquet"))
                 runs[name].append({"wall_s": wall, "cpu_s": cpu, "bytes": size})
-        load_after = os.getloadavg()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"{rows.num_rows:,} artifact rows, {rows.num_columns} columns; {args.repeats} writes "
-          f"each, alternating; load average {load_before[0]:.1f} before, "
-          f"{load_after[0]:.1f} after\n")
+          "each, alternating\n")
     print("| writer settings | median wall | min wall | median CPU | file size |")
     print("| --- | --- | --- | --- | --- |")
     for name, found in runs.items():
@@ -86,10 +83,8 @@ def main() -> None:
         cpus = [r["cpu_s"] for r in found]
         print(f"| {name} | {statistics.median(walls):.3f} s | {min(walls):.3f} s | "
               f"{statistics.median(cpus):.3f} s | {found[0]['bytes'] / 1e6:.2f} MB |")
-    with open(args.json, "w") as f:
-        json.dump({"rows": rows.num_rows, "columns": rows.num_columns,
-                   "load_average_before": load_before, "load_average_after": load_after,
-                   "runs": runs}, f, indent=2)
+    results["runs"] = runs
+    write_results(results, args.json)
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ class Source:
         pending, n_pending, offset = [], 0, 0
         # Arrow's threads decode the next batch while this one is validated (the manifest is
         # read on a native filesystem, so no IO thread calls back into Python); one batch
-        # ahead keeps memory bounded. ~0.5 s of the 1e6-row bench's reading overlapped.
+        # ahead keeps memory bounded.
         for batch in dataset.to_batches(batch_size=size, use_threads=True, batch_readahead=1,
                                         fragment_readahead=1):
             if limit is not None and offset + n_pending + batch.num_rows > limit:
