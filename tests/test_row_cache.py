@@ -147,28 +147,58 @@ def test_two_processes_building_one_copy_both_answer_right(instance, on_files, b
     assert block_reads == []  # from the copy they left
 
 
-def test_eviction_keeps_the_copies_under_their_bound(tmp_path, monkeypatch):
+def parquet_files(folder, count: int) -> list[str]:
+    """``count`` Parquet files of 1000 rows each (ids from ``1000 * number``), in row groups
+    of 300."""
     files = []
-    for i in range(4):
-        path = tmp_path / f"{i}.parquet"
+    for i in range(count):
+        path = folder / f"{i}.parquet"
         pq.write_table(pa.table({"id": list(range(i * 1000, (i + 1) * 1000)),
                                  "name": [f"row {j}" for j in range(1000)]}), path,
                        row_group_size=300)
         files.append(str(path))
+    return files
+
+
+def ask_until_built(cache: row_cache.RowCache, path: str) -> row_cache.DecodedFile | None:
+    """Ask rows of the file at ``path`` until its copy is built (or refused): its copy then."""
+    parquet = pq.ParquetFile(path)
+    groups = lambda: (parquet.read_row_group(g) for g in range(parquet.num_row_groups))
+    for _ in range(row_cache.MISSES_BEFORE_BUILD):  # the last of these starts the build
+        assert cache.file(path, os.path.getsize(path), 1000, groups) is None
+    cache.wait()
+    return cache.file(path, os.path.getsize(path), 1000, groups)
+
+
+def test_eviction_keeps_the_copies_under_their_bound(tmp_path, monkeypatch):
+    files = parquet_files(tmp_path, 4)
     one_copy = None
     cache = row_cache.RowCache()
     for number, path in enumerate(files):
         if number == 1:  # room for two copies
             monkeypatch.setenv("LAMINA_ROW_CACHE_MB", str((2 * one_copy + 100) / 2**20))
-        parquet = pq.ParquetFile(path)
-        groups = lambda parquet=parquet: (parquet.read_row_group(g)
-                                          for g in range(parquet.num_row_groups))
-        for _ in range(row_cache.MISSES_BEFORE_BUILD):  # the last of these starts the build
-            assert cache.file(path, os.path.getsize(path), 1000, groups) is None
-        cache.wait()
+        decoded = ask_until_built(cache, path)
         one_copy = one_copy or sum(copies().values())
-        decoded = cache.file(path, os.path.getsize(path), 1000, groups)
         assert decoded.row(999) == {"id": number * 1000 + 999, "name": "row 999"}
     assert sum(copies().values()) <= 2 * one_copy + 100
     kept = {row_cache.copy_path(p, os.path.getsize(p)).name for p in files[2:]}
     assert set(copies()) == kept  # the two opened last
+
+
+def test_a_copy_larger_than_the_bound_is_not_built_and_removes_no_other(tmp_path,
+                                                                        monkeypatch):
+    first, second = parquet_files(tmp_path, 2)
+    cache = row_cache.RowCache()
+    assert ask_until_built(cache, first).row(0) == {"id": 0, "name": "row 0"}
+    kept = copies()
+    monkeypatch.setenv("LAMINA_ROW_CACHE_MB", str(sum(kept.values()) / 2 / 2**20))
+    assert ask_until_built(cache, second) is None  # its rows come from the file
+    assert copies() == kept
+    assert [p.name for p in row_cache.folder().iterdir()] == list(kept)  # no temporary left
+    assert ask_until_built(cache, second) is None and cache._builds == {}  # not tried again
+    # A copy that alone passes the bound is removed by itself, the others stay.
+    monkeypatch.delenv("LAMINA_ROW_CACHE_MB")
+    assert ask_until_built(row_cache.RowCache(), second) is not None
+    built = row_cache.copy_path(second, os.path.getsize(second))
+    assert row_cache.evict(built.stat().st_size - 1, keep=built) == [built]
+    assert copies() == kept

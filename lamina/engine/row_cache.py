@@ -30,7 +30,9 @@ again.
 
 Bounded: copies take ~480 bytes a row for the guide's artifacts (4.4x the Parquet file); when
 a build ends the least recently opened copies are removed until the folder holds at most
-``LAMINA_ROW_CACHE_MB`` (default ROW_CACHE_MB); 0 turns the copies off.
+``LAMINA_ROW_CACHE_MB`` (default ROW_CACHE_MB); 0 turns the copies off. A copy that alone
+passes the bound is given up while it is written (its file's rows are read from the file) and
+removes no other copy.
 """
 
 from __future__ import annotations
@@ -122,10 +124,15 @@ class DecodedFile:
                 for name, column in zip(self._reader.schema.names, batch.columns)}
 
 
-def build(path: Path, num_rows: int, groups: Iterator[pa.Table]) -> None:
+class TooLarge(Exception):
+    """A copy that alone would take more than the bound of the folder of copies."""
+
+
+def build(path: Path, num_rows: int, groups: Iterator[pa.Table], limit: int) -> None:
     """Write the copy of a data file of ``num_rows`` rows whose row groups ``groups`` yields,
     in BATCH_ROWS-row batches (a group's last rows join the next group's first), through a
-    temporary file renamed into place."""
+    temporary file renamed into place. Raises TooLarge, and writes no copy, once the copy
+    passes ``limit`` bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     writer = None
@@ -143,11 +150,15 @@ def build(path: Path, num_rows: int, groups: Iterator[pa.Table]) -> None:
                 whole = rows.num_rows - rows.num_rows % BATCH_ROWS
                 if whole:
                     writer.write_table(rows.slice(0, whole), max_chunksize=BATCH_ROWS)
+                    if sink.tell() > limit:
+                        raise TooLarge(f"{path.name} passed {limit} bytes")
                 pending = [rows.slice(whole)] if whole < rows.num_rows else []
             if pending:
                 writer.write_table(pa.concat_tables(pending), max_chunksize=BATCH_ROWS)
             if writer is not None:
                 writer.close()
+            if sink.tell() > limit:
+                raise TooLarge(f"{path.name} passed {limit} bytes")
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
@@ -156,7 +167,7 @@ def build(path: Path, num_rows: int, groups: Iterator[pa.Table]) -> None:
 def evict(limit: int, keep: Path | None = None) -> list[Path]:
     """Remove the least recently opened copies until the folder holds at most ``limit``
     bytes (``keep`` last of all), and temporary files of builds cut short. Returns what
-    was removed."""
+    was removed. A ``keep`` larger than ``limit`` alone is removed, and no other copy for it."""
     entries, removed = [], []
     now = time.time()
     for entry in os.scandir(folder()):
@@ -170,6 +181,8 @@ def evict(limit: int, keep: Path | None = None) -> list[Path]:
         elif entry.name.endswith(SUFFIX):
             entries.append((Path(entry.path) == keep, stat.st_mtime, stat.st_size,
                             Path(entry.path)))
+    if any(is_kept and size > limit for is_kept, _, size, _ in entries):
+        entries = [e for e in entries if e[0]]  # removing others would not make room for it
     total = sum(e[2] for e in entries)
     for _, _, size, path in sorted(entries):
         if total <= limit:
@@ -226,7 +239,7 @@ class RowCache:
     def _build(self, file: str, path: Path, num_rows: int,
                groups: Callable[[], Iterator[pa.Table]], limit: int) -> None:
         try:
-            build(path, num_rows, groups())
+            build(path, num_rows, groups(), limit)
             # The decoded groups' memory goes back to the system, not to the pool's cache
             # (60 MiB of the 1e6 catalog's build, measured by hand).
             pa.default_memory_pool().release_unused()
@@ -237,6 +250,9 @@ class RowCache:
             for opened, (opened_path, _) in list(self._opened.items()):
                 if opened_path in removed:
                     self._opened.pop(opened, None)
+        except TooLarge as exc:
+            self._not_built.add(file)
+            log.debug("no row cache of %s: %s", file, exc)
         except Exception as exc:  # noqa: BLE001 - the rows are still read from the file
             self._not_built.add(file)
             log.warning("no row cache of %s: %s", file, exc)
