@@ -202,3 +202,29 @@ def test_a_copy_larger_than_the_bound_is_not_built_and_removes_no_other(tmp_path
     built = row_cache.copy_path(second, os.path.getsize(second))
     assert row_cache.evict(built.stat().st_size - 1, keep=built) == [built]
     assert copies() == kept
+
+
+def test_a_build_keeps_the_copy_in_place_and_refuses_a_file_of_other_rows(tmp_path):
+    (path,) = parquet_files(tmp_path, 1)
+    parquet = pq.ParquetFile(path)
+    groups = lambda: (parquet.read_row_group(g) for g in range(parquet.num_row_groups))
+    copy = tmp_path / "copies" / "one.arrow"
+    row_cache.build(copy, 1000, groups(), limit=2**30)
+    inode = copy.stat().st_ino
+    row_cache.build(copy, 1000, groups(), limit=2**30)  # as another process would
+    assert copy.stat().st_ino == inode  # the copy someone may have mapped stays in place
+    other = copy.with_name("other.arrow")
+    with pytest.raises(ValueError, match="1000 rows read for a file of 1001"):
+        row_cache.build(other, 1001, groups(), limit=2**30)
+    assert sorted(p.name for p in copy.parent.iterdir()) == ["one.arrow"]
+
+
+def test_a_copy_removed_by_another_process_is_let_go_and_built_again(tmp_path):
+    first, second = parquet_files(tmp_path, 2)
+    cache = row_cache.RowCache()
+    ask_until_built(cache, first)
+    row_cache.copy_path(first, os.path.getsize(first)).unlink()  # evicted elsewhere
+    ask_until_built(cache, second)  # a build ends here: it lets go of what is gone
+    assert ask_until_built(cache, first).row(5) == {"id": 5, "name": "row 5"}
+    assert set(copies()) == {row_cache.copy_path(p, os.path.getsize(p)).name
+                             for p in (first, second)}

@@ -20,9 +20,9 @@ Built once per data file, on the second row asked of it that no copy answers yet
 once, as by a script's one get(), is not worth the copy: a whole download of it on S3), in a
 background thread: that row is read the way it was before (row_index.py), and the rows asked
 after the copy is in place come from it. A build reads one row group at a time (the memory of
-one decoded group), writes a temporary file and renames it into place, so a reader sees a whole
-copy or none, and two processes building the same file both end with a right one (the last
-rename wins; a process that mapped the other's keeps its inode). The thread is a daemon: a
+one decoded group), writes a temporary file and links it into place, so a reader sees a whole
+copy or none, and two processes building the same file both end with a right one (the first
+link wins; a copy in place is never replaced under a process that mapped it). The thread is a daemon: a
 short script does not wait at exit for a copy it will not use; a build cut short leaves only
 its temporary file, removed by the next eviction. A copy whose footer or row count does not
 match its data file (a truncated or foreign file) is not trusted: it is removed and built
@@ -85,10 +85,10 @@ def copy_path(file: str, size: int | None) -> Path:
 class DecodedFile:
     """A copy of one data file, memory-mapped: its rows by position."""
 
-    __slots__ = ("_reader",)
+    __slots__ = ("_inode", "_reader")
 
-    def __init__(self, reader: pa.ipc.RecordBatchFileReader):
-        self._reader = reader
+    def __init__(self, reader: pa.ipc.RecordBatchFileReader, inode: int):
+        self._reader, self._inode = reader, inode
 
     @classmethod
     def open(cls, path: Path, num_rows: int) -> DecodedFile | None:
@@ -111,9 +111,17 @@ class DecodedFile:
             return None
         try:
             os.utime(path)  # the copy's last use, for eviction
+            inode = path.stat().st_ino
         except OSError:
-            pass  # evicted by another process meanwhile: still mapped here
-        return cls(reader)
+            inode = -1  # evicted by another process meanwhile: still mapped here
+        return cls(reader, inode)
+
+    def is_at(self, path: Path) -> bool:
+        """Whether ``path`` still holds the copy mapped here (not removed, nor built again)."""
+        try:
+            return path.stat().st_ino == self._inode
+        except OSError:
+            return False
 
     def row(self, position: int) -> dict:
         # Value by value: a one-row slice's to_pylist() costs 3x more (0.20 against 0.06 ms
@@ -131,11 +139,12 @@ class TooLarge(Exception):
 def build(path: Path, num_rows: int, groups: Iterator[pa.Table], limit: int) -> None:
     """Write the copy of a data file of ``num_rows`` rows whose row groups ``groups`` yields,
     in BATCH_ROWS-row batches (a group's last rows join the next group's first), through a
-    temporary file renamed into place. Raises TooLarge, and writes no copy, once the copy
-    passes ``limit`` bytes."""
+    temporary file linked into place (a copy already there, another process's, is kept).
+    Raises TooLarge, and writes no copy, once the copy passes ``limit`` bytes; writes none
+    either unless the groups held ``num_rows`` rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    writer = None
+    writer, written = None, 0
     try:
         with pa.OSFile(str(temporary), "wb") as sink:
             pending: list[pa.Table] = []
@@ -150,16 +159,24 @@ def build(path: Path, num_rows: int, groups: Iterator[pa.Table], limit: int) -> 
                 whole = rows.num_rows - rows.num_rows % BATCH_ROWS
                 if whole:
                     writer.write_table(rows.slice(0, whole), max_chunksize=BATCH_ROWS)
+                    written += whole
                     if sink.tell() > limit:
                         raise TooLarge(f"{path.name} passed {limit} bytes")
                 pending = [rows.slice(whole)] if whole < rows.num_rows else []
             if pending:
-                writer.write_table(pa.concat_tables(pending), max_chunksize=BATCH_ROWS)
+                rows = pa.concat_tables(pending)
+                writer.write_table(rows, max_chunksize=BATCH_ROWS)
+                written += rows.num_rows
             if writer is not None:
                 writer.close()
             if sink.tell() > limit:
                 raise TooLarge(f"{path.name} passed {limit} bytes")
-        os.replace(temporary, path)
+        if written != num_rows:
+            raise ValueError(f"{written} rows read for a file of {num_rows}")
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # built by another process meanwhile, and maybe mapped there
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -246,9 +263,10 @@ class RowCache:
             removed = set(evict(limit, keep=path))
             if path in removed:
                 self._not_built.add(file)
-            # A copy removed while mapped here keeps its disk space until it is unmapped.
-            for opened, (opened_path, _) in list(self._opened.items()):
-                if opened_path in removed:
+            # A copy removed while mapped here keeps its disk space until it is unmapped:
+            # those removed here or by another process (or built again there) are let go.
+            for opened, (opened_path, decoded) in list(self._opened.items()):
+                if not decoded.is_at(opened_path):
                     self._opened.pop(opened, None)
         except TooLarge as exc:
             self._not_built.add(file)
