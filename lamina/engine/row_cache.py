@@ -181,13 +181,14 @@ def build(path: Path, num_rows: int, groups: Iterator[pa.Table], limit: int) -> 
         temporary.unlink(missing_ok=True)
 
 
-def evict(limit: int, keep: Path | None = None) -> list[Path]:
-    """Remove the least recently opened copies until the folder holds at most ``limit``
-    bytes (``keep`` last of all), and temporary files of builds cut short. Returns what
-    was removed. A ``keep`` larger than ``limit`` alone is removed, and no other copy for it."""
+def evict(limit: int, keep: Path) -> list[Path]:
+    """Remove the least recently opened copies until the folder of the copy ``keep`` holds at
+    most ``limit`` bytes (``keep`` last of all), and temporary files of builds cut short.
+    Returns what was removed. A ``keep`` larger than ``limit`` alone is removed, and no other
+    copy for it."""
     entries, removed = [], []
     now = time.time()
-    for entry in os.scandir(folder()):
+    for entry in os.scandir(keep.parent):
         try:
             stat = entry.stat()
         except FileNotFoundError:
