@@ -200,8 +200,8 @@ def test_a_copy_larger_than_the_bound_is_not_built_and_removes_no_other(tmp_path
     monkeypatch.delenv("LAMINA_ROW_CACHE_MB")
     assert ask_until_built(row_cache.RowCache(), second) is not None
     built = row_cache.copy_path(second, os.path.getsize(second))
-    # The folder of the copy it built is evicted, even if the settings moved since.
-    monkeypatch.setenv("LAMINA_HOME", str(tmp_path / "moved"))
+    # The folder of the copy it built is evicted, even if the cache folder moved since.
+    monkeypatch.setenv("LAMINA_CACHE_DIR", str(tmp_path / "moved"))
     assert row_cache.evict(built.stat().st_size - 1, keep=built) == [built]
     assert sorted(p.name for p in built.parent.iterdir()) == list(kept)
 

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ..catalog import settings
+from ..catalog.objects import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,9 @@ def limit_bytes() -> int:
 
 
 def folder() -> Path:
-    return settings.home() / "rows"
+    """Where the copies live: the machine's cache folder (LAMINA_CACHE_DIR), with the copies
+    of objects, not the settings folder."""
+    return cache_dir() / "rows"
 
 
 def copy_path(file: str, size: int | None) -> Path:
