@@ -230,3 +230,16 @@ def test_a_copy_removed_by_another_process_is_let_go_and_built_again(tmp_path):
     assert ask_until_built(cache, first).row(5) == {"id": 5, "name": "row 5"}
     assert set(copies()) == {row_cache.copy_path(p, os.path.getsize(p)).name
                              for p in (first, second)}
+
+
+def test_copies_of_two_batch_sizes_do_not_remove_each_other(tmp_path, monkeypatch):
+    """As two versions of lamina on one machine would build them."""
+    (path,) = parquet_files(tmp_path, 1)
+    batch_rows = row_cache.BATCH_ROWS
+    assert ask_until_built(row_cache.RowCache(), path).row(7) == {"id": 7, "name": "row 7"}
+    monkeypatch.setattr(row_cache, "BATCH_ROWS", 64)
+    assert ask_until_built(row_cache.RowCache(), path).row(70) == {"id": 70, "name": "row 70"}
+    monkeypatch.setattr(row_cache, "BATCH_ROWS", batch_rows)
+    assert len(copies()) == 2
+    assert row_cache.RowCache().file(path, os.path.getsize(path), 1000, None).row(999) == {
+        "id": 999, "name": "row 999"}  # opened, not removed

@@ -79,8 +79,9 @@ def folder() -> Path:
 
 
 def copy_path(file: str, size: int | None) -> Path:
-    """Where the copy of data file ``file`` (a URI) of ``size`` bytes lives."""
-    digest = hashlib.sha256(f"{file}\0{size}".encode()).hexdigest()[:32]
+    """Where the copy of data file ``file`` (a URI) of ``size`` bytes lives, in BATCH_ROWS-row
+    batches (a version of lamina that batches otherwise has copies of its own)."""
+    digest = hashlib.sha256(f"{file}\0{size}\0{BATCH_ROWS}".encode()).hexdigest()[:32]
     return folder() / f"{digest}{SUFFIX}"
 
 
@@ -95,20 +96,25 @@ class DecodedFile:
     @classmethod
     def open(cls, path: Path, num_rows: int) -> DecodedFile | None:
         """The copy at ``path`` if it holds ``num_rows`` rows in BATCH_ROWS-row batches; None
-        when there is none; a copy that does not match (truncated, partial, foreign) is
-        removed, and None."""
+        when there is none, or it cannot be opened now (too many open files, no room to map
+        it); a copy that does not match (truncated, partial, foreign) is removed, and None."""
         try:
             reader = pa.ipc.open_file(pa.memory_map(str(path)))
-            metadata = reader.schema.metadata or {}
-            valid = (metadata.get(_ROWS_KEY) == str(num_rows).encode()
-                     and metadata.get(_BATCH_KEY) == str(BATCH_ROWS).encode()
-                     and reader.num_record_batches == math.ceil(num_rows / BATCH_ROWS))
         except FileNotFoundError:
             return None
-        except (pa.ArrowInvalid, OSError) as exc:
+        except pa.ArrowInvalid as exc:  # not a whole Arrow file
             log.debug("row cache %s not trusted: %s", path, exc)
-            valid = False
-        if not valid:
+            path.unlink(missing_ok=True)
+            return None
+        except OSError as exc:  # the copy may be right: left for this process or another
+            log.debug("row cache %s not opened: %s", path, exc)
+            return None
+        metadata = reader.schema.metadata or {}
+        if metadata.get(_BATCH_KEY) != str(BATCH_ROWS).encode():
+            return None  # another version's batches (its path is another's only by a clash)
+        if (metadata.get(_ROWS_KEY) != str(num_rows).encode()
+                or reader.num_record_batches != math.ceil(num_rows / BATCH_ROWS)):
+            log.debug("row cache %s not trusted: not %s rows", path, num_rows)
             path.unlink(missing_ok=True)
             return None
         try:
