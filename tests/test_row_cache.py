@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
 import textwrap
+import threading
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -243,3 +245,35 @@ def test_copies_of_two_batch_sizes_do_not_remove_each_other(tmp_path, monkeypatc
     assert len(copies()) == 2
     assert row_cache.RowCache().file(path, os.path.getsize(path), 1000, None).row(999) == {
         "id": 999, "name": "row 999"}  # opened, not removed
+
+
+def test_a_process_forked_during_a_build_builds_the_copy_itself(tmp_path):
+    (path,) = parquet_files(tmp_path, 1)
+    parquet = pq.ParquetFile(path)
+    go_on = threading.Event()
+
+    def groups():  # the parent's build waits until the child has built its own
+        go_on.wait()
+        return (parquet.read_row_group(g) for g in range(parquet.num_row_groups))
+
+    cache = row_cache.RowCache()
+    size = os.path.getsize(path)
+    for _ in range(row_cache.MISSES_BEFORE_BUILD):
+        assert cache.file(path, size, 1000, groups) is None
+    assert cache._builds  # the parent's build is under way
+
+    def child():
+        for _ in range(row_cache.MISSES_BEFORE_BUILD):
+            cache.file(path, size, 1000, groups_now)
+        cache.wait()
+        decoded = cache.file(path, size, 1000, groups_now)
+        os._exit(0 if decoded is not None and decoded.row(3)["id"] == 3 else 1)
+
+    groups_now = lambda: (parquet.read_row_group(g) for g in range(parquet.num_row_groups))
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(timeout=60)
+    go_on.set()
+    cache.wait()
+    assert process.exitcode == 0
+    assert cache.file(path, size, 1000, groups_now).row(999)["id"] == 999

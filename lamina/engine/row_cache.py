@@ -43,6 +43,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -224,6 +225,7 @@ class RowCache:
     """This process's copies of data files: those opened, and those being built."""
 
     def __init__(self):
+        _caches.add(self)
         self._opened: dict[str, tuple[Path, DecodedFile]] = {}
         self._builds: dict[str, threading.Thread] = {}
         # Rows asked of each file without a copy so far, until its build starts.
@@ -299,3 +301,16 @@ class RowCache:
         for file in files:
             self._opened.pop(file, None)
             self._misses.pop(file, None)
+
+
+# A child forked while a build ran has no thread building: it may build the copy itself.
+_caches: weakref.WeakSet[RowCache] = weakref.WeakSet()
+
+
+def _forget_builds_in_child() -> None:
+    for cache in list(_caches):
+        cache._lock = threading.Lock()  # maybe held by a thread the child does not have
+        cache._builds.clear()
+
+
+os.register_at_fork(after_in_child=_forget_builds_in_child)
