@@ -22,9 +22,9 @@ background thread: that row is read the way it was before (row_index.py), and th
 after the copy is in place come from it. A build reads one row group at a time (the memory of
 one decoded group), writes a temporary file and links it into place, so a reader sees a whole
 copy or none, and two processes building the same file both end with a right one (the first
-link wins; a copy in place is never replaced under a process that mapped it). The thread is a daemon: a
-short script does not wait at exit for a copy it will not use; a build cut short leaves only
-its temporary file, removed by the next eviction. A copy whose footer or row count does not
+link wins; a copy in place is never replaced under a process that mapped it). The thread is a
+daemon: a short script does not wait at exit for a copy it will not use; a build cut short
+leaves only its temporary file, removed by the next eviction. A copy whose footer or row count does not
 match its data file (a truncated or foreign file) is not trusted: it is removed and built
 again.
 
