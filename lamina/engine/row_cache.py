@@ -24,9 +24,9 @@ one decoded group), writes a temporary file and links it into place, so a reader
 copy or none, and two processes building the same file both end with a right one (the first
 link wins; a copy in place is never replaced under a process that mapped it). The thread is a
 daemon: a short script does not wait at exit for a copy it will not use; a build cut short
-leaves only its temporary file, removed by the next eviction. A copy whose footer or row count does not
-match its data file (a truncated or foreign file) is not trusted: it is removed and built
-again.
+leaves only its temporary file, removed by the next eviction. A copy whose footer or row
+count does not match its data file (a truncated or foreign file) is not trusted: it is removed
+and built again.
 
 Bounded: copies take ~480 bytes a row for the guide's artifacts (4.4x the Parquet file); when
 a build ends the least recently opened copies are removed until the folder holds at most
