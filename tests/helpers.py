@@ -28,7 +28,8 @@ every_root = pytest.mark.parametrize("root", ["local", "s3", "gs"], indirect=Tru
 
 def reset_process_state() -> None:
     """Forget the active instance and close the DuckDB sessions opened for earlier ones, once
-    the checkpoints this process writes in the background are written (as at its exit)."""
+    the checkpoints this process writes in the background are written and the sessions'
+    decoded row copies built (a build must not outlive its test's folders)."""
     from lamina.catalog import checkpoint
 
     checkpoint.wait_written()
@@ -37,6 +38,7 @@ def reset_process_state() -> None:
         sessions = list(lamina_session._sessions.values())
         lamina_session._sessions.clear()
     for found in sessions:
+        found._by_value.row_index.row_cache.wait()
         found.close()
 
 

@@ -13,6 +13,8 @@ import s3fs
 
 import lamina as ln
 from lamina import testing
+from lamina.catalog import append_commit
+from lamina.engine import row_index
 
 from helpers import reset_process_state
 
@@ -125,6 +127,26 @@ def test_rotated_keys_are_picked_up_without_reconnecting(iam, monkeypatch):
     ln.Record(name="after").save()
     assert sorted(r.name for r in ln.Record.filter()) == ["after", "before"]
     assert sorted(ln.sql("SELECT name FROM record")["name"]) == ["after", "before"]
+
+
+def test_a_row_copy_built_while_keys_rotate_reads_on_with_the_new_ones(iam, monkeypatch):
+    """The build of a data file's decoded row copy (engine/row_cache.py) reads the file a row
+    group at a time, on its own thread: a group read after the keys rotated uses the new
+    ones."""
+    monkeypatch.setattr(append_commit, "ROW_GROUP_ROWS", 2)
+    use(monkeypatch, iam.writer)
+    ln.init(storage=f"s3://{iam.bucket}/{uuid.uuid4().hex[:8]}")
+    ln.save([ln.Record(name=f"g{i}") for i in range(4)])  # one file of two row groups
+    snapshot = ln.current().store(ln.Record._spec).snapshot()
+    (file,) = snapshot.files
+    groups = row_index._DataFile(snapshot, file).row_groups()
+    names = next(groups).column("name").to_pylist()
+    fresh = testing.new_access_key("writer", iam.admin)
+    use(monkeypatch, fresh)
+    testing.delete_access_key("writer", iam.writer["AWS_ACCESS_KEY_ID"], iam.admin)
+    iam.writer = fresh  # the old key is gone for the tests after this one
+    names += [name for group in groups for name in group.column("name").to_pylist()]
+    assert names == ["g0", "g1", "g2", "g3"]
 
 
 def test_a_new_session_token_is_picked_up_without_reconnecting(iam, monkeypatch):

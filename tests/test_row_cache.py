@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
 import textwrap
+import threading
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -147,28 +149,131 @@ def test_two_processes_building_one_copy_both_answer_right(instance, on_files, b
     assert block_reads == []  # from the copy they left
 
 
-def test_eviction_keeps_the_copies_under_their_bound(tmp_path, monkeypatch):
+def parquet_files(folder, count: int) -> list[str]:
+    """``count`` Parquet files of 1000 rows each (ids from ``1000 * number``), in row groups
+    of 300."""
     files = []
-    for i in range(4):
-        path = tmp_path / f"{i}.parquet"
+    for i in range(count):
+        path = folder / f"{i}.parquet"
         pq.write_table(pa.table({"id": list(range(i * 1000, (i + 1) * 1000)),
                                  "name": [f"row {j}" for j in range(1000)]}), path,
                        row_group_size=300)
         files.append(str(path))
+    return files
+
+
+def ask_until_built(cache: row_cache.RowCache, path: str) -> row_cache.DecodedFile | None:
+    """Ask rows of the file at ``path`` until its copy is built (or refused): its copy then."""
+    parquet = pq.ParquetFile(path)
+    groups = lambda: (parquet.read_row_group(g) for g in range(parquet.num_row_groups))
+    for _ in range(row_cache.MISSES_BEFORE_BUILD):  # the last of these starts the build
+        assert cache.file(path, os.path.getsize(path), 1000, groups) is None
+    cache.wait()
+    return cache.file(path, os.path.getsize(path), 1000, groups)
+
+
+def test_eviction_keeps_the_copies_under_their_bound(tmp_path, monkeypatch):
+    files = parquet_files(tmp_path, 4)
     one_copy = None
     cache = row_cache.RowCache()
     for number, path in enumerate(files):
         if number == 1:  # room for two copies
             monkeypatch.setenv("LAMINA_ROW_CACHE_MB", str((2 * one_copy + 100) / 2**20))
-        parquet = pq.ParquetFile(path)
-        groups = lambda parquet=parquet: (parquet.read_row_group(g)
-                                          for g in range(parquet.num_row_groups))
-        for _ in range(row_cache.MISSES_BEFORE_BUILD):  # the last of these starts the build
-            assert cache.file(path, os.path.getsize(path), 1000, groups) is None
-        cache.wait()
+        decoded = ask_until_built(cache, path)
         one_copy = one_copy or sum(copies().values())
-        decoded = cache.file(path, os.path.getsize(path), 1000, groups)
         assert decoded.row(999) == {"id": number * 1000 + 999, "name": "row 999"}
     assert sum(copies().values()) <= 2 * one_copy + 100
     kept = {row_cache.copy_path(p, os.path.getsize(p)).name for p in files[2:]}
     assert set(copies()) == kept  # the two opened last
+
+
+def test_a_copy_larger_than_the_bound_is_not_built_and_removes_no_other(tmp_path,
+                                                                        monkeypatch):
+    first, second = parquet_files(tmp_path, 2)
+    cache = row_cache.RowCache()
+    assert ask_until_built(cache, first).row(0) == {"id": 0, "name": "row 0"}
+    kept = copies()
+    monkeypatch.setenv("LAMINA_ROW_CACHE_MB", str(sum(kept.values()) / 2 / 2**20))
+    assert ask_until_built(cache, second) is None  # its rows come from the file
+    assert copies() == kept
+    assert [p.name for p in row_cache.folder().iterdir()] == list(kept)  # no temporary left
+    assert ask_until_built(cache, second) is None and cache._builds == {}  # not tried again
+    # A copy that alone passes the bound is removed by itself, the others stay.
+    monkeypatch.delenv("LAMINA_ROW_CACHE_MB")
+    assert ask_until_built(row_cache.RowCache(), second) is not None
+    built = row_cache.copy_path(second, os.path.getsize(second))
+    # The folder of the copy it built is evicted, even if the cache folder moved since.
+    monkeypatch.setenv("LAMINA_CACHE_DIR", str(tmp_path / "moved"))
+    assert row_cache.evict(built.stat().st_size - 1, keep=built) == [built]
+    assert sorted(p.name for p in built.parent.iterdir()) == list(kept)
+
+
+def test_a_build_keeps_the_copy_in_place_and_refuses_a_file_of_other_rows(tmp_path):
+    (path,) = parquet_files(tmp_path, 1)
+    parquet = pq.ParquetFile(path)
+    groups = lambda: (parquet.read_row_group(g) for g in range(parquet.num_row_groups))
+    copy = tmp_path / "copies" / "one.arrow"
+    row_cache.build(copy, 1000, groups(), limit=2**30)
+    inode = copy.stat().st_ino
+    row_cache.build(copy, 1000, groups(), limit=2**30)  # as another process would
+    assert copy.stat().st_ino == inode  # the copy someone may have mapped stays in place
+    other = copy.with_name("other.arrow")
+    with pytest.raises(ValueError, match="1000 rows read for a file of 1001"):
+        row_cache.build(other, 1001, groups(), limit=2**30)
+    assert sorted(p.name for p in copy.parent.iterdir()) == ["one.arrow"]
+
+
+def test_a_copy_removed_by_another_process_is_let_go_and_built_again(tmp_path):
+    first, second = parquet_files(tmp_path, 2)
+    cache = row_cache.RowCache()
+    ask_until_built(cache, first)
+    row_cache.copy_path(first, os.path.getsize(first)).unlink()  # evicted elsewhere
+    ask_until_built(cache, second)  # a build ends here: it lets go of what is gone
+    assert ask_until_built(cache, first).row(5) == {"id": 5, "name": "row 5"}
+    assert set(copies()) == {row_cache.copy_path(p, os.path.getsize(p)).name
+                             for p in (first, second)}
+
+
+def test_copies_of_two_batch_sizes_do_not_remove_each_other(tmp_path, monkeypatch):
+    """As two versions of lamina on one machine would build them."""
+    (path,) = parquet_files(tmp_path, 1)
+    batch_rows = row_cache.BATCH_ROWS
+    assert ask_until_built(row_cache.RowCache(), path).row(7) == {"id": 7, "name": "row 7"}
+    monkeypatch.setattr(row_cache, "BATCH_ROWS", 64)
+    assert ask_until_built(row_cache.RowCache(), path).row(70) == {"id": 70, "name": "row 70"}
+    monkeypatch.setattr(row_cache, "BATCH_ROWS", batch_rows)
+    assert len(copies()) == 2
+    assert row_cache.RowCache().file(path, os.path.getsize(path), 1000, None).row(999) == {
+        "id": 999, "name": "row 999"}  # opened, not removed
+
+
+def test_a_process_forked_during_a_build_builds_the_copy_itself(tmp_path):
+    (path,) = parquet_files(tmp_path, 1)
+    parquet = pq.ParquetFile(path)
+    go_on = threading.Event()
+
+    def groups():  # the parent's build waits until the child has built its own
+        go_on.wait()
+        return (parquet.read_row_group(g) for g in range(parquet.num_row_groups))
+
+    cache = row_cache.RowCache()
+    size = os.path.getsize(path)
+    for _ in range(row_cache.MISSES_BEFORE_BUILD):
+        assert cache.file(path, size, 1000, groups) is None
+    assert cache._builds  # the parent's build is under way
+
+    def child():
+        for _ in range(row_cache.MISSES_BEFORE_BUILD):
+            cache.file(path, size, 1000, groups_now)
+        cache.wait()
+        decoded = cache.file(path, size, 1000, groups_now)
+        os._exit(0 if decoded is not None and decoded.row(3)["id"] == 3 else 1)
+
+    groups_now = lambda: (parquet.read_row_group(g) for g in range(parquet.num_row_groups))
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(timeout=60)
+    go_on.set()
+    cache.wait()
+    assert process.exitcode == 0
+    assert cache.file(path, size, 1000, groups_now).row(999)["id"] == 999

@@ -9,7 +9,7 @@ import pytest
 
 import lamina as ln
 from lamina.catalog import append_commit
-from lamina.engine import connections, row_index, session, value_lookup
+from lamina.engine import connections, row_cache, row_index, session, value_lookup
 
 from helpers import python, write_file
 
@@ -152,16 +152,24 @@ def test_rows_read_by_position_equal_the_rows_saved(instance, on_files, statemen
 
 @pytest.mark.parametrize("copies", ["building", "built"])
 def test_rows_read_before_a_compaction_in_another_process_come_from_the_merged_file(
-        instance, on_files, copies, block_reads):
+        instance, on_files, copies, block_reads, monkeypatch):
     """Read while the decoded copies of the files (row_cache.py) are still being built, or
-    from the copies once built: the copies of the files the compaction dropped are not used."""
+    from the copies once built: the copies of the files the compaction dropped are not used.
+    Each file holds one row: its copy starts on the first row asked, and no row or block read
+    is kept, so every answer comes from a copy or a file."""
+    monkeypatch.setattr(row_cache, "MISSES_BEFORE_BUILD", 1)
+    monkeypatch.setattr(row_index, "CACHED_ROWS", 0)
+    monkeypatch.setattr(row_index, "BLOCKS_KEPT", 0)
     saved = [ln.Record(name=f"m{i}").save() for i in range(6)]  # a file each
-    assert ln.Record.get(name="m1").description is None  # read, and kept with its block
+    assert ln.Record.get(name="m1").description is None
     assert ln.Record.get(name="m2").id == saved[2].id
-    row_cache = session.session_for(instance)._by_value.row_index.row_cache
+    cache = session.session_for(instance)._by_value.row_index.row_cache
     if copies == "built":
-        row_cache.wait()
-        assert ln.Record.get(name="m4").id == saved[4].id
+        cache.wait()
+        block_reads.clear()
+        assert ln.Record.get(name="m1").description is None
+        assert ln.Record.get(name="m2").id == saved[2].id
+        assert block_reads == []  # from the copies of their files
     python(f"""
         ln.connect({instance.root!r})
         edited = ln.Record.get(name="m1")
@@ -180,11 +188,14 @@ def test_rows_read_before_a_compaction_in_another_process_come_from_the_merged_f
         saved[i].id for i in (0, 3, 4, 5)]
     assert ln.Record.get(saved[1].id).description == "edited"
     if copies == "built":  # the merged file's copy answers once built
-        row_cache.wait()
+        cache.wait()
         block_reads.clear()
         assert ln.Record.get(name="m5").id == saved[5].id
         assert ln.Record.get(name="m1").description == "edited"
         assert block_reads == []
+        # Only the merged file's copy is still mapped: those of the files it replaced are let go.
+        files = ln.current().store(ln.Record._spec).snapshot().files
+        assert set(cache._opened) == set(files)
 
 
 def test_a_query_after_lookups_from_the_index_reads_the_version_they_saw(instance, on_files,

@@ -20,17 +20,19 @@ Built once per data file, on the second row asked of it that no copy answers yet
 once, as by a script's one get(), is not worth the copy: a whole download of it on S3), in a
 background thread: that row is read the way it was before (row_index.py), and the rows asked
 after the copy is in place come from it. A build reads one row group at a time (the memory of
-one decoded group), writes a temporary file and renames it into place, so a reader sees a whole
-copy or none, and two processes building the same file both end with a right one (the last
-rename wins; a process that mapped the other's keeps its inode). The thread is a daemon: a
-short script does not wait at exit for a copy it will not use; a build cut short leaves only
-its temporary file, removed by the next eviction. A copy whose footer or row count does not
-match its data file (a truncated or foreign file) is not trusted: it is removed and built
-again.
+one decoded group), writes a temporary file and links it into place, so a reader sees a whole
+copy or none, and two processes building the same file both end with a right one (the first
+link wins; a copy in place is never replaced under a process that mapped it). The thread is a
+daemon: a short script does not wait at exit for a copy it will not use; a build cut short
+leaves only its temporary file, removed by the next eviction. A copy whose footer or row
+count does not match its data file (a truncated or foreign file) is not trusted: it is removed
+and built again.
 
 Bounded: copies take ~480 bytes a row for the guide's artifacts (4.4x the Parquet file); when
 a build ends the least recently opened copies are removed until the folder holds at most
-``LAMINA_ROW_CACHE_MB`` (default ROW_CACHE_MB); 0 turns the copies off.
+``LAMINA_ROW_CACHE_MB`` (default ROW_CACHE_MB); 0 turns the copies off. A copy that alone
+passes the bound is given up while it is written (its file's rows are read from the file) and
+removes no other copy.
 """
 
 from __future__ import annotations
@@ -41,12 +43,13 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
 
-from ..catalog import settings
+from ..catalog.objects import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -71,47 +74,63 @@ def limit_bytes() -> int:
 
 
 def folder() -> Path:
-    return settings.home() / "rows"
+    """Where the copies live: the machine's cache folder (LAMINA_CACHE_DIR), with the copies
+    of objects, not the settings folder."""
+    return cache_dir() / "rows"
 
 
 def copy_path(file: str, size: int | None) -> Path:
-    """Where the copy of data file ``file`` (a URI) of ``size`` bytes lives."""
-    digest = hashlib.sha256(f"{file}\0{size}".encode()).hexdigest()[:32]
+    """Where the copy of data file ``file`` (a URI) of ``size`` bytes lives, in BATCH_ROWS-row
+    batches (a version of lamina that batches otherwise has copies of its own)."""
+    digest = hashlib.sha256(f"{file}\0{size}\0{BATCH_ROWS}".encode()).hexdigest()[:32]
     return folder() / f"{digest}{SUFFIX}"
 
 
 class DecodedFile:
     """A copy of one data file, memory-mapped: its rows by position."""
 
-    __slots__ = ("_reader",)
+    __slots__ = ("_inode", "_reader")
 
-    def __init__(self, reader: pa.ipc.RecordBatchFileReader):
-        self._reader = reader
+    def __init__(self, reader: pa.ipc.RecordBatchFileReader, inode: int):
+        self._reader, self._inode = reader, inode
 
     @classmethod
     def open(cls, path: Path, num_rows: int) -> DecodedFile | None:
         """The copy at ``path`` if it holds ``num_rows`` rows in BATCH_ROWS-row batches; None
-        when there is none; a copy that does not match (truncated, partial, foreign) is
-        removed, and None."""
+        when there is none, or it cannot be opened now (too many open files, no room to map
+        it); a copy that does not match (truncated, partial, foreign) is removed, and None."""
         try:
             reader = pa.ipc.open_file(pa.memory_map(str(path)))
-            metadata = reader.schema.metadata or {}
-            valid = (metadata.get(_ROWS_KEY) == str(num_rows).encode()
-                     and metadata.get(_BATCH_KEY) == str(BATCH_ROWS).encode()
-                     and reader.num_record_batches == math.ceil(num_rows / BATCH_ROWS))
         except FileNotFoundError:
             return None
-        except (pa.ArrowInvalid, OSError) as exc:
+        except pa.ArrowInvalid as exc:  # not a whole Arrow file
             log.debug("row cache %s not trusted: %s", path, exc)
-            valid = False
-        if not valid:
+            path.unlink(missing_ok=True)
+            return None
+        except OSError as exc:  # the copy may be right: left for this process or another
+            log.debug("row cache %s not opened: %s", path, exc)
+            return None
+        metadata = reader.schema.metadata or {}
+        if metadata.get(_BATCH_KEY) != str(BATCH_ROWS).encode():
+            return None  # another version's batches (its path is another's only by a clash)
+        if (metadata.get(_ROWS_KEY) != str(num_rows).encode()
+                or reader.num_record_batches != math.ceil(num_rows / BATCH_ROWS)):
+            log.debug("row cache %s not trusted: not %s rows", path, num_rows)
             path.unlink(missing_ok=True)
             return None
         try:
             os.utime(path)  # the copy's last use, for eviction
+            inode = path.stat().st_ino
         except OSError:
-            pass  # evicted by another process meanwhile: still mapped here
-        return cls(reader)
+            inode = -1  # evicted by another process meanwhile: still mapped here
+        return cls(reader, inode)
+
+    def is_at(self, path: Path) -> bool:
+        """Whether ``path`` still holds the copy mapped here (not removed, nor built again)."""
+        try:
+            return path.stat().st_ino == self._inode
+        except OSError:
+            return False
 
     def row(self, position: int) -> dict:
         # Value by value: a one-row slice's to_pylist() costs 3x more (0.20 against 0.06 ms
@@ -122,13 +141,19 @@ class DecodedFile:
                 for name, column in zip(self._reader.schema.names, batch.columns)}
 
 
-def build(path: Path, num_rows: int, groups: Iterator[pa.Table]) -> None:
+class TooLarge(Exception):
+    """A copy that alone would take more than the bound of the folder of copies."""
+
+
+def build(path: Path, num_rows: int, groups: Iterator[pa.Table], limit: int) -> None:
     """Write the copy of a data file of ``num_rows`` rows whose row groups ``groups`` yields,
     in BATCH_ROWS-row batches (a group's last rows join the next group's first), through a
-    temporary file renamed into place."""
+    temporary file linked into place (a copy already there, another process's, is kept).
+    Raises TooLarge, and writes no copy, once the copy passes ``limit`` bytes; writes none
+    either unless the groups held ``num_rows`` rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    writer = None
+    writer, written = None, 0
     try:
         with pa.OSFile(str(temporary), "wb") as sink:
             pending: list[pa.Table] = []
@@ -143,23 +168,36 @@ def build(path: Path, num_rows: int, groups: Iterator[pa.Table]) -> None:
                 whole = rows.num_rows - rows.num_rows % BATCH_ROWS
                 if whole:
                     writer.write_table(rows.slice(0, whole), max_chunksize=BATCH_ROWS)
+                    written += whole
+                    if sink.tell() > limit:
+                        raise TooLarge(f"{path.name} passed {limit} bytes")
                 pending = [rows.slice(whole)] if whole < rows.num_rows else []
             if pending:
-                writer.write_table(pa.concat_tables(pending), max_chunksize=BATCH_ROWS)
+                rows = pa.concat_tables(pending)
+                writer.write_table(rows, max_chunksize=BATCH_ROWS)
+                written += rows.num_rows
             if writer is not None:
                 writer.close()
-        os.replace(temporary, path)
+            if sink.tell() > limit:
+                raise TooLarge(f"{path.name} passed {limit} bytes")
+        if written != num_rows:
+            raise ValueError(f"{written} rows read for a file of {num_rows}")
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # built by another process meanwhile, and maybe mapped there
     finally:
         temporary.unlink(missing_ok=True)
 
 
-def evict(limit: int, keep: Path | None = None) -> list[Path]:
-    """Remove the least recently opened copies until the folder holds at most ``limit``
-    bytes (``keep`` last of all), and temporary files of builds cut short. Returns what
-    was removed."""
+def evict(limit: int, keep: Path) -> list[Path]:
+    """Remove the least recently opened copies until the folder of the copy ``keep`` holds at
+    most ``limit`` bytes (``keep`` last of all), and temporary files of builds cut short.
+    Returns what was removed. A ``keep`` larger than ``limit`` alone is removed, and no other
+    copy for it."""
     entries, removed = [], []
     now = time.time()
-    for entry in os.scandir(folder()):
+    for entry in os.scandir(keep.parent):
         try:
             stat = entry.stat()
         except FileNotFoundError:
@@ -170,6 +208,8 @@ def evict(limit: int, keep: Path | None = None) -> list[Path]:
         elif entry.name.endswith(SUFFIX):
             entries.append((Path(entry.path) == keep, stat.st_mtime, stat.st_size,
                             Path(entry.path)))
+    if any(is_kept and size > limit for is_kept, _, size, _ in entries):
+        entries = [e for e in entries if e[0]]  # removing others would not make room for it
     total = sum(e[2] for e in entries)
     for _, _, size, path in sorted(entries):
         if total <= limit:
@@ -185,6 +225,7 @@ class RowCache:
     """This process's copies of data files: those opened, and those being built."""
 
     def __init__(self):
+        _caches.add(self)
         self._opened: dict[str, tuple[Path, DecodedFile]] = {}
         self._builds: dict[str, threading.Thread] = {}
         # Rows asked of each file without a copy so far, until its build starts.
@@ -226,17 +267,21 @@ class RowCache:
     def _build(self, file: str, path: Path, num_rows: int,
                groups: Callable[[], Iterator[pa.Table]], limit: int) -> None:
         try:
-            build(path, num_rows, groups())
+            build(path, num_rows, groups(), limit)
             # The decoded groups' memory goes back to the system, not to the pool's cache
             # (60 MiB of the 1e6 catalog's build, measured by hand).
             pa.default_memory_pool().release_unused()
             removed = set(evict(limit, keep=path))
             if path in removed:
                 self._not_built.add(file)
-            # A copy removed while mapped here keeps its disk space until it is unmapped.
-            for opened, (opened_path, _) in list(self._opened.items()):
-                if opened_path in removed:
+            # A copy removed while mapped here keeps its disk space until it is unmapped:
+            # those removed here or by another process (or built again there) are let go.
+            for opened, (opened_path, decoded) in list(self._opened.items()):
+                if not decoded.is_at(opened_path):
                     self._opened.pop(opened, None)
+        except TooLarge as exc:
+            self._not_built.add(file)
+            log.debug("no row cache of %s: %s", file, exc)
         except Exception as exc:  # noqa: BLE001 - the rows are still read from the file
             self._not_built.add(file)
             log.warning("no row cache of %s: %s", file, exc)
@@ -256,3 +301,16 @@ class RowCache:
         for file in files:
             self._opened.pop(file, None)
             self._misses.pop(file, None)
+
+
+# A child forked while a build ran has no thread building: it may build the copy itself.
+_caches: weakref.WeakSet[RowCache] = weakref.WeakSet()
+
+
+def _forget_builds_in_child() -> None:
+    for cache in list(_caches):
+        cache._lock = threading.Lock()  # maybe held by a thread the child does not have
+        cache._builds.clear()
+
+
+os.register_at_fork(after_in_child=_forget_builds_in_child)

@@ -199,9 +199,15 @@ class _DataFile:
             for group in range(self.metadata.num_row_groups):
                 yield parquet.read_row_group(group, use_threads=False)
             return
-        fragment = ds.ParquetFileFormat().make_fragment(
-            self._path, self._location.arrow_fs, file_size=self._size)
+        # Its own fragment (the reading thread's is not shared), made again when the location's
+        # filesystem was (new credentials), as _remote does.
+        filesystem = fragment = None
         for group in range(self.metadata.num_row_groups):
+            current = self._location.arrow_fs
+            if current is not filesystem:
+                filesystem = current
+                fragment = ds.ParquetFileFormat().make_fragment(
+                    self._path, filesystem, file_size=self._size)
             yield fragment.subset(row_group_ids=[group]).to_table(use_threads=False)
 
     @property
