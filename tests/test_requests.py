@@ -9,6 +9,7 @@ import json
 import os
 from collections import Counter
 from contextlib import contextmanager
+from urllib.parse import unquote
 
 import pandas as pd
 import pytest
@@ -132,6 +133,29 @@ def test_a_label_filter_dataframe_answers_in_ten_requests(catalog):
     # the feature filter's requests, the record table's LIST, checkpoint and data file
     assert len(requests) <= 10, shown(requests)
     only_reads_of(requests, ["feature", "artifact", "record"], log_files=1)
+
+
+@pytest.mark.parametrize("call", ["ln.Artifact.filter(temperature__gt=25).count()",
+                                  'ln.Artifact.filter(perturbation="DMSO").count()'])
+def test_a_feature_filter_lists_the_artifact_log_beside_the_feature_log(catalog, call):
+    """Each round trip on S3 waits on the network, so a first feature filter does not wait
+    for the feature to be found before it lists the log of the table it queries. With 50 ms
+    added to every request, the artifact log's LIST reaches the bucket before the feature
+    table's checkpoint is asked for (which waits on the answer to the feature log's LIST)."""
+    root, frame = catalog
+    with testing.latency_proxy(50) as proxy:
+        answer, requests = fresh_process(root, call)
+    expected = ((frame.temperature > 25).sum() if "temperature" in call
+                else frame.perturbation.map(lambda p: "DMSO" in p).sum())
+    assert answer == expected
+    order = [unquote(path) for _, path in proxy.requests if "/moto-api/" not in path]
+    artifact_list = next(i for i, p in enumerate(order)
+                         if "list-type=" in p and "core/artifact/_delta_log/" in p)
+    feature_checkpoint = next(i for i, p in enumerate(order)
+                              if "core/feature/_delta_log/" in p and ".checkpoint." in p)
+    assert artifact_list < feature_checkpoint, "\n".join(order)
+    # the same requests as before, in fewer rounds
+    assert len(requests) <= 10, shown(requests)
 
 
 def test_a_process_reads_no_file_twice(catalog):

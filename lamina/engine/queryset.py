@@ -55,18 +55,21 @@ REPR_LIMIT = 20
 class _LazyFeatures:
     """The session's feature resolver, fetched on first use: a query that names fields only
     never checks the feature table for a new version (one Delta log read fewer per compile;
-    on S3 that is a request each)."""
+    on S3 that is a request each). When it does, the queried table, which the query reads in
+    any case, is checked with it: on S3 a first feature filter listed and read the artifact
+    log only after the feature table's log and the feature's data file (issue 15)."""
 
-    __slots__ = ("_session", "_resolver", "_fresh")
+    __slots__ = ("_session", "_queried", "_resolver", "_fresh")
 
-    def __init__(self, session, fresh: bool = True):
+    def __init__(self, session, queried: TableSpec, fresh: bool = True):
         self._session = session
+        self._queried = queried
         self._resolver = None
         self._fresh = fresh
 
     def __getattr__(self, name):
         if self._resolver is None:
-            self._resolver = self._session.features(fresh=self._fresh)
+            self._resolver = self._session.features(fresh=self._fresh, along=[self._queried])
         return getattr(self._resolver, name)
 
 
@@ -160,7 +163,7 @@ class QuerySet:
 
     # ---- compiling -----------------------------------------------------------------------
     def _compiler(self, resolve_related: bool = True, fresh: bool = True) -> Compiler:
-        features = (_LazyFeatures(self._session(), fresh) if self.spec.has_features
+        features = (_LazyFeatures(self._session(), self.spec, fresh) if self.spec.has_features
                     else None)
         return Compiler(self.spec, features=features, resolve_related=resolve_related)
 
@@ -168,7 +171,8 @@ class QuerySet:
         """The tables this query reads, as far as the features and columns already seen tell
         (no request), so that on an object store they are checked for new commits at once,
         in one round trip, instead of one after the other as compiling reaches them."""
-        features = _LazyFeatures(self._session(), fresh=False) if self.spec.has_features else None
+        features = (_LazyFeatures(self._session(), self.spec, fresh=False)
+                    if self.spec.has_features else None)
         compiler = Compiler(self.spec, features=features, resolve_related=False)
         try:
             compiler.where(self.q)

@@ -405,17 +405,19 @@ class Session:
             self.refresh([spec])
             return self._columns[spec.qualified]
 
-    def features(self, fresh: bool = True) -> FeatureResolver:
+    def features(self, fresh: bool = True, along=()) -> FeatureResolver:
         """The features of the current feature snapshot, read once per version. With
         ``fresh=False``, those this session has already seen, and table columns as last seen,
-        without checking for new commits (for checks that are retried fresh when they fail)."""
+        without checking for new commits (for checks that are retried fresh when they fail).
+        The tables in ``along``, which the caller reads next, are checked for new commits
+        with the feature table, in the same round trip on an object store."""
         spec = tables.get("core.feature")
         with self._lock:
             if not fresh and self._features is not None:
                 return self._features[2]
             # The view is pointed when every feature is read (a lookup by name reads only
             # the files that may hold it).
-            self.refresh([spec], views=False)
+            self.refresh([spec, *along], views=False)
             version = self._versions[spec.qualified]
             if self._features is None or self._features[0] != version:
                 found = FeatureSet(functools.partial(self._main_branch_features, spec),
