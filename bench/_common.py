@@ -4,6 +4,7 @@ and the raw results written as JSON beside the script."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -50,6 +51,20 @@ def load() -> float:
 def new_results(**fields) -> dict:
     """The raw results of a run about to start: the machine and the load averages now."""
     return {"machine": machine(), "load_start": os.getloadavg(), **fields}
+
+
+def run_sizes(doc: str, results_file: str, run_size, sizes=("1e5", "1e6")) -> tuple[dict, str]:
+    """The benches measured per catalog size: parse ``--sizes`` and ``--json`` (default
+    ``results_file`` beside the benches), run ``run_size(n)`` for each size into the raw
+    results; returns them and the path to write them to."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=list(sizes))
+    parser.add_argument("--json", default=os.path.join(HERE, results_file))
+    args = parser.parse_args()
+    results = new_results(sizes=[])
+    for size in args.sizes:
+        results["sizes"].append(run_size(int(float(size))))
+    return results, args.json
 
 
 def write_results(results: dict, path: str) -> None:

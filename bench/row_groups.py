@@ -16,14 +16,13 @@ CPU (the machine is shared: CPU is what a call costs). Raw results:
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
 import tempfile
 import time
 
-from _common import HERE, load, new_results, use_this_tree, write_results
+from _common import load, run_sizes, use_this_tree, write_results
 
 use_this_tree()
 
@@ -109,13 +108,7 @@ def run_size(n: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", default=["1e5", "1e6"])
-    parser.add_argument("--json", default=os.path.join(HERE, "row_groups_results.json"))
-    args = parser.parse_args()
-    results = new_results(sizes=[])
-    for size in args.sizes:
-        results["sizes"].append(run_size(int(float(size))))
+    results, path = run_sizes(__doc__, "row_groups_results.json", run_size)
     print("| n | rows a group | write (deltalake) | top 100 display | f_4 count | "
           "aggregate | one row by position | footer | load |\n"
           "|---|---|---|---|---|---|---|---|---|")
@@ -126,7 +119,7 @@ def main() -> None:
                   f"| {q[0]:.2f} ms | {q[1]:.2f} ms | {q[2]:.2f} ms | "
                   f"{row['one row by position (pyarrow)']['cpu_p50_ms']:.2f} ms | "
                   f"{row['footer_bytes'] / 1024:.0f} KiB | {row['load']} |")
-    write_results(results, args.json)
+    write_results(results, path)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ saves), and the slowest. Raw results: ``bench/row_lookups_results.json``.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import os
 import resource
@@ -37,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import HERE, load, new_results, use_this_tree, write_results
+from _common import load, run_sizes, use_this_tree, write_results
 
 use_this_tree()
 
@@ -196,13 +195,7 @@ def run_size(n: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", default=["1e5", "1e6"])
-    parser.add_argument("--json", default=os.path.join(HERE, "row_lookups_results.json"))
-    args = parser.parse_args()
-    results = new_results(sizes=[])
-    for size in args.sizes:
-        results["sizes"].append(run_size(int(float(size))))
+    results, path = run_sizes(__doc__, "row_lookups_results.json", run_size)
     print("| n | call | p50 | CPU p50 | load |\n|---|---|---|---|---|")
     for size in results["sizes"]:
         for row in size["rows"]:
@@ -234,7 +227,7 @@ def main() -> None:
               f"{saved['cpu_mean_ms']:.2f} ms | {saved['load']} |")
     results["peak_rss_end_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(f"peak RSS of the process at its end: {results['peak_rss_end_bytes'] / 2**20:.0f} MiB")
-    write_results(results, args.json)
+    write_results(results, path)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,12 @@ results: ``bench/row_reads_results.json``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
 import tempfile
 
-from _common import HERE, load, new_results, use_this_tree, write_results
+from _common import load, run_sizes, use_this_tree, write_results
 
 use_this_tree()
 
@@ -144,13 +143,7 @@ def summary(row: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", default=["1e5", "1e6"])
-    parser.add_argument("--json", default=os.path.join(HERE, "row_reads_results.json"))
-    args = parser.parse_args()
-    results = new_results(sizes=[])
-    for size in args.sizes:
-        results["sizes"].append(run_size(int(float(size))))
+    results, path = run_sizes(__doc__, "row_reads_results.json", run_size)
     print("| n | layout | rows / groups / footer of the file | read (CPU p50) | ms | load |\n"
           "|---|---|---|---|---|---|")
     for size in results["sizes"]:
@@ -160,7 +153,7 @@ def main() -> None:
             for name, value in [*row["reads"].items(), *row["scans"].items()]:
                 print(f"| {size['n']:,} | {row['layout']} | {shape} | {name} | "
                       f"{value['cpu_p50_ms']:.2f} | {row['load']} |")
-    write_results(results, args.json)
+    write_results(results, path)
 
 
 if __name__ == "__main__":
